@@ -1,0 +1,13 @@
+//! What every kagi service does the same way, so the keystore, reset and notifier
+//! services differ only in their domain: loading settings, telemetry with W3C trace
+//! context, health and reflection, caller authentication and graceful shutdown.
+
+pub mod auth;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use auth::{AuthSettings, Caller, CallerAuthLayer};
+pub use server::{GrpcServer, ServerSettings};
+pub use telemetry::{LogFormat, TelemetryGuard, TelemetrySettings};

@@ -1,0 +1,161 @@
+//! The gRPC server every kagi service runs: bound before it serves (port 0 allowed, the real
+//! address exposed), with per-call trace spans, caller authentication, health, reflection,
+//! optional TLS, and a graceful shutdown that finishes in-flight calls.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::CallerAuthLayer;
+use crate::telemetry;
+
+/// Where and how a service listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, serve TLS (rustls) instead of plaintext.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Calls still running this long after SIGTERM are abandoned.
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServerSettings {
+    /// Settings listening on `listen_addr`, plaintext.
+    pub fn on(listen_addr: SocketAddr) -> Self {
+        Self { listen_addr, ..Self::default() }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            tls_cert: None,
+            tls_key: None,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// A bound, not yet serving, gRPC server.
+#[derive(Debug)]
+pub struct GrpcServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<ServerTlsConfig>,
+    grace: Duration,
+}
+
+impl GrpcServer {
+    /// Binds the listener and loads TLS material, so errors surface before serving.
+    ///
+    /// # Errors
+    /// The address is taken, or the certificate or key cannot be read.
+    pub async fn bind(settings: &ServerSettings) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
+        let local_addr = listener.local_addr()?;
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => {
+                let cert = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+                let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+                Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("tls_cert and tls_key must be set together"),
+        };
+        Ok(Self { listener, local_addr, tls, grace: Duration::from_secs(settings.shutdown_grace_secs) })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves `routes` plus health and reflection until `shutdown` resolves, then reports
+    /// NOT_SERVING, stops accepting and waits for in-flight calls (up to the grace period).
+    ///
+    /// `services` are the fully-qualified names reported as SERVING by the health service;
+    /// `descriptor_set` is the encoded `FileDescriptorSet` served by reflection.
+    ///
+    /// # Errors
+    /// A broken descriptor set, TLS setup or transport failure.
+    pub async fn serve(
+        self,
+        routes: Routes,
+        services: &[&str],
+        descriptor_set: &[u8],
+        auth: CallerAuthLayer,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_all(&health, services, ServingStatus::Serving).await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor_set)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+
+        let mut builder = Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+        let grace = self.grace;
+        tokio::spawn({
+            let stopping = std::sync::Arc::clone(&stopping);
+            async move {
+                shutdown.await;
+                // Readiness drops first, so load balancers stop sending new calls.
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                set_all(&health, &names, ServingStatus::NotServing).await;
+                stopping.notify_one();
+                let _ = stop_tx.send(());
+            }
+        });
+
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let serving = builder
+            .trace_fn(telemetry::server_span)
+            .layer(auth)
+            .add_routes(routes)
+            .add_service(health_service)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            });
+        tokio::pin!(serving);
+        // Once shutdown begins, in-flight calls get `grace` to finish.
+        tokio::select! {
+            result = &mut serving => result?,
+            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls outlived the grace period");
+            }
+        }
+        tracing::info!("server stopped");
+        Ok(())
+    }
+}
+
+async fn set_all(health: &HealthReporter, services: &[&str], status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for service in services {
+        health.set_service_status(*service, status).await;
+    }
+}

@@ -1,0 +1,79 @@
+//! Typed settings from defaults, an optional TOML file and environment variables.
+//!
+//! Precedence, lowest first: the struct's `Default`, the TOML file, then variables named
+//! `<PREFIX><SECTION>__<KEY>` (for example `KAGI_KEYSTORE_DATABASE__URL`). Secrets are
+//! best given as files (a Kubernetes Secret mounted as a directory), which each service's
+//! settings point at.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::de::DeserializeOwned;
+
+/// Loads `T` from its defaults, `file` (when given) and the environment under `env_prefix`.
+///
+/// # Errors
+/// A missing or malformed file, or a value of the wrong type; the error names the key
+/// and where it came from.
+pub fn load<T: DeserializeOwned>(file: Option<&Path>, env_prefix: &str) -> Result<T, Box<figment::Error>> {
+    let mut figment = Figment::new();
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(Box::new(figment::Error::from(format!(
+                "config file {} does not exist",
+                file.display()
+            ))));
+        }
+        figment = figment.merge(Toml::file(file));
+    }
+    figment
+        .merge(Env::prefixed(env_prefix).split("__"))
+        .extract()
+        .map_err(Box::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(default)]
+    struct Sample {
+        name: String,
+        nested: Nested,
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq, Default)]
+    #[serde(default)]
+    struct Nested {
+        port: u16,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Self { name: "default".into(), nested: Nested { port: 1 } }
+        }
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("k.toml", "name = \"from-file\"\n[nested]\nport = 7\n")?;
+            let from_file: Sample = load(Some(Path::new("k.toml")), "KAGI_T_").map_err(|e| e.to_string())?;
+            assert_eq!(from_file, Sample { name: "from-file".into(), nested: Nested { port: 7 } });
+
+            jail.set_env("KAGI_T_NESTED__PORT", "9");
+            let from_env: Sample = load(Some(Path::new("k.toml")), "KAGI_T_").map_err(|e| e.to_string())?;
+            assert_eq!(from_env.nested.port, 9);
+            assert_eq!(from_env.name, "from-file");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error_not_silently_defaults() {
+        let err = load::<Sample>(Some(Path::new("/nonexistent/kagi.toml")), "KAGI_T_").unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,197 @@
+//! One subscriber setup for every service: structured logs, OpenTelemetry spans exported
+//! over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C trace context carried in
+//! gRPC metadata both ways.
+//!
+//! The OpenTelemetry layer is installed even without an exporter, so every request has a
+//! real trace id to put in logs and audit records.
+
+use std::sync::OnceLock;
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::Deserialize;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    #[default]
+    Json,
+    /// Human-readable lines, for a terminal.
+    Pretty,
+}
+
+/// Logging and tracing knobs shared by every service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TelemetrySettings {
+    /// `json` or `pretty`.
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub log_filter: String,
+    /// OTLP/gRPC collector; `OTEL_EXPORTER_OTLP_ENDPOINT` wins when set. Unset: no export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self { log_format: LogFormat::Json, log_filter: "info".into(), otlp_endpoint: None }
+    }
+}
+
+/// Flushes and stops the span exporter when dropped; keep it alive for the process.
+#[must_use = "dropping the guard stops span export"]
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        // Export what is buffered; a dead collector must not hang shutdown.
+        let _ = self.provider.force_flush();
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Installs the global subscriber writing logs to stderr.
+///
+/// # Errors
+/// When a subscriber is already installed, or the OTLP exporter cannot be built.
+pub fn init(service: &'static str, settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
+    init_with_writer(service, settings, std::io::stderr)
+}
+
+/// Installs the global subscriber writing logs to `writer` (tests capture logs with this).
+///
+/// # Errors
+/// When a subscriber is already installed, or the OTLP exporter cannot be built.
+pub fn init_with_writer<W>(service: &'static str, settings: &TelemetrySettings, writer: W) -> anyhow::Result<TelemetryGuard>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .or_else(|| settings.otlp_endpoint.clone());
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log_filter))?
+        // The transport's own chatter drowns the service's lines.
+        .add_directive("h2=warn".parse()?)
+        .add_directive("hyper=warn".parse()?)
+        .add_directive("tower=warn".parse()?)
+        .add_directive("sqlx::query=warn".parse()?);
+    let fmt = match settings.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(otel).with(fmt).try_init()?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// The server span of one gRPC call, joined to the caller's trace when the request carries
+/// a W3C `traceparent`. Pass it to tonic's `Server::trace_fn`.
+pub fn server_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = %path,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = propagator().extract(&HeaderExtractor(request.headers()));
+    // Only fails when no OpenTelemetry layer is installed, where there is nothing to join.
+    let _ = span.set_parent(parent);
+    if let Some(trace_id) = trace_id_of(&span) {
+        span.record("trace_id", trace_id.as_str());
+    }
+    span
+}
+
+/// Writes the current span's context into outgoing gRPC metadata, so the next service's
+/// spans join this trace.
+pub fn inject_context(metadata: &mut tonic::metadata::MetadataMap) {
+    let context = tracing::Span::current().context();
+    propagator().inject_context(&context, &mut MetadataInjector(metadata));
+}
+
+/// A tonic client interceptor that propagates the current trace.
+///
+/// # Errors
+/// Never; the signature is tonic's.
+#[allow(clippy::result_large_err)]
+pub fn propagate_trace(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    inject_context(request.metadata_mut());
+    Ok(request)
+}
+
+/// The W3C trace id (32 hex digits) of the current span, if it is being traced.
+pub fn current_trace_id() -> Option<String> {
+    trace_id_of(&tracing::Span::current())
+}
+
+fn trace_id_of(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
+}
+
+fn propagator() -> &'static TraceContextPropagator {
+    static PROPAGATOR: OnceLock<TraceContextPropagator> = OnceLock::new();
+    PROPAGATOR.get_or_init(TraceContextPropagator::new)
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
