@@ -3,11 +3,13 @@
 //! context, health and reflection, caller authentication and graceful shutdown.
 
 pub mod auth;
+pub mod clock;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use auth::{AuthSettings, Caller, CallerAuthLayer};
+pub use auth::{AuthSettings, Authorizer, Caller, CallerAuthLayer};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use server::{GrpcServer, ServerSettings};
 pub use telemetry::{LogFormat, TelemetryGuard, TelemetrySettings};

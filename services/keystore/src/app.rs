@@ -1,0 +1,98 @@
+//! Wires settings, storage, crypto and the gRPC server into a running keystore. Tests, the
+//! benchmark and `kagi-keystore serve` all start it through [`Application::build`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kagi_runtime::{Authorizer, CallerAuthLayer, Clock, GrpcServer, SystemClock};
+
+use crate::config::Settings;
+use crate::grpc::KeystoreGrpc;
+use crate::service::Keystore;
+use crate::store::Db;
+
+/// Who may call what unless `auth.allow` says otherwise: only the reset service rotates,
+/// only the login system verifies, only the portal shows keys.
+pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
+    ("Enroll", &["onboarding", "admin"]),
+    ("GetCurrentKey", &["portal"]),
+    ("RotateKey", &["reset"]),
+    ("VerifyCode", &["login"]),
+    ("CheckLoginPolicy", &["login", "portal"]),
+    ("ListAuditEvents", &["admin"]),
+];
+
+/// The gRPC service name reported by health checks.
+pub const SERVICE_NAME: &str = "kagi.v1.Keystore";
+
+/// A keystore bound to its port, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    server: GrpcServer,
+    keystore: Keystore,
+    grpc: KeystoreGrpc,
+    auth: CallerAuthLayer,
+}
+
+impl Application {
+    /// Builds with the system clock.
+    ///
+    /// # Errors
+    /// See [`Application::build_with_clock`].
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Connects the database (migrating it when configured), loads the KEKs and binds the
+    /// listener.
+    ///
+    /// # Errors
+    /// Invalid settings, an unreachable database, missing KEKs or a taken port.
+    pub async fn build_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let keystore = keystore(settings, clock).await?;
+        let auth = CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
+        let server = GrpcServer::bind(&settings.server).await?;
+        tracing::info!(addr = %server.local_addr(), backend = ?keystore.db().backend(), "keystore listening");
+        let grpc = KeystoreGrpc::new(keystore.clone(), &settings.totp.issuer);
+        Ok(Self { server, keystore, grpc, auth })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn keystore(&self) -> &Keystore {
+        &self.keystore
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight calls and closes the pool.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let routes = tonic::service::Routes::new(self.grpc.into_server());
+        let served = self
+            .server
+            .serve(routes, &[SERVICE_NAME], kagi_proto::FILE_DESCRIPTOR_SET, self.auth, shutdown)
+            .await;
+        self.keystore.db().close().await;
+        served
+    }
+}
+
+/// The keystore use cases over a connected database, without a server (for `rekey`).
+///
+/// # Errors
+/// Invalid settings, an unreachable database or missing KEKs.
+pub async fn keystore(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Keystore> {
+    let params = settings.totp.params()?;
+    let verifier = settings.totp.verifier()?;
+    let lockout = settings.lockout.policy()?;
+    let keyring = settings.kek.keyring()?;
+    let db = Db::connect(&settings.database.url, settings.database.max_connections).await?;
+    if settings.database.migrate_on_start {
+        db.migrate().await?;
+    }
+    Ok(Keystore::new(db, keyring, clock, params, verifier, lockout, settings.campus()))
+}

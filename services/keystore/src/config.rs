@@ -1,0 +1,203 @@
+//! The keystore's settings: defaults, then a TOML file, then `KAGI_KEYSTORE_*` variables.
+//! `keystore.toml` beside this crate documents every knob and is shown by `--help`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use data_encoding::BASE64;
+use ipnet::IpNet;
+use kagi_runtime::{AuthSettings, ServerSettings, TelemetrySettings};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::crypto::Keyring;
+use crate::domain::{CampusNetworks, KeyParams, LockoutPolicy, TotpVerifier};
+
+/// Every knob with its default, shown by `--help`.
+pub const REFERENCE: &str = include_str!("../keystore.toml");
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "KAGI_KEYSTORE_";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub campus_networks: Vec<IpNet>,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
+    pub kek: KekSettings,
+    pub totp: TotpSettings,
+    pub lockout: LockoutSettings,
+}
+
+impl Settings {
+    /// # Errors
+    /// A missing or malformed file or variable.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        kagi_runtime::settings::load(file, ENV_PREFIX).map_err(|e| anyhow::anyhow!("invalid keystore settings: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: "sqlite://data/keystore.db?mode=rwc".into(), max_connections: 16, migrate_on_start: true }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KekSettings {
+    pub active: Option<String>,
+    pub keys: BTreeMap<String, SecretString>,
+    pub keys_dir: Option<PathBuf>,
+}
+
+impl KekSettings {
+    /// Loads every configured KEK.
+    ///
+    /// # Errors
+    /// No KEK at all, an unreadable directory, bad base64 or a key of the wrong size.
+    pub fn keyring(&self) -> anyhow::Result<Keyring> {
+        let mut encoded: BTreeMap<String, SecretString> = self.keys.clone();
+        if let Some(dir) = &self.keys_dir {
+            for entry in std::fs::read_dir(dir).with_context(|| format!("reading KEKs from {}", dir.display()))? {
+                let path = entry?.path();
+                let Some(id) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+                if id.starts_with('.') || !path.is_file() {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                encoded.insert(id, SecretString::from(text.trim().to_owned()));
+            }
+        }
+        let mut keys = BTreeMap::new();
+        for (id, b64) in &encoded {
+            let bytes = BASE64
+                .decode(b64.expose_secret().trim().as_bytes())
+                .map_err(|_| anyhow::anyhow!("key-encryption key {id:?} is not valid base64"))?;
+            keys.insert(id.clone(), Zeroizing::new(bytes));
+        }
+        let active = match (&self.active, keys.len()) {
+            (Some(active), _) => active.clone(),
+            (None, 1) => keys.keys().next().cloned().unwrap_or_default(),
+            (None, 0) => anyhow::bail!("no key-encryption key configured: set kek.keys or kek.keys_dir"),
+            (None, _) => anyhow::bail!("several key-encryption keys loaded: set kek.active"),
+        };
+        Ok(Keyring::new(&active, keys)?)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TotpSettings {
+    pub issuer: String,
+    pub algorithm: String,
+    pub digits: u32,
+    pub period: u32,
+    pub skew_steps: u32,
+}
+
+impl Default for TotpSettings {
+    fn default() -> Self {
+        Self { issuer: "kagi".into(), algorithm: "SHA1".into(), digits: 6, period: 30, skew_steps: 1 }
+    }
+}
+
+impl TotpSettings {
+    /// # Errors
+    /// An unknown algorithm, digits outside 6–8, a period outside 15–300 s, skew over 10,
+    /// or an issuer containing `:`.
+    pub fn params(&self) -> anyhow::Result<KeyParams> {
+        anyhow::ensure!(!self.issuer.is_empty() && !self.issuer.contains(':'), "totp.issuer must be non-empty and free of ':'");
+        let algorithm = self.algorithm.parse().map_err(|e: String| anyhow::anyhow!("totp.algorithm: {e}"))?;
+        KeyParams { algorithm, digits: self.digits, period: self.period }
+            .validate()
+            .map_err(|e| anyhow::anyhow!("totp: {e}"))
+    }
+
+    /// # Errors
+    /// A skew over 10 steps, which would make codes guessable.
+    pub fn verifier(&self) -> anyhow::Result<TotpVerifier> {
+        anyhow::ensure!(self.skew_steps <= 10, "totp.skew_steps must be at most 10");
+        Ok(TotpVerifier { skew: self.skew_steps })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockoutSettings {
+    pub max_failures: u32,
+    pub lock_secs: u64,
+    pub max_lock_secs: u64,
+}
+
+impl Default for LockoutSettings {
+    fn default() -> Self {
+        let policy = LockoutPolicy::default();
+        Self { max_failures: policy.max_failures, lock_secs: policy.base.as_secs(), max_lock_secs: policy.max.as_secs() }
+    }
+}
+
+impl LockoutSettings {
+    /// # Errors
+    /// Zero failures allowed, or a zero lock time.
+    pub fn policy(&self) -> anyhow::Result<LockoutPolicy> {
+        anyhow::ensure!(self.max_failures > 0 && self.lock_secs > 0, "lockout.max_failures and lockout.lock_secs must be positive");
+        Ok(LockoutPolicy {
+            max_failures: self.max_failures,
+            base: Duration::from_secs(self.lock_secs),
+            max: Duration::from_secs(self.max_lock_secs.max(self.lock_secs)),
+        })
+    }
+}
+
+impl Settings {
+    pub fn campus(&self) -> CampusNetworks {
+        CampusNetworks::new(self.campus_networks.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_file_states_the_real_defaults() {
+        let from_file: Settings = figment::Figment::new()
+            .merge(figment::providers::Toml::string(REFERENCE))
+            .extract()
+            .unwrap();
+        let defaults = Settings::default();
+        assert_eq!(from_file.server.listen_addr, defaults.server.listen_addr);
+        assert_eq!(from_file.server.shutdown_grace_secs, defaults.server.shutdown_grace_secs);
+        assert_eq!(from_file.database.url, defaults.database.url);
+        assert_eq!(from_file.database.max_connections, defaults.database.max_connections);
+        assert_eq!(from_file.telemetry.log_filter, defaults.telemetry.log_filter);
+        assert_eq!(from_file.totp.issuer, defaults.totp.issuer);
+        assert_eq!(from_file.totp.params().unwrap(), defaults.totp.params().unwrap());
+        assert_eq!(from_file.totp.skew_steps, defaults.totp.skew_steps);
+        assert_eq!(from_file.lockout.policy().unwrap(), defaults.lockout.policy().unwrap());
+    }
+
+    #[test]
+    fn a_single_kek_is_active_without_naming_it() {
+        let mut kek = KekSettings::default();
+        kek.keys.insert("k1".into(), SecretString::from(BASE64.encode(&[7_u8; 32])));
+        assert_eq!(kek.keyring().unwrap().active_id(), "k1");
+        kek.keys.insert("k2".into(), SecretString::from(BASE64.encode(&[8_u8; 32])));
+        assert!(kek.keyring().is_err(), "two keys need kek.active");
+    }
+}

@@ -1,0 +1,196 @@
+//! `kagi.v1.Keystore` over tonic: validate the request, call the use case, shape the reply.
+
+use std::sync::Arc;
+
+use kagi_proto::v1 as pb;
+use kagi_runtime::Caller;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::domain::setup_key::Algorithm;
+use crate::domain::{AccountId, IdempotencyKey, InvalidInput, OneTimeCode};
+use crate::error::Error;
+use crate::service::{self, Actor, Keystore, RevealedKey, Verification};
+
+/// Largest request the keystore decodes: its messages are a few hundred bytes.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+/// The gRPC face of a [`Keystore`].
+#[derive(Debug, Clone)]
+pub struct KeystoreGrpc {
+    keystore: Keystore,
+    issuer: Arc<str>,
+}
+
+impl KeystoreGrpc {
+    pub fn new(keystore: Keystore, issuer: &str) -> Self {
+        Self { keystore, issuer: issuer.into() }
+    }
+
+    /// The tonic service, with the request size limit applied.
+    pub fn into_server(self) -> pb::keystore_server::KeystoreServer<Self> {
+        pb::keystore_server::KeystoreServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    }
+
+    fn setup_key(&self, key: &RevealedKey) -> Result<pb::SetupKey, Error> {
+        let (uri, qr_png, qr_svg) = service::render(&self.issuer, key)?;
+        Ok(pb::SetupKey {
+            account_id: key.account.to_string(),
+            key_id: key.key_id.clone(),
+            created_at: Some(timestamp(key.created_at_ms)),
+            secret_base32: key.secret.to_base32().to_string(),
+            otpauth_uri: uri.to_string(),
+            qr_png,
+            qr_svg,
+            algorithm: match key.params.algorithm {
+                Algorithm::Sha1 => pb::HashAlgorithm::Sha1,
+                Algorithm::Sha256 => pb::HashAlgorithm::Sha256,
+                Algorithm::Sha512 => pb::HashAlgorithm::Sha512,
+            }
+            .into(),
+            digits: key.params.digits,
+            period_seconds: key.params.period,
+            issuer: self.issuer.to_string(),
+        })
+    }
+}
+
+/// The authenticated caller, put there by the auth layer.
+fn caller<T>(request: &Request<T>) -> Result<&str, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.0.as_str())
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+}
+
+/// Parses the account ID and records it on the current span (only once it is valid, so
+/// nothing a caller sends lands in logs unchecked).
+fn account(raw: &str) -> Result<AccountId, Error> {
+    let account = AccountId::parse(raw)?;
+    tracing::Span::current().record("account_id", account.as_str());
+    Ok(account)
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0) }
+}
+
+#[tonic::async_trait]
+impl pb::keystore_server::Keystore for KeystoreGrpc {
+    #[instrument(name = "Keystore.Enroll", skip_all, fields(account_id = tracing::field::Empty))]
+    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let actor = Actor { caller: caller(&request)? };
+        let account = account(&request.get_ref().account_id)?;
+        let key = self.keystore.enroll(actor, account).await?;
+        Ok(Response::new(pb::EnrollResponse { key: Some(self.setup_key(&key)?) }))
+    }
+
+    #[instrument(name = "Keystore.GetCurrentKey", skip_all, fields(account_id = tracing::field::Empty))]
+    async fn get_current_key(
+        &self,
+        request: Request<pb::GetCurrentKeyRequest>,
+    ) -> Result<Response<pb::GetCurrentKeyResponse>, Status> {
+        let actor = Actor { caller: caller(&request)? };
+        let account = account(&request.get_ref().account_id)?;
+        let key = self.keystore.current_key(actor, account).await?;
+        Ok(Response::new(pb::GetCurrentKeyResponse { key: Some(self.setup_key(&key)?) }))
+    }
+
+    #[instrument(name = "Keystore.RotateKey", skip_all, fields(account_id = tracing::field::Empty))]
+    async fn rotate_key(&self, request: Request<pb::RotateKeyRequest>) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let actor = Actor { caller: caller(&request)? };
+        let account = account(&request.get_ref().account_id)?;
+        let idempotency = IdempotencyKey::parse(&request.get_ref().idempotency_key).map_err(Error::from)?;
+        let rotation = self.keystore.rotate(actor, account, idempotency).await?;
+        Ok(Response::new(pb::RotateKeyResponse {
+            key: Some(self.setup_key(&rotation.key)?),
+            previous_key_id: rotation.previous_key_id.unwrap_or_default(),
+            replayed: rotation.replayed,
+        }))
+    }
+
+    #[instrument(name = "Keystore.VerifyCode", skip_all, fields(account_id = tracing::field::Empty, result = tracing::field::Empty))]
+    async fn verify_code(&self, request: Request<pb::VerifyCodeRequest>) -> Result<Response<pb::VerifyCodeResponse>, Status> {
+        let actor = Actor { caller: caller(&request)? };
+        let account = account(&request.get_ref().account_id)?;
+        OneTimeCode::check_shape(&request.get_ref().code).map_err(Error::from)?;
+        let outcome = self.keystore.verify(actor, account, &request.get_ref().code).await?;
+        let mut reply = pb::VerifyCodeResponse::default();
+        let result = match outcome {
+            Verification::Accepted { drift } => {
+                reply.drift_steps = drift;
+                pb::VerifyResult::Accepted
+            }
+            Verification::Replayed { drift } => {
+                reply.drift_steps = drift;
+                pb::VerifyResult::Replayed
+            }
+            Verification::Rejected { attempts_remaining, locked_until_ms } => {
+                reply.attempts_remaining = attempts_remaining;
+                reply.locked_until = locked_until_ms.map(timestamp);
+                pb::VerifyResult::Rejected
+            }
+            Verification::LockedOut { until_ms } => {
+                reply.locked_until = Some(timestamp(until_ms));
+                pb::VerifyResult::LockedOut
+            }
+            Verification::NoKey => pb::VerifyResult::NoKey,
+        };
+        tracing::Span::current().record("result", result.as_str_name());
+        reply.result = result.into();
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(name = "Keystore.CheckLoginPolicy", skip_all)]
+    async fn check_login_policy(
+        &self,
+        request: Request<pb::CheckLoginPolicyRequest>,
+    ) -> Result<Response<pb::CheckLoginPolicyResponse>, Status> {
+        let ip = request.get_ref().client_ip.trim().parse().map_err(|_| Error::from(InvalidInput::ClientIp))?;
+        let matched = self.keystore.campus_network(ip);
+        Ok(Response::new(pb::CheckLoginPolicyResponse {
+            otp_required: matched.is_none(),
+            matched_network: matched.unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(name = "Keystore.ListAuditEvents", skip_all)]
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let req = request.get_ref();
+        let account = if req.account_id.is_empty() { None } else { Some(account(&req.account_id)?) };
+        let limit = match req.page_size {
+            0 => 100,
+            n @ 1..=1000 => i64::from(n),
+            _ => return Err(Error::from(InvalidInput::PageSize).into()),
+        };
+        let events = self
+            .keystore
+            .db()
+            .audit_events(account.as_ref().map(AccountId::as_str), req.before, limit)
+            .await
+            .map_err(Error::from)?;
+        let next_before = if events.len() == usize::try_from(limit).unwrap_or(usize::MAX) {
+            events.last().map_or(0, |e| e.seq)
+        } else {
+            0
+        };
+        let events = events
+            .into_iter()
+            .map(|e| pb::AuditEvent {
+                sequence: e.seq,
+                at: Some(timestamp(e.at)),
+                caller: e.caller,
+                action: e.action,
+                account_id: e.account_id,
+                key_id: e.key_id,
+                detail: e.detail,
+                trace_id: e.trace_id,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditEventsResponse { events, next_before }))
+    }
+}

@@ -1,0 +1,318 @@
+//! The keystore's use cases, over domain, crypto and store: what each RPC does, without
+//! the transport. Handlers in `grpc` only validate shapes and call these.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use kagi_runtime::Clock;
+use zeroize::Zeroizing;
+
+use crate::crypto::Keyring;
+use crate::domain::setup_key::{self, Algorithm};
+use crate::domain::{
+    AccountId, CampusNetworks, IdempotencyKey, KeyParams, LockState, LockoutPolicy, OneTimeCode, SetupKeySecret,
+    TotpVerifier,
+};
+use crate::error::Error;
+use crate::store::{Db, KeyRow, NewAuditEvent, NewKey, RotateOutcome};
+
+/// A setup key opened for showing to its owner.
+#[derive(Debug)]
+pub struct RevealedKey {
+    pub account: AccountId,
+    pub key_id: String,
+    pub created_at_ms: i64,
+    pub params: KeyParams,
+    pub secret: SetupKeySecret,
+}
+
+/// The outcome of one `VerifyCode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    Accepted { drift: i32 },
+    Rejected { attempts_remaining: u32, locked_until_ms: Option<i64> },
+    Replayed { drift: i32 },
+    LockedOut { until_ms: i64 },
+    NoKey,
+}
+
+/// A rotation's result.
+#[derive(Debug)]
+pub struct Rotation {
+    pub key: RevealedKey,
+    pub previous_key_id: Option<String>,
+    pub replayed: bool,
+}
+
+/// The keystore's state and policies, shared by every handler.
+#[derive(Debug, Clone)]
+pub struct Keystore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    keyring: Keyring,
+    clock: Arc<dyn Clock>,
+    params: KeyParams,
+    verifier: TotpVerifier,
+    lockout: LockoutPolicy,
+    campus: CampusNetworks,
+}
+
+/// Who is asking, for the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub caller: &'a str,
+}
+
+impl Keystore {
+    pub fn new(
+        db: Db,
+        keyring: Keyring,
+        clock: Arc<dyn Clock>,
+        params: KeyParams,
+        verifier: TotpVerifier,
+        lockout: LockoutPolicy,
+        campus: CampusNetworks,
+    ) -> Self {
+        Self { inner: Arc::new(Inner { db, keyring, clock, params, verifier, lockout, campus }) }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Creates an account's first key with the configured parameters.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyEnrolled`] when the account has a key; storage or crypto failures.
+    pub async fn enroll(&self, actor: Actor<'_>, account: AccountId) -> Result<RevealedKey, Error> {
+        let key = self.new_key(account)?;
+        let sealed = self.inner.keyring.seal(&key.account, &key.key_id, &key.secret)?;
+        let new = NewKey {
+            key_id: &key.key_id,
+            account: &key.account,
+            created_at: key.created_at_ms,
+            params: key.params,
+            sealed: &sealed,
+        };
+        let audit = self.audit_event(actor, "enroll", key.account.as_str(), &key.key_id, String::new());
+        if !self.inner.db.enroll(&new, &audit).await? {
+            return Err(Error::AlreadyEnrolled);
+        }
+        tracing::info!(account = %key.account, key_id = %key.key_id, "enrolled");
+        Ok(key)
+    }
+
+    /// The account's current key, opened (the manual's menu 1). Audited as a view.
+    ///
+    /// # Errors
+    /// [`Error::NoKey`]; storage or crypto failures.
+    pub async fn current_key(&self, actor: Actor<'_>, account: AccountId) -> Result<RevealedKey, Error> {
+        let row = self.inner.db.current_key(&account).await?.ok_or(Error::NoKey)?;
+        let key = self.reveal(account, &row)?;
+        let audit = self.audit_event(actor, "view", key.account.as_str(), &key.key_id, String::new());
+        self.inner.db.audit(&audit).await?;
+        Ok(key)
+    }
+
+    /// Replaces the current key by a new one and destroys the old; idempotent per key.
+    ///
+    /// # Errors
+    /// [`Error::NoKey`], [`Error::RotationSuperseded`] when the idempotency key's rotation
+    /// was itself rotated away, [`Error::Contended`]; storage or crypto failures.
+    pub async fn rotate(&self, actor: Actor<'_>, account: AccountId, idempotency: IdempotencyKey) -> Result<Rotation, Error> {
+        for _ in 0..8 {
+            if let Some(done) = self.replay_rotation(&account, &idempotency).await? {
+                return Ok(done);
+            }
+            let current = self.inner.db.current_key(&account).await?.ok_or(Error::NoKey)?;
+            let key = self.new_key(account.clone())?;
+            let sealed = self.inner.keyring.seal(&key.account, &key.key_id, &key.secret)?;
+            let new = NewKey {
+                key_id: &key.key_id,
+                account: &key.account,
+                created_at: key.created_at_ms,
+                params: key.params,
+                sealed: &sealed,
+            };
+            let detail = format!("previous_key_id={}", current.key_id);
+            let audit = self.audit_event(actor, "rotate", account.as_str(), &key.key_id, detail);
+            match self.inner.db.rotate(idempotency.as_str(), &current.key_id, &new, &audit).await? {
+                RotateOutcome::Rotated => {
+                    tracing::info!(account = %account, key_id = %key.key_id, previous_key_id = %current.key_id, "rotated");
+                    return Ok(Rotation { key, previous_key_id: Some(current.key_id), replayed: false });
+                }
+                // Lost a race: the next round reads the winner's result or the new current key.
+                RotateOutcome::DuplicateIdempotencyKey | RotateOutcome::CurrentKeyChanged => {}
+            }
+        }
+        Err(Error::Contended)
+    }
+
+    async fn replay_rotation(&self, account: &AccountId, idempotency: &IdempotencyKey) -> Result<Option<Rotation>, Error> {
+        let Some(key_id) = self.inner.db.find_rotation(account, idempotency.as_str()).await? else {
+            return Ok(None);
+        };
+        let row = self.inner.db.key(&key_id).await?.ok_or(Error::RotationSuperseded)?;
+        if row.sealed().is_none() {
+            return Err(Error::RotationSuperseded);
+        }
+        let key = self.reveal(account.clone(), &row)?;
+        Ok(Some(Rotation { key, previous_key_id: None, replayed: true }))
+    }
+
+    /// Checks a login's one-time password: accepted at most once per time step, with
+    /// failures counted towards a lockout. `raw_code` must already be 6–8 digits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the code's length is not the key's; storage or crypto
+    /// failures.
+    pub async fn verify(&self, actor: Actor<'_>, account: AccountId, raw_code: &str) -> Result<Verification, Error> {
+        let inner = &self.inner;
+        let Some(mut state) = inner.db.verify_state(&account).await? else {
+            let audit = self.audit_event(actor, "verify_failed", account.as_str(), "", "no_key".into());
+            inner.db.audit(&audit).await?;
+            return Ok(Verification::NoKey);
+        };
+        let params = row_params(&state.key)?;
+        let code = OneTimeCode::parse(raw_code, params.digits)?;
+        let now_ms = inner.clock.now_ms();
+        let unix_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
+        for _ in 0..32 {
+            let lock = state.lock_state();
+            if let Some(until_ms) = lock.locked_until_ms.filter(|_| lock.is_locked(now_ms)) {
+                return Ok(Verification::LockedOut { until_ms });
+            }
+            let sealed = state.key.sealed().ok_or(Error::NoKey)?;
+            let secret = inner.keyring.open(&account, &state.key.key_id, &sealed)?;
+            let matches = inner.verifier.matches(&secret, params, &code, unix_secs);
+            if let Some(fresh) = matches.iter().find(|m| m.step > state.last_step) {
+                if inner.db.accept_step(&account, &state.key.key_id, fresh.step, now_ms).await? {
+                    return Ok(Verification::Accepted { drift: fresh.drift });
+                }
+            } else if let Some(used) = matches.first() {
+                let audit = self.audit_event(actor, "verify_failed", account.as_str(), &state.key.key_id, "replayed".into());
+                inner.db.audit(&audit).await?;
+                return Ok(Verification::Replayed { drift: used.drift });
+            } else if let Some(outcome) = self.record_failure(actor, &account, &state.key.key_id, lock, now_ms).await? {
+                return Ok(outcome);
+            }
+            // Another call changed the account meanwhile: decide again on fresh state.
+            state = inner.db.verify_state(&account).await?.ok_or(Error::NoKey)?;
+        }
+        Err(Error::Contended)
+    }
+
+    /// Counts one failure; `None` when another call moved the counters first.
+    async fn record_failure(
+        &self,
+        actor: Actor<'_>,
+        account: &AccountId,
+        key_id: &str,
+        before: LockState,
+        now_ms: i64,
+    ) -> Result<Option<Verification>, Error> {
+        let policy = self.inner.lockout;
+        let after = policy.after_failure(before, now_ms);
+        let locked = after.is_locked(now_ms);
+        let mut audits = vec![self.audit_event(actor, "verify_failed", account.as_str(), key_id, "rejected".into())];
+        if locked {
+            let detail = format!("lockout={} until_ms={}", after.lockouts, after.locked_until_ms.unwrap_or_default());
+            audits.push(self.audit_event(actor, "lockout", account.as_str(), key_id, detail));
+        }
+        if !self.inner.db.record_failure(account, before, after, &audits).await? {
+            return Ok(None);
+        }
+        if locked {
+            tracing::warn!(account = %account, lockouts = after.lockouts, "verification locked after repeated failures");
+        }
+        Ok(Some(Verification::Rejected {
+            attempts_remaining: if locked { 0 } else { policy.remaining(after) },
+            locked_until_ms: after.locked_until_ms.filter(|_| locked),
+        }))
+    }
+
+    /// The campus network containing `ip`, if the login needs no one-time password.
+    pub fn campus_network(&self, ip: IpAddr) -> Option<String> {
+        self.inner.campus.containing(ip).map(ToString::to_string)
+    }
+
+    /// Re-seals every live key still under another KEK with the active one, in batches,
+    /// while the service keeps serving. Returns how many keys were re-sealed.
+    ///
+    /// # Errors
+    /// A key sealed under a KEK that is not loaded; storage failures.
+    pub async fn rekey(&self, actor: Actor<'_>) -> Result<u64, Error> {
+        let keyring = &self.inner.keyring;
+        let mut done = 0;
+        loop {
+            let batch = self.inner.db.rekey_candidates(keyring.active_id(), 500).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for row in batch {
+                let account = AccountId::parse(&row.account_id)?;
+                let old = crate::crypto::Sealed { kek_id: row.kek_id, nonce: row.nonce, ciphertext: row.ciphertext };
+                let secret = keyring.open(&account, &row.key_id, &old)?;
+                let sealed = keyring.seal(&account, &row.key_id, &secret)?;
+                // A key rotated away meanwhile is simply skipped.
+                if self.inner.db.replace_sealed(&row.key_id, &old.kek_id, &sealed).await? {
+                    done += 1;
+                }
+            }
+        }
+        let audit = self.audit_event(actor, "rekey", "", "", format!("kek={} keys={done}", keyring.active_id()));
+        self.inner.db.audit(&audit).await?;
+        Ok(done)
+    }
+
+    fn new_key(&self, account: AccountId) -> Result<RevealedKey, Error> {
+        let secret = SetupKeySecret::generate().map_err(|e| anyhow::anyhow!("OS random generator failed: {e}"))?;
+        Ok(RevealedKey {
+            account,
+            key_id: uuid::Uuid::new_v4().to_string(),
+            created_at_ms: self.inner.clock.now_ms(),
+            params: self.inner.params,
+            secret,
+        })
+    }
+
+    fn reveal(&self, account: AccountId, row: &KeyRow) -> Result<RevealedKey, Error> {
+        let sealed = row.sealed().ok_or(Error::NoKey)?;
+        let secret = self.inner.keyring.open(&account, &row.key_id, &sealed)?;
+        Ok(RevealedKey { account, key_id: row.key_id.clone(), created_at_ms: row.created_at, params: row_params(row)?, secret })
+    }
+
+    fn audit_event<'a>(&self, actor: Actor<'a>, action: &'a str, account_id: &'a str, key_id: &'a str, detail: String) -> NewAuditEvent<'a> {
+        NewAuditEvent {
+            at_ms: self.inner.clock.now_ms(),
+            caller: actor.caller,
+            action,
+            account_id,
+            key_id,
+            detail,
+            trace_id: kagi_runtime::telemetry::current_trace_id().unwrap_or_default(),
+        }
+    }
+}
+
+/// The parameters recorded with a key, not today's defaults.
+fn row_params(row: &KeyRow) -> Result<KeyParams, Error> {
+    let algorithm: Algorithm = row.algorithm.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let digits = u32::try_from(row.digits).map_err(|e| anyhow::anyhow!("stored digits: {e}"))?;
+    let period = u32::try_from(row.period).map_err(|e| anyhow::anyhow!("stored period: {e}"))?;
+    Ok(KeyParams { algorithm, digits, period })
+}
+
+/// The otpauth URI and QR codes of a revealed key, for the response.
+///
+/// # Errors
+/// Only if the URI cannot be encoded as a QR code.
+pub fn render(issuer: &str, key: &RevealedKey) -> Result<(Zeroizing<String>, Vec<u8>, String), Error> {
+    let uri = setup_key::otpauth_uri(issuer, &key.account, &key.secret, key.params);
+    let (png, svg) = setup_key::qr_codes(&uri).map_err(|e| anyhow::anyhow!("QR encoding: {e}"))?;
+    Ok((uri, png, svg))
+}

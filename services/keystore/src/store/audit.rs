@@ -1,0 +1,77 @@
+//! The audit trail: who did what to which account, when, under which trace. No secrets.
+
+use sqlx::{Any, Executor};
+
+use super::Db;
+
+/// An event about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent<'a> {
+    pub at_ms: i64,
+    pub caller: &'a str,
+    pub action: &'a str,
+    pub account_id: &'a str,
+    pub key_id: &'a str,
+    pub detail: String,
+    pub trace_id: String,
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub at: i64,
+    pub caller: String,
+    pub action: String,
+    pub account_id: String,
+    pub key_id: String,
+    pub detail: String,
+    pub trace_id: String,
+}
+
+pub(crate) async fn insert_audit<'c, E>(executor: E, event: &NewAuditEvent<'_>) -> Result<(), sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(
+        "INSERT INTO audit_events (at, caller, action, account_id, key_id, detail, trace_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(event.at_ms)
+    .bind(event.caller)
+    .bind(event.action)
+    .bind(event.account_id)
+    .bind(event.key_id)
+    .bind(&event.detail)
+    .bind(&event.trace_id)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+impl Db {
+    /// Records one event on its own.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn audit(&self, event: &NewAuditEvent<'_>) -> Result<(), sqlx::Error> {
+        insert_audit(&self.pool, event).await
+    }
+
+    /// Events newest first, optionally of one account, older than `before` when non-zero.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn audit_events(&self, account_id: Option<&str>, before: i64, limit: i64) -> Result<Vec<AuditEvent>, sqlx::Error> {
+        let before = if before > 0 { before } else { i64::MAX };
+        sqlx::query_as(
+            "SELECT seq, at, caller, action, account_id, key_id, detail, trace_id FROM audit_events \
+             WHERE ($1 = '' OR account_id = $1) AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(account_id.unwrap_or_default())
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+}
