@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn the_reference_file_states_the_real_defaults() {
         let from_file: Settings = figment::Figment::new()
-            .merge(figment::providers::Toml::string(REFERENCE))
+            .merge(<figment::providers::Toml as figment::providers::Format>::string(REFERENCE))
             .extract()
             .unwrap();
         let defaults = Settings::default();

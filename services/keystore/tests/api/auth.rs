@@ -1,0 +1,68 @@
+//! Callers authenticate, and each RPC admits only its own callers; health and reflection
+//! stay open for probes and grpcurl.
+
+use kagi_proto::v1 as pb;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+use crate::helpers::{Backend, TestApp, channel, spawn_app, token_of};
+
+on_both_backends!(
+    a_call_without_a_token_is_unauthenticated,
+    a_caller_outside_an_rpcs_list_is_permission_denied,
+    health_and_reflection_answer_without_a_token,
+);
+
+async fn a_call_without_a_token_is_unauthenticated(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+
+    let bare = tonic::Request::new(pb::VerifyCodeRequest { account_id: "taro".into(), code: "123456".into() });
+    let err = app.client.clone().verify_code(bare).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let mut forged = tonic::Request::new(pb::GetCurrentKeyRequest { account_id: "taro".into() });
+    let almost = format!("Bearer {}x", token_of("portal"));
+    forged.metadata_mut().insert("authorization", almost.parse().unwrap());
+    assert_eq!(app.client.clone().get_current_key(forged).await.unwrap_err().code(), Code::Unauthenticated);
+}
+
+async fn a_caller_outside_an_rpcs_list_is_permission_denied(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let key = app.enroll("taro").await;
+
+    // Only the reset service may rotate; the login system may only verify.
+    let as_login = TestApp::as_caller("login", pb::RotateKeyRequest { account_id: "taro".into(), idempotency_key: "x".into() });
+    assert_eq!(app.client.clone().rotate_key(as_login).await.unwrap_err().code(), Code::PermissionDenied);
+    let as_portal = TestApp::as_caller("portal", pb::VerifyCodeRequest { account_id: "taro".into(), code: "123456".into() });
+    assert_eq!(app.client.clone().verify_code(as_portal).await.unwrap_err().code(), Code::PermissionDenied);
+    let as_reset = TestApp::as_caller("reset", pb::GetCurrentKeyRequest { account_id: "taro".into() });
+    assert_eq!(app.client.clone().get_current_key(as_reset).await.unwrap_err().code(), Code::PermissionDenied);
+
+    assert_eq!(app.current_key("taro").await.unwrap().key_id, key.key_id, "the refused rotation changed nothing");
+}
+
+async fn health_and_reflection_answer_without_a_token(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let channel = channel(app.addr).await;
+
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "kagi.v1.Keystore"] {
+        let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut replies = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else { panic!("{reply:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"kagi.v1.Keystore".to_owned()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+}

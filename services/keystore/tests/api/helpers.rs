@@ -1,0 +1,337 @@
+//! `spawn_app`: a keystore on 127.0.0.1:0 with a fresh database, a clock the test moves, and
+//! one bearer token per calling service.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use data_encoding::BASE64;
+use kagi_keystore::{Application, Settings};
+use kagi_proto::v1 as pb;
+use kagi_proto::v1::keystore_client::KeystoreClient;
+use kagi_runtime::ManualClock;
+use secrecy::SecretString;
+use sqlx::Connection;
+use tonic::transport::Channel;
+
+/// The two storage backends every scenario runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed scenario `fn name(Backend)` as a `sqlite` and a `postgres` test.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::helpers::Backend::Postgres).await } )*
+        }
+    };
+}
+
+pub const CALLERS: [&str; 5] = ["login", "reset", "portal", "admin", "onboarding"];
+
+/// A fresh, private database; removed again when dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/keystore.db?mode=rwc", dir.path().display());
+                Self { url, backend, _dir: Some(dir), pg_name: None }
+            }
+            Backend::Postgres => {
+                let name = format!("kagi_ks_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx::PgConnection::connect(&postgres_url()).await.expect(
+                    "PostgreSQL must be reachable at KAGI_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test)",
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+                let url = with_database(&postgres_url(), &name);
+                Self { url, backend, _dir: None, pg_name: Some(name) }
+            }
+        }
+    }
+
+    /// The path of the SQLite file (and its WAL), for scanning raw bytes.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("keystore.db"))
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else { return };
+        // Drop runs outside async; a small runtime on its own thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("KAGI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Settings for a test keystore: port 0, one KEK, a token per caller, a campus network.
+pub fn test_settings(db: &TestDatabase) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+    settings.server.shutdown_grace_secs = 5;
+    settings.database.url = db.url.clone();
+    settings.database.max_connections = 8;
+    settings.kek.keys.insert("k1".into(), SecretString::from(BASE64.encode(&[11_u8; 32])));
+    for caller in CALLERS {
+        settings.auth.tokens.insert(caller.into(), SecretString::from(token_of(caller)));
+    }
+    settings.campus_networks = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8:10::/48".parse().unwrap()];
+    settings
+}
+
+pub fn token_of(caller: &str) -> String {
+    format!("test-token-of-{caller}-0123456789")
+}
+
+/// A running keystore and what a test needs to talk to it.
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub clock: Arc<ManualClock>,
+    pub client: KeystoreClient<Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts a keystore with `settings` and a clock at `clock`'s time.
+    pub async fn start(settings: &Settings, clock: Arc<ManualClock>) -> Self {
+        init_log_capture();
+        let app = Application::build_with_clock(settings, clock.clone()).await.expect("keystore starts");
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let client = KeystoreClient::new(channel(addr).await);
+        Self { addr, clock, client, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Stops the service the way SIGTERM does and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// A request carrying `caller`'s bearer token.
+    pub fn as_caller<T>(caller: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {}", token_of(caller)).parse().unwrap());
+        request
+    }
+
+    pub async fn enroll(&self, account: &str) -> pb::SetupKey {
+        let request = Self::as_caller("onboarding", pb::EnrollRequest { account_id: account.into() });
+        self.client.clone().enroll(request).await.expect("enroll").into_inner().key.unwrap()
+    }
+
+    pub async fn current_key(&self, account: &str) -> Result<pb::SetupKey, tonic::Status> {
+        let request = Self::as_caller("portal", pb::GetCurrentKeyRequest { account_id: account.into() });
+        Ok(self.client.clone().get_current_key(request).await?.into_inner().key.unwrap())
+    }
+
+    pub async fn rotate(&self, account: &str, idempotency_key: &str) -> Result<pb::RotateKeyResponse, tonic::Status> {
+        let request = Self::as_caller(
+            "reset",
+            pb::RotateKeyRequest { account_id: account.into(), idempotency_key: idempotency_key.into() },
+        );
+        Ok(self.client.clone().rotate_key(request).await?.into_inner())
+    }
+
+    pub async fn verify(&self, account: &str, code: &str) -> Result<pb::VerifyCodeResponse, tonic::Status> {
+        let request = Self::as_caller("login", pb::VerifyCodeRequest { account_id: account.into(), code: code.into() });
+        Ok(self.client.clone().verify_code(request).await?.into_inner())
+    }
+
+    /// The server's current Unix time, in seconds.
+    pub fn clock_unix(&self) -> i64 {
+        self.clock.now_unix()
+    }
+
+    /// The code `key` shows on a phone whose clock is `offset_secs` away from the server's.
+    pub fn code_for(&self, key: &pb::SetupKey, offset_secs: i64) -> String {
+        let now = self.clock.now_unix();
+        code_at(key, u64::try_from(now + offset_secs).unwrap())
+    }
+
+    pub async fn audit(&self, account: &str) -> Vec<pb::AuditEvent> {
+        let request = Self::as_caller(
+            "admin",
+            pb::ListAuditEventsRequest { account_id: account.into(), page_size: 1000, before: 0 },
+        );
+        self.client.clone().list_audit_events(request).await.unwrap().into_inner().events
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+/// A keystore on a fresh database with the default settings.
+pub async fn spawn_app(backend: Backend) -> (TestApp, TestDatabase) {
+    let db = TestDatabase::new(backend).await;
+    let app = TestApp::start(&test_settings(&db), Arc::new(ManualClock::new(SystemTime::now()))).await;
+    (app, db)
+}
+
+pub trait UnixClock {
+    fn now_unix(&self) -> i64;
+}
+
+impl UnixClock for ManualClock {
+    fn now_unix(&self) -> i64 {
+        use kagi_runtime::Clock;
+        self.now_ms() / 1000
+    }
+}
+
+/// The key's code at `unix_secs`, computed independently of the keystore's own code path
+/// (RFC 6238 by hand over the Base32 secret the user sees).
+pub fn code_at(key: &pb::SetupKey, unix_secs: u64) -> String {
+    let secret = data_encoding::BASE32_NOPAD.decode(key.secret_base32.as_bytes()).unwrap();
+    let algorithm = match pb::HashAlgorithm::try_from(key.algorithm).unwrap() {
+        pb::HashAlgorithm::Sha256 => totp_rs::Algorithm::SHA256,
+        pb::HashAlgorithm::Sha512 => totp_rs::Algorithm::SHA512,
+        _ => totp_rs::Algorithm::SHA1,
+    };
+    let totp = totp_rs::Builder::new()
+        .with_algorithm(algorithm)
+        .with_digits(u8::try_from(key.digits).unwrap())
+        .with_step_duration(u64::from(key.period_seconds))
+        .with_secret(secret)
+        .build()
+        .unwrap();
+    totp.generate(unix_secs).to_string()
+}
+
+/// A code that is certainly not the key's right now (nor in the skew window).
+pub fn wrong_code(app: &TestApp, key: &pb::SetupKey) -> String {
+    let valid: Vec<String> = (-2..=2).map(|d| app.code_for(key, d * 30)).collect();
+    (0..1_000_000).map(|n| format!("{n:06}")).find(|c| !valid.contains(c)).unwrap()
+}
+
+pub fn advance(app: &TestApp, by: Duration) {
+    app.clock.advance(by);
+}
+
+/// Log lines written by every service started in this test binary.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.get_or_init(Default::default).lock().unwrap()).into_owned()
+}
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the most verbose logs (JSON, with span fields) of every test in this binary.
+fn init_log_capture() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let buffer = LOGS.get_or_init(Default::default).clone();
+        let settings = kagi_runtime::TelemetrySettings {
+            log_format: kagi_runtime::LogFormat::Json,
+            log_filter: "trace".into(),
+            otlp_endpoint: None,
+        };
+        let guard = kagi_runtime::telemetry::init_with_writer("kagi-keystore-test", &settings, move || {
+            Capture(buffer.clone())
+        })
+        .unwrap();
+        std::mem::forget(guard);
+    });
+}
+
+/// Every row of every keystore table, as text, for scanning.
+pub async fn dump_tables(db: &TestDatabase) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    match db.backend {
+        Backend::Sqlite => {
+            let path = db.sqlite_path().unwrap();
+            for suffix in ["", "-wal", "-shm"] {
+                let file = format!("{}{suffix}", path.display());
+                if let Ok(bytes) = std::fs::read(&file) {
+                    out.insert(file, bytes);
+                }
+            }
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            for table in ["accounts", "setup_keys", "rotations", "audit_events"] {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT row_to_json(t)::text FROM {table} t")))
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                let text: String = rows.into_iter().map(|(r,)| r + "\n").collect();
+                out.insert(table.to_owned(), text.into_bytes());
+            }
+        }
+    }
+    out
+}

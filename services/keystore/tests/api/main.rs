@@ -1,0 +1,15 @@
+//! The keystore's integration tests: the real service over real gRPC on 127.0.0.1, against
+//! a fresh SQLite file and a fresh PostgreSQL database each. Every scenario runs on both.
+
+#[macro_use]
+mod helpers;
+
+mod audit;
+mod auth;
+mod enroll;
+mod input;
+mod policy;
+mod rekey;
+mod rotate;
+mod secrecy;
+mod verify;

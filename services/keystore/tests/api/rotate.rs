@@ -1,0 +1,99 @@
+//! `RotateKey`, the end of the reissue saga: the old key stops working, the new one works,
+//! and a retried call rotates nothing.
+
+use kagi_proto::v1::VerifyResult;
+use tonic::Code;
+
+use crate::helpers::{Backend, dump_tables, spawn_app};
+
+on_both_backends!(
+    after_reissue_the_old_key_stops_working_and_the_new_one_works,
+    a_retried_rotation_returns_the_same_key_and_rotates_nothing,
+    concurrent_retries_of_one_rotation_agree,
+    the_old_secret_is_wiped_but_its_metadata_kept,
+    rotating_an_account_without_a_key_is_not_found,
+);
+
+async fn after_reissue_the_old_key_stops_working_and_the_new_one_works(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let old = app.enroll("taro").await;
+
+    let rotated = app.rotate("taro", "reset-1").await.unwrap();
+    let new = rotated.key.unwrap();
+
+    assert_eq!(rotated.previous_key_id, old.key_id);
+    assert!(!rotated.replayed);
+    assert_ne!(new.secret_base32, old.secret_base32);
+    assert_eq!(app.current_key("taro").await.unwrap().key_id, new.key_id);
+    let old_code = app.code_for(&old, 0);
+    let new_code = app.code_for(&new, 0);
+    assert_ne!(old_code, new_code);
+    assert_eq!(app.verify("taro", &old_code).await.unwrap().result(), VerifyResult::Rejected);
+    assert_eq!(app.verify("taro", &new_code).await.unwrap().result(), VerifyResult::Accepted);
+}
+
+async fn a_retried_rotation_returns_the_same_key_and_rotates_nothing(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    app.enroll("taro").await;
+
+    let first = app.rotate("taro", "reset-1").await.unwrap();
+    let retry = app.rotate("taro", "reset-1").await.unwrap();
+
+    assert!(retry.replayed);
+    assert_eq!(retry.key.as_ref().unwrap().key_id, first.key.as_ref().unwrap().key_id);
+    assert_eq!(retry.key.unwrap().secret_base32, first.key.unwrap().secret_base32);
+    let rotations = app.audit("taro").await.into_iter().filter(|e| e.action == "rotate").count();
+    assert_eq!(rotations, 1);
+
+    // A later reissue under a new key supersedes it; replaying the first is then refused.
+    app.rotate("taro", "reset-2").await.unwrap();
+    let stale = app.rotate("taro", "reset-1").await.unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+}
+
+async fn concurrent_retries_of_one_rotation_agree(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    app.enroll("taro").await;
+
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                let request = crate::helpers::TestApp::as_caller(
+                    "reset",
+                    kagi_proto::v1::RotateKeyRequest { account_id: "taro".into(), idempotency_key: "reset-1".into() },
+                );
+                client.rotate_key(request).await.unwrap().into_inner().key.unwrap().key_id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for call in calls {
+        ids.push(call.await.unwrap());
+    }
+
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one new key for one idempotency key");
+    assert_eq!(app.current_key("taro").await.unwrap().key_id, ids[0]);
+    assert_eq!(app.audit("taro").await.into_iter().filter(|e| e.action == "rotate").count(), 1);
+}
+
+async fn the_old_secret_is_wiped_but_its_metadata_kept(backend: Backend) {
+    let (app, db) = spawn_app(backend).await;
+    let old = app.enroll("taro").await;
+    app.rotate("taro", "reset-1").await.unwrap();
+
+    let pool = kagi_keystore::store::Db::connect(&db.url, 1).await.unwrap();
+    let row = pool.key(&old.key_id).await.unwrap().expect("metadata kept for audit");
+    assert!(row.ciphertext.is_none() && row.nonce.is_none() && row.kek_id.is_none());
+    assert!(row.destroyed_at.is_some());
+    assert_eq!(row.account_id, "taro");
+    pool.close().await;
+    let dump = dump_tables(&db).await;
+    assert!(!dump.is_empty());
+}
+
+async fn rotating_an_account_without_a_key_is_not_found(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    assert_eq!(app.rotate("nobody", "reset-1").await.unwrap_err().code(), Code::NotFound);
+}
