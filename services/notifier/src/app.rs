@@ -1,0 +1,124 @@
+//! Wires the notifier together: database, templates, transport, the gRPC server and the
+//! delivery worker, started and stopped as one.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kagi_proto::v1::notifier_server::NotifierServer;
+use kagi_runtime::auth::Authorizer;
+use kagi_runtime::{CallerAuthLayer, GrpcServer};
+use tokio::sync::{Notify, watch};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::grpc::{DEFAULT_ALLOW, NotifierService};
+use crate::mail::MailComposer;
+use crate::store::Store;
+use crate::transport::Mailer;
+use crate::worker::Worker;
+
+/// A notifier bound to its port, ready to run.
+#[derive(Debug)]
+pub struct Application {
+    server: GrpcServer,
+    service: NotifierService,
+    worker: Option<Arc<Worker>>,
+    auth: CallerAuthLayer,
+    store: Store,
+}
+
+impl Application {
+    /// Builds the notifier on the system clock.
+    ///
+    /// # Errors
+    /// See [`Application::build_with_clock`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Connects the database (migrating it when configured), loads and checks the templates,
+    /// prepares the transport and binds the listener, so every configuration error surfaces
+    /// before serving.
+    ///
+    /// # Errors
+    /// Any of those steps failing.
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = Store::connect(&settings.database).await?;
+        if settings.database.migrate_on_start {
+            store.migrate().await?;
+        }
+        let composer = MailComposer::new(&settings.mail)?;
+        let mailer = Mailer::from_settings(&settings.transport)?;
+        let auth = CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
+        let server = GrpcServer::bind(&settings.server).await?;
+        let wake = Arc::new(Notify::new());
+        let service = NotifierService {
+            store: store.clone(),
+            clock: Arc::clone(&clock),
+            wake: Arc::clone(&wake),
+            settings: settings.delivery.clone(),
+        };
+        let worker = settings.delivery.worker_enabled.then(|| {
+            let replica = std::env::var("HOSTNAME").unwrap_or_else(|_| "notifier".into());
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            Arc::new(Worker {
+                store: store.clone(),
+                mailer,
+                composer,
+                clock,
+                settings: settings.delivery.clone(),
+                wake,
+                replica: format!("{replica}-{}", &suffix[..8]),
+            })
+        });
+        Ok(Self { server, service, worker, auth, store })
+    }
+
+    /// The address the gRPC server listens on (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The queue, for tests and tools that inspect it.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves and delivers until `shutdown` resolves; then stops taking calls, lets calls and
+    /// sends in flight finish, and returns.
+    ///
+    /// # Errors
+    /// The server failing.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let server_shutdown = {
+            let stop_tx = Arc::clone(&stop_tx);
+            let mut stop_rx = stop_rx.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => { let _ = stop_tx.send(true); }
+                    _ = stop_rx.wait_for(|stop| *stop) => {}
+                }
+            }
+        };
+        let routes = tonic::service::Routes::new(NotifierServer::new(self.service));
+        let serving = async {
+            let result = self
+                .server
+                .serve(routes, &["kagi.v1.Notifier"], kagi_proto::FILE_DESCRIPTOR_SET, self.auth, server_shutdown)
+                .await;
+            let _ = stop_tx.send(true);
+            result
+        };
+        let delivering = async {
+            if let Some(worker) = self.worker {
+                worker.run(stop_rx).await;
+            }
+        };
+        let (result, ()) = tokio::join!(serving, delivering);
+        self.store.close_pool().await;
+        result
+    }
+}

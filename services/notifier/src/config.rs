@@ -1,0 +1,246 @@
+//! The notifier's settings: defaults that run locally with nothing installed (SQLite under
+//! `./data`, mail written as `.eml` files to `./data/outbox`), overlaid by a TOML file and
+//! `KAGI_NOTIFIER_*` environment variables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kagi_runtime::{AuthSettings, ServerSettings, TelemetrySettings};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Everything the notifier can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub telemetry: TelemetrySettings,
+    pub database: DatabaseSettings,
+    pub mail: MailSettings,
+    pub transport: TransportSettings,
+    pub delivery: DeliverySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::on(std::net::SocketAddr::from(([127, 0, 0, 1], 50053))),
+            auth: AuthSettings::default(),
+            telemetry: TelemetrySettings::default(),
+            database: DatabaseSettings::default(),
+            mail: MailSettings::default(),
+            transport: TransportSettings::default(),
+            delivery: DeliverySettings::default(),
+        }
+    }
+}
+
+/// The queue's database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// `sqlite://…` or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+    /// Run migrations when `serve` starts (convenient in development; production runs
+    /// `kagi-notifier migrate` as a separate step).
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: "sqlite://data/notifier.db?mode=rwc".into(), max_connections: 8, migrate_on_start: true }
+    }
+}
+
+/// What the mails say about who sends them: everything another university changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MailSettings {
+    /// The envelope and `From:` address.
+    pub from_address: String,
+    /// The IT help desk page the mails link to.
+    pub helpdesk_url: String,
+    /// The 2FA management portal.
+    pub portal_url: String,
+    /// IANA time zone the expiry and reissue times are shown in.
+    pub time_zone: String,
+    /// Domain part of generated `Message-ID`s; the from-address domain when unset.
+    pub message_id_domain: Option<String>,
+    /// Directory of the editable templates; missing files are written from the built-in
+    /// defaults at start. Unset: use the built-in templates.
+    pub templates_dir: Option<PathBuf>,
+    /// Names used in Japanese mails.
+    pub ja: Branding,
+    /// Names used in English mails.
+    pub en: Branding,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            from_address: "no-reply@mfa.example.ac.jp".into(),
+            helpdesk_url: "https://www.omu.ac.jp/cii/start-trouble/".into(),
+            portal_url: "https://mfa.cii.omu.ac.jp/".into(),
+            time_zone: "Asia/Tokyo".into(),
+            message_id_domain: None,
+            templates_dir: Some(PathBuf::from("data/notifier-templates")),
+            ja: Branding {
+                institution: "大阪公立大学".into(),
+                sender_name: "大阪公立大学 二要素認証管理システム".into(),
+                subject_prefix: "OMU二要素認証".into(),
+                signature: "大阪公立大学 情報基盤センター".into(),
+            },
+            en: Branding {
+                institution: "Osaka Metropolitan University".into(),
+                sender_name: "Osaka Metropolitan University Two-Factor Authentication".into(),
+                subject_prefix: "OMU 2FA".into(),
+                signature: "Center for Information Infrastructure, Osaka Metropolitan University".into(),
+            },
+        }
+    }
+}
+
+/// The institution's names in one language.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Branding {
+    pub institution: String,
+    /// Display name of the sender (RFC 2047-encoded in the `From:` header).
+    pub sender_name: String,
+    /// Put in brackets before every subject, e.g. `[OMU二要素認証]`.
+    pub subject_prefix: String,
+    /// The department signing the mail, in the footer.
+    pub signature: String,
+}
+
+/// How mail leaves the notifier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Write each message as an `.eml` file to `outbox_dir` (development).
+    #[default]
+    File,
+    /// Send through an SMTP relay.
+    Smtp,
+}
+
+/// TLS on the SMTP connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plaintext (a relay on localhost or a trusted network).
+    None,
+    /// Upgrade with STARTTLS (required), usually port 587.
+    #[default]
+    Starttls,
+    /// TLS from the first byte, usually port 465.
+    Tls,
+}
+
+/// Where and how to send mail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TransportSettings {
+    pub kind: TransportKind,
+    /// Outbox folder of the `file` transport.
+    pub outbox_dir: PathBuf,
+    pub smtp: SmtpSettings,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self { kind: TransportKind::File, outbox_dir: PathBuf::from("data/outbox"), smtp: SmtpSettings::default() }
+    }
+}
+
+/// The SMTP relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// A file holding the password (a mounted Secret); wins over `password`.
+    pub password_file: Option<PathBuf>,
+    /// Per-command timeout.
+    pub timeout_ms: u64,
+    /// Connections kept open to the relay.
+    pub pool_max_size: u32,
+    pub pool_idle_timeout_secs: u64,
+    /// Name given in EHLO; the machine's hostname when unset.
+    pub hello_name: Option<String>,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password: None,
+            password_file: None,
+            timeout_ms: 10_000,
+            pool_max_size: 8,
+            pool_idle_timeout_secs: 60,
+            hello_name: None,
+        }
+    }
+}
+
+/// The delivery worker and the limits on what callers may queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DeliverySettings {
+    /// Run the delivery worker in this process.
+    pub worker_enabled: bool,
+    /// How often the queue is polled when no new message wakes the worker.
+    pub poll_interval_ms: u64,
+    /// Messages sent at once (and claimed at most per poll).
+    pub concurrency: usize,
+    /// How long a claimed message belongs to this replica before another may take it over.
+    pub lease_secs: u64,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A reissue notice not delivered within this time is given up.
+    pub notice_max_age_secs: u64,
+    /// Reset-code mails one recipient may be sent per hour; 0 disables the limit.
+    pub reset_codes_per_recipient_per_hour: u32,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            worker_enabled: true,
+            poll_interval_ms: 500,
+            concurrency: 16,
+            lease_secs: 120,
+            backoff_initial_ms: 2_000,
+            backoff_max_ms: 300_000,
+            notice_max_age_secs: 86_400,
+            reset_codes_per_recipient_per_hour: 5,
+        }
+    }
+}
+
+impl DeliverySettings {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(1))
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs.max(1))
+    }
+
+    pub fn backoff(&self) -> crate::domain::Backoff {
+        crate::domain::Backoff {
+            initial: Duration::from_millis(self.backoff_initial_ms.max(1)),
+            max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_initial_ms).max(1)),
+        }
+    }
+}

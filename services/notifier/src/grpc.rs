@@ -1,0 +1,156 @@
+//! The `kagi.v1.Notifier` gRPC service: validate, queue durably, wake the worker, map errors.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kagi_proto::v1 as pb;
+use kagi_proto::v1::notifier_server::Notifier;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+use zeroize::{Zeroize as _, Zeroizing};
+
+use crate::clock::Clock;
+use crate::config::DeliverySettings;
+use crate::domain::{DeliveryState, MessageKind, NewMessage};
+use crate::error::Error;
+use crate::store::{DeliveryRecord, Enqueued, Store};
+
+/// Callers admitted to each RPC unless the settings say otherwise: the reset saga.
+pub const DEFAULT_ALLOW: &[(&str, &[&str])] =
+    &[("SendResetCode", &["reset"]), ("SendKeyReissuedNotice", &["reset"]), ("GetDelivery", &["reset"])];
+
+/// The gRPC face of the queue.
+#[derive(Debug)]
+pub struct NotifierService {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub wake: Arc<Notify>,
+    pub settings: DeliverySettings,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+impl NotifierService {
+    /// Queues a validated message once per message ID and returns its delivery ID.
+    async fn enqueue(&self, message: NewMessage, now: DateTime<Utc>) -> Result<String, Error> {
+        let payload = Zeroizing::new(serde_json::to_string(&message.payload).map_err(anyhow::Error::from)?);
+        let now_ms = now.timestamp_millis();
+        let limit = self.settings.reset_codes_per_recipient_per_hour;
+        let rate_limit =
+            (message.kind == MessageKind::ResetCode && limit > 0).then(|| (now_ms - HOUR_MS, i64::from(limit)));
+        let id = uuid::Uuid::new_v4().to_string();
+        match self.store.enqueue(&id, &message, &payload, now_ms, rate_limit).await? {
+            Enqueued::Created(id) => {
+                self.wake.notify_one();
+                tracing::Span::current().record("delivery_id", id.as_str());
+                tracing::info!("mail queued");
+                Ok(id)
+            }
+            Enqueued::Existing(existing) => {
+                let same = existing.kind == message.kind
+                    && existing.recipient.eq_ignore_ascii_case(&message.recipient.to_string())
+                    && existing.account_id == message.account_id;
+                if !same {
+                    return Err(Error::MessageIdReused);
+                }
+                tracing::Span::current().record("delivery_id", existing.id.as_str());
+                tracing::info!("message_id seen before; nothing new queued");
+                Ok(existing.id)
+            }
+            Enqueued::RateLimited => {
+                tracing::warn!("reset mail refused by the per-recipient rate limit");
+                Err(Error::RateLimited)
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Notifier for NotifierService {
+    #[instrument(skip_all, fields(message_id = %request.get_ref().message_id,
+        account_id = %request.get_ref().account_id, delivery_id = tracing::field::Empty))]
+    async fn send_reset_code(
+        &self,
+        request: Request<pb::SendResetCodeRequest>,
+    ) -> Result<Response<pb::SendResetCodeResponse>, Status> {
+        let mut req = request.into_inner();
+        let now = self.clock.now();
+        let parsed = NewMessage::reset_code(
+            &req.message_id,
+            &req.recipient,
+            &req.account_id,
+            &req.code,
+            req.expires_at.as_ref().and_then(to_datetime),
+            &req.locale,
+            now,
+        );
+        req.code.zeroize();
+        let delivery_id = self.enqueue(parsed.map_err(Error::from)?, now).await?;
+        Ok(Response::new(pb::SendResetCodeResponse { delivery_id }))
+    }
+
+    #[instrument(skip_all, fields(message_id = %request.get_ref().message_id,
+        account_id = %request.get_ref().account_id, delivery_id = tracing::field::Empty))]
+    async fn send_key_reissued_notice(
+        &self,
+        request: Request<pb::SendKeyReissuedNoticeRequest>,
+    ) -> Result<Response<pb::SendKeyReissuedNoticeResponse>, Status> {
+        let req = request.into_inner();
+        let now = self.clock.now();
+        let message = NewMessage::key_reissued_notice(
+            &req.message_id,
+            &req.recipient,
+            &req.account_id,
+            req.reissued_at.as_ref().and_then(to_datetime),
+            &req.client_ip,
+            &req.locale,
+            now,
+            std::time::Duration::from_secs(self.settings.notice_max_age_secs),
+        )
+        .map_err(Error::from)?;
+        let delivery_id = self.enqueue(message, now).await?;
+        Ok(Response::new(pb::SendKeyReissuedNoticeResponse { delivery_id }))
+    }
+
+    #[instrument(skip_all, fields(delivery_id = %request.get_ref().delivery_id))]
+    async fn get_delivery(
+        &self,
+        request: Request<pb::GetDeliveryRequest>,
+    ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
+        let record = self.store.get(&request.get_ref().delivery_id).await.map_err(Error::from)?.ok_or(Error::NotFound)?;
+        Ok(Response::new(pb::GetDeliveryResponse { delivery: Some(to_proto(record)) }))
+    }
+}
+
+fn to_datetime(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    let nanos = i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0);
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos }
+}
+
+fn to_proto(record: DeliveryRecord) -> pb::Delivery {
+    let state = match record.state {
+        DeliveryState::Queued => pb::DeliveryState::Queued,
+        DeliveryState::Sent => pb::DeliveryState::Sent,
+        DeliveryState::Failed => pb::DeliveryState::Failed,
+    };
+    let kind = match record.kind {
+        MessageKind::ResetCode => pb::MessageKind::ResetCode,
+        MessageKind::KeyReissuedNotice => pb::MessageKind::KeyReissuedNotice,
+    };
+    pb::Delivery {
+        delivery_id: record.id,
+        message_id: record.message_id,
+        kind: kind.into(),
+        state: state.into(),
+        attempts: u32::try_from(record.attempts).unwrap_or(u32::MAX),
+        last_reply: record.last_reply.unwrap_or_default(),
+        queued_at: Some(timestamp(record.created_at)),
+        sent_at: record.sent_at.map(timestamp),
+        next_attempt_at: (record.state == DeliveryState::Queued).then(|| timestamp(record.next_attempt_at)),
+    }
+}

@@ -1,0 +1,145 @@
+//! The delivery worker: a task inside the service that claims due messages with a lease,
+//! sends them through the pooled transport a few at a time, and records the outcome. New
+//! messages wake it at once; otherwise it polls, which also picks up retries and messages
+//! left behind by a replica that died holding a lease.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::{Instrument as _, instrument};
+
+use crate::clock::Clock;
+use crate::config::DeliverySettings;
+use crate::domain::{self, NextStep, Payload};
+use crate::mail::{Envelope, MailComposer};
+use crate::store::{ClaimedDelivery, Finish, Store};
+use crate::transport::Mailer;
+
+/// Everything one delivery needs, shared by the worker's tasks.
+#[derive(Debug)]
+pub struct Worker {
+    pub store: Store,
+    pub mailer: Mailer,
+    pub composer: MailComposer,
+    pub clock: Arc<dyn Clock>,
+    pub settings: DeliverySettings,
+    /// Notified by the gRPC handlers when a message is queued.
+    pub wake: Arc<Notify>,
+    /// This replica's name in lease owners, for operators reading the table.
+    pub replica: String,
+}
+
+impl Worker {
+    /// Runs until `stop` turns true, then waits (up to the lease time) for sends in flight.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let concurrency = self.settings.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        tracing::info!(replica = %self.replica, concurrency, "delivery worker started");
+        while !*stop.borrow() {
+            let free = permits.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => drop(permit),
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let claimed = match self.claim(free).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim due messages");
+                    Vec::new()
+                }
+            };
+            let full = claimed.len() == free;
+            for delivery in claimed {
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+                let worker = Arc::clone(&self);
+                tokio::spawn(async move {
+                    worker.deliver(delivery).await;
+                    drop(permit);
+                });
+            }
+            if full {
+                // More may be due; claim again as soon as a sender is free.
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.poll_interval()) => {}
+                () = self.wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.settings.lease(), permits.acquire_many(all)).await.is_err() {
+            tracing::warn!("sends still in flight at shutdown; their leases will lapse and another replica retries");
+        }
+        tracing::info!("delivery worker stopped");
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+        let now = self.clock.now().timestamp_millis();
+        let lease_ms = i64::try_from(self.settings.lease().as_millis()).unwrap_or(i64::MAX);
+        let owner = format!("{}/{}", self.replica, uuid::Uuid::new_v4());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.store.claim_due(&owner, now, now.saturating_add(lease_ms), limit).await
+    }
+
+    /// Makes one attempt at one claimed message and records how it ended.
+    #[instrument(skip_all, fields(delivery_id = %delivery.record.id, kind = delivery.record.kind.as_str(),
+        account_id = %delivery.record.account_id, attempt = delivery.record.attempts + 1))]
+    async fn deliver(&self, delivery: ClaimedDelivery) {
+        let finish = self.attempt(&delivery).in_current_span().await;
+        let record = &delivery.record;
+        let now = self.clock.now().timestamp_millis();
+        match self.store.finish(&record.id, &delivery.lease_owner, now, &finish).await {
+            Ok(true) => match &finish {
+                Finish::Sent { reply } => tracing::info!(%reply, "mail sent"),
+                Finish::Retry { reply, next_attempt_at } => {
+                    tracing::warn!(%reply, retry_in_ms = next_attempt_at - now, "mail deferred")
+                }
+                Finish::Failed { reply, .. } => tracing::warn!(%reply, "mail failed"),
+            },
+            Ok(false) => tracing::warn!("lease lost before the outcome was recorded"),
+            Err(e) => tracing::error!(error = %e, "cannot record the outcome; the lease will lapse and it is retried"),
+        }
+    }
+
+    async fn attempt(&self, delivery: &ClaimedDelivery) -> Finish {
+        let record = &delivery.record;
+        let not_after = DateTime::<Utc>::from_timestamp_millis(record.not_after).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        if self.clock.now() >= not_after {
+            return Finish::Failed { reply: domain::EXPIRED_UNSENT.into(), attempted: false };
+        }
+        let payload: Payload = match delivery.payload.as_deref().map(|p| serde_json::from_str(p)) {
+            Some(Ok(payload)) => payload,
+            _ => return Finish::Failed { reply: "stored payload missing or unreadable".into(), attempted: false },
+        };
+        let envelope = Envelope {
+            delivery_id: &record.id,
+            kind: record.kind,
+            recipient: &record.recipient,
+            account_id: &record.account_id,
+            locale: record.locale,
+        };
+        let date = SystemTime::from(self.clock.now());
+        let message = match self.composer.compose(&envelope, &payload, date) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot build the mail");
+                return Finish::Failed { reply: "the mail could not be built".into(), attempted: false };
+            }
+        };
+        let outcome = self.mailer.send(message).await;
+        let attempt = u32::try_from(record.attempts + 1).unwrap_or(u32::MAX);
+        let jitter: f64 = rand::random();
+        match domain::next_step(outcome, attempt, self.clock.now(), not_after, self.settings.backoff(), jitter) {
+            NextStep::MarkSent { reply } => Finish::Sent { reply },
+            NextStep::MarkFailed { reply } => Finish::Failed { reply, attempted: true },
+            NextStep::RetryAt { at, reply } => Finish::Retry { reply, next_attempt_at: at.timestamp_millis() },
+        }
+    }
+}
+

@@ -1,0 +1,154 @@
+//! Delivery against a real SMTP server: retries, permanent failures, outages, restarts,
+//! replicas and expiry.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use kagi_proto::v1 as pb;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends!(
+    greylisted_twice_then_accepted_is_delivered_once,
+    a_550_fails_at_once_without_a_retry_storm,
+    a_server_down_then_up_still_gets_the_mail,
+    mail_queued_when_the_notifier_was_killed_is_delivered_after_restart,
+    two_replicas_never_send_the_same_message_twice,
+    a_code_past_its_expiry_is_not_sent,
+);
+
+async fn greylisted_twice_then_accepted_is_delivered_once(backend: Backend) {
+    let sink = SmtpSink::start("451,451,250").await;
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+
+    let id = app.send_reset_code("grey-1", "taro@example.ac.jp", "246810").await.unwrap();
+    let delivery = app.wait_handled(&id).await;
+
+    assert_eq!(delivery.state(), pb::DeliveryState::Sent);
+    assert_eq!(delivery.attempts, 3);
+    assert_eq!(sink.mails().len(), 1);
+    let transcript = sink.transcript();
+    assert_eq!(transcript.len(), 3, "{transcript:?}");
+    assert!(transcript[0].starts_with("451") && transcript[1].starts_with("451") && transcript[2].starts_with("250"));
+    // Every retry carries the same Message-ID, so a receiver could drop duplicates.
+    let ids: HashSet<&str> = transcript.iter().map(|l| l.split_once(' ').unwrap().1).collect();
+    assert_eq!(ids.len(), 1);
+    app.stop().await;
+    sink.stop().await;
+}
+
+async fn a_550_fails_at_once_without_a_retry_storm(backend: Backend) {
+    let sink = SmtpSink::start("550").await;
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+
+    let id = app.send_reset_code("perm-1", "nobody@example.ac.jp", "135790").await.unwrap();
+    let delivery = app.wait_handled(&id).await;
+
+    assert_eq!(delivery.state(), pb::DeliveryState::Failed);
+    assert_eq!(delivery.attempts, 1);
+    assert!(delivery.last_reply.contains("550"), "{}", delivery.last_reply);
+    assert!(delivery.last_reply.contains("Mailbox unavailable"), "{}", delivery.last_reply);
+    assert!(!app.store.has_payload(&id).await.unwrap(), "the code is wiped once failed");
+    // Several poll intervals later, still exactly one attempt.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.transcript().len(), 1);
+    assert_eq!(app.delivery(&id).await.attempts, 1);
+    assert!(sink.mails().is_empty());
+    app.stop().await;
+    sink.stop().await;
+}
+
+async fn a_server_down_then_up_still_gets_the_mail(backend: Backend) {
+    let port = free_port();
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, port)).await;
+
+    let id = app.send_reset_code("outage-1", "taro@example.ac.jp", "112358").await.unwrap();
+    let deferred = app.wait_for(&id, |d| d.attempts >= 2).await;
+    assert_eq!(deferred.state(), pb::DeliveryState::Queued);
+    assert!(!deferred.last_reply.is_empty());
+
+    let maildir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start_on(port, "250", maildir.path().to_path_buf()).await;
+    let delivery = app.wait_handled(&id).await;
+
+    assert_eq!(delivery.state(), pb::DeliveryState::Sent);
+    assert_eq!(sink.mails().len(), 1);
+    app.stop().await;
+    sink.stop().await;
+}
+
+async fn mail_queued_when_the_notifier_was_killed_is_delivered_after_restart(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let sink = SmtpSink::start("250").await;
+    // The first notifier queues mail but dies before its worker gets to it.
+    let mut settings = test_settings(&db, sink.port);
+    settings.delivery.worker_enabled = false;
+    let first = TestApp::spawn(settings).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(first.send_reset_code(&format!("restart-{n}"), "taro@example.ac.jp", "123123").await.unwrap());
+    }
+    first.kill();
+    assert!(sink.mails().is_empty());
+
+    let second = TestApp::spawn(test_settings(&db, sink.port)).await;
+    for id in &ids {
+        assert_eq!(second.wait_handled(id).await.state(), pb::DeliveryState::Sent);
+    }
+    assert_eq!(sink.mails().len(), 3);
+    second.stop().await;
+    sink.stop().await;
+}
+
+async fn two_replicas_never_send_the_same_message_twice(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDb::new(backend).await;
+    let a = TestApp::spawn(test_settings(&db, sink.port)).await;
+    let b = TestApp::spawn(test_settings(&db, sink.port)).await;
+
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        ids.push(app.send_reset_code(&format!("replica-{n}"), &format!("user{n}@example.ac.jp"), "909090").await.unwrap());
+    }
+    for id in &ids {
+        assert_eq!(a.wait_handled(id).await.state(), pb::DeliveryState::Sent);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let transcript = sink.transcript();
+    assert_eq!(transcript.len(), 40, "one SMTP transaction per message");
+    let unique: HashSet<&String> = transcript.iter().collect();
+    assert_eq!(unique.len(), 40, "no Message-ID was sent twice");
+    assert_eq!(sink.mails().len(), 40);
+    a.stop().await;
+    b.stop().await;
+    sink.stop().await;
+}
+
+async fn a_code_past_its_expiry_is_not_sent(backend: Backend) {
+    let port = free_port();
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, port)).await;
+
+    let id = app.send_reset_code("expire-1", "taro@example.ac.jp", "777000").await.unwrap();
+    app.wait_for(&id, |d| d.attempts >= 1).await;
+    // The 30 minutes pass while the SMTP server is down.
+    app.clock.advance(Duration::from_secs(31 * 60));
+    let delivery = app.wait_handled(&id).await;
+
+    assert_eq!(delivery.state(), pb::DeliveryState::Failed);
+    assert!(delivery.last_reply.contains("expired"), "{}", delivery.last_reply);
+    assert!(!app.store.has_payload(&id).await.unwrap(), "the code is wiped once expired");
+    // Even when the server comes back, nothing is sent.
+    let maildir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start_on(port, "250", maildir.path().to_path_buf()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sink.mails().is_empty());
+    app.stop().await;
+    sink.stop().await;
+}

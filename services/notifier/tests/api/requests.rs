@@ -1,0 +1,135 @@
+//! What callers may ask: validation, idempotency, the rate limit and authentication.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use kagi_proto::v1 as pb;
+use sqlx::Row as _;
+use tonic::Code;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends!(
+    bad_input_is_refused_and_nothing_is_queued,
+    the_same_message_id_twice_sends_one_mail,
+    a_message_id_cannot_be_reused_for_another_message,
+    the_sixth_reset_mail_in_an_hour_is_refused,
+    callers_without_a_token_are_refused,
+);
+
+async fn queued_rows(app: &TestApp) -> i64 {
+    sqlx::query("SELECT COUNT(*) AS n FROM deliveries").fetch_one(app.store.pool()).await.unwrap().get("n")
+}
+
+async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+    let later = Utc::now() + chrono::Duration::minutes(30);
+    let past = Utc::now() - chrono::Duration::minutes(1);
+
+    let cases = [
+        ("invalid address", reset_request("bad-1", "not an address", "123456", later)),
+        ("empty code", reset_request("bad-2", "taro@example.ac.jp", "", later)),
+        ("five digits", reset_request("bad-3", "taro@example.ac.jp", "12345", later)),
+        ("expiry in the past", reset_request("bad-4", "taro@example.ac.jp", "123456", past)),
+        ("unknown locale", pb::SendResetCodeRequest { locale: "fr".into(), ..reset_request("bad-5", "taro@example.ac.jp", "123456", later) }),
+        ("no expiry", pb::SendResetCodeRequest { expires_at: None, ..reset_request("bad-6", "taro@example.ac.jp", "123456", later) }),
+        ("empty message id", reset_request("", "taro@example.ac.jp", "123456", later)),
+    ];
+    for (what, request) in cases {
+        let status = app.client.clone().send_reset_code(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    }
+    let notice = pb::SendKeyReissuedNoticeRequest {
+        message_id: "bad-7".into(),
+        recipient: "taro@example.ac.jp".into(),
+        account_id: "a1".into(),
+        reissued_at: Some(timestamp(Utc::now())),
+        client_ip: "not-an-ip".into(),
+        locale: "ja".into(),
+    };
+    let status = app.client.clone().send_key_reissued_notice(notice).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    assert_eq!(queued_rows(&app).await, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(sink.mails().is_empty());
+    app.stop().await;
+    sink.stop().await;
+}
+
+async fn the_same_message_id_twice_sends_one_mail(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+
+    let first = app.send_reset_code("dup-1", "taro@example.ac.jp", "314159").await.unwrap();
+    let second = app.send_reset_code("dup-1", "taro@example.ac.jp", "314159").await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(app.wait_handled(&first).await.state(), pb::DeliveryState::Sent);
+    // A retry after delivery (the saga's call timed out, say) still sends nothing new.
+    let third = app.send_reset_code("dup-1", "taro@example.ac.jp", "314159").await.unwrap();
+    assert_eq!(first, third);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sink.mails().len(), 1);
+    assert_eq!(queued_rows(&app).await, 1);
+    app.stop().await;
+    sink.stop().await;
+}
+
+async fn a_message_id_cannot_be_reused_for_another_message(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+
+    app.send_reset_code("reuse-1", "taro@example.ac.jp", "271828").await.unwrap();
+    let status = app.send_reset_code("reuse-1", "jiro@example.ac.jp", "271828").await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    app.stop().await;
+    sink.stop().await;
+}
+
+async fn the_sixth_reset_mail_in_an_hour_is_refused(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+
+    for n in 0..5 {
+        app.send_reset_code(&format!("bomb-{n}"), "victim@example.ac.jp", "000111").await.unwrap();
+    }
+    // Case does not get around the limit.
+    let status = app.send_reset_code("bomb-5", "VICTIM@example.ac.jp", "000111").await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    // Others are not affected.
+    app.send_reset_code("other-0", "someone@example.ac.jp", "000111").await.unwrap();
+    // Nor is the reissue notice, which is sent after a completed reset.
+    let notice = pb::SendKeyReissuedNoticeRequest {
+        message_id: "bomb-notice".into(),
+        recipient: "victim@example.ac.jp".into(),
+        account_id: "a1".into(),
+        reissued_at: Some(timestamp(Utc::now())),
+        client_ip: "192.0.2.1".into(),
+        locale: String::new(),
+    };
+    app.client.clone().send_key_reissued_notice(notice).await.unwrap();
+    // An hour later the recipient may be sent a code again.
+    app.clock.advance(Duration::from_secs(3601));
+    app.send_reset_code("bomb-6", "victim@example.ac.jp", "000111").await.unwrap();
+    app.stop().await;
+    sink.stop().await;
+}
+
+async fn callers_without_a_token_are_refused(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+    let status = app.delivery_without_token("anything").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = app.client.clone().get_delivery(pb::GetDeliveryRequest { delivery_id: "nope".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    app.stop().await;
+    sink.stop().await;
+}
