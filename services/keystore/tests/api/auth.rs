@@ -17,6 +17,7 @@ on_both_backends!(
     a_call_without_a_token_is_unauthenticated,
     a_caller_outside_an_rpcs_list_is_permission_denied,
     health_and_reflection_answer_without_a_token,
+    grpcurl_lists_and_calls_the_keystore_through_reflection,
 );
 
 async fn a_call_without_a_token_is_unauthenticated(backend: Backend) {
@@ -65,4 +66,33 @@ async fn health_and_reflection_answer_without_a_token(backend: Backend) {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"kagi.v1.Keystore".to_owned()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+}
+
+/// The real grpcurl binary, knowing nothing but the address, discovers and calls the API.
+async fn grpcurl_lists_and_calls_the_keystore_through_reflection(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let addr = app.addr.to_string();
+    let grpcurl = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new("grpcurl").args(&args).output().await.expect("grpcurl is installed (tests/requirements.txt)");
+        assert!(output.status.success(), "grpcurl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    let services = grpcurl(vec!["-plaintext".into(), addr.clone(), "list".into()]).await;
+    assert!(services.lines().any(|l| l == "kagi.v1.Keystore"), "{services}");
+    let methods = grpcurl(vec!["-plaintext".into(), addr.clone(), "list".into(), "kagi.v1.Keystore".into()]).await;
+    for rpc in ["Enroll", "GetCurrentKey", "RotateKey", "VerifyCode", "CheckLoginPolicy", "ListAuditEvents"] {
+        assert!(methods.contains(&format!("kagi.v1.Keystore.{rpc}")), "{methods}");
+    }
+    let reply = grpcurl(vec![
+        "-plaintext".into(),
+        "-H".into(),
+        format!("authorization: Bearer {}", token_of("login")),
+        "-d".into(),
+        r#"{"client_ip":"203.0.113.9"}"#.into(),
+        addr,
+        "kagi.v1.Keystore/CheckLoginPolicy".into(),
+    ])
+    .await;
+    assert!(reply.contains(r#""otpRequired": true"#), "{reply}");
 }
