@@ -1,0 +1,102 @@
+//! `kagi-bench`: see `--help` and BENCHMARKS.md.
+
+use clap::{Parser, Subcommand};
+use kagi_bench::ceiling::{self, Ceiling};
+use kagi_bench::suite::{self, SuiteSpec};
+use kagi_keystore::store::{Backend, Db};
+
+/// kagi's committed benchmarks.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// VerifyCode throughput and latency on the accepted and wrong-code paths, with the
+    /// bare-tonic and bare-UPDATE ceilings, on one backend.
+    Verify {
+        /// sqlite or postgres.
+        #[arg(long, default_value = "sqlite")]
+        backend: String,
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        /// Calls per phase (each on a distinct account, so every valid code is unused).
+        #[arg(long, default_value_t = 60_000)]
+        calls: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// HTTP/2 connections the calls are spread over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Database pool size of every server under test.
+        #[arg(long, default_value_t = 16)]
+        max_connections: u32,
+        #[arg(long, env = "KAGI_TEST_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+        postgres_url: String,
+    },
+    /// Internal: serve one ceiling service (started by `verify`).
+    Ceiling {
+        /// echo or update.
+        kind: String,
+        #[arg(long, env = "KAGI_BENCH_LISTEN_ADDR", default_value = "127.0.0.1:50100")]
+        listen: std::net::SocketAddr,
+        #[arg(long, env = "KAGI_BENCH_DATABASE_URL", default_value = "")]
+        database_url: String,
+        #[arg(long, env = "KAGI_BENCH_MAX_CONNECTIONS", default_value_t = 16)]
+        max_connections: u32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Verify { backend, accounts, calls, concurrency, connections, max_connections, postgres_url } => {
+            let backend = match backend.as_str() {
+                "sqlite" => Backend::Sqlite,
+                "postgres" => Backend::Postgres,
+                other => anyhow::bail!("unknown backend {other:?}"),
+            };
+            let spec = SuiteSpec { backend, accounts, calls, concurrency, connections, max_connections, postgres_url };
+            let rows = suite::run(&spec).await?;
+            print_report(&spec, &rows);
+            Ok(())
+        }
+        Command::Ceiling { kind, listen, database_url, max_connections } => {
+            let ceiling = match kind.as_str() {
+                "echo" => Ceiling::Echo,
+                "update" => Ceiling::Update(Db::connect(&database_url, max_connections).await?),
+                other => anyhow::bail!("unknown ceiling {other:?}"),
+            };
+            ceiling::serve(ceiling, tokio::net::TcpListener::bind(listen).await?).await
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_report(spec: &SuiteSpec, rows: &[suite::Row]) {
+    println!(
+        "\nVerifyCode on {:?}: {} accounts, {} calls per phase, {} in flight over {} connections, pool {}\n",
+        spec.backend, spec.accounts, spec.calls, spec.concurrency, spec.connections, spec.max_connections
+    );
+    println!("| run | calls/s | p50 ms | p99 ms | server peak RSS MiB | results |");
+    println!("| --- | ---: | ---: | ---: | ---: | --- |");
+    for row in rows {
+        let results: Vec<String> = row.report.results.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {} |",
+            row.name,
+            row.report.per_second(),
+            row.report.p50.as_secs_f64() * 1000.0,
+            row.report.p99.as_secs_f64() * 1000.0,
+            row.peak_rss_kib as f64 / 1024.0,
+            results.join(" ")
+        );
+    }
+    let accepted = rows.iter().find(|r| r.name == "keystore, accepted");
+    let update = rows.iter().find(|r| r.name == "ceiling: one conditional UPDATE");
+    if let (Some(a), Some(u)) = (accepted, update) {
+        println!("\naccepted path = {:.0}% of the UPDATE ceiling", 100.0 * a.report.per_second() / u.report.per_second());
+    }
+}

@@ -1,0 +1,185 @@
+//! The `VerifyCode` benchmark of BENCHMARKS.md: seed, start each server as its own process
+//! (so its peak RSS is its own), drive it with the load generator, report.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use data_encoding::BASE64;
+use kagi_keystore::crypto::Keyring;
+use kagi_keystore::store::{Backend, Db};
+use sqlx::Connection;
+use tokio::process::{Child, Command};
+use zeroize::Zeroizing;
+
+use crate::load::{self, CodePath, LoadReport, LoadSpec};
+use crate::seed;
+
+const TOKEN: &str = "bench-login-token-0123456789";
+
+/// Knobs of one suite run.
+#[derive(Debug, Clone)]
+pub struct SuiteSpec {
+    pub backend: Backend,
+    pub accounts: usize,
+    pub calls: usize,
+    pub concurrency: usize,
+    pub connections: usize,
+    pub max_connections: u32,
+    pub postgres_url: String,
+}
+
+/// One line of the report.
+#[derive(Debug)]
+pub struct Row {
+    pub name: &'static str,
+    pub report: LoadReport,
+    pub peak_rss_kib: u64,
+}
+
+/// Runs the accepted path, the wrong-code path and both ceilings on `spec.backend`.
+///
+/// # Errors
+/// Any failure to seed, spawn or load.
+pub async fn run(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
+    let database = BenchDatabase::create(spec).await?;
+    let kek = Zeroizing::new(vec![7_u8; 32]);
+    let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
+    let db = Db::connect(&database.url, 4).await?;
+    db.migrate().await?;
+    eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
+    let accounts = Arc::new(seed::seed_accounts(&db, &keyring, spec.accounts).await?);
+    seed::seed_steps(&db, spec.accounts).await?;
+    db.close().await;
+
+    let mut rows = Vec::new();
+    let keystore_env = vec![
+        ("KAGI_KEYSTORE_DATABASE__URL".to_owned(), database.url.clone()),
+        ("KAGI_KEYSTORE_DATABASE__MAX_CONNECTIONS".to_owned(), spec.max_connections.to_string()),
+        ("KAGI_KEYSTORE_KEK__KEYS__BENCH".to_owned(), BASE64.encode(&kek)),
+        ("KAGI_KEYSTORE_AUTH__TOKENS__LOGIN".to_owned(), TOKEN.to_owned()),
+        ("KAGI_KEYSTORE_TELEMETRY__LOG_FILTER".to_owned(), "warn".to_owned()),
+    ];
+    let mut server = Server::spawn("kagi-keystore", &["serve"], &keystore_env, "KAGI_KEYSTORE_SERVER__LISTEN_ADDR").await?;
+    for (name, path) in [("keystore, accepted", CodePath::Valid), ("keystore, wrong code", CodePath::Wrong)] {
+        eprintln!("{name}…");
+        let report = load::run(&load_spec(spec, server.addr, path), &accounts).await?;
+        rows.push(Row { name, report, peak_rss_kib: server.peak_rss_kib() });
+    }
+    server.stop().await;
+
+    let ceiling_env = vec![
+        ("KAGI_BENCH_DATABASE_URL".to_owned(), database.url.clone()),
+        ("KAGI_BENCH_MAX_CONNECTIONS".to_owned(), spec.max_connections.to_string()),
+    ];
+    for (name, kind) in [("ceiling: bare tonic echo", "echo"), ("ceiling: one conditional UPDATE", "update")] {
+        eprintln!("{name}…");
+        let mut server = Server::spawn("kagi-bench", &["ceiling", kind], &ceiling_env, "KAGI_BENCH_LISTEN_ADDR").await?;
+        let report = load::run(&load_spec(spec, server.addr, CodePath::Valid), &accounts).await?;
+        rows.push(Row { name, report, peak_rss_kib: server.peak_rss_kib() });
+        server.stop().await;
+    }
+    database.drop_if_postgres(spec).await;
+    Ok(rows)
+}
+
+fn load_spec(spec: &SuiteSpec, addr: SocketAddr, path: CodePath) -> LoadSpec {
+    LoadSpec {
+        addr,
+        token: TOKEN.to_owned(),
+        concurrency: spec.concurrency,
+        connections: spec.connections,
+        calls: spec.calls,
+        path,
+    }
+}
+
+/// A server process under test.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `binary` (a sibling of this executable) on a free port and waits until it
+    /// accepts connections.
+    async fn spawn(binary: &str, args: &[&str], env: &[(String, String)], listen_var: &str) -> anyhow::Result<Self> {
+        let path: PathBuf = std::env::current_exe()?.with_file_name(binary);
+        let addr = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?
+        };
+        let child = Command::new(&path)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(listen_var, addr.to_string())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(Self { child, addr });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("{binary} did not start listening on {addr}")
+    }
+
+    /// The process's peak resident set (VmHWM), in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let Some(pid) = self.child.id() else { return 0 };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A fresh database for one run: a temporary SQLite file or a new PostgreSQL database.
+struct BenchDatabase {
+    url: String,
+    pg_name: Option<String>,
+    _dir: Option<PathBuf>,
+}
+
+impl BenchDatabase {
+    async fn create(spec: &SuiteSpec) -> anyhow::Result<Self> {
+        match spec.backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("kagi-bench-{}", uuid::Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir)?;
+                Ok(Self { url: format!("sqlite://{}/keystore.db?mode=rwc", dir.display()), pg_name: None, _dir: Some(dir) })
+            }
+            Backend::Postgres => {
+                let name = format!("kagi_bench_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx::PgConnection::connect(&spec.postgres_url).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+                let base = spec.postgres_url.rsplit_once('/').map_or(spec.postgres_url.as_str(), |(b, _)| b);
+                Ok(Self { url: format!("{base}/{name}"), pg_name: Some(name), _dir: None })
+            }
+        }
+    }
+
+    async fn drop_if_postgres(&self, spec: &SuiteSpec) {
+        if let Some(name) = &self.pg_name
+            && let Ok(mut admin) = sqlx::PgConnection::connect(&spec.postgres_url).await
+        {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut admin)
+                .await;
+        }
+        if let Some(dir) = &self._dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
