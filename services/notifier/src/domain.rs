@@ -163,6 +163,17 @@ pub enum Payload {
     KeyReissuedNotice { reissued_at_ms: i64, client_ip: String },
 }
 
+/// The fields of a key-reissued notice request, as the caller sent them.
+#[derive(Debug, Clone, Copy)]
+pub struct NoticeFields<'a> {
+    pub message_id: &'a str,
+    pub recipient: &'a str,
+    pub account_id: &'a str,
+    pub reissued_at: Option<DateTime<Utc>>,
+    pub client_ip: &'a str,
+    pub locale: &'a str,
+}
+
 /// A validated message, ready to be queued.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -215,21 +226,16 @@ impl NewMessage {
     /// # Errors
     /// The first invalid field.
     pub fn key_reissued_notice(
-        message_id: &str,
-        recipient: &str,
-        account_id: &str,
-        reissued_at: Option<DateTime<Utc>>,
-        client_ip: &str,
-        locale: &str,
+        notice: &NoticeFields<'_>,
         now: DateTime<Utc>,
         max_age: Duration,
     ) -> Result<Self, InvalidInput> {
-        let message_id = parse_message_id(message_id)?;
-        let recipient = parse_recipient(recipient)?;
-        let account_id = parse_account_id(account_id)?;
-        let reissued_at = reissued_at.ok_or(InvalidInput::MissingReissuedAt)?;
-        let client_ip: IpAddr = client_ip.trim().parse().map_err(|_| InvalidInput::ClientIp)?;
-        let locale = Locale::parse(locale)?;
+        let message_id = parse_message_id(notice.message_id)?;
+        let recipient = parse_recipient(notice.recipient)?;
+        let account_id = parse_account_id(notice.account_id)?;
+        let reissued_at = notice.reissued_at.ok_or(InvalidInput::MissingReissuedAt)?;
+        let client_ip: IpAddr = notice.client_ip.trim().parse().map_err(|_| InvalidInput::ClientIp)?;
+        let locale = Locale::parse(notice.locale)?;
         let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
         Ok(Self {
             message_id,

@@ -12,7 +12,7 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::clock::Clock;
 use crate::config::DeliverySettings;
-use crate::domain::{DeliveryState, MessageKind, NewMessage};
+use crate::domain::{DeliveryState, MessageKind, NewMessage, NoticeFields};
 use crate::error::Error;
 use crate::store::{DeliveryRecord, Enqueued, Store};
 
@@ -49,7 +49,7 @@ impl NotifierService {
             }
             Enqueued::Existing(existing) => {
                 let same = existing.kind == message.kind
-                    && existing.recipient.eq_ignore_ascii_case(&message.recipient.to_string())
+                    && existing.recipient.eq_ignore_ascii_case(message.recipient.as_ref())
                     && existing.account_id == message.account_id;
                 if !same {
                     return Err(Error::MessageIdReused);
@@ -98,17 +98,16 @@ impl Notifier for NotifierService {
     ) -> Result<Response<pb::SendKeyReissuedNoticeResponse>, Status> {
         let req = request.into_inner();
         let now = self.clock.now();
-        let message = NewMessage::key_reissued_notice(
-            &req.message_id,
-            &req.recipient,
-            &req.account_id,
-            req.reissued_at.as_ref().and_then(to_datetime),
-            &req.client_ip,
-            &req.locale,
-            now,
-            std::time::Duration::from_secs(self.settings.notice_max_age_secs),
-        )
-        .map_err(Error::from)?;
+        let fields = NoticeFields {
+            message_id: &req.message_id,
+            recipient: &req.recipient,
+            account_id: &req.account_id,
+            reissued_at: req.reissued_at.as_ref().and_then(to_datetime),
+            client_ip: &req.client_ip,
+            locale: &req.locale,
+        };
+        let max_age = std::time::Duration::from_secs(self.settings.notice_max_age_secs);
+        let message = NewMessage::key_reissued_notice(&fields, now, max_age).map_err(Error::from)?;
         let delivery_id = self.enqueue(message, now).await?;
         Ok(Response::new(pb::SendKeyReissuedNoticeResponse { delivery_id }))
     }

@@ -215,8 +215,8 @@ fn bearer(mut request: Request<()>) -> Result<Request<()>, Status> {
 
 /// Settings of a notifier sending to `smtp_port` on 127.0.0.1, with fast polling and backoff.
 pub fn test_settings(db: &TestDb, smtp_port: u16) -> Settings {
-    let mut settings = Settings::default();
-    settings.server = kagi_runtime::ServerSettings::on("127.0.0.1:0".parse().unwrap());
+    let mut settings =
+        Settings { server: kagi_runtime::ServerSettings::on("127.0.0.1:0".parse().unwrap()), ..Default::default() };
     settings.server.shutdown_grace_secs = 2;
     settings.auth.tokens.insert("reset".into(), SecretString::from(TOKEN));
     settings.database.url = db.url.clone();

@@ -138,3 +138,27 @@ async fn operators_edit_templates_in_the_templates_directory(backend: Backend) {
     app.stop().await;
     sink.stop().await;
 }
+
+both_backends!(in_development_mail_lands_as_eml_files_in_the_outbox);
+
+async fn in_development_mail_lands_as_eml_files_in_the_outbox(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let outbox = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, free_port());
+    settings.transport.kind = kagi_notifier::config::TransportKind::File;
+    settings.transport.outbox_dir = outbox.path().join("outbox");
+    let app = TestApp::spawn(settings).await;
+
+    let id = app.send_reset_code("outbox-1", "taro@example.ac.jp", "650321").await.unwrap();
+    let delivery = app.wait_handled(&id).await;
+
+    assert_eq!(delivery.state(), pb::DeliveryState::Sent);
+    let files: Vec<_> = std::fs::read_dir(outbox.path().join("outbox")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].extension().unwrap(), "eml");
+    let raw = std::fs::read(&files[0]).unwrap();
+    let mail = MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(mail.subject(), Some(SUBJECT_JA));
+    assert!(mail.body_text(0).unwrap().contains("650321"));
+    app.stop().await;
+}
