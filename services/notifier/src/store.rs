@@ -149,6 +149,12 @@ impl Store {
         }
         let (window_start, limit) = rate_limit.unwrap_or((i64::MIN, i64::MAX));
         let rate_key = message.rate_key();
+        let mut tx = self.pool.begin().await?;
+        if rate_limit.is_some() && tx.backend_name() == "PostgreSQL" {
+            // Under READ COMMITTED two concurrent inserts could both count below the limit;
+            // serialize them per recipient. (SQLite runs one writing statement at a time.)
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(&rate_key).execute(&mut *tx).await?;
+        }
         let inserted = sqlx::query(
             "INSERT INTO deliveries (id, message_id, kind, recipient, rate_key, account_id, locale, payload, \
                                      state, attempts, created_at, not_after, next_attempt_at) \
@@ -171,8 +177,9 @@ impl Store {
         .bind(message.kind.as_str())
         .bind(window_start)
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if inserted.rows_affected() == 1 {
             return Ok(Enqueued::Created(id.to_owned()));
         }

@@ -15,6 +15,7 @@ both_backends!(
     a_server_down_then_up_still_gets_the_mail,
     mail_queued_when_the_notifier_was_killed_is_delivered_after_restart,
     two_replicas_never_send_the_same_message_twice,
+    a_message_held_by_a_dead_replica_is_sent_once_its_lease_lapses,
     a_code_past_its_expiry_is_not_sent,
 );
 
@@ -150,5 +151,30 @@ async fn a_code_past_its_expiry_is_not_sent(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(sink.mails().is_empty());
     app.stop().await;
+    sink.stop().await;
+}
+
+async fn a_message_held_by_a_dead_replica_is_sent_once_its_lease_lapses(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDb::new(backend).await;
+    let mut settings = test_settings(&db, sink.port);
+    settings.delivery.worker_enabled = false;
+    let queue_only = TestApp::spawn(settings).await;
+    let id = queue_only.send_reset_code("lease-1", "taro@example.ac.jp", "818181").await.unwrap();
+    // A replica claims the message with a 1 s lease and dies before sending it.
+    let now = chrono::Utc::now().timestamp_millis();
+    let claimed = queue_only.store.claim_due("dead-replica/1", now, now + 1_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    queue_only.kill();
+
+    let survivor = TestApp::spawn(test_settings(&db, sink.port)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink.mails().is_empty(), "the lease still belongs to the dead replica");
+    let delivery = survivor.wait_handled(&id).await;
+
+    assert_eq!(delivery.state(), pb::DeliveryState::Sent);
+    assert_eq!(delivery.attempts, 1);
+    assert_eq!(sink.mails().len(), 1);
+    survivor.stop().await;
     sink.stop().await;
 }

@@ -15,6 +15,7 @@ both_backends!(
     the_same_message_id_twice_sends_one_mail,
     a_message_id_cannot_be_reused_for_another_message,
     the_sixth_reset_mail_in_an_hour_is_refused,
+    a_burst_of_concurrent_reset_mails_still_stops_at_five,
     callers_without_a_token_are_refused,
 );
 
@@ -132,4 +133,45 @@ async fn callers_without_a_token_are_refused(backend: Backend) {
     assert_eq!(status.code(), Code::NotFound);
     app.stop().await;
     sink.stop().await;
+}
+
+async fn a_burst_of_concurrent_reset_mails_still_stops_at_five(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+
+    let calls = (0..20).map(|n| {
+        let app = &app;
+        async move { app.send_reset_code(&format!("burst-{n}"), "victim@example.ac.jp", "424242").await }
+    });
+    let results = futures_join_all(calls).await;
+
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted)).count();
+    assert_eq!((accepted, refused), (5, 15));
+    app.stop().await;
+    sink.stop().await;
+}
+
+/// Runs the futures concurrently on this task and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for future in futures {
+        set.push(Box::pin(future));
+    }
+    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
 }
