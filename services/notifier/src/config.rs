@@ -166,6 +166,8 @@ pub struct SmtpSettings {
     pub password: Option<SecretString>,
     /// A file holding the password (a mounted Secret); wins over `password`.
     pub password_file: Option<PathBuf>,
+    /// PEM root certificate(s) to trust besides the public roots (a campus CA).
+    pub ca_file: Option<PathBuf>,
     /// Per-command timeout.
     pub timeout_ms: u64,
     /// Connections kept open to the relay.
@@ -184,6 +186,7 @@ impl Default for SmtpSettings {
             username: None,
             password: None,
             password_file: None,
+            ca_file: None,
             timeout_ms: 10_000,
             pool_max_size: 8,
             pool_idle_timeout_secs: 60,

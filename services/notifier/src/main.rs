@@ -21,7 +21,7 @@ KAGI_NOTIFIER_<SECTION>__<KEY>. Sections and keys (default):
   [mail.ja] / [mail.en]  institution, sender_name, subject_prefix, signature
   [transport] kind (file|smtp; file), outbox_dir (data/outbox)
   [transport.smtp] host (localhost), port (587), tls (none|starttls|tls; starttls), username,
-              password, password_file, timeout_ms (10000), pool_max_size (8),
+              password, password_file, ca_file, timeout_ms (10000), pool_max_size (8),
               pool_idle_timeout_secs (60), hello_name
   [delivery]  worker_enabled (true), poll_interval_ms (500), concurrency (16), lease_secs (120),
               backoff_initial_ms (2000), backoff_max_ms (300000), notice_max_age_secs (86400),

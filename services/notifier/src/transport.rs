@@ -7,11 +7,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
-use crate::config::{SmtpTls, TransportKind, TransportSettings};
+use crate::config::{SmtpSettings, SmtpTls, TransportKind, TransportSettings};
 use crate::domain::AttemptOutcome;
 
 /// The configured way out.
@@ -35,10 +36,11 @@ impl Mailer {
             }
             TransportKind::Smtp => {
                 let smtp = &settings.smtp;
-                let mut builder = match smtp.tls {
-                    SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str()),
-                    SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)?,
-                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)?,
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str());
+                builder = match smtp.tls {
+                    SmtpTls::None => builder,
+                    SmtpTls::Starttls => builder.tls(Tls::Required(tls_parameters(smtp)?)),
+                    SmtpTls::Tls => builder.tls(Tls::Wrapper(tls_parameters(smtp)?)),
                 };
                 builder = builder
                     .port(smtp.port)
@@ -86,6 +88,18 @@ impl Mailer {
             },
         }
     }
+}
+
+/// Verifies the relay's certificate for `host` against the public roots plus `ca_file`.
+fn tls_parameters(smtp: &SmtpSettings) -> anyhow::Result<TlsParameters> {
+    let mut builder = TlsParameters::builder(smtp.host.clone());
+    if let Some(ca_file) = &smtp.ca_file {
+        let pem = std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+        let certificate =
+            Certificate::from_pem(&pem).with_context(|| format!("no PEM certificate in {}", ca_file.display()))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    Ok(builder.build()?)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

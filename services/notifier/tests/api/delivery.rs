@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use kagi_notifier::config::SmtpTls;
 use kagi_proto::v1 as pb;
 
 use crate::both_backends;
@@ -17,6 +18,9 @@ both_backends!(
     two_replicas_never_send_the_same_message_twice,
     a_message_held_by_a_dead_replica_is_sent_once_its_lease_lapses,
     a_code_past_its_expiry_is_not_sent,
+    starttls_and_implicit_tls_carry_the_mail,
+    a_relay_whose_certificate_is_not_trusted_gets_nothing,
+    a_relay_that_requires_a_login_gets_the_credentials,
 );
 
 async fn greylisted_twice_then_accepted_is_delivered_once(backend: Backend) {
@@ -176,5 +180,57 @@ async fn a_message_held_by_a_dead_replica_is_sent_once_its_lease_lapses(backend:
     assert_eq!(delivery.attempts, 1);
     assert_eq!(sink.mails().len(), 1);
     survivor.stop().await;
+    sink.stop().await;
+}
+
+async fn starttls_and_implicit_tls_carry_the_mail(backend: Backend) {
+    for (mode, tls) in [("starttls", SmtpTls::Starttls), ("implicit", SmtpTls::Tls)] {
+        let sink = SmtpSink::start_tls("250", mode).await;
+        let db = TestDb::new(backend).await;
+        let mut settings = test_settings(&db, sink.port);
+        settings.transport.smtp.tls = tls;
+        settings.transport.smtp.ca_file = Some(test_ca());
+        let app = TestApp::spawn(settings).await;
+
+        let id = app.send_reset_code(&unique(mode), "taro@example.ac.jp", "606060").await.unwrap();
+        let delivery = app.wait_handled(&id).await;
+
+        assert_eq!(delivery.state(), pb::DeliveryState::Sent, "{mode}: {delivery:?}");
+        assert_eq!(sink.mails().len(), 1, "{mode}");
+        app.stop().await;
+        sink.stop().await;
+    }
+}
+
+async fn a_relay_whose_certificate_is_not_trusted_gets_nothing(backend: Backend) {
+    let sink = SmtpSink::start_tls("250", "starttls").await;
+    let db = TestDb::new(backend).await;
+    let mut settings = test_settings(&db, sink.port);
+    settings.transport.smtp.tls = SmtpTls::Starttls;
+    let app = TestApp::spawn(settings).await;
+
+    let id = app.send_reset_code("untrusted-1", "taro@example.ac.jp", "707070").await.unwrap();
+    let delivery = app.wait_for(&id, |d| d.attempts >= 2).await;
+
+    assert_eq!(delivery.state(), pb::DeliveryState::Queued, "a TLS failure is retried, not given up");
+    assert!(sink.mails().is_empty());
+    app.stop().await;
+    sink.stop().await;
+}
+
+async fn a_relay_that_requires_a_login_gets_the_credentials(backend: Backend) {
+    let sink = SmtpSink::start_with_auth("kagi:s3cret-relay-password").await;
+    let db = TestDb::new(backend).await;
+    let mut settings = test_settings(&db, sink.port);
+    settings.transport.smtp.username = Some("kagi".into());
+    settings.transport.smtp.password = Some(secrecy::SecretString::from("s3cret-relay-password"));
+    let app = TestApp::spawn(settings).await;
+
+    let id = app.send_reset_code("auth-1", "taro@example.ac.jp", "808080").await.unwrap();
+    let delivery = app.wait_handled(&id).await;
+
+    assert_eq!(delivery.state(), pb::DeliveryState::Sent, "{delivery:?}");
+    assert_eq!(sink.mails().len(), 1);
+    app.stop().await;
     sink.stop().await;
 }

@@ -104,12 +104,37 @@ impl SmtpSink {
         sink
     }
 
+    /// Starts a sink speaking TLS (`starttls` or `implicit`) with tests/tls/sink.crt.
+    pub async fn start_tls(script: &str, tls: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut sink = Self::spawn(0, script, dir, tls, None).await;
+        sink._tmp = Some(tmp);
+        sink
+    }
+
+    /// Starts a plaintext sink that requires AUTH with `user:password`.
+    pub async fn start_with_auth(credentials: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut sink = Self::spawn(0, "250", dir, "none", Some(credentials)).await;
+        sink._tmp = Some(tmp);
+        sink
+    }
+
     /// Starts a sink on a given port (0 for any), storing mail in `dir`.
     pub async fn start_on(port: u16, script: &str, dir: PathBuf) -> Self {
+        Self::spawn(port, script, dir, "none", None).await
+    }
+
+    async fn spawn(port: u16, script: &str, dir: PathBuf, tls: &str, auth: Option<&str>) -> Self {
         let python = std::env::var("KAGI_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let tls_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
         let mut child = Command::new(python)
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp_sink.py"))
             .args(["--port", &port.to_string(), "--maildir", dir.to_str().unwrap(), "--script", script])
+            .args(["--tls", tls, "--cert", &format!("{tls_dir}/sink.crt"), "--key", &format!("{tls_dir}/sink.key")])
+            .args(auth.map(|a| ["--auth", a]).into_iter().flatten())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -156,6 +181,11 @@ impl SmtpSink {
         wait_until(Duration::from_secs(15), || self.mails().len() >= n).await;
         self.mails()
     }
+}
+
+/// The root that signed tests/tls/sink.crt.
+pub fn test_ca() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.crt"))
 }
 
 /// A port nothing listens on (yet).
