@@ -77,7 +77,10 @@ async fn main() -> anyhow::Result<()> {
         task.await?;
     }
     let queue_secs = queued.elapsed().as_secs_f64();
-    println!("queued {messages} messages over gRPC (32 callers) in {queue_secs:.2} s: {:.0} calls/s", messages as f64 / queue_secs);
+    println!(
+        "queued {messages} messages over gRPC (32 callers) in {queue_secs:.2} s: {:.0} calls/s",
+        messages as f64 / queue_secs
+    );
     let _ = stop.send(());
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -359,7 +359,8 @@ mod tests {
     #[test]
     fn a_valid_reset_request_defaults_to_japanese() {
         let expires = now() + chrono::Duration::minutes(30);
-        let m = NewMessage::reset_code("m-1", "taro@example.ac.jp", "a123", "012345", Some(expires), "", now()).unwrap();
+        let m =
+            NewMessage::reset_code("m-1", "taro@example.ac.jp", "a123", "012345", Some(expires), "", now()).unwrap();
         assert_eq!(m.locale, Locale::Ja);
         assert_eq!(m.not_after, expires);
     }

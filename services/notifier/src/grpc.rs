@@ -117,7 +117,8 @@ impl Notifier for NotifierService {
         &self,
         request: Request<pb::GetDeliveryRequest>,
     ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
-        let record = self.store.get(&request.get_ref().delivery_id).await.map_err(Error::from)?.ok_or(Error::NotFound)?;
+        let record =
+            self.store.get(&request.get_ref().delivery_id).await.map_err(Error::from)?.ok_or(Error::NotFound)?;
         Ok(Response::new(pb::GetDeliveryResponse { delivery: Some(to_proto(record)) }))
     }
 }

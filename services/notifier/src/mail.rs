@@ -75,10 +75,8 @@ impl MailComposer {
     /// An unknown time zone, a bad from-address, an unreadable directory or a template
     /// with a syntax error.
     pub fn new(settings: &MailSettings) -> anyhow::Result<Self> {
-        let time_zone: chrono_tz::Tz = settings
-            .time_zone
-            .parse()
-            .map_err(|_| anyhow::anyhow!("unknown time zone {:?}", settings.time_zone))?;
+        let time_zone: chrono_tz::Tz =
+            settings.time_zone.parse().map_err(|_| anyhow::anyhow!("unknown time zone {:?}", settings.time_zone))?;
         let from_address: lettre::Address =
             settings.from_address.parse().with_context(|| format!("bad from_address {:?}", settings.from_address))?;
         let message_id_domain = settings.message_id_domain.clone().unwrap_or_else(|| from_address.domain().to_owned());
@@ -113,8 +111,13 @@ impl MailComposer {
                 Payload::KeyReissuedNotice { .. } => MessageKind::KeyReissuedNotice,
             };
             for locale in [Locale::Ja, Locale::En] {
-                let envelope =
-                    Envelope { delivery_id: "check", kind, recipient: "check@example.org", account_id: "check", locale };
+                let envelope = Envelope {
+                    delivery_id: "check",
+                    kind,
+                    recipient: "check@example.org",
+                    account_id: "check",
+                    locale,
+                };
                 self.compose(&envelope, payload, SystemTime::now()).context("template self-check")?;
             }
         }
@@ -131,7 +134,8 @@ impl MailComposer {
         let locale = envelope.locale.as_str();
         let kind = envelope.kind.as_str();
         let local = |ms: i64| {
-            DateTime::<Utc>::from_timestamp_millis(ms).map(|at| domain::format_local(at, self.time_zone, envelope.locale))
+            DateTime::<Utc>::from_timestamp_millis(ms)
+                .map(|at| domain::format_local(at, self.time_zone, envelope.locale))
         };
         let mut ctx = TemplateContext {
             institution: &branding.institution,
@@ -193,7 +197,8 @@ fn html_formatter(
     state: &minijinja::State<'_, '_>,
     value: &minijinja::Value,
 ) -> Result<(), minijinja::Error> {
-    if state.auto_escape() != minijinja::AutoEscape::Html || value.is_safe() || value.is_none() || value.is_undefined() {
+    if state.auto_escape() != minijinja::AutoEscape::Html || value.is_safe() || value.is_none() || value.is_undefined()
+    {
         return minijinja::escape_formatter(out, state, value);
     }
     let text = value.to_string();

@@ -131,7 +131,8 @@ impl Store {
 
     /// Queues `message` under `id` unless its message ID is known (idempotent replay) or the
     /// recipient already had `limit` messages of this kind since `window_start` (both ms).
-    /// The limit is checked inside the insert, so concurrent calls cannot both slip past it.
+    /// One insert does it all (the limit is counted inside it); only when nothing was inserted
+    /// is the message ID looked up, to tell a replay from a refusal.
     ///
     /// # Errors
     /// Database failures.
@@ -144,18 +145,14 @@ impl Store {
         now: i64,
         rate_limit: Option<(i64, i64)>,
     ) -> Result<Enqueued, sqlx::Error> {
-        if let Some(existing) = self.get_by_message_id(&message.message_id).await? {
-            return Ok(Enqueued::Existing(existing));
-        }
         let (window_start, limit) = rate_limit.unwrap_or((i64::MIN, i64::MAX));
         let rate_key = message.rate_key();
-        let mut tx = self.pool.begin().await?;
-        if rate_limit.is_some() && tx.backend_name() == "PostgreSQL" {
-            // Under READ COMMITTED two concurrent inserts could both count below the limit;
-            // serialize them per recipient. (SQLite runs one writing statement at a time.)
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(&rate_key).execute(&mut *tx).await?;
-        }
-        let inserted = sqlx::query(
+        let mut conn = self.pool.acquire().await?;
+        // Under READ COMMITTED two concurrent inserts could both count below the limit, so on
+        // PostgreSQL they are serialized per recipient. SQLite runs one writing statement at
+        // a time, and the count happens inside the insert.
+        let lock = rate_limit.is_some() && conn.backend_name() == "PostgreSQL";
+        let insert = sqlx::query(
             "INSERT INTO deliveries (id, message_id, kind, recipient, rate_key, account_id, locale, payload, \
                                      state, attempts, created_at, not_after, next_attempt_at) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11 \
@@ -176,14 +173,21 @@ impl Store {
         .bind(&rate_key)
         .bind(message.kind.as_str())
         .bind(window_start)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .bind(limit);
+        let inserted = if lock {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(&rate_key).execute(&mut *tx).await?;
+            let inserted = insert.execute(&mut *tx).await?;
+            tx.commit().await?;
+            inserted
+        } else {
+            insert.execute(&mut *conn).await?
+        };
+        drop(conn);
         if inserted.rows_affected() == 1 {
             return Ok(Enqueued::Created(id.to_owned()));
         }
-        // Lost a race with the same message ID, or refused by the limit.
+        // Nothing inserted: the message ID is known (a replay), or the limit refused it.
         match self.get_by_message_id(&message.message_id).await? {
             Some(existing) => Ok(Enqueued::Existing(existing)),
             None => Ok(Enqueued::RateLimited),
@@ -237,7 +241,8 @@ impl Store {
         if claimed.rows_affected() == 0 {
             return Ok(Vec::new());
         }
-        let sql = concat!("SELECT ", columns!(), ", payload FROM deliveries WHERE lease_owner = $1 AND state = 'queued'");
+        let sql =
+            concat!("SELECT ", columns!(), ", payload FROM deliveries WHERE lease_owner = $1 AND state = 'queued'");
         let rows = sqlx::query(sql).bind(owner).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
@@ -258,9 +263,7 @@ impl Store {
     #[instrument(skip_all, fields(delivery_id = %id))]
     pub async fn finish(&self, id: &str, owner: &str, now: i64, finish: &Finish) -> Result<bool, sqlx::Error> {
         let done = match finish {
-            Finish::Sent { reply } => {
-                self.close(id, owner, DeliveryState::Sent, reply, Some(now), now, 1).await?
-            }
+            Finish::Sent { reply } => self.close(id, owner, DeliveryState::Sent, reply, Some(now), now, 1).await?,
             Finish::Failed { reply, attempted } => {
                 self.close(id, owner, DeliveryState::Failed, reply, None, now, i64::from(*attempted)).await?
             }
@@ -312,7 +315,8 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn has_payload(&self, id: &str) -> Result<bool, sqlx::Error> {
-        let row = sqlx::query("SELECT payload FROM deliveries WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT payload FROM deliveries WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         Ok(match row {
             Some(row) => row.try_get::<Option<String>, _>("payload")?.is_some(),
             None => false,

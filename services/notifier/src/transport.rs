@@ -42,10 +42,8 @@ impl Mailer {
                     SmtpTls::Starttls => builder.tls(Tls::Required(tls_parameters(smtp)?)),
                     SmtpTls::Tls => builder.tls(Tls::Wrapper(tls_parameters(smtp)?)),
                 };
-                builder = builder
-                    .port(smtp.port)
-                    .timeout(Some(Duration::from_millis(smtp.timeout_ms.max(1))))
-                    .pool_config(
+                builder =
+                    builder.port(smtp.port).timeout(Some(Duration::from_millis(smtp.timeout_ms.max(1)))).pool_config(
                         PoolConfig::new()
                             .max_size(smtp.pool_max_size.max(1))
                             .idle_timeout(Duration::from_secs(smtp.pool_idle_timeout_secs.max(1))),

@@ -118,7 +118,9 @@ async fn two_replicas_never_send_the_same_message_twice(backend: Backend) {
     let mut ids = Vec::new();
     for n in 0..40 {
         let app = if n % 2 == 0 { &a } else { &b };
-        ids.push(app.send_reset_code(&format!("replica-{n}"), &format!("user{n}@example.ac.jp"), "909090").await.unwrap());
+        ids.push(
+            app.send_reset_code(&format!("replica-{n}"), &format!("user{n}@example.ac.jp"), "909090").await.unwrap(),
+        );
     }
     for id in &ids {
         assert_eq!(a.wait_handled(id).await.state(), pb::DeliveryState::Sent);

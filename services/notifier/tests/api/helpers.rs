@@ -308,7 +308,12 @@ impl TestApp {
     pub async fn send_reset_code(&self, message_id: &str, recipient: &str, code: &str) -> Result<String, Status> {
         self.client
             .clone()
-            .send_reset_code(reset_request(message_id, recipient, code, self.clock.now() + chrono::Duration::minutes(30)))
+            .send_reset_code(reset_request(
+                message_id,
+                recipient,
+                code,
+                self.clock.now() + chrono::Duration::minutes(30),
+            ))
             .await
             .map(|r| r.into_inner().delivery_id)
     }

@@ -35,8 +35,20 @@ async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
         ("empty code", reset_request("bad-2", "taro@example.ac.jp", "", later)),
         ("five digits", reset_request("bad-3", "taro@example.ac.jp", "12345", later)),
         ("expiry in the past", reset_request("bad-4", "taro@example.ac.jp", "123456", past)),
-        ("unknown locale", pb::SendResetCodeRequest { locale: "fr".into(), ..reset_request("bad-5", "taro@example.ac.jp", "123456", later) }),
-        ("no expiry", pb::SendResetCodeRequest { expires_at: None, ..reset_request("bad-6", "taro@example.ac.jp", "123456", later) }),
+        (
+            "unknown locale",
+            pb::SendResetCodeRequest {
+                locale: "fr".into(),
+                ..reset_request("bad-5", "taro@example.ac.jp", "123456", later)
+            },
+        ),
+        (
+            "no expiry",
+            pb::SendResetCodeRequest {
+                expires_at: None,
+                ..reset_request("bad-6", "taro@example.ac.jp", "123456", later)
+            },
+        ),
         ("empty message id", reset_request("", "taro@example.ac.jp", "123456", later)),
     ];
     for (what, request) in cases {
@@ -129,7 +141,8 @@ async fn callers_without_a_token_are_refused(backend: Backend) {
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
     let status = app.delivery_without_token("anything").await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    let status = app.client.clone().get_delivery(pb::GetDeliveryRequest { delivery_id: "nope".into() }).await.unwrap_err();
+    let status =
+        app.client.clone().get_delivery(pb::GetDeliveryRequest { delivery_id: "nope".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     app.stop().await;
     sink.stop().await;
