@@ -3,12 +3,14 @@
 
 #[macro_use]
 mod helpers;
+mod otlp;
 
 mod audit;
 mod auth;
 mod enroll;
 mod input;
 mod policy;
+mod process;
 mod rekey;
 mod rotate;
 mod secrecy;
