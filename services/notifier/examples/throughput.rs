@@ -49,7 +49,6 @@ async fn main() -> anyhow::Result<()> {
         latency_client.send_reset_code(request(&format!("lat-{n}"))).await?;
         histogram.record(u64::try_from(started.elapsed().as_micros())?)?;
     }
-    let _ = stop.send(());
     println!(
         "SendResetCode latency over {samples} calls: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         ms(histogram.value_at_quantile(0.5)),
@@ -58,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         ms(histogram.max()),
     );
     wait_for(&delivered, u64::try_from(samples)?).await;
+    let _ = stop.send(());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // 2. Queue `messages` with no worker running, then start one and time the drain.
