@@ -13,6 +13,9 @@ pub enum Ceiling {
     Echo,
     /// One `UPDATE bench_steps SET last_step = $1 WHERE id = $2 AND last_step < $1`.
     Update(Db),
+    /// The keystore's minimum for an accepted code: read the account row, then the same
+    /// conditional UPDATE (two round trips, no crypto).
+    ReadThenUpdate(Db),
 }
 
 #[tonic::async_trait]
@@ -32,17 +35,18 @@ impl pb::keystore_server::Keystore for Ceiling {
     async fn verify_code(&self, request: Request<pb::VerifyCodeRequest>) -> Result<Response<pb::VerifyCodeResponse>, Status> {
         let result = match self {
             Self::Echo => pb::VerifyResult::Accepted,
-            Self::Update(db) => {
-                let step = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros())
-                    .unwrap_or(i64::MAX);
-                let done = sqlx::query("UPDATE bench_steps SET last_step = $1 WHERE id = $2 AND last_step < $1")
-                    .bind(step)
-                    .bind(&request.get_ref().account_id)
-                    .execute(db.pool())
-                    .await
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                if done.rows_affected() == 1 { pb::VerifyResult::Accepted } else { pb::VerifyResult::Replayed }
+            Self::ReadThenUpdate(db) => {
+                sqlx::query(
+                    "SELECT account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext, \
+                     last_step, failures, lockouts, locked_until FROM accounts WHERE account_id = $1",
+                )
+                .bind(&request.get_ref().account_id)
+                .fetch_optional(db.pool())
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+                conditional_update(db, &request.get_ref().account_id).await?
             }
+            Self::Update(db) => conditional_update(db, &request.get_ref().account_id).await?,
         };
         Ok(Response::new(pb::VerifyCodeResponse { result: result.into(), ..Default::default() }))
     }
@@ -60,6 +64,19 @@ impl pb::keystore_server::Keystore for Ceiling {
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         Err(Status::unimplemented("ceiling"))
     }
+}
+
+/// `UPDATE bench_steps SET last_step = now WHERE id = $account AND last_step < now`.
+async fn conditional_update(db: &Db, account_id: &str) -> Result<pb::VerifyResult, Status> {
+    let step = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros())
+        .unwrap_or(i64::MAX);
+    let done = sqlx::query("UPDATE bench_steps SET last_step = $1 WHERE id = $2 AND last_step < $1")
+        .bind(step)
+        .bind(account_id)
+        .execute(db.pool())
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok(if done.rows_affected() == 1 { pb::VerifyResult::Accepted } else { pb::VerifyResult::Replayed })
 }
 
 /// Serves `ceiling` on `listener` until the process is killed.

@@ -33,12 +33,12 @@ enum Command {
         /// Database pool size of every server under test.
         #[arg(long, default_value_t = 16)]
         max_connections: u32,
-        #[arg(long, env = "KAGI_TEST_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+        #[arg(long, env = "KAGI_TEST_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")]
         postgres_url: String,
     },
     /// Internal: serve one ceiling service (started by `verify`).
     Ceiling {
-        /// echo or update.
+        /// echo, update or read-update.
         kind: String,
         #[arg(long, env = "KAGI_BENCH_LISTEN_ADDR", default_value = "127.0.0.1:50100")]
         listen: std::net::SocketAddr,
@@ -67,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
             let ceiling = match kind.as_str() {
                 "echo" => Ceiling::Echo,
                 "update" => Ceiling::Update(Db::connect(&database_url, max_connections).await?),
+                "read-update" => Ceiling::ReadThenUpdate(Db::connect(&database_url, max_connections).await?),
                 other => anyhow::bail!("unknown ceiling {other:?}"),
             };
             ceiling::serve(ceiling, tokio::net::TcpListener::bind(listen).await?).await

@@ -28,20 +28,23 @@ pub async fn seed_accounts(db: &Db, keyring: &Keyring, count: usize) -> anyhow::
             let secret = SetupKeySecret::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
             let key_id = uuid::Uuid::new_v4().to_string();
             let sealed = keyring.seal(&account, &key_id, &secret)?;
-            sqlx::query("INSERT INTO accounts (account_id, current_key_id, created_at) VALUES ($1, $2, 0)")
-                .bind(&account_id)
-                .bind(&key_id)
-                .execute(&mut *tx)
-                .await?;
             sqlx::query(
-                "INSERT INTO setup_keys (key_id, account_id, created_at, algorithm, digits, period, kek_id, nonce, ciphertext) \
-                 VALUES ($1, $2, 0, 'SHA1', 6, 30, $3, $4, $5)",
+                "INSERT INTO accounts (account_id, current_key_id, key_created_at, algorithm, digits, period, \
+                 kek_id, nonce, ciphertext, created_at) VALUES ($1, $2, 0, 'SHA1', 6, 30, $3, $4, $5, 0)",
             )
-            .bind(&key_id)
             .bind(&account_id)
+            .bind(&key_id)
             .bind(&sealed.kek_id)
             .bind(&sealed.nonce)
             .bind(&sealed.ciphertext)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO setup_keys (key_id, account_id, created_at, algorithm, digits, period) \
+                 VALUES ($1, $2, 0, 'SHA1', 6, 30)",
+            )
+            .bind(&key_id)
+            .bind(&account_id)
             .execute(&mut *tx)
             .await?;
             accounts.push(SeededAccount { account_id, secret: secret.as_bytes().to_vec() });

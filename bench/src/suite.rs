@@ -75,7 +75,12 @@ pub async fn run(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
         ("KAGI_BENCH_DATABASE_URL".to_owned(), database.url.clone()),
         ("KAGI_BENCH_MAX_CONNECTIONS".to_owned(), spec.max_connections.to_string()),
     ];
-    for (name, kind) in [("ceiling: bare tonic echo", "echo"), ("ceiling: one conditional UPDATE", "update")] {
+    let ceilings = [
+        ("ceiling: bare tonic echo", "echo"),
+        ("ceiling: one conditional UPDATE", "update"),
+        ("reference: one SELECT + one conditional UPDATE", "read-update"),
+    ];
+    for (name, kind) in ceilings {
         eprintln!("{name}…");
         let mut server = Server::spawn("kagi-bench", &["ceiling", kind], &ceiling_env, "KAGI_BENCH_LISTEN_ADDR").await?;
         let report = load::run(&load_spec(spec, server.addr, CodePath::Valid), &accounts).await?;
@@ -164,8 +169,10 @@ impl BenchDatabase {
                 let name = format!("kagi_bench_{}", uuid::Uuid::new_v4().simple());
                 let mut admin = sqlx::PgConnection::connect(&spec.postgres_url).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
-                let base = spec.postgres_url.rsplit_once('/').map_or(spec.postgres_url.as_str(), |(b, _)| b);
-                Ok(Self { url: format!("{base}/{name}"), pg_name: Some(name), _dir: None })
+                let (path, query) = spec.postgres_url.split_once('?').unwrap_or((&spec.postgres_url, ""));
+                let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+                let url = if query.is_empty() { format!("{base}/{name}") } else { format!("{base}/{name}?{query}") };
+                Ok(Self { url, pg_name: Some(name), _dir: None })
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::domain::{
     TotpVerifier,
 };
 use crate::error::Error;
-use crate::store::{Db, KeyRow, NewAuditEvent, NewKey, RotateOutcome};
+use crate::store::{CurrentKey, Db, NewAuditEvent, NewKey, RotateOutcome};
 
 /// A setup key opened for showing to its owner.
 #[derive(Debug)]
@@ -156,11 +156,11 @@ impl Keystore {
         let Some(key_id) = self.inner.db.find_rotation(account, idempotency.as_str()).await? else {
             return Ok(None);
         };
-        let row = self.inner.db.key(&key_id).await?.ok_or(Error::RotationSuperseded)?;
-        if row.sealed().is_none() {
+        let current = self.inner.db.current_key(account).await?.ok_or(Error::NoKey)?;
+        if current.key_id != key_id {
             return Err(Error::RotationSuperseded);
         }
-        let key = self.reveal(account.clone(), &row)?;
+        let key = self.reveal(account.clone(), &current)?;
         Ok(Some(Rotation { key, previous_key_id: None, replayed: true }))
     }
 
@@ -186,8 +186,7 @@ impl Keystore {
             if let Some(until_ms) = lock.locked_until_ms.filter(|_| lock.is_locked(now_ms)) {
                 return Ok(Verification::LockedOut { until_ms });
             }
-            let sealed = state.key.sealed().ok_or(Error::NoKey)?;
-            let secret = inner.keyring.open(&account, &state.key.key_id, &sealed)?;
+            let secret = inner.keyring.open(&account, &state.key.key_id, &state.key.sealed())?;
             let matches = inner.verifier.matches(&secret, params, &code, unix_secs);
             if let Some(fresh) = matches.iter().find(|m| m.step > state.last_step) {
                 if inner.db.accept_step(&account, &state.key.key_id, fresh.step, now_ms).await? {
@@ -253,13 +252,12 @@ impl Keystore {
             if batch.is_empty() {
                 break;
             }
-            for row in batch {
-                let account = AccountId::parse(&row.account_id)?;
-                let old = crate::crypto::Sealed { kek_id: row.kek_id, nonce: row.nonce, ciphertext: row.ciphertext };
-                let secret = keyring.open(&account, &row.key_id, &old)?;
-                let sealed = keyring.seal(&account, &row.key_id, &secret)?;
-                // A key rotated away meanwhile is simply skipped.
-                if self.inner.db.replace_sealed(&row.key_id, &old.kek_id, &sealed).await? {
+            for key in batch {
+                let account = AccountId::parse(&key.account_id)?;
+                let secret = keyring.open(&account, &key.key_id, &key.sealed())?;
+                let sealed = keyring.seal(&account, &key.key_id, &secret)?;
+                // A key rotated meanwhile already carries the active KEK: skipped.
+                if self.inner.db.replace_sealed(&key, &sealed).await? {
                     done += 1;
                 }
             }
@@ -280,9 +278,8 @@ impl Keystore {
         })
     }
 
-    fn reveal(&self, account: AccountId, row: &KeyRow) -> Result<RevealedKey, Error> {
-        let sealed = row.sealed().ok_or(Error::NoKey)?;
-        let secret = self.inner.keyring.open(&account, &row.key_id, &sealed)?;
+    fn reveal(&self, account: AccountId, row: &CurrentKey) -> Result<RevealedKey, Error> {
+        let secret = self.inner.keyring.open(&account, &row.key_id, &row.sealed())?;
         Ok(RevealedKey { account, key_id: row.key_id.clone(), created_at_ms: row.created_at, params: row_params(row)?, secret })
     }
 
@@ -300,7 +297,7 @@ impl Keystore {
 }
 
 /// The parameters recorded with a key, not today's defaults.
-fn row_params(row: &KeyRow) -> Result<KeyParams, Error> {
+fn row_params(row: &CurrentKey) -> Result<KeyParams, Error> {
     let algorithm: Algorithm = row.algorithm.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let digits = u32::try_from(row.digits).map_err(|e| anyhow::anyhow!("stored digits: {e}"))?;
     let period = u32::try_from(row.period).map_err(|e| anyhow::anyhow!("stored period: {e}"))?;

@@ -1,7 +1,15 @@
--- One row per enrolled account: its current key and the verification counters.
+-- One row per enrolled account: its current key, sealed, and the verification counters.
+-- The current key lives in this row so that VerifyCode reads one row by primary key.
 CREATE TABLE accounts (
     account_id     TEXT PRIMARY KEY NOT NULL,
     current_key_id TEXT NOT NULL,
+    key_created_at BIGINT NOT NULL,
+    algorithm      TEXT NOT NULL,
+    digits         BIGINT NOT NULL,
+    period         BIGINT NOT NULL,
+    kek_id         TEXT NOT NULL,
+    nonce          BYTEA NOT NULL,
+    ciphertext     BYTEA NOT NULL,
     -- Highest time step ever accepted: a code of this step or older is a replay.
     last_step      BIGINT NOT NULL DEFAULT 0,
     failures       BIGINT NOT NULL DEFAULT 0,
@@ -9,8 +17,9 @@ CREATE TABLE accounts (
     locked_until   BIGINT,
     created_at     BIGINT NOT NULL
 );
+CREATE INDEX accounts_by_kek ON accounts (kek_id);
 
--- Every key ever issued. A destroyed key keeps its metadata for audit; its secret is gone.
+-- Every key ever issued, without its secret: the audit record of issue and destruction.
 CREATE TABLE setup_keys (
     key_id       TEXT PRIMARY KEY NOT NULL,
     account_id   TEXT NOT NULL REFERENCES accounts (account_id),
@@ -18,13 +27,9 @@ CREATE TABLE setup_keys (
     algorithm    TEXT NOT NULL,
     digits       BIGINT NOT NULL,
     period       BIGINT NOT NULL,
-    kek_id       TEXT,
-    nonce        BYTEA,
-    ciphertext   BYTEA,
     destroyed_at BIGINT
 );
 CREATE INDEX setup_keys_by_account ON setup_keys (account_id);
-CREATE INDEX setup_keys_live_by_kek ON setup_keys (kek_id) WHERE ciphertext IS NOT NULL;
 
 -- Rotations by idempotency key, so a retried RotateKey returns the same new key.
 CREATE TABLE rotations (

@@ -40,17 +40,19 @@ impl OneTimeCode {
 
 /// The code of `secret` for the time step containing `unix_secs` (RFC 6238).
 pub fn code_at(secret: &SetupKeySecret, params: KeyParams, unix_secs: u64) -> Zeroizing<String> {
-    code_for_step(secret, params, unix_secs / u64::from(params.period))
+    Zeroizing::new(generator(secret, params).generate(unix_secs).to_string())
 }
 
-fn code_for_step(secret: &SetupKeySecret, params: KeyParams, step: u64) -> Zeroizing<String> {
-    let totp = totp_rs::Builder::new()
+/// `params` are validated when keys are issued (6–8 digits, period ≥ 15 s), which is what
+/// `build_noncompliant` needs to never panic; RFC 6238's vectors use 8-digit SHA256/512
+/// seeds that `build` would also accept.
+fn generator(secret: &SetupKeySecret, params: KeyParams) -> totp_rs::Totp {
+    totp_rs::Builder::new()
         .with_algorithm(params.algorithm.to_totp())
         .with_digits(u8::try_from(params.digits).unwrap_or(6))
         .with_step_duration(u64::from(params.period))
         .with_secret(secret.as_bytes().to_vec())
-        .build_noncompliant();
-    Zeroizing::new(totp.generate(step * u64::from(params.period)).to_string())
+        .build_noncompliant()
 }
 
 /// A time step whose code equals the typed one.
@@ -75,11 +77,12 @@ impl TotpVerifier {
     pub fn matches(&self, secret: &SetupKeySecret, params: KeyParams, code: &OneTimeCode, unix_secs: u64) -> Vec<CodeMatch> {
         let now_step = i64::try_from(unix_secs / u64::from(params.period)).unwrap_or(i64::MAX);
         let skew = i64::from(self.skew);
+        let generator = generator(secret, params);
         let mut found = Vec::new();
         for drift in -skew..=skew {
             let step = now_step + drift;
             let Ok(step_u) = u64::try_from(step) else { continue };
-            let expected = code_for_step(secret, params, step_u);
+            let expected = Zeroizing::new(generator.generate(step_u * u64::from(params.period)).to_string());
             if bool::from(expected.as_bytes().ct_eq(code.0.as_bytes())) {
                 found.push(CodeMatch { step, drift: i32::try_from(drift).unwrap_or(0) });
             }

@@ -3,42 +3,51 @@
 use sqlx::Any;
 
 use super::audit::{NewAuditEvent, insert_audit};
-use super::{Db, is_unique_violation};
+use super::{Db, WriteTx, is_unique_violation};
 use crate::crypto::Sealed;
 use crate::domain::{AccountId, KeyParams, LockState};
 
-/// A stored key. `sealed` is `None` once the key was destroyed by a rotation.
+/// An account's current key, sealed, as stored in its account row.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct KeyRow {
+pub struct CurrentKey {
+    pub account_id: String,
+    #[sqlx(rename = "current_key_id")]
+    pub key_id: String,
+    #[sqlx(rename = "key_created_at")]
+    pub created_at: i64,
+    pub algorithm: String,
+    pub digits: i64,
+    pub period: i64,
+    pub kek_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl CurrentKey {
+    /// The secret as stored.
+    pub fn sealed(&self) -> Sealed {
+        Sealed { kek_id: self.kek_id.clone(), nonce: self.nonce.clone(), ciphertext: self.ciphertext.clone() }
+    }
+}
+
+/// What is kept of every key ever issued: no secret, only when and how, and when it was
+/// destroyed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyRecord {
     pub key_id: String,
     pub account_id: String,
     pub created_at: i64,
     pub algorithm: String,
     pub digits: i64,
     pub period: i64,
-    pub kek_id: Option<String>,
-    pub nonce: Option<Vec<u8>>,
-    pub ciphertext: Option<Vec<u8>>,
     pub destroyed_at: Option<i64>,
-}
-
-impl KeyRow {
-    /// The secret as stored, unless destroyed.
-    pub fn sealed(&self) -> Option<Sealed> {
-        match (&self.kek_id, &self.nonce, &self.ciphertext) {
-            (Some(kek_id), Some(nonce), Some(ciphertext)) => {
-                Some(Sealed { kek_id: kek_id.clone(), nonce: nonce.clone(), ciphertext: ciphertext.clone() })
-            }
-            _ => None,
-        }
-    }
 }
 
 /// What `VerifyCode` needs in one read: the current key and the account's counters.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct VerifyRow {
     #[sqlx(flatten)]
-    pub key: KeyRow,
+    pub key: CurrentKey,
     pub last_step: i64,
     pub failures: i64,
     pub lockouts: i64,
@@ -53,16 +62,6 @@ impl VerifyRow {
             locked_until_ms: self.locked_until,
         }
     }
-}
-
-/// A key still sealed under some KEK other than the active one.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RekeyCandidate {
-    pub key_id: String,
-    pub account_id: String,
-    pub kek_id: String,
-    pub nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
 }
 
 /// A key about to be written.
@@ -85,10 +84,10 @@ pub enum RotateOutcome {
     CurrentKeyChanged,
 }
 
-/// The columns of [`KeyRow`], as a macro so queries stay `&'static str` literals.
+/// The columns of [`CurrentKey`], as a macro so queries stay `&'static str` literals.
 macro_rules! key_columns {
     () => {
-        "k.key_id, k.account_id, k.created_at, k.algorithm, k.digits, k.period, k.kek_id, k.nonce, k.ciphertext, k.destroyed_at"
+        "account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext"
     };
 }
 
@@ -98,18 +97,27 @@ impl Db {
     /// # Errors
     /// Database failures.
     pub async fn enroll(&self, key: &NewKey<'_>, audit: &NewAuditEvent<'_>) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query("INSERT INTO accounts (account_id, current_key_id, created_at) VALUES ($1, $2, $3)")
-            .bind(key.account.as_str())
-            .bind(key.key_id)
-            .bind(key.created_at)
-            .execute(&mut *tx)
-            .await;
+        let WriteTx { mut tx, _turn } = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (account_id, current_key_id, key_created_at, algorithm, digits, period, \
+             kek_id, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)",
+        )
+        .bind(key.account.as_str())
+        .bind(key.key_id)
+        .bind(key.created_at)
+        .bind(key.params.algorithm.as_str())
+        .bind(i64::from(key.params.digits))
+        .bind(i64::from(key.params.period))
+        .bind(&key.sealed.kek_id)
+        .bind(&key.sealed.nonce)
+        .bind(&key.sealed.ciphertext)
+        .execute(&mut *tx)
+        .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => return Ok(false),
             other => other?,
         };
-        insert_key(&mut tx, key).await?;
+        insert_key_record(&mut tx, key).await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -119,23 +127,21 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn current_key(&self, account: &AccountId) -> Result<Option<KeyRow>, sqlx::Error> {
-        sqlx::query_as(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM accounts a JOIN setup_keys k ON k.key_id = a.current_key_id WHERE a.account_id = $1"
-        ))
+    pub async fn current_key(&self, account: &AccountId) -> Result<Option<CurrentKey>, sqlx::Error> {
+        sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM accounts WHERE account_id = $1"))
         .bind(account.as_str())
         .fetch_optional(&self.pool)
         .await
     }
 
-    /// One key by ID, live or destroyed.
+    /// The record of one key by ID, live or destroyed.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn key(&self, key_id: &str) -> Result<Option<KeyRow>, sqlx::Error> {
-        sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM setup_keys k WHERE k.key_id = $1"))
+    pub async fn key_record(&self, key_id: &str) -> Result<Option<KeyRecord>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT key_id, account_id, created_at, algorithm, digits, period, destroyed_at FROM setup_keys WHERE key_id = $1",
+        )
             .bind(key_id)
             .fetch_optional(&self.pool)
             .await
@@ -149,8 +155,7 @@ impl Db {
         sqlx::query_as(concat!(
             "SELECT ",
             key_columns!(),
-            ", a.last_step, a.failures, a.lockouts, a.locked_until \
-             FROM accounts a JOIN setup_keys k ON k.key_id = a.current_key_id WHERE a.account_id = $1"
+            ", last_step, failures, lockouts, locked_until FROM accounts WHERE account_id = $1"
         ))
         .bind(account.as_str())
         .fetch_optional(&self.pool)
@@ -190,7 +195,7 @@ impl Db {
         after: LockState,
         audits: &[NewAuditEvent<'_>],
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let WriteTx { mut tx, _turn } = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE accounts SET failures = $1, lockouts = $2, locked_until = $3 \
              WHERE account_id = $4 AND failures = $5 AND lockouts = $6 AND COALESCE(locked_until, -1) = $7",
@@ -226,9 +231,9 @@ impl Db {
             .await
     }
 
-    /// Replaces `previous_key_id` by `new` in one transaction: the new key is stored, made
-    /// current, the old ciphertext wiped (metadata kept) and the rotation recorded under
-    /// its idempotency key.
+    /// Replaces `previous_key_id` by `new` in one transaction: the new key overwrites the
+    /// old one's secret in the account row, the old key's record is marked destroyed, and
+    /// the rotation is recorded under its idempotency key.
     ///
     /// # Errors
     /// Database failures.
@@ -239,7 +244,7 @@ impl Db {
         new: &NewKey<'_>,
         audit: &NewAuditEvent<'_>,
     ) -> Result<RotateOutcome, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let WriteTx { mut tx, _turn } = self.begin_write().await?;
         let recorded = sqlx::query(
             "INSERT INTO rotations (account_id, idempotency_key, new_key_id, previous_key_id, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -255,37 +260,43 @@ impl Db {
             Err(e) if is_unique_violation(&e) => return Ok(RotateOutcome::DuplicateIdempotencyKey),
             other => other?,
         };
-        insert_key(&mut tx, new).await?;
-        let swapped = sqlx::query("UPDATE accounts SET current_key_id = $1 WHERE account_id = $2 AND current_key_id = $3")
-            .bind(new.key_id)
-            .bind(new.account.as_str())
-            .bind(previous_key_id)
-            .execute(&mut *tx)
-            .await?;
+        insert_key_record(&mut tx, new).await?;
+        let swapped = sqlx::query(
+            "UPDATE accounts SET current_key_id = $1, key_created_at = $2, algorithm = $3, digits = $4, period = $5, \
+             kek_id = $6, nonce = $7, ciphertext = $8 WHERE account_id = $9 AND current_key_id = $10",
+        )
+        .bind(new.key_id)
+        .bind(new.created_at)
+        .bind(new.params.algorithm.as_str())
+        .bind(i64::from(new.params.digits))
+        .bind(i64::from(new.params.period))
+        .bind(&new.sealed.kek_id)
+        .bind(&new.sealed.nonce)
+        .bind(&new.sealed.ciphertext)
+        .bind(new.account.as_str())
+        .bind(previous_key_id)
+        .execute(&mut *tx)
+        .await?;
         if swapped.rows_affected() != 1 {
             return Ok(RotateOutcome::CurrentKeyChanged);
         }
-        sqlx::query(
-            "UPDATE setup_keys SET kek_id = NULL, nonce = NULL, ciphertext = NULL, destroyed_at = $1 WHERE key_id = $2",
-        )
+        sqlx::query("UPDATE setup_keys SET destroyed_at = $1 WHERE key_id = $2")
         .bind(new.created_at)
         .bind(previous_key_id)
         .execute(&mut *tx)
         .await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
+        self.flush_old_pages().await;
         Ok(RotateOutcome::Rotated)
     }
 
-    /// Up to `limit` live keys sealed under a KEK other than `active_kek`.
+    /// Up to `limit` current keys sealed under a KEK other than `active_kek`.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn rekey_candidates(&self, active_kek: &str, limit: i64) -> Result<Vec<RekeyCandidate>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT key_id, account_id, kek_id, nonce, ciphertext FROM setup_keys \
-             WHERE ciphertext IS NOT NULL AND kek_id <> $1 ORDER BY key_id LIMIT $2",
-        )
+    pub async fn rekey_candidates(&self, active_kek: &str, limit: i64) -> Result<Vec<CurrentKey>, sqlx::Error> {
+        sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM accounts WHERE kek_id <> $1 ORDER BY account_id LIMIT $2"))
         .bind(active_kek)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -296,26 +307,27 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn replace_sealed(&self, key_id: &str, previous_kek: &str, sealed: &Sealed) -> Result<bool, sqlx::Error> {
+    pub async fn replace_sealed(&self, key: &CurrentKey, sealed: &Sealed) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE setup_keys SET kek_id = $1, nonce = $2, ciphertext = $3 \
-             WHERE key_id = $4 AND kek_id = $5 AND ciphertext IS NOT NULL",
+            "UPDATE accounts SET kek_id = $1, nonce = $2, ciphertext = $3 \
+             WHERE account_id = $4 AND current_key_id = $5 AND kek_id = $6",
         )
         .bind(&sealed.kek_id)
         .bind(&sealed.nonce)
         .bind(&sealed.ciphertext)
-        .bind(key_id)
-        .bind(previous_kek)
+        .bind(&key.account_id)
+        .bind(&key.key_id)
+        .bind(&key.kek_id)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 }
 
-async fn insert_key(tx: &mut sqlx::Transaction<'_, Any>, key: &NewKey<'_>) -> Result<(), sqlx::Error> {
+/// The secret-free record of a newly issued key.
+async fn insert_key_record(tx: &mut sqlx::Transaction<'_, Any>, key: &NewKey<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO setup_keys (key_id, account_id, created_at, algorithm, digits, period, kek_id, nonce, ciphertext) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO setup_keys (key_id, account_id, created_at, algorithm, digits, period) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(key.key_id)
     .bind(key.account.as_str())
@@ -323,9 +335,6 @@ async fn insert_key(tx: &mut sqlx::Transaction<'_, Any>, key: &NewKey<'_>) -> Re
     .bind(key.params.algorithm.as_str())
     .bind(i64::from(key.params.digits))
     .bind(i64::from(key.params.period))
-    .bind(&key.sealed.kek_id)
-    .bind(&key.sealed.nonce)
-    .bind(&key.sealed.ciphertext)
     .execute(&mut **tx)
     .await?;
     Ok(())

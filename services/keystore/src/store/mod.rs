@@ -9,13 +9,15 @@ mod audit;
 mod keys;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::{AuditEvent, NewAuditEvent};
-pub use keys::{KeyRow, NewKey, RekeyCandidate, RotateOutcome, VerifyRow};
+pub use keys::{CurrentKey, KeyRecord, NewKey, RotateOutcome, VerifyRow};
 
 /// Which database engine a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,17 @@ impl Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite admits one writer at a time. A transaction holds that lock across several
+    /// round trips, and writers that find it taken sleep in SQLite's busy handler (in steps
+    /// of up to 100 ms); queueing this process's transactions here instead keeps the tail
+    /// short. Single-statement writes and other processes still meet the busy timeout.
+    transaction_gate: Option<Arc<Mutex<()>>>,
+}
+
+/// A write transaction, holding this process's SQLite transaction turn while it lives.
+pub(crate) struct WriteTx {
+    pub(crate) tx: Transaction<'static, Any>,
+    _turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl Db {
@@ -75,7 +88,29 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend })
+        let transaction_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Self { pool, backend, transaction_gate })
+    }
+
+    /// Begins a write transaction, waiting for this process's turn on SQLite.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = match &self.transaction_gate {
+            Some(gate) => Some(Arc::clone(gate).lock_owned().await),
+            None => None,
+        };
+        Ok(WriteTx { tx: self.pool.begin().await?, _turn: turn })
+    }
+
+    /// After a key is destroyed, SQLite's write-ahead log still holds the page as it was
+    /// (with the old ciphertext) until a checkpoint; a truncating checkpoint moves the log
+    /// into the file, where `secure_delete` has zeroed the old cell, and empties it.
+    /// Best effort: with readers active the checkpoint completes on a later rotation.
+    pub(crate) async fn flush_old_pages(&self) {
+        if self.backend == Backend::Sqlite
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint after key destruction failed");
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -81,16 +81,24 @@ async fn concurrent_retries_of_one_rotation_agree(backend: Backend) {
 async fn the_old_secret_is_wiped_but_its_metadata_kept(backend: Backend) {
     let (app, db) = spawn_app(backend).await;
     let old = app.enroll("taro").await;
+    let old_sealed = {
+        let pool = kagi_keystore::store::Db::connect(&db.url, 1).await.unwrap();
+        let current = pool.current_key(&kagi_keystore::domain::AccountId::parse("taro").unwrap()).await.unwrap().unwrap();
+        pool.close().await;
+        current.ciphertext
+    };
     app.rotate("taro", "reset-1").await.unwrap();
 
     let pool = kagi_keystore::store::Db::connect(&db.url, 1).await.unwrap();
-    let row = pool.key(&old.key_id).await.unwrap().expect("metadata kept for audit");
-    assert!(row.ciphertext.is_none() && row.nonce.is_none() && row.kek_id.is_none());
-    assert!(row.destroyed_at.is_some());
-    assert_eq!(row.account_id, "taro");
+    let record = pool.key_record(&old.key_id).await.unwrap().expect("metadata kept for audit");
+    assert!(record.destroyed_at.is_some());
+    assert_eq!((record.account_id.as_str(), record.digits, record.period), ("taro", 6, 30));
     pool.close().await;
-    let dump = dump_tables(&db).await;
-    assert!(!dump.is_empty());
+    let hex: String = old_sealed.iter().map(|b| format!("{b:02x}")).collect();
+    for (table, content) in dump_tables(&db).await {
+        assert!(!content.windows(old_sealed.len()).any(|w| w == old_sealed.as_slice()), "old ciphertext left in {table}");
+        assert!(!String::from_utf8_lossy(&content).contains(&hex), "old ciphertext left in {table}");
+    }
 }
 
 async fn rotating_an_account_without_a_key_is_not_found(backend: Backend) {
