@@ -20,19 +20,31 @@ pub enum Ceiling {
 
 #[tonic::async_trait]
 impl pb::keystore_server::Keystore for Ceiling {
-    async fn enroll(&self, _: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        _: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
         Err(Status::unimplemented("ceiling"))
     }
 
-    async fn get_current_key(&self, _: Request<pb::GetCurrentKeyRequest>) -> Result<Response<pb::GetCurrentKeyResponse>, Status> {
+    async fn get_current_key(
+        &self,
+        _: Request<pb::GetCurrentKeyRequest>,
+    ) -> Result<Response<pb::GetCurrentKeyResponse>, Status> {
         Err(Status::unimplemented("ceiling"))
     }
 
-    async fn rotate_key(&self, _: Request<pb::RotateKeyRequest>) -> Result<Response<pb::RotateKeyResponse>, Status> {
+    async fn rotate_key(
+        &self,
+        _: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         Err(Status::unimplemented("ceiling"))
     }
 
-    async fn verify_code(&self, request: Request<pb::VerifyCodeRequest>) -> Result<Response<pb::VerifyCodeResponse>, Status> {
+    async fn verify_code(
+        &self,
+        request: Request<pb::VerifyCodeRequest>,
+    ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
         let result = match self {
             Self::Echo => pb::VerifyResult::Accepted,
             Self::ReadThenUpdate(db) => {
@@ -48,7 +60,10 @@ impl pb::keystore_server::Keystore for Ceiling {
             }
             Self::Update(db) => conditional_update(db, &request.get_ref().account_id).await?,
         };
-        Ok(Response::new(pb::VerifyCodeResponse { result: result.into(), ..Default::default() }))
+        Ok(Response::new(pb::VerifyCodeResponse {
+            result: result.into(),
+            ..Default::default()
+        }))
     }
 
     async fn check_login_policy(
@@ -68,15 +83,25 @@ impl pb::keystore_server::Keystore for Ceiling {
 
 /// `UPDATE bench_steps SET last_step = now WHERE id = $account AND last_step < now`.
 async fn conditional_update(db: &Db, account_id: &str) -> Result<pb::VerifyResult, Status> {
-    let step = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros())
-        .unwrap_or(i64::MAX);
-    let done = sqlx::query("UPDATE bench_steps SET last_step = $1 WHERE id = $2 AND last_step < $1")
-        .bind(step)
-        .bind(account_id)
-        .execute(db.pool())
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    Ok(if done.rows_affected() == 1 { pb::VerifyResult::Accepted } else { pb::VerifyResult::Replayed })
+    let step = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros(),
+    )
+    .unwrap_or(i64::MAX);
+    let done =
+        sqlx::query("UPDATE bench_steps SET last_step = $1 WHERE id = $2 AND last_step < $1")
+            .bind(step)
+            .bind(account_id)
+            .execute(db.pool())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok(if done.rows_affected() == 1 {
+        pb::VerifyResult::Accepted
+    } else {
+        pb::VerifyResult::Replayed
+    })
 }
 
 /// Serves `ceiling` on `listener` until the process is killed.

@@ -56,22 +56,36 @@ impl LoadReport {
 ///
 /// # Errors
 /// Connection failures or a call failing with a gRPC error.
-pub async fn run(spec: &LoadSpec, accounts: &Arc<Vec<SeededAccount>>) -> anyhow::Result<LoadReport> {
-    anyhow::ensure!(spec.calls <= accounts.len(), "more calls than accounts: codes would repeat");
+pub async fn run(
+    spec: &LoadSpec,
+    accounts: &Arc<Vec<SeededAccount>>,
+) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(
+        spec.calls <= accounts.len(),
+        "more calls than accounts: codes would repeat"
+    );
     let mut order: Vec<usize> = (0..accounts.len()).collect();
     order.shuffle(&mut rand::rng());
     let order = Arc::new(order);
     let mut channels = Vec::new();
     for _ in 0..spec.connections.max(1) {
-        channels.push(Channel::from_shared(format!("http://{}", spec.addr))?.tcp_nodelay(true).connect().await?);
+        channels.push(
+            Channel::from_shared(format!("http://{}", spec.addr))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
     }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..spec.concurrency {
         let client = KeystoreClient::new(channels[worker % channels.len()].clone());
-        let (next, order, accounts, spec) = (next.clone(), order.clone(), accounts.clone(), spec.clone());
-        workers.push(tokio::spawn(async move { worker_loop(client, &spec, &next, &order, &accounts).await }));
+        let (next, order, accounts, spec) =
+            (next.clone(), order.clone(), accounts.clone(), spec.clone());
+        workers.push(tokio::spawn(async move {
+            worker_loop(client, &spec, &next, &order, &accounts).await
+        }));
     }
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut results = BTreeMap::new();
@@ -114,18 +128,29 @@ async fn worker_loop(
             CodePath::Valid => code(&account.secret, now).to_string(),
             CodePath::Wrong => wrong_code(&account.secret, now),
         };
-        let mut request = tonic::Request::new(pb::VerifyCodeRequest { account_id: account.account_id.clone(), code });
+        let mut request = tonic::Request::new(pb::VerifyCodeRequest {
+            account_id: account.account_id.clone(),
+            code,
+        });
         request.metadata_mut().insert("authorization", auth.clone());
         let sent = Instant::now();
         let reply = client.verify_code(request).await?.into_inner();
         histogram.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX))?;
-        *results.entry(reply.result().as_str_name().to_owned()).or_insert(0) += 1;
+        *results
+            .entry(reply.result().as_str_name().to_owned())
+            .or_insert(0) += 1;
     }
     Ok((histogram, results))
 }
 
 /// A 6-digit code matching none of the steps the keystore would accept.
 fn wrong_code(secret: &[u8], now: u64) -> String {
-    let window: Vec<String> = [now - 60, now - 30, now, now + 30, now + 60].iter().map(|t| code(secret, *t).to_string()).collect();
-    (0..).map(|n: u32| format!("{:06}", (n * 7919) % 1_000_000)).find(|c| !window.contains(c)).unwrap_or_default()
+    let window: Vec<String> = [now - 60, now - 30, now, now + 30, now + 60]
+        .iter()
+        .map(|t| code(secret, *t).to_string())
+        .collect();
+    (0..)
+        .map(|n: u32| format!("{:06}", (n * 7919) % 1_000_000))
+        .find(|c| !window.contains(c))
+        .unwrap_or_default()
 }

@@ -33,14 +33,22 @@ enum Command {
         /// Database pool size of every server under test.
         #[arg(long, default_value_t = 16)]
         max_connections: u32,
-        #[arg(long, env = "KAGI_TEST_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")]
+        #[arg(
+            long,
+            env = "KAGI_TEST_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+        )]
         postgres_url: String,
     },
     /// Internal: serve one ceiling service (started by `verify`).
     Ceiling {
         /// echo, update or read-update.
         kind: String,
-        #[arg(long, env = "KAGI_BENCH_LISTEN_ADDR", default_value = "127.0.0.1:50100")]
+        #[arg(
+            long,
+            env = "KAGI_BENCH_LISTEN_ADDR",
+            default_value = "127.0.0.1:50100"
+        )]
         listen: std::net::SocketAddr,
         #[arg(long, env = "KAGI_BENCH_DATABASE_URL", default_value = "")]
         database_url: String,
@@ -52,22 +60,45 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Verify { backend, accounts, calls, concurrency, connections, max_connections, postgres_url } => {
+        Command::Verify {
+            backend,
+            accounts,
+            calls,
+            concurrency,
+            connections,
+            max_connections,
+            postgres_url,
+        } => {
             let backend = match backend.as_str() {
                 "sqlite" => Backend::Sqlite,
                 "postgres" => Backend::Postgres,
                 other => anyhow::bail!("unknown backend {other:?}"),
             };
-            let spec = SuiteSpec { backend, accounts, calls, concurrency, connections, max_connections, postgres_url };
+            let spec = SuiteSpec {
+                backend,
+                accounts,
+                calls,
+                concurrency,
+                connections,
+                max_connections,
+                postgres_url,
+            };
             let rows = suite::run(&spec).await?;
             print_report(&spec, &rows);
             Ok(())
         }
-        Command::Ceiling { kind, listen, database_url, max_connections } => {
+        Command::Ceiling {
+            kind,
+            listen,
+            database_url,
+            max_connections,
+        } => {
             let ceiling = match kind.as_str() {
                 "echo" => Ceiling::Echo,
                 "update" => Ceiling::Update(Db::connect(&database_url, max_connections).await?),
-                "read-update" => Ceiling::ReadThenUpdate(Db::connect(&database_url, max_connections).await?),
+                "read-update" => {
+                    Ceiling::ReadThenUpdate(Db::connect(&database_url, max_connections).await?)
+                }
                 other => anyhow::bail!("unknown ceiling {other:?}"),
             };
             ceiling::serve(ceiling, tokio::net::TcpListener::bind(listen).await?).await
@@ -79,12 +110,22 @@ async fn main() -> anyhow::Result<()> {
 fn print_report(spec: &SuiteSpec, rows: &[suite::Row]) {
     println!(
         "\nVerifyCode on {:?}: {} accounts, {} calls per phase, {} in flight over {} connections, pool {}\n",
-        spec.backend, spec.accounts, spec.calls, spec.concurrency, spec.connections, spec.max_connections
+        spec.backend,
+        spec.accounts,
+        spec.calls,
+        spec.concurrency,
+        spec.connections,
+        spec.max_connections
     );
     println!("| run | calls/s | p50 ms | p99 ms | server peak RSS MiB | results |");
     println!("| --- | ---: | ---: | ---: | ---: | --- |");
     for row in rows {
-        let results: Vec<String> = row.report.results.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let results: Vec<String> = row
+            .report
+            .results
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!(
             "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {} |",
             row.name,
@@ -96,8 +137,13 @@ fn print_report(spec: &SuiteSpec, rows: &[suite::Row]) {
         );
     }
     let accepted = rows.iter().find(|r| r.name == "keystore, accepted");
-    let update = rows.iter().find(|r| r.name == "ceiling: one conditional UPDATE");
+    let update = rows
+        .iter()
+        .find(|r| r.name == "ceiling: one conditional UPDATE");
     if let (Some(a), Some(u)) = (accepted, update) {
-        println!("\naccepted path = {:.0}% of the UPDATE ceiling", 100.0 * a.report.per_second() / u.report.per_second());
+        println!(
+            "\naccepted path = {:.0}% of the UPDATE ceiling",
+            100.0 * a.report.per_second() / u.report.per_second()
+        );
     }
 }

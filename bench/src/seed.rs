@@ -18,7 +18,11 @@ pub struct SeededAccount {
 ///
 /// # Errors
 /// Database or crypto failures.
-pub async fn seed_accounts(db: &Db, keyring: &Keyring, count: usize) -> anyhow::Result<Vec<SeededAccount>> {
+pub async fn seed_accounts(
+    db: &Db,
+    keyring: &Keyring,
+    count: usize,
+) -> anyhow::Result<Vec<SeededAccount>> {
     let mut accounts = Vec::with_capacity(count);
     for chunk_start in (0..count).step_by(1000) {
         let mut tx = db.pool().begin().await?;
@@ -47,7 +51,10 @@ pub async fn seed_accounts(db: &Db, keyring: &Keyring, count: usize) -> anyhow::
             .bind(&account_id)
             .execute(&mut *tx)
             .await?;
-            accounts.push(SeededAccount { account_id, secret: secret.as_bytes().to_vec() });
+            accounts.push(SeededAccount {
+                account_id,
+                secret: secret.as_bytes().to_vec(),
+            });
         }
         tx.commit().await?;
     }
@@ -59,9 +66,11 @@ pub async fn seed_accounts(db: &Db, keyring: &Keyring, count: usize) -> anyhow::
 /// # Errors
 /// Database failures.
 pub async fn seed_steps(db: &Db, count: usize) -> anyhow::Result<()> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS bench_steps (id TEXT PRIMARY KEY, last_step BIGINT NOT NULL)")
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_steps (id TEXT PRIMARY KEY, last_step BIGINT NOT NULL)",
+    )
+    .execute(db.pool())
+    .await?;
     for chunk_start in (0..count).step_by(1000) {
         let mut tx = db.pool().begin().await?;
         for n in chunk_start..(chunk_start + 1000).min(count) {
@@ -77,6 +86,8 @@ pub async fn seed_steps(db: &Db, count: usize) -> anyhow::Result<()> {
 
 /// The 6-digit code of `secret` for the step containing `unix_secs`.
 pub fn code(secret: &[u8], unix_secs: u64) -> Zeroizing<String> {
-    let totp = totp_rs::Builder::new().with_secret(secret.to_vec()).build_noncompliant();
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret.to_vec())
+        .build_noncompliant();
     Zeroizing::new(totp.generate(unix_secs).to_string())
 }

@@ -57,34 +57,78 @@ pub async fn run(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
 
     let mut rows = Vec::new();
     let keystore_env = vec![
-        ("KAGI_KEYSTORE_DATABASE__URL".to_owned(), database.url.clone()),
-        ("KAGI_KEYSTORE_DATABASE__MAX_CONNECTIONS".to_owned(), spec.max_connections.to_string()),
-        ("KAGI_KEYSTORE_KEK__KEYS__BENCH".to_owned(), BASE64.encode(&kek)),
-        ("KAGI_KEYSTORE_AUTH__TOKENS__LOGIN".to_owned(), TOKEN.to_owned()),
-        ("KAGI_KEYSTORE_TELEMETRY__LOG_FILTER".to_owned(), "warn".to_owned()),
+        (
+            "KAGI_KEYSTORE_DATABASE__URL".to_owned(),
+            database.url.clone(),
+        ),
+        (
+            "KAGI_KEYSTORE_DATABASE__MAX_CONNECTIONS".to_owned(),
+            spec.max_connections.to_string(),
+        ),
+        (
+            "KAGI_KEYSTORE_KEK__KEYS__BENCH".to_owned(),
+            BASE64.encode(&kek),
+        ),
+        (
+            "KAGI_KEYSTORE_AUTH__TOKENS__LOGIN".to_owned(),
+            TOKEN.to_owned(),
+        ),
+        (
+            "KAGI_KEYSTORE_TELEMETRY__LOG_FILTER".to_owned(),
+            "warn".to_owned(),
+        ),
     ];
-    let mut server = Server::spawn("kagi-keystore", &["serve"], &keystore_env, "KAGI_KEYSTORE_SERVER__LISTEN_ADDR").await?;
-    for (name, path) in [("keystore, accepted", CodePath::Valid), ("keystore, wrong code", CodePath::Wrong)] {
+    let mut server = Server::spawn(
+        "kagi-keystore",
+        &["serve"],
+        &keystore_env,
+        "KAGI_KEYSTORE_SERVER__LISTEN_ADDR",
+    )
+    .await?;
+    for (name, path) in [
+        ("keystore, accepted", CodePath::Valid),
+        ("keystore, wrong code", CodePath::Wrong),
+    ] {
         eprintln!("{name}…");
         let report = load::run(&load_spec(spec, server.addr, path), &accounts).await?;
-        rows.push(Row { name, report, peak_rss_kib: server.peak_rss_kib() });
+        rows.push(Row {
+            name,
+            report,
+            peak_rss_kib: server.peak_rss_kib(),
+        });
     }
     server.stop().await;
 
     let ceiling_env = vec![
         ("KAGI_BENCH_DATABASE_URL".to_owned(), database.url.clone()),
-        ("KAGI_BENCH_MAX_CONNECTIONS".to_owned(), spec.max_connections.to_string()),
+        (
+            "KAGI_BENCH_MAX_CONNECTIONS".to_owned(),
+            spec.max_connections.to_string(),
+        ),
     ];
     let ceilings = [
         ("ceiling: bare tonic echo", "echo"),
         ("ceiling: one conditional UPDATE", "update"),
-        ("reference: one SELECT + one conditional UPDATE", "read-update"),
+        (
+            "reference: one SELECT + one conditional UPDATE",
+            "read-update",
+        ),
     ];
     for (name, kind) in ceilings {
         eprintln!("{name}…");
-        let mut server = Server::spawn("kagi-bench", &["ceiling", kind], &ceiling_env, "KAGI_BENCH_LISTEN_ADDR").await?;
+        let mut server = Server::spawn(
+            "kagi-bench",
+            &["ceiling", kind],
+            &ceiling_env,
+            "KAGI_BENCH_LISTEN_ADDR",
+        )
+        .await?;
         let report = load::run(&load_spec(spec, server.addr, CodePath::Valid), &accounts).await?;
-        rows.push(Row { name, report, peak_rss_kib: server.peak_rss_kib() });
+        rows.push(Row {
+            name,
+            report,
+            peak_rss_kib: server.peak_rss_kib(),
+        });
         server.stop().await;
     }
     database.drop_if_postgres(spec).await;
@@ -111,7 +155,12 @@ struct Server {
 impl Server {
     /// Starts `binary` (a sibling of this executable) on a free port and waits until it
     /// accepts connections.
-    async fn spawn(binary: &str, args: &[&str], env: &[(String, String)], listen_var: &str) -> anyhow::Result<Self> {
+    async fn spawn(
+        binary: &str,
+        args: &[&str],
+        env: &[(String, String)],
+        listen_var: &str,
+    ) -> anyhow::Result<Self> {
         let path: PathBuf = std::env::current_exe()?.with_file_name(binary);
         let addr = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -161,18 +210,36 @@ impl BenchDatabase {
     async fn create(spec: &SuiteSpec) -> anyhow::Result<Self> {
         match spec.backend {
             Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("kagi-bench-{}", uuid::Uuid::new_v4().simple()));
+                let dir = std::env::temp_dir()
+                    .join(format!("kagi-bench-{}", uuid::Uuid::new_v4().simple()));
                 std::fs::create_dir_all(&dir)?;
-                Ok(Self { url: format!("sqlite://{}/keystore.db?mode=rwc", dir.display()), pg_name: None, _dir: Some(dir) })
+                Ok(Self {
+                    url: format!("sqlite://{}/keystore.db?mode=rwc", dir.display()),
+                    pg_name: None,
+                    _dir: Some(dir),
+                })
             }
             Backend::Postgres => {
                 let name = format!("kagi_bench_{}", uuid::Uuid::new_v4().simple());
                 let mut admin = sqlx::PgConnection::connect(&spec.postgres_url).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
-                let (path, query) = spec.postgres_url.split_once('?').unwrap_or((&spec.postgres_url, ""));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await?;
+                let (path, query) = spec
+                    .postgres_url
+                    .split_once('?')
+                    .unwrap_or((&spec.postgres_url, ""));
                 let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
-                let url = if query.is_empty() { format!("{base}/{name}") } else { format!("{base}/{name}?{query}") };
-                Ok(Self { url, pg_name: Some(name), _dir: None })
+                let url = if query.is_empty() {
+                    format!("{base}/{name}")
+                } else {
+                    format!("{base}/{name}?{query}")
+                };
+                Ok(Self {
+                    url,
+                    pg_name: Some(name),
+                    _dir: None,
+                })
             }
         }
     }
@@ -181,9 +248,11 @@ impl BenchDatabase {
         if let Some(name) = &self.pg_name
             && let Ok(mut admin) = sqlx::PgConnection::connect(&spec.postgres_url).await
         {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&mut admin)
-                .await;
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
         }
         if let Some(dir) = &self._dir {
             let _ = std::fs::remove_dir_all(dir);

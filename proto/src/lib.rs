@@ -7,4 +7,5 @@ pub mod v1 {
 }
 
 /// The encoded `FileDescriptorSet` of every kagi proto, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kagi_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/kagi_descriptor.bin"));

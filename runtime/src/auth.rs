@@ -40,7 +40,10 @@ pub struct AuthSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
     #[error("cannot read caller tokens from {path}: {source}")]
-    TokensDir { path: PathBuf, source: std::io::Error },
+    TokensDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("caller {0:?} has an empty token")]
     EmptyToken(String),
     #[error("caller {0:?} has a token shorter than 16 characters")]
@@ -68,7 +71,10 @@ impl Authorizer {
     ) -> Result<Self, AuthConfigError> {
         let mut tokens: BTreeMap<String, SecretString> = settings.tokens.clone();
         if let Some(dir) = &settings.tokens_dir {
-            let read_err = |source| AuthConfigError::TokensDir { path: dir.clone(), source };
+            let read_err = |source| AuthConfigError::TokensDir {
+                path: dir.clone(),
+                source,
+            };
             for entry in std::fs::read_dir(dir).map_err(read_err)? {
                 let entry = entry.map_err(read_err)?;
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -93,12 +99,21 @@ impl Authorizer {
         }
         let mut allow: BTreeMap<String, BTreeSet<String>> = default_allow
             .iter()
-            .map(|(method, who)| ((*method).to_owned(), who.iter().map(|w| (*w).to_owned()).collect()))
+            .map(|(method, who)| {
+                (
+                    (*method).to_owned(),
+                    who.iter().map(|w| (*w).to_owned()).collect(),
+                )
+            })
             .collect();
         for (method, who) in &settings.allow {
             allow.insert(method.clone(), who.iter().cloned().collect());
         }
-        Ok(Self { protected_prefix, callers, allow })
+        Ok(Self {
+            protected_prefix,
+            callers,
+            allow,
+        })
     }
 
     /// Decides one request: `Ok(None)` for unprotected paths (health, reflection),
@@ -107,7 +122,11 @@ impl Authorizer {
     /// # Errors
     /// `UNAUTHENTICATED` without a known token, `PERMISSION_DENIED` for a caller not allowed.
     #[allow(clippy::result_large_err)]
-    pub fn authorize(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Caller>, tonic::Status> {
+    pub fn authorize(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Caller>, tonic::Status> {
         let Some(rest) = path.strip_prefix(self.protected_prefix) else {
             return Ok(None);
         };
@@ -127,9 +146,14 @@ impl Authorizer {
             }
         }
         let caller = found.ok_or_else(|| tonic::Status::unauthenticated("unknown bearer token"))?;
-        let allowed = self.allow.get(method).is_some_and(|who| who.contains(caller));
+        let allowed = self
+            .allow
+            .get(method)
+            .is_some_and(|who| who.contains(caller));
         if !allowed {
-            return Err(tonic::Status::permission_denied(format!("caller {caller:?} may not call {method}")));
+            return Err(tonic::Status::permission_denied(format!(
+                "caller {caller:?} may not call {method}"
+            )));
         }
         Ok(Some(Caller(caller.to_owned())))
     }
@@ -147,7 +171,9 @@ pub struct CallerAuthLayer {
 
 impl CallerAuthLayer {
     pub fn new(authorizer: Authorizer) -> Self {
-        Self { authorizer: Arc::new(authorizer) }
+        Self {
+            authorizer: Arc::new(authorizer),
+        }
     }
 }
 
@@ -155,7 +181,10 @@ impl<S> tower::Layer<S> for CallerAuthLayer {
     type Service = CallerAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CallerAuth { inner, authorizer: Arc::clone(&self.authorizer) }
+        CallerAuth {
+            inner,
+            authorizer: Arc::clone(&self.authorizer),
+        }
     }
 }
 
@@ -183,7 +212,10 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match self.authorizer.authorize(request.uri().path(), request.headers()) {
+        match self
+            .authorizer
+            .authorize(request.uri().path(), request.headers())
+        {
             Ok(caller) => {
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);
@@ -204,56 +236,102 @@ mod tests {
 
     fn authorizer() -> Authorizer {
         let mut settings = AuthSettings::default();
-        settings.tokens.insert("login".into(), SecretString::from("login-token-0123456789"));
-        settings.tokens.insert("reset".into(), SecretString::from("reset-token-0123456789"));
-        Authorizer::new("/kagi.v1.", &settings, &[("VerifyCode", &["login"]), ("RotateKey", &["reset"])])
-            .unwrap()
+        settings
+            .tokens
+            .insert("login".into(), SecretString::from("login-token-0123456789"));
+        settings
+            .tokens
+            .insert("reset".into(), SecretString::from("reset-token-0123456789"));
+        Authorizer::new(
+            "/kagi.v1.",
+            &settings,
+            &[("VerifyCode", &["login"]), ("RotateKey", &["reset"])],
+        )
+        .unwrap()
     }
 
     fn bearer(token: &str) -> http::HeaderMap {
         let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
         headers
     }
 
     #[test]
     fn each_rpc_admits_only_its_callers() {
         let auth = authorizer();
-        let ok = auth.authorize("/kagi.v1.Keystore/VerifyCode", &bearer("login-token-0123456789")).unwrap();
+        let ok = auth
+            .authorize(
+                "/kagi.v1.Keystore/VerifyCode",
+                &bearer("login-token-0123456789"),
+            )
+            .unwrap();
         assert_eq!(ok, Some(Caller("login".into())));
-        let denied = auth.authorize("/kagi.v1.Keystore/RotateKey", &bearer("login-token-0123456789")).unwrap_err();
+        let denied = auth
+            .authorize(
+                "/kagi.v1.Keystore/RotateKey",
+                &bearer("login-token-0123456789"),
+            )
+            .unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     }
 
     #[test]
     fn missing_or_unknown_tokens_are_unauthenticated() {
         let auth = authorizer();
-        let missing = auth.authorize("/kagi.v1.Keystore/VerifyCode", &http::HeaderMap::new()).unwrap_err();
+        let missing = auth
+            .authorize("/kagi.v1.Keystore/VerifyCode", &http::HeaderMap::new())
+            .unwrap_err();
         assert_eq!(missing.code(), tonic::Code::Unauthenticated);
-        let unknown = auth.authorize("/kagi.v1.Keystore/VerifyCode", &bearer("login-token-012345678X")).unwrap_err();
+        let unknown = auth
+            .authorize(
+                "/kagi.v1.Keystore/VerifyCode",
+                &bearer("login-token-012345678X"),
+            )
+            .unwrap_err();
         assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
     }
 
     #[test]
     fn health_and_reflection_need_no_token() {
         let auth = authorizer();
-        assert_eq!(auth.authorize("/grpc.health.v1.Health/Check", &http::HeaderMap::new()).unwrap(), None);
+        assert_eq!(
+            auth.authorize("/grpc.health.v1.Health/Check", &http::HeaderMap::new())
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
     fn configured_allow_lists_replace_the_defaults() {
         let mut settings = AuthSettings::default();
-        settings.tokens.insert("login".into(), SecretString::from("login-token-0123456789"));
-        settings.allow.insert("VerifyCode".into(), vec!["portal".into()]);
+        settings
+            .tokens
+            .insert("login".into(), SecretString::from("login-token-0123456789"));
+        settings
+            .allow
+            .insert("VerifyCode".into(), vec!["portal".into()]);
         let auth = Authorizer::new("/kagi.v1.", &settings, &[("VerifyCode", &["login"])]).unwrap();
-        let denied = auth.authorize("/kagi.v1.Keystore/VerifyCode", &bearer("login-token-0123456789")).unwrap_err();
+        let denied = auth
+            .authorize(
+                "/kagi.v1.Keystore/VerifyCode",
+                &bearer("login-token-0123456789"),
+            )
+            .unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     }
 
     #[test]
     fn short_tokens_are_refused_at_startup() {
         let mut settings = AuthSettings::default();
-        settings.tokens.insert("login".into(), SecretString::from("short"));
-        assert!(matches!(Authorizer::new("/kagi.v1.", &settings, &[]), Err(AuthConfigError::WeakToken(_))));
+        settings
+            .tokens
+            .insert("login".into(), SecretString::from("short"));
+        assert!(matches!(
+            Authorizer::new("/kagi.v1.", &settings, &[]),
+            Err(AuthConfigError::WeakToken(_))
+        ));
     }
 }

@@ -35,7 +35,10 @@ pub struct ServerSettings {
 impl ServerSettings {
     /// Settings listening on `listen_addr`, plaintext.
     pub fn on(listen_addr: SocketAddr) -> Self {
-        Self { listen_addr, ..Self::default() }
+        Self {
+            listen_addr,
+            ..Self::default()
+        }
     }
 }
 
@@ -72,14 +75,21 @@ impl GrpcServer {
         let local_addr = listener.local_addr()?;
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => {
-                let cert = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-                let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+                let cert =
+                    std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+                let key =
+                    std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
                 Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
             }
             (None, None) => None,
             _ => anyhow::bail!("tls_cert and tls_key must be set together"),
         };
-        Ok(Self { listener, local_addr, tls, grace: Duration::from_secs(settings.shutdown_grace_secs) })
+        Ok(Self {
+            listener,
+            local_addr,
+            tls,
+            grace: Duration::from_secs(settings.shutdown_grace_secs),
+        })
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -111,7 +121,8 @@ impl GrpcServer {
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
         // Both versions: grpcurl before 1.9 and many other tools only speak v1alpha.
-        let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
+        let (reflection_v1, reflection_v1alpha) =
+            (reflection().build_v1()?, reflection().build_v1alpha()?);
 
         let mut builder = Server::builder();
         if let Some(tls) = self.tls {

@@ -16,7 +16,10 @@ use serde::de::DeserializeOwned;
 /// # Errors
 /// A missing or malformed file, or a value of the wrong type; the error names the key
 /// and where it came from.
-pub fn load<T: DeserializeOwned>(file: Option<&Path>, env_prefix: &str) -> Result<T, Box<figment::Error>> {
+pub fn load<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env_prefix: &str,
+) -> Result<T, Box<figment::Error>> {
     let mut figment = Figment::new();
     if let Some(file) = file {
         if !file.exists() {
@@ -52,19 +55,31 @@ mod tests {
 
     impl Default for Sample {
         fn default() -> Self {
-            Self { name: "default".into(), nested: Nested { port: 1 } }
+            Self {
+                name: "default".into(),
+                nested: Nested { port: 1 },
+            }
         }
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
     fn file_overrides_defaults_and_env_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("k.toml", "name = \"from-file\"\n[nested]\nport = 7\n")?;
-            let from_file: Sample = load(Some(Path::new("k.toml")), "KAGI_T_").map_err(|e| e.to_string())?;
-            assert_eq!(from_file, Sample { name: "from-file".into(), nested: Nested { port: 7 } });
+            let from_file: Sample =
+                load(Some(Path::new("k.toml")), "KAGI_T_").map_err(|e| e.to_string())?;
+            assert_eq!(
+                from_file,
+                Sample {
+                    name: "from-file".into(),
+                    nested: Nested { port: 7 }
+                }
+            );
 
             jail.set_env("KAGI_T_NESTED__PORT", "9");
-            let from_env: Sample = load(Some(Path::new("k.toml")), "KAGI_T_").map_err(|e| e.to_string())?;
+            let from_env: Sample =
+                load(Some(Path::new("k.toml")), "KAGI_T_").map_err(|e| e.to_string())?;
             assert_eq!(from_env.nested.port, 9);
             assert_eq!(from_env.name, "from-file");
             Ok(())

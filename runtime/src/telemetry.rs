@@ -44,7 +44,11 @@ pub struct TelemetrySettings {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_format: LogFormat::Json, log_filter: "info".into(), otlp_endpoint: None }
+        Self {
+            log_format: LogFormat::Json,
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+        }
     }
 }
 
@@ -75,7 +79,11 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> anyhow::Resu
 ///
 /// # Errors
 /// When a subscriber is already installed, or the OTLP exporter cannot be built.
-pub fn init_with_writer<W>(service: &'static str, settings: &TelemetrySettings, writer: W) -> anyhow::Result<TelemetryGuard>
+pub fn init_with_writer<W>(
+    service: &'static str,
+    settings: &TelemetrySettings,
+    writer: W,
+) -> anyhow::Result<TelemetryGuard>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -85,7 +93,9 @@ where
         .ok()
         .filter(|e| !e.is_empty())
         .or_else(|| settings.otlp_endpoint.clone());
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -113,7 +123,11 @@ where
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
-    tracing_subscriber::registry().with(filter).with(otel).with(fmt).try_init()?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(fmt)
+        .try_init()?;
     Ok(TelemetryGuard { provider })
 }
 
@@ -150,7 +164,9 @@ pub fn inject_context(metadata: &mut tonic::metadata::MetadataMap) {
 /// # Errors
 /// Never; the signature is tonic's.
 #[allow(clippy::result_large_err)]
-pub fn propagate_trace(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+pub fn propagate_trace(
+    mut request: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
     inject_context(request.metadata_mut());
     Ok(request)
 }
@@ -163,7 +179,9 @@ pub fn current_trace_id() -> Option<String> {
 fn trace_id_of(span: &tracing::Span) -> Option<String> {
     let context = span.context();
     let span_context = context.span().span_context().clone();
-    span_context.is_valid().then(|| span_context.trace_id().to_string())
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
 }
 
 fn propagator() -> &'static TraceContextPropagator {

@@ -49,13 +49,22 @@ impl Application {
     ///
     /// # Errors
     /// Invalid settings, an unreachable database, missing KEKs or a taken port.
-    pub async fn build_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let keystore = keystore(settings, clock).await?;
-        let auth = CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
+        let auth =
+            CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
         let server = GrpcServer::bind(&settings.server).await?;
         tracing::info!(addr = %server.local_addr(), backend = ?keystore.db().backend(), "keystore listening");
         let grpc = KeystoreGrpc::new(keystore.clone(), &settings.totp.issuer);
-        Ok(Self { server, keystore, grpc, auth })
+        Ok(Self {
+            server,
+            keystore,
+            grpc,
+            auth,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -70,11 +79,20 @@ impl Application {
     ///
     /// # Errors
     /// Transport failures.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let routes = tonic::service::Routes::new(self.grpc.into_server());
         let served = self
             .server
-            .serve(routes, &[SERVICE_NAME], kagi_proto::FILE_DESCRIPTOR_SET, self.auth, shutdown)
+            .serve(
+                routes,
+                &[SERVICE_NAME],
+                kagi_proto::FILE_DESCRIPTOR_SET,
+                self.auth,
+                shutdown,
+            )
             .await;
         self.keystore.db().close().await;
         served
@@ -94,5 +112,13 @@ pub async fn keystore(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Res
     if settings.database.migrate_on_start {
         db.migrate().await?;
     }
-    Ok(Keystore::new(db, keyring, clock, params, verifier, lockout, settings.campus()))
+    Ok(Keystore::new(
+        db,
+        keyring,
+        clock,
+        params,
+        verifier,
+        lockout,
+        settings.campus(),
+    ))
 }

@@ -74,7 +74,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let _telemetry = kagi_runtime::telemetry::init("kagi-keystore", &settings.telemetry)?;
     match cli.command {
-        Command::Serve => Application::build(&settings).await?.run_until_stopped(kagi_runtime::shutdown::signal()).await,
+        Command::Serve => {
+            Application::build(&settings)
+                .await?
+                .run_until_stopped(kagi_runtime::shutdown::signal())
+                .await
+        }
         Command::Migrate => {
             let db = Db::connect(&settings.database.url, 1).await?;
             db.migrate().await?;
@@ -87,7 +92,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(keys = count, "rekey finished");
             Ok(())
         }
-        Command::Audit { account, limit } => print_audit(&settings, account.as_deref(), limit).await,
+        Command::Audit { account, limit } => {
+            print_audit(&settings, account.as_deref(), limit).await
+        }
         Command::Dev { data_dir, account } => dev(&settings, &data_dir, &account).await,
     }
 }
@@ -114,10 +121,16 @@ fn dev_settings(settings: &mut Settings, data_dir: &Path) -> anyhow::Result<()> 
     if settings.kek.keys.is_empty() && settings.kek.keys_dir.is_none() {
         let kek_dir = data_dir.join("keystore-kek");
         let kek = read_or_create_secret(&kek_dir.join("dev"), 32)?;
-        settings.kek.keys.insert("dev".into(), SecretString::from(kek));
+        settings
+            .kek
+            .keys
+            .insert("dev".into(), SecretString::from(kek));
     }
     let token = read_or_create_secret(&data_dir.join("dev-token"), 24)?;
-    settings.auth.tokens.insert("dev".into(), SecretString::from(token));
+    settings
+        .auth
+        .tokens
+        .insert("dev".into(), SecretString::from(token));
     for (method, callers) in DEFAULT_ALLOW {
         let mut allowed: Vec<String> = callers.iter().map(|c| (*c).to_owned()).collect();
         allowed.push("dev".into());
@@ -135,7 +148,8 @@ fn read_or_create_secret(path: &Path, bytes: usize) -> anyhow::Result<String> {
         std::fs::create_dir_all(parent)?;
     }
     let mut raw = zeroize::Zeroizing::new(vec![0_u8; bytes]);
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut raw).map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
+    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut raw)
+        .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
     let encoded = BASE64.encode(&raw);
     std::fs::write(path, &encoded).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
@@ -156,15 +170,28 @@ async fn dev(settings: &Settings, data_dir: &Path, account: &str) -> anyhow::Res
     };
     let (uri, _, _) = service::render(&settings.totp.issuer, &key)?;
     print_banner(app.local_addr(), data_dir, &key, &uri)?;
-    app.run_until_stopped(kagi_runtime::shutdown::signal()).await
+    app.run_until_stopped(kagi_runtime::shutdown::signal())
+        .await
 }
 
 #[allow(clippy::print_stdout)]
-fn print_banner(addr: std::net::SocketAddr, data_dir: &Path, key: &service::RevealedKey, uri: &str) -> anyhow::Result<()> {
+fn print_banner(
+    addr: std::net::SocketAddr,
+    data_dir: &Path,
+    key: &service::RevealedKey,
+    uri: &str,
+) -> anyhow::Result<()> {
     use qrcode::render::unicode::Dense1x2;
-    let qr = qrcode::QrCode::new(uri.as_bytes())?.render::<Dense1x2>().quiet_zone(true).build();
+    let qr = qrcode::QrCode::new(uri.as_bytes())?
+        .render::<Dense1x2>()
+        .quiet_zone(true)
+        .build();
     let base32 = key.secret.to_base32();
-    let grouped: Vec<&str> = base32.as_bytes().chunks(4).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+    let grouped: Vec<&str> = base32
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
     let token_file = data_dir.join("dev-token");
     println!(
         "\nkagi keystore (dev) on {addr}\n\n  account ID : {}\n  setup key  : {}\n  otpauth    : {uri}\n\n{qr}\n\

@@ -39,7 +39,8 @@ impl Settings {
     /// # Errors
     /// A missing or malformed file or variable.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        kagi_runtime::settings::load(file, ENV_PREFIX).map_err(|e| anyhow::anyhow!("invalid keystore settings: {e}"))
+        kagi_runtime::settings::load(file, ENV_PREFIX)
+            .map_err(|e| anyhow::anyhow!("invalid keystore settings: {e}"))
     }
 }
 
@@ -53,7 +54,11 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: "sqlite://data/keystore.db?mode=rwc".into(), max_connections: 16, migrate_on_start: true }
+        Self {
+            url: "sqlite://data/keystore.db?mode=rwc".into(),
+            max_connections: 16,
+            migrate_on_start: true,
+        }
     }
 }
 
@@ -73,13 +78,18 @@ impl KekSettings {
     pub fn keyring(&self) -> anyhow::Result<Keyring> {
         let mut encoded: BTreeMap<String, SecretString> = self.keys.clone();
         if let Some(dir) = &self.keys_dir {
-            for entry in std::fs::read_dir(dir).with_context(|| format!("reading KEKs from {}", dir.display()))? {
+            for entry in std::fs::read_dir(dir)
+                .with_context(|| format!("reading KEKs from {}", dir.display()))?
+            {
                 let path = entry?.path();
-                let Some(id) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+                let Some(id) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                    continue;
+                };
                 if id.starts_with('.') || !path.is_file() {
                     continue;
                 }
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 encoded.insert(id, SecretString::from(text.trim().to_owned()));
             }
         }
@@ -93,7 +103,9 @@ impl KekSettings {
         let active = match (&self.active, keys.len()) {
             (Some(active), _) => active.clone(),
             (None, 1) => keys.keys().next().cloned().unwrap_or_default(),
-            (None, 0) => anyhow::bail!("no key-encryption key configured: set kek.keys or kek.keys_dir"),
+            (None, 0) => {
+                anyhow::bail!("no key-encryption key configured: set kek.keys or kek.keys_dir")
+            }
             (None, _) => anyhow::bail!("several key-encryption keys loaded: set kek.active"),
         };
         Ok(Keyring::new(&active, keys)?)
@@ -112,7 +124,13 @@ pub struct TotpSettings {
 
 impl Default for TotpSettings {
     fn default() -> Self {
-        Self { issuer: "kagi".into(), algorithm: "SHA1".into(), digits: 6, period: 30, skew_steps: 1 }
+        Self {
+            issuer: "kagi".into(),
+            algorithm: "SHA1".into(),
+            digits: 6,
+            period: 30,
+            skew_steps: 1,
+        }
     }
 }
 
@@ -121,18 +139,30 @@ impl TotpSettings {
     /// An unknown algorithm, digits outside 6–8, a period outside 15–300 s, skew over 10,
     /// or an issuer containing `:`.
     pub fn params(&self) -> anyhow::Result<KeyParams> {
-        anyhow::ensure!(!self.issuer.is_empty() && !self.issuer.contains(':'), "totp.issuer must be non-empty and free of ':'");
-        let algorithm = self.algorithm.parse().map_err(|e: String| anyhow::anyhow!("totp.algorithm: {e}"))?;
-        KeyParams { algorithm, digits: self.digits, period: self.period }
-            .validate()
-            .map_err(|e| anyhow::anyhow!("totp: {e}"))
+        anyhow::ensure!(
+            !self.issuer.is_empty() && !self.issuer.contains(':'),
+            "totp.issuer must be non-empty and free of ':'"
+        );
+        let algorithm = self
+            .algorithm
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("totp.algorithm: {e}"))?;
+        KeyParams {
+            algorithm,
+            digits: self.digits,
+            period: self.period,
+        }
+        .validate()
+        .map_err(|e| anyhow::anyhow!("totp: {e}"))
     }
 
     /// # Errors
     /// A skew over 10 steps, which would make codes guessable.
     pub fn verifier(&self) -> anyhow::Result<TotpVerifier> {
         anyhow::ensure!(self.skew_steps <= 10, "totp.skew_steps must be at most 10");
-        Ok(TotpVerifier { skew: self.skew_steps })
+        Ok(TotpVerifier {
+            skew: self.skew_steps,
+        })
     }
 }
 
@@ -147,7 +177,11 @@ pub struct LockoutSettings {
 impl Default for LockoutSettings {
     fn default() -> Self {
         let policy = LockoutPolicy::default();
-        Self { max_failures: policy.max_failures, lock_secs: policy.base.as_secs(), max_lock_secs: policy.max.as_secs() }
+        Self {
+            max_failures: policy.max_failures,
+            lock_secs: policy.base.as_secs(),
+            max_lock_secs: policy.max.as_secs(),
+        }
     }
 }
 
@@ -155,7 +189,10 @@ impl LockoutSettings {
     /// # Errors
     /// Zero failures allowed, or a zero lock time.
     pub fn policy(&self) -> anyhow::Result<LockoutPolicy> {
-        anyhow::ensure!(self.max_failures > 0 && self.lock_secs > 0, "lockout.max_failures and lockout.lock_secs must be positive");
+        anyhow::ensure!(
+            self.max_failures > 0 && self.lock_secs > 0,
+            "lockout.max_failures and lockout.lock_secs must be positive"
+        );
         Ok(LockoutPolicy {
             max_failures: self.max_failures,
             base: Duration::from_secs(self.lock_secs),
@@ -182,22 +219,39 @@ mod tests {
             .unwrap();
         let defaults = Settings::default();
         assert_eq!(from_file.server.listen_addr, defaults.server.listen_addr);
-        assert_eq!(from_file.server.shutdown_grace_secs, defaults.server.shutdown_grace_secs);
+        assert_eq!(
+            from_file.server.shutdown_grace_secs,
+            defaults.server.shutdown_grace_secs
+        );
         assert_eq!(from_file.database.url, defaults.database.url);
-        assert_eq!(from_file.database.max_connections, defaults.database.max_connections);
-        assert_eq!(from_file.telemetry.log_filter, defaults.telemetry.log_filter);
+        assert_eq!(
+            from_file.database.max_connections,
+            defaults.database.max_connections
+        );
+        assert_eq!(
+            from_file.telemetry.log_filter,
+            defaults.telemetry.log_filter
+        );
         assert_eq!(from_file.totp.issuer, defaults.totp.issuer);
-        assert_eq!(from_file.totp.params().unwrap(), defaults.totp.params().unwrap());
+        assert_eq!(
+            from_file.totp.params().unwrap(),
+            defaults.totp.params().unwrap()
+        );
         assert_eq!(from_file.totp.skew_steps, defaults.totp.skew_steps);
-        assert_eq!(from_file.lockout.policy().unwrap(), defaults.lockout.policy().unwrap());
+        assert_eq!(
+            from_file.lockout.policy().unwrap(),
+            defaults.lockout.policy().unwrap()
+        );
     }
 
     #[test]
     fn a_single_kek_is_active_without_naming_it() {
         let mut kek = KekSettings::default();
-        kek.keys.insert("k1".into(), SecretString::from(BASE64.encode(&[7_u8; 32])));
+        kek.keys
+            .insert("k1".into(), SecretString::from(BASE64.encode(&[7_u8; 32])));
         assert_eq!(kek.keyring().unwrap().active_id(), "k1");
-        kek.keys.insert("k2".into(), SecretString::from(BASE64.encode(&[8_u8; 32])));
+        kek.keys
+            .insert("k2".into(), SecretString::from(BASE64.encode(&[8_u8; 32])));
         assert!(kek.keyring().is_err(), "two keys need kek.active");
     }
 }

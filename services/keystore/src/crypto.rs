@@ -22,7 +22,9 @@ pub struct Sealed {
 
 impl fmt::Debug for Sealed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sealed").field("kek_id", &self.kek_id).finish_non_exhaustive()
+        f.debug_struct("Sealed")
+            .field("kek_id", &self.kek_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,16 +62,23 @@ impl Keyring {
     ///
     /// # Errors
     /// A key of the wrong length, or `active` not among `keys`.
-    pub fn new(active: &str, keys: BTreeMap<String, Zeroizing<Vec<u8>>>) -> Result<Self, CryptoError> {
+    pub fn new(
+        active: &str,
+        keys: BTreeMap<String, Zeroizing<Vec<u8>>>,
+    ) -> Result<Self, CryptoError> {
         let mut ciphers = BTreeMap::new();
         for (id, bytes) in keys {
-            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| CryptoError::BadKek(id.clone()))?;
+            let cipher =
+                Aes256Gcm::new_from_slice(&bytes).map_err(|_| CryptoError::BadKek(id.clone()))?;
             ciphers.insert(id, cipher);
         }
         if !ciphers.contains_key(active) {
             return Err(CryptoError::NoActiveKek(active.to_owned()));
         }
-        Ok(Self { active: active.to_owned(), ciphers })
+        Ok(Self {
+            active: active.to_owned(),
+            ciphers,
+        })
     }
 
     pub fn active_id(&self) -> &str {
@@ -80,27 +89,64 @@ impl Keyring {
     ///
     /// # Errors
     /// Only if the AEAD itself fails.
-    pub fn seal(&self, account: &AccountId, key_id: &str, secret: &SetupKeySecret) -> Result<Sealed, CryptoError> {
-        let cipher = self.ciphers.get(&self.active).ok_or_else(|| CryptoError::UnknownKek(self.active.clone()))?;
+    pub fn seal(
+        &self,
+        account: &AccountId,
+        key_id: &str,
+        secret: &SetupKeySecret,
+    ) -> Result<Sealed, CryptoError> {
+        let cipher = self
+            .ciphers
+            .get(&self.active)
+            .ok_or_else(|| CryptoError::UnknownKek(self.active.clone()))?;
         let mut nonce = [0_u8; 12];
-        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut nonce).map_err(|_| CryptoError::Seal)?;
+        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut nonce)
+            .map_err(|_| CryptoError::Seal)?;
         let aad = associated_data(account, key_id);
         let ciphertext = cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: secret.as_bytes(), aad: &aad })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: &aad,
+                },
+            )
             .map_err(|_| CryptoError::Seal)?;
-        Ok(Sealed { kek_id: self.active.clone(), nonce: nonce.to_vec(), ciphertext })
+        Ok(Sealed {
+            kek_id: self.active.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        })
     }
 
     /// Opens a sealed secret of `account`'s key `key_id`.
     ///
     /// # Errors
     /// An unknown KEK id, or a ciphertext that does not authenticate for this row.
-    pub fn open(&self, account: &AccountId, key_id: &str, sealed: &Sealed) -> Result<SetupKeySecret, CryptoError> {
-        let cipher = self.ciphers.get(&sealed.kek_id).ok_or_else(|| CryptoError::UnknownKek(sealed.kek_id.clone()))?;
-        let nonce: [u8; 12] = sealed.nonce.as_slice().try_into().map_err(|_| CryptoError::Tampered)?;
+    pub fn open(
+        &self,
+        account: &AccountId,
+        key_id: &str,
+        sealed: &Sealed,
+    ) -> Result<SetupKeySecret, CryptoError> {
+        let cipher = self
+            .ciphers
+            .get(&sealed.kek_id)
+            .ok_or_else(|| CryptoError::UnknownKek(sealed.kek_id.clone()))?;
+        let nonce: [u8; 12] = sealed
+            .nonce
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::Tampered)?;
         let aad = associated_data(account, key_id);
         let plain = cipher
-            .decrypt(&Nonce::from(nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| CryptoError::Tampered)?;
         Ok(SetupKeySecret::from_bytes(Zeroizing::new(plain)))
     }
@@ -131,7 +177,12 @@ mod tests {
         let account = AccountId::parse("taro").unwrap();
         let sealed = keyring("k1").seal(&account, "key-1", &secret()).unwrap();
         assert_eq!(sealed.kek_id, "k1");
-        assert!(!sealed.ciphertext.windows(20).any(|w| w == b"12345678901234567890"));
+        assert!(
+            !sealed
+                .ciphertext
+                .windows(20)
+                .any(|w| w == b"12345678901234567890")
+        );
         let opened = keyring("k2").open(&account, "key-1", &sealed).unwrap();
         assert_eq!(opened.as_bytes(), b"12345678901234567890");
     }
@@ -142,15 +193,27 @@ mod tests {
         let taro = AccountId::parse("taro").unwrap();
         let hanako = AccountId::parse("hanako").unwrap();
         let sealed = ring.seal(&taro, "key-1", &secret()).unwrap();
-        assert!(matches!(ring.open(&hanako, "key-1", &sealed), Err(CryptoError::Tampered)));
-        assert!(matches!(ring.open(&taro, "key-2", &sealed), Err(CryptoError::Tampered)));
+        assert!(matches!(
+            ring.open(&hanako, "key-1", &sealed),
+            Err(CryptoError::Tampered)
+        ));
+        assert!(matches!(
+            ring.open(&taro, "key-2", &sealed),
+            Err(CryptoError::Tampered)
+        ));
     }
 
     #[test]
     fn the_active_kek_must_be_loaded() {
         let keys = BTreeMap::from([("k1".to_owned(), Zeroizing::new(vec![0_u8; 32]))]);
-        assert!(matches!(Keyring::new("k9", keys), Err(CryptoError::NoActiveKek(_))));
+        assert!(matches!(
+            Keyring::new("k9", keys),
+            Err(CryptoError::NoActiveKek(_))
+        ));
         let short = BTreeMap::from([("k1".to_owned(), Zeroizing::new(vec![0_u8; 16]))]);
-        assert!(matches!(Keyring::new("k1", short), Err(CryptoError::BadKek(_))));
+        assert!(matches!(
+            Keyring::new("k1", short),
+            Err(CryptoError::BadKek(_))
+        ));
     }
 }

@@ -11,7 +11,9 @@ pub enum Error {
     AlreadyEnrolled,
     #[error("account has no setup key")]
     NoKey,
-    #[error("the key issued under this idempotency key has since been replaced by a later rotation")]
+    #[error(
+        "the key issued under this idempotency key has since been replaced by a later rotation"
+    )]
     RotationSuperseded,
     #[error("too many concurrent changes to this account; retry")]
     Contended,

@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 use crate::crypto::Keyring;
 use crate::domain::setup_key::{self, Algorithm};
 use crate::domain::{
-    AccountId, CampusNetworks, IdempotencyKey, KeyParams, LockState, LockoutPolicy, OneTimeCode, SetupKeySecret,
-    TotpVerifier,
+    AccountId, CampusNetworks, IdempotencyKey, KeyParams, LockState, LockoutPolicy, OneTimeCode,
+    SetupKeySecret, TotpVerifier,
 };
 use crate::error::Error;
 use crate::store::{CurrentKey, Db, NewAuditEvent, NewKey, RotateOutcome};
@@ -29,10 +29,19 @@ pub struct RevealedKey {
 /// The outcome of one `VerifyCode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
-    Accepted { drift: i32 },
-    Rejected { attempts_remaining: u32, locked_until_ms: Option<i64> },
-    Replayed { drift: i32 },
-    LockedOut { until_ms: i64 },
+    Accepted {
+        drift: i32,
+    },
+    Rejected {
+        attempts_remaining: u32,
+        locked_until_ms: Option<i64>,
+    },
+    Replayed {
+        drift: i32,
+    },
+    LockedOut {
+        until_ms: i64,
+    },
     NoKey,
 }
 
@@ -77,7 +86,17 @@ impl Keystore {
         lockout: LockoutPolicy,
         campus: CampusNetworks,
     ) -> Self {
-        Self { inner: Arc::new(Inner { db, keyring, clock, params, verifier, lockout, campus }) }
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                keyring,
+                clock,
+                params,
+                verifier,
+                lockout,
+                campus,
+            }),
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -90,7 +109,10 @@ impl Keystore {
     /// [`Error::AlreadyEnrolled`] when the account has a key; storage or crypto failures.
     pub async fn enroll(&self, actor: Actor<'_>, account: AccountId) -> Result<RevealedKey, Error> {
         let key = self.new_key(account)?;
-        let sealed = self.inner.keyring.seal(&key.account, &key.key_id, &key.secret)?;
+        let sealed = self
+            .inner
+            .keyring
+            .seal(&key.account, &key.key_id, &key.secret)?;
         let new = NewKey {
             key_id: &key.key_id,
             account: &key.account,
@@ -98,7 +120,13 @@ impl Keystore {
             params: key.params,
             sealed: &sealed,
         };
-        let audit = self.audit_event(actor, "enroll", key.account.as_str(), &key.key_id, String::new());
+        let audit = self.audit_event(
+            actor,
+            "enroll",
+            key.account.as_str(),
+            &key.key_id,
+            String::new(),
+        );
         if !self.inner.db.enroll(&new, &audit).await? {
             return Err(Error::AlreadyEnrolled);
         }
@@ -110,10 +138,25 @@ impl Keystore {
     ///
     /// # Errors
     /// [`Error::NoKey`]; storage or crypto failures.
-    pub async fn current_key(&self, actor: Actor<'_>, account: AccountId) -> Result<RevealedKey, Error> {
-        let row = self.inner.db.current_key(&account).await?.ok_or(Error::NoKey)?;
+    pub async fn current_key(
+        &self,
+        actor: Actor<'_>,
+        account: AccountId,
+    ) -> Result<RevealedKey, Error> {
+        let row = self
+            .inner
+            .db
+            .current_key(&account)
+            .await?
+            .ok_or(Error::NoKey)?;
         let key = self.reveal(account, &row)?;
-        let audit = self.audit_event(actor, "view", key.account.as_str(), &key.key_id, String::new());
+        let audit = self.audit_event(
+            actor,
+            "view",
+            key.account.as_str(),
+            &key.key_id,
+            String::new(),
+        );
         self.inner.db.audit(&audit).await?;
         Ok(key)
     }
@@ -123,14 +166,27 @@ impl Keystore {
     /// # Errors
     /// [`Error::NoKey`], [`Error::RotationSuperseded`] when the idempotency key's rotation
     /// was itself rotated away, [`Error::Contended`]; storage or crypto failures.
-    pub async fn rotate(&self, actor: Actor<'_>, account: AccountId, idempotency: IdempotencyKey) -> Result<Rotation, Error> {
+    pub async fn rotate(
+        &self,
+        actor: Actor<'_>,
+        account: AccountId,
+        idempotency: IdempotencyKey,
+    ) -> Result<Rotation, Error> {
         for _ in 0..8 {
             if let Some(done) = self.replay_rotation(&account, &idempotency).await? {
                 return Ok(done);
             }
-            let current = self.inner.db.current_key(&account).await?.ok_or(Error::NoKey)?;
+            let current = self
+                .inner
+                .db
+                .current_key(&account)
+                .await?
+                .ok_or(Error::NoKey)?;
             let key = self.new_key(account.clone())?;
-            let sealed = self.inner.keyring.seal(&key.account, &key.key_id, &key.secret)?;
+            let sealed = self
+                .inner
+                .keyring
+                .seal(&key.account, &key.key_id, &key.secret)?;
             let new = NewKey {
                 key_id: &key.key_id,
                 account: &key.account,
@@ -140,10 +196,19 @@ impl Keystore {
             };
             let detail = format!("previous_key_id={}", current.key_id);
             let audit = self.audit_event(actor, "rotate", account.as_str(), &key.key_id, detail);
-            match self.inner.db.rotate(idempotency.as_str(), &current.key_id, &new, &audit).await? {
+            match self
+                .inner
+                .db
+                .rotate(idempotency.as_str(), &current.key_id, &new, &audit)
+                .await?
+            {
                 RotateOutcome::Rotated => {
                     tracing::info!(account = %account, key_id = %key.key_id, previous_key_id = %current.key_id, "rotated");
-                    return Ok(Rotation { key, previous_key_id: Some(current.key_id), replayed: false });
+                    return Ok(Rotation {
+                        key,
+                        previous_key_id: Some(current.key_id),
+                        replayed: false,
+                    });
                 }
                 // Lost a race: the next round reads the winner's result or the new current key.
                 RotateOutcome::DuplicateIdempotencyKey | RotateOutcome::CurrentKeyChanged => {}
@@ -152,16 +217,34 @@ impl Keystore {
         Err(Error::Contended)
     }
 
-    async fn replay_rotation(&self, account: &AccountId, idempotency: &IdempotencyKey) -> Result<Option<Rotation>, Error> {
-        let Some(key_id) = self.inner.db.find_rotation(account, idempotency.as_str()).await? else {
+    async fn replay_rotation(
+        &self,
+        account: &AccountId,
+        idempotency: &IdempotencyKey,
+    ) -> Result<Option<Rotation>, Error> {
+        let Some(key_id) = self
+            .inner
+            .db
+            .find_rotation(account, idempotency.as_str())
+            .await?
+        else {
             return Ok(None);
         };
-        let current = self.inner.db.current_key(account).await?.ok_or(Error::NoKey)?;
+        let current = self
+            .inner
+            .db
+            .current_key(account)
+            .await?
+            .ok_or(Error::NoKey)?;
         if current.key_id != key_id {
             return Err(Error::RotationSuperseded);
         }
         let key = self.reveal(account.clone(), &current)?;
-        Ok(Some(Rotation { key, previous_key_id: None, replayed: true }))
+        Ok(Some(Rotation {
+            key,
+            previous_key_id: None,
+            replayed: true,
+        }))
     }
 
     /// Checks a login's one-time password: accepted at most once per time step, with
@@ -170,10 +253,21 @@ impl Keystore {
     /// # Errors
     /// [`Error::InvalidInput`] when the code's length is not the key's; storage or crypto
     /// failures.
-    pub async fn verify(&self, actor: Actor<'_>, account: AccountId, raw_code: &str) -> Result<Verification, Error> {
+    pub async fn verify(
+        &self,
+        actor: Actor<'_>,
+        account: AccountId,
+        raw_code: &str,
+    ) -> Result<Verification, Error> {
         let inner = &self.inner;
         let Some(mut state) = inner.db.verify_state(&account).await? else {
-            let audit = self.audit_event(actor, "verify_failed", account.as_str(), "", "no_key".into());
+            let audit = self.audit_event(
+                actor,
+                "verify_failed",
+                account.as_str(),
+                "",
+                "no_key".into(),
+            );
             inner.db.audit(&audit).await?;
             return Ok(Verification::NoKey);
         };
@@ -186,17 +280,32 @@ impl Keystore {
             if let Some(until_ms) = lock.locked_until_ms.filter(|_| lock.is_locked(now_ms)) {
                 return Ok(Verification::LockedOut { until_ms });
             }
-            let secret = inner.keyring.open(&account, &state.key.key_id, &state.key.sealed())?;
+            let secret = inner
+                .keyring
+                .open(&account, &state.key.key_id, &state.key.sealed())?;
             let matches = inner.verifier.matches(&secret, params, &code, unix_secs);
             if let Some(fresh) = matches.iter().find(|m| m.step > state.last_step) {
-                if inner.db.accept_step(&account, &state.key.key_id, fresh.step, now_ms).await? {
+                if inner
+                    .db
+                    .accept_step(&account, &state.key.key_id, fresh.step, now_ms)
+                    .await?
+                {
                     return Ok(Verification::Accepted { drift: fresh.drift });
                 }
             } else if let Some(used) = matches.first() {
-                let audit = self.audit_event(actor, "verify_failed", account.as_str(), &state.key.key_id, "replayed".into());
+                let audit = self.audit_event(
+                    actor,
+                    "verify_failed",
+                    account.as_str(),
+                    &state.key.key_id,
+                    "replayed".into(),
+                );
                 inner.db.audit(&audit).await?;
                 return Ok(Verification::Replayed { drift: used.drift });
-            } else if let Some(outcome) = self.record_failure(actor, &account, &state.key.key_id, lock, now_ms).await? {
+            } else if let Some(outcome) = self
+                .record_failure(actor, &account, &state.key.key_id, lock, now_ms)
+                .await?
+            {
                 return Ok(outcome);
             }
             // Another call changed the account meanwhile: decide again on fresh state.
@@ -217,12 +326,27 @@ impl Keystore {
         let policy = self.inner.lockout;
         let after = policy.after_failure(before, now_ms);
         let locked = after.is_locked(now_ms);
-        let mut audits = vec![self.audit_event(actor, "verify_failed", account.as_str(), key_id, "rejected".into())];
+        let mut audits = vec![self.audit_event(
+            actor,
+            "verify_failed",
+            account.as_str(),
+            key_id,
+            "rejected".into(),
+        )];
         if locked {
-            let detail = format!("lockout={} until_ms={}", after.lockouts, after.locked_until_ms.unwrap_or_default());
+            let detail = format!(
+                "lockout={} until_ms={}",
+                after.lockouts,
+                after.locked_until_ms.unwrap_or_default()
+            );
             audits.push(self.audit_event(actor, "lockout", account.as_str(), key_id, detail));
         }
-        if !self.inner.db.record_failure(account, before, after, &audits).await? {
+        if !self
+            .inner
+            .db
+            .record_failure(account, before, after, &audits)
+            .await?
+        {
             return Ok(None);
         }
         if locked {
@@ -248,7 +372,11 @@ impl Keystore {
         let keyring = &self.inner.keyring;
         let mut done = 0;
         loop {
-            let batch = self.inner.db.rekey_candidates(keyring.active_id(), 500).await?;
+            let batch = self
+                .inner
+                .db
+                .rekey_candidates(keyring.active_id(), 500)
+                .await?;
             if batch.is_empty() {
                 break;
             }
@@ -262,13 +390,20 @@ impl Keystore {
                 }
             }
         }
-        let audit = self.audit_event(actor, "rekey", "", "", format!("kek={} keys={done}", keyring.active_id()));
+        let audit = self.audit_event(
+            actor,
+            "rekey",
+            "",
+            "",
+            format!("kek={} keys={done}", keyring.active_id()),
+        );
         self.inner.db.audit(&audit).await?;
         Ok(done)
     }
 
     fn new_key(&self, account: AccountId) -> Result<RevealedKey, Error> {
-        let secret = SetupKeySecret::generate().map_err(|e| anyhow::anyhow!("OS random generator failed: {e}"))?;
+        let secret = SetupKeySecret::generate()
+            .map_err(|e| anyhow::anyhow!("OS random generator failed: {e}"))?;
         Ok(RevealedKey {
             account,
             key_id: uuid::Uuid::new_v4().to_string(),
@@ -279,11 +414,27 @@ impl Keystore {
     }
 
     fn reveal(&self, account: AccountId, row: &CurrentKey) -> Result<RevealedKey, Error> {
-        let secret = self.inner.keyring.open(&account, &row.key_id, &row.sealed())?;
-        Ok(RevealedKey { account, key_id: row.key_id.clone(), created_at_ms: row.created_at, params: row_params(row)?, secret })
+        let secret = self
+            .inner
+            .keyring
+            .open(&account, &row.key_id, &row.sealed())?;
+        Ok(RevealedKey {
+            account,
+            key_id: row.key_id.clone(),
+            created_at_ms: row.created_at,
+            params: row_params(row)?,
+            secret,
+        })
     }
 
-    fn audit_event<'a>(&self, actor: Actor<'a>, action: &'a str, account_id: &'a str, key_id: &'a str, detail: String) -> NewAuditEvent<'a> {
+    fn audit_event<'a>(
+        &self,
+        actor: Actor<'a>,
+        action: &'a str,
+        account_id: &'a str,
+        key_id: &'a str,
+        detail: String,
+    ) -> NewAuditEvent<'a> {
         NewAuditEvent {
             at_ms: self.inner.clock.now_ms(),
             caller: actor.caller,
@@ -298,17 +449,27 @@ impl Keystore {
 
 /// The parameters recorded with a key, not today's defaults.
 fn row_params(row: &CurrentKey) -> Result<KeyParams, Error> {
-    let algorithm: Algorithm = row.algorithm.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let algorithm: Algorithm = row
+        .algorithm
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
     let digits = u32::try_from(row.digits).map_err(|e| anyhow::anyhow!("stored digits: {e}"))?;
     let period = u32::try_from(row.period).map_err(|e| anyhow::anyhow!("stored period: {e}"))?;
-    Ok(KeyParams { algorithm, digits, period })
+    Ok(KeyParams {
+        algorithm,
+        digits,
+        period,
+    })
 }
 
 /// The otpauth URI and QR codes of a revealed key, for the response.
 ///
 /// # Errors
 /// Only if the URI cannot be encoded as a QR code.
-pub fn render(issuer: &str, key: &RevealedKey) -> Result<(Zeroizing<String>, Vec<u8>, String), Error> {
+pub fn render(
+    issuer: &str,
+    key: &RevealedKey,
+) -> Result<(Zeroizing<String>, Vec<u8>, String), Error> {
     let uri = setup_key::otpauth_uri(issuer, &key.account, &key.secret, key.params);
     let (png, svg) = setup_key::qr_codes(&uri).map_err(|e| anyhow::anyhow!("QR encoding: {e}"))?;
     Ok((uri, png, svg))

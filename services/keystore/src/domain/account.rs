@@ -17,7 +17,10 @@ impl AccountId {
     /// [`InvalidInput::AccountId`] for an empty, overlong or oddly-charactered ID.
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
-        let starts_well = raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let starts_well = raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
         if raw.len() > Self::MAX_LEN || !starts_well || !raw.chars().all(valid_char) {
             return Err(InvalidInput::AccountId);
         }
@@ -60,7 +63,13 @@ mod tests {
 
     #[test]
     fn university_ids_are_accepted() {
-        for id in ["a12345b", "taro.yamada", "s_2024-001", "user@omu.ac.jp", "X"] {
+        for id in [
+            "a12345b",
+            "taro.yamada",
+            "s_2024-001",
+            "user@omu.ac.jp",
+            "X",
+        ] {
             assert!(AccountId::parse(id).is_ok(), "{id}");
         }
     }
@@ -68,7 +77,17 @@ mod tests {
     #[test]
     fn malformed_ids_are_refused() {
         let long = "a".repeat(65);
-        for id in ["", " a", "-lead", "a:b", "a/b", "名前", "a b", "a\n", long.as_str()] {
+        for id in [
+            "",
+            " a",
+            "-lead",
+            "a:b",
+            "a/b",
+            "名前",
+            "a b",
+            "a\n",
+            long.as_str(),
+        ] {
             assert_eq!(AccountId::parse(id), Err(InvalidInput::AccountId), "{id:?}");
         }
     }

@@ -29,15 +29,36 @@ mod tests {
     use super::*;
 
     fn campus() -> CampusNetworks {
-        CampusNetworks::new(vec!["10.0.0.0/8".parse().unwrap(), "2001:db8:10::/48".parse().unwrap()])
+        CampusNetworks::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8:10::/48".parse().unwrap(),
+        ])
     }
 
     #[test]
     fn on_campus_addresses_match_their_network() {
         let campus = campus();
-        assert_eq!(campus.containing("10.1.2.3".parse().unwrap()).unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(campus.containing("2001:db8:10::5".parse().unwrap()).unwrap().to_string(), "2001:db8:10::/48");
-        assert_eq!(campus.containing("::ffff:10.9.9.9".parse().unwrap()).unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            campus
+                .containing("10.1.2.3".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            campus
+                .containing("2001:db8:10::5".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "2001:db8:10::/48"
+        );
+        assert_eq!(
+            campus
+                .containing("::ffff:10.9.9.9".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "10.0.0.0/8"
+        );
     }
 
     #[test]

@@ -31,7 +31,11 @@ pub struct LockoutPolicy {
 impl Default for LockoutPolicy {
     /// 5 failures lock for 5 minutes, doubling per repeat, at most a day.
     fn default() -> Self {
-        Self { max_failures: 5, base: Duration::from_secs(300), max: Duration::from_secs(86_400) }
+        Self {
+            max_failures: 5,
+            base: Duration::from_secs(300),
+            max: Duration::from_secs(86_400),
+        }
     }
 }
 
@@ -45,7 +49,11 @@ impl LockoutPolicy {
         let factor = 1_u32.checked_shl(state.lockouts).unwrap_or(u32::MAX);
         let lock = self.base.saturating_mul(factor).min(self.max);
         let lock_ms = i64::try_from(lock.as_millis()).unwrap_or(i64::MAX);
-        LockState { failures: 0, lockouts: state.lockouts + 1, locked_until_ms: Some(now_ms.saturating_add(lock_ms)) }
+        LockState {
+            failures: 0,
+            lockouts: state.lockouts + 1,
+            locked_until_ms: Some(now_ms.saturating_add(lock_ms)),
+        }
     }
 
     /// Failures left before the next lockout.

@@ -74,17 +74,32 @@ impl TotpVerifier {
     /// Every step in the window whose code equals `code`, closest to the current step first.
     /// All steps are computed and compared in constant time, so the time taken does not
     /// depend on the code or on which step matched.
-    pub fn matches(&self, secret: &SetupKeySecret, params: KeyParams, code: &OneTimeCode, unix_secs: u64) -> Vec<CodeMatch> {
+    pub fn matches(
+        &self,
+        secret: &SetupKeySecret,
+        params: KeyParams,
+        code: &OneTimeCode,
+        unix_secs: u64,
+    ) -> Vec<CodeMatch> {
         let now_step = i64::try_from(unix_secs / u64::from(params.period)).unwrap_or(i64::MAX);
         let skew = i64::from(self.skew);
         let generator = generator(secret, params);
         let mut found = Vec::new();
         for drift in -skew..=skew {
             let step = now_step + drift;
-            let Ok(step_u) = u64::try_from(step) else { continue };
-            let expected = Zeroizing::new(generator.generate(step_u * u64::from(params.period)).to_string());
+            let Ok(step_u) = u64::try_from(step) else {
+                continue;
+            };
+            let expected = Zeroizing::new(
+                generator
+                    .generate(step_u * u64::from(params.period))
+                    .to_string(),
+            );
             if bool::from(expected.as_bytes().ct_eq(code.0.as_bytes())) {
-                found.push(CodeMatch { step, drift: i32::try_from(drift).unwrap_or(0) });
+                found.push(CodeMatch {
+                    step,
+                    drift: i32::try_from(drift).unwrap_or(0),
+                });
             }
         }
         found.sort_by_key(|m| (m.drift.unsigned_abs(), -m.drift));
@@ -116,11 +131,27 @@ mod tests {
             (2_000_000_000, "69279037", "90698825", "38618901"),
             (20_000_000_000, "65353130", "77737706", "47863826"),
         ];
-        let params = |algorithm| KeyParams { algorithm, digits: 8, period: 30 };
+        let params = |algorithm| KeyParams {
+            algorithm,
+            digits: 8,
+            period: 30,
+        };
         for (time, c1, c256, c512) in vectors {
-            assert_eq!(code_at(&sha1, params(Algorithm::Sha1), time).as_str(), c1, "SHA1 at {time}");
-            assert_eq!(code_at(&sha256, params(Algorithm::Sha256), time).as_str(), c256, "SHA256 at {time}");
-            assert_eq!(code_at(&sha512, params(Algorithm::Sha512), time).as_str(), c512, "SHA512 at {time}");
+            assert_eq!(
+                code_at(&sha1, params(Algorithm::Sha1), time).as_str(),
+                c1,
+                "SHA1 at {time}"
+            );
+            assert_eq!(
+                code_at(&sha256, params(Algorithm::Sha256), time).as_str(),
+                c256,
+                "SHA256 at {time}"
+            );
+            assert_eq!(
+                code_at(&sha512, params(Algorithm::Sha512), time).as_str(),
+                c512,
+                "SHA512 at {time}"
+            );
         }
     }
 
@@ -134,7 +165,11 @@ mod tests {
             let at = u64::try_from(i64::try_from(now).unwrap() + offset).unwrap();
             let code = OneTimeCode::parse(&code_at(&key, params, at), 6).unwrap();
             let found = verifier.matches(&key, params, &code, now);
-            assert_eq!(found.first().map(|m| m.drift), Some(drift), "offset {offset}");
+            assert_eq!(
+                found.first().map(|m| m.drift),
+                Some(drift),
+                "offset {offset}"
+            );
         }
         let late = OneTimeCode::parse(&code_at(&key, params, now - 60), 6).unwrap();
         assert!(verifier.matches(&key, params, &late, now).is_empty());
@@ -144,7 +179,11 @@ mod tests {
     fn code_shape_is_checked() {
         assert!(OneTimeCode::parse("123456", 6).is_ok());
         for bad in ["12345", "1234567", "12345a", "+12345", "１２３４５６", ""] {
-            assert_eq!(OneTimeCode::parse(bad, 6).unwrap_err(), InvalidInput::Code(6), "{bad}");
+            assert_eq!(
+                OneTimeCode::parse(bad, 6).unwrap_err(),
+                InvalidInput::Code(6),
+                "{bad}"
+            );
         }
     }
 }

@@ -24,7 +24,10 @@ pub struct KeystoreGrpc {
 
 impl KeystoreGrpc {
     pub fn new(keystore: Keystore, issuer: &str) -> Self {
-        Self { keystore, issuer: issuer.into() }
+        Self {
+            keystore,
+            issuer: issuer.into(),
+        }
     }
 
     /// The tonic service, with the request size limit applied.
@@ -73,17 +76,27 @@ fn account(raw: &str) -> Result<AccountId, Error> {
 }
 
 fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0) }
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
 }
 
 #[tonic::async_trait]
 impl pb::keystore_server::Keystore for KeystoreGrpc {
     #[instrument(name = "Keystore.Enroll", skip_all, fields(account_id = tracing::field::Empty))]
-    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
-        let actor = Actor { caller: caller(&request)? };
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let actor = Actor {
+            caller: caller(&request)?,
+        };
         let account = account(&request.get_ref().account_id)?;
         let key = self.keystore.enroll(actor, account).await?;
-        Ok(Response::new(pb::EnrollResponse { key: Some(self.setup_key(&key)?) }))
+        Ok(Response::new(pb::EnrollResponse {
+            key: Some(self.setup_key(&key)?),
+        }))
     }
 
     #[instrument(name = "Keystore.GetCurrentKey", skip_all, fields(account_id = tracing::field::Empty))]
@@ -91,17 +104,27 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
         &self,
         request: Request<pb::GetCurrentKeyRequest>,
     ) -> Result<Response<pb::GetCurrentKeyResponse>, Status> {
-        let actor = Actor { caller: caller(&request)? };
+        let actor = Actor {
+            caller: caller(&request)?,
+        };
         let account = account(&request.get_ref().account_id)?;
         let key = self.keystore.current_key(actor, account).await?;
-        Ok(Response::new(pb::GetCurrentKeyResponse { key: Some(self.setup_key(&key)?) }))
+        Ok(Response::new(pb::GetCurrentKeyResponse {
+            key: Some(self.setup_key(&key)?),
+        }))
     }
 
     #[instrument(name = "Keystore.RotateKey", skip_all, fields(account_id = tracing::field::Empty))]
-    async fn rotate_key(&self, request: Request<pb::RotateKeyRequest>) -> Result<Response<pb::RotateKeyResponse>, Status> {
-        let actor = Actor { caller: caller(&request)? };
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let actor = Actor {
+            caller: caller(&request)?,
+        };
         let account = account(&request.get_ref().account_id)?;
-        let idempotency = IdempotencyKey::parse(&request.get_ref().idempotency_key).map_err(Error::from)?;
+        let idempotency =
+            IdempotencyKey::parse(&request.get_ref().idempotency_key).map_err(Error::from)?;
         let rotation = self.keystore.rotate(actor, account, idempotency).await?;
         Ok(Response::new(pb::RotateKeyResponse {
             key: Some(self.setup_key(&rotation.key)?),
@@ -111,11 +134,19 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
     }
 
     #[instrument(name = "Keystore.VerifyCode", skip_all, fields(account_id = tracing::field::Empty, result = tracing::field::Empty))]
-    async fn verify_code(&self, request: Request<pb::VerifyCodeRequest>) -> Result<Response<pb::VerifyCodeResponse>, Status> {
-        let actor = Actor { caller: caller(&request)? };
+    async fn verify_code(
+        &self,
+        request: Request<pb::VerifyCodeRequest>,
+    ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
+        let actor = Actor {
+            caller: caller(&request)?,
+        };
         let account = account(&request.get_ref().account_id)?;
         OneTimeCode::check_shape(&request.get_ref().code).map_err(Error::from)?;
-        let outcome = self.keystore.verify(actor, account, &request.get_ref().code).await?;
+        let outcome = self
+            .keystore
+            .verify(actor, account, &request.get_ref().code)
+            .await?;
         let mut reply = pb::VerifyCodeResponse::default();
         let result = match outcome {
             Verification::Accepted { drift } => {
@@ -126,7 +157,10 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
                 reply.drift_steps = drift;
                 pb::VerifyResult::Replayed
             }
-            Verification::Rejected { attempts_remaining, locked_until_ms } => {
+            Verification::Rejected {
+                attempts_remaining,
+                locked_until_ms,
+            } => {
                 reply.attempts_remaining = attempts_remaining;
                 reply.locked_until = locked_until_ms.map(timestamp);
                 pb::VerifyResult::Rejected
@@ -147,7 +181,12 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
         &self,
         request: Request<pb::CheckLoginPolicyRequest>,
     ) -> Result<Response<pb::CheckLoginPolicyResponse>, Status> {
-        let ip = request.get_ref().client_ip.trim().parse().map_err(|_| Error::from(InvalidInput::ClientIp))?;
+        let ip = request
+            .get_ref()
+            .client_ip
+            .trim()
+            .parse()
+            .map_err(|_| Error::from(InvalidInput::ClientIp))?;
         let matched = self.keystore.campus_network(ip);
         Ok(Response::new(pb::CheckLoginPolicyResponse {
             otp_required: matched.is_none(),
@@ -161,7 +200,11 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let req = request.get_ref();
-        let account = if req.account_id.is_empty() { None } else { Some(account(&req.account_id)?) };
+        let account = if req.account_id.is_empty() {
+            None
+        } else {
+            Some(account(&req.account_id)?)
+        };
         let limit = match req.page_size {
             0 => 100,
             n @ 1..=1000 => i64::from(n),
@@ -191,6 +234,9 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
                 trace_id: e.trace_id,
             })
             .collect();
-        Ok(Response::new(pb::ListAuditEventsResponse { events, next_before }))
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events,
+            next_before,
+        }))
     }
 }

@@ -29,7 +29,10 @@ pub struct AuditEvent {
     pub trace_id: String,
 }
 
-pub(crate) async fn insert_audit<'c, E>(executor: E, event: &NewAuditEvent<'_>) -> Result<(), sqlx::Error>
+pub(crate) async fn insert_audit<'c, E>(
+    executor: E,
+    event: &NewAuditEvent<'_>,
+) -> Result<(), sqlx::Error>
 where
     E: Executor<'c, Database = Any>,
 {
@@ -62,7 +65,12 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn audit_events(&self, account_id: Option<&str>, before: i64, limit: i64) -> Result<Vec<AuditEvent>, sqlx::Error> {
+    pub async fn audit_events(
+        &self,
+        account_id: Option<&str>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, sqlx::Error> {
         let before = if before > 0 { before } else { i64::MAX };
         sqlx::query_as(
             "SELECT seq, at, caller, action, account_id, key_id, detail, trace_id FROM audit_events \

@@ -26,7 +26,11 @@ pub struct CurrentKey {
 impl CurrentKey {
     /// The secret as stored.
     pub fn sealed(&self) -> Sealed {
-        Sealed { kek_id: self.kek_id.clone(), nonce: self.nonce.clone(), ciphertext: self.ciphertext.clone() }
+        Sealed {
+            kek_id: self.kek_id.clone(),
+            nonce: self.nonce.clone(),
+            ciphertext: self.ciphertext.clone(),
+        }
     }
 }
 
@@ -96,7 +100,11 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn enroll(&self, key: &NewKey<'_>, audit: &NewAuditEvent<'_>) -> Result<bool, sqlx::Error> {
+    pub async fn enroll(
+        &self,
+        key: &NewKey<'_>,
+        audit: &NewAuditEvent<'_>,
+    ) -> Result<bool, sqlx::Error> {
         let WriteTx { mut tx, _turn } = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (account_id, current_key_id, key_created_at, algorithm, digits, period, \
@@ -127,8 +135,15 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn current_key(&self, account: &AccountId) -> Result<Option<CurrentKey>, sqlx::Error> {
-        sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM accounts WHERE account_id = $1"))
+    pub async fn current_key(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<CurrentKey>, sqlx::Error> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM accounts WHERE account_id = $1"
+        ))
         .bind(account.as_str())
         .fetch_optional(&self.pool)
         .await
@@ -151,7 +166,10 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn verify_state(&self, account: &AccountId) -> Result<Option<VerifyRow>, sqlx::Error> {
+    pub async fn verify_state(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<VerifyRow>, sqlx::Error> {
         sqlx::query_as(concat!(
             "SELECT ",
             key_columns!(),
@@ -168,7 +186,13 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn accept_step(&self, account: &AccountId, key_id: &str, step: i64, now_ms: i64) -> Result<bool, sqlx::Error> {
+    pub async fn accept_step(
+        &self,
+        account: &AccountId,
+        key_id: &str,
+        step: i64,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE accounts SET last_step = $1, failures = 0, lockouts = 0 \
              WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 \
@@ -223,12 +247,18 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn find_rotation(&self, account: &AccountId, idempotency_key: &str) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT new_key_id FROM rotations WHERE account_id = $1 AND idempotency_key = $2")
-            .bind(account.as_str())
-            .bind(idempotency_key)
-            .fetch_optional(&self.pool)
-            .await
+    pub async fn find_rotation(
+        &self,
+        account: &AccountId,
+        idempotency_key: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT new_key_id FROM rotations WHERE account_id = $1 AND idempotency_key = $2",
+        )
+        .bind(account.as_str())
+        .bind(idempotency_key)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Replaces `previous_key_id` by `new` in one transaction: the new key overwrites the
@@ -281,10 +311,10 @@ impl Db {
             return Ok(RotateOutcome::CurrentKeyChanged);
         }
         sqlx::query("UPDATE setup_keys SET destroyed_at = $1 WHERE key_id = $2")
-        .bind(new.created_at)
-        .bind(previous_key_id)
-        .execute(&mut *tx)
-        .await?;
+            .bind(new.created_at)
+            .bind(previous_key_id)
+            .execute(&mut *tx)
+            .await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         self.flush_old_pages().await;
@@ -295,8 +325,16 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn rekey_candidates(&self, active_kek: &str, limit: i64) -> Result<Vec<CurrentKey>, sqlx::Error> {
-        sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM accounts WHERE kek_id <> $1 ORDER BY account_id LIMIT $2"))
+    pub async fn rekey_candidates(
+        &self,
+        active_kek: &str,
+        limit: i64,
+    ) -> Result<Vec<CurrentKey>, sqlx::Error> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM accounts WHERE kek_id <> $1 ORDER BY account_id LIMIT $2"
+        ))
         .bind(active_kek)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -307,7 +345,11 @@ impl Db {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn replace_sealed(&self, key: &CurrentKey, sealed: &Sealed) -> Result<bool, sqlx::Error> {
+    pub async fn replace_sealed(
+        &self,
+        key: &CurrentKey,
+        sealed: &Sealed,
+    ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE accounts SET kek_id = $1, nonce = $2, ciphertext = $3 \
              WHERE account_id = $4 AND current_key_id = $5 AND kek_id = $6",
@@ -325,7 +367,10 @@ impl Db {
 }
 
 /// The secret-free record of a newly issued key.
-async fn insert_key_record(tx: &mut sqlx::Transaction<'_, Any>, key: &NewKey<'_>) -> Result<(), sqlx::Error> {
+async fn insert_key_record(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    key: &NewKey<'_>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO setup_keys (key_id, account_id, created_at, algorithm, digits, period) VALUES ($1, $2, $3, $4, $5, $6)",
     )

@@ -35,7 +35,9 @@ impl Backend {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Ok(Self::Postgres)
         } else {
-            Err(sqlx::Error::Configuration("database.url must start with sqlite: or postgres:".into()))
+            Err(sqlx::Error::Configuration(
+                "database.url must start with sqlite: or postgres:".into(),
+            ))
         }
     }
 }
@@ -89,7 +91,11 @@ impl Db {
             .connect_with(options)
             .await?;
         let transaction_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Self { pool, backend, transaction_gate })
+        Ok(Self {
+            pool,
+            backend,
+            transaction_gate,
+        })
     }
 
     /// Begins a write transaction, waiting for this process's turn on SQLite.
@@ -98,7 +104,10 @@ impl Db {
             Some(gate) => Some(Arc::clone(gate).lock_owned().await),
             None => None,
         };
-        Ok(WriteTx { tx: self.pool.begin().await?, _turn: turn })
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+            _turn: turn,
+        })
     }
 
     /// After a key is destroyed, SQLite's write-ahead log still holds the page as it was
@@ -107,7 +116,9 @@ impl Db {
     /// Best effort: with readers active the checkpoint completes on a later rotation.
     pub(crate) async fn flush_old_pages(&self) {
         if self.backend == Backend::Sqlite
-            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await
         {
             tracing::warn!(error = %e, "WAL checkpoint after key destruction failed");
         }
@@ -129,7 +140,11 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await,
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await
+            }
         }
     }
 

@@ -5,17 +5,29 @@ use kagi_proto::v1 as pb;
 
 use crate::helpers::{Backend, TestApp, spawn_app, wrong_code};
 
-on_both_backends!(every_sensitive_action_is_audited_with_caller_and_trace, the_trail_pages_newest_first);
+on_both_backends!(
+    every_sensitive_action_is_audited_with_caller_and_trace,
+    the_trail_pages_newest_first
+);
 
 async fn every_sensitive_action_is_audited_with_caller_and_trace(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
     let key = app.enroll("taro").await;
     app.current_key("taro").await.unwrap();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut traced = TestApp::as_caller("reset", pb::RotateKeyRequest { account_id: "taro".into(), idempotency_key: "r1".into() });
-    traced
-        .metadata_mut()
-        .insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
+    let mut traced = TestApp::as_caller(
+        "reset",
+        pb::RotateKeyRequest {
+            account_id: "taro".into(),
+            idempotency_key: "r1".into(),
+        },
+    );
+    traced.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
     app.client.clone().rotate_key(traced).await.unwrap();
     let wrong = wrong_code(&app, &key);
     for _ in 0..5 {
@@ -24,16 +36,37 @@ async fn every_sensitive_action_is_audited_with_caller_and_trace(backend: Backen
 
     let events = app.audit("taro").await;
 
-    let actions: Vec<(&str, &str)> = events.iter().rev().map(|e| (e.action.as_str(), e.caller.as_str())).collect();
-    let mut expected = vec![("enroll", "onboarding"), ("view", "portal"), ("rotate", "reset")];
+    let actions: Vec<(&str, &str)> = events
+        .iter()
+        .rev()
+        .map(|e| (e.action.as_str(), e.caller.as_str()))
+        .collect();
+    let mut expected = vec![
+        ("enroll", "onboarding"),
+        ("view", "portal"),
+        ("rotate", "reset"),
+    ];
     expected.extend(std::iter::repeat_n(("verify_failed", "login"), 5));
     expected.push(("lockout", "login"));
     assert_eq!(actions, expected);
     let rotation = events.iter().find(|e| e.action == "rotate").unwrap();
-    assert_eq!(rotation.trace_id, trace_id, "the caller's W3C trace is recorded");
-    assert!(rotation.detail.contains(&key.key_id), "the destroyed key is named");
-    assert!(events.iter().all(|e| e.trace_id.len() == 32), "every event has a trace id");
-    assert!(events.iter().all(|e| e.at.is_some() && e.account_id == "taro"));
+    assert_eq!(
+        rotation.trace_id, trace_id,
+        "the caller's W3C trace is recorded"
+    );
+    assert!(
+        rotation.detail.contains(&key.key_id),
+        "the destroyed key is named"
+    );
+    assert!(
+        events.iter().all(|e| e.trace_id.len() == 32),
+        "every event has a trace id"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.at.is_some() && e.account_id == "taro")
+    );
 }
 
 async fn the_trail_pages_newest_first(backend: Backend) {
@@ -43,14 +76,32 @@ async fn the_trail_pages_newest_first(backend: Backend) {
     }
     let page = |before| {
         let mut client = app.client.clone();
-        let request = TestApp::as_caller("admin", pb::ListAuditEventsRequest { account_id: String::new(), page_size: 2, before });
-        async move { client.list_audit_events(request).await.unwrap().into_inner() }
+        let request = TestApp::as_caller(
+            "admin",
+            pb::ListAuditEventsRequest {
+                account_id: String::new(),
+                page_size: 2,
+                before,
+            },
+        );
+        async move {
+            client
+                .list_audit_events(request)
+                .await
+                .unwrap()
+                .into_inner()
+        }
     };
 
     let first = page(0).await;
     let second = page(first.next_before).await;
 
-    let accounts: Vec<String> = first.events.iter().chain(&second.events).map(|e| e.account_id.clone()).collect();
+    let accounts: Vec<String> = first
+        .events
+        .iter()
+        .chain(&second.events)
+        .map(|e| e.account_id.clone())
+        .collect();
     assert_eq!(accounts, ["a3", "a2", "a1"]);
     assert_eq!(second.next_before, 0, "no third page");
 }

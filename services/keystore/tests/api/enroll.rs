@@ -26,8 +26,13 @@ async fn an_enrolled_key_is_shown_as_text_uri_and_qr(backend: Backend) {
 
     assert_eq!(shown.account_id, "taro.yamada");
     assert_eq!(shown.key_id, enrolled.key_id);
-    assert_eq!(shown.secret_base32, enrolled.secret_base32, "menu 1 shows the key in use, not a new one");
-    let raw = data_encoding::BASE32_NOPAD.decode(shown.secret_base32.as_bytes()).unwrap();
+    assert_eq!(
+        shown.secret_base32, enrolled.secret_base32,
+        "menu 1 shows the key in use, not a new one"
+    );
+    let raw = data_encoding::BASE32_NOPAD
+        .decode(shown.secret_base32.as_bytes())
+        .unwrap();
     assert_eq!(raw.len(), 20, "160-bit secret");
     assert!(!shown.secret_base32.contains('='), "Base32 without padding");
     assert_eq!(
@@ -37,8 +42,14 @@ async fn an_enrolled_key_is_shown_as_text_uri_and_qr(backend: Backend) {
             shown.secret_base32
         )
     );
-    assert_eq!((shown.algorithm, shown.digits, shown.period_seconds), (pb::HashAlgorithm::Sha1 as i32, 6, 30));
-    assert!(shown.qr_svg.starts_with("<?xml") && shown.qr_svg.contains("<svg"), "SVG QR code");
+    assert_eq!(
+        (shown.algorithm, shown.digits, shown.period_seconds),
+        (pb::HashAlgorithm::Sha1 as i32, 6, 30)
+    );
+    assert!(
+        shown.qr_svg.starts_with("<?xml") && shown.qr_svg.contains("<svg"),
+        "SVG QR code"
+    );
     assert!(shown.created_at.is_some());
     let other = app.enroll("hanako").await;
     assert_ne!(other.secret_base32, shown.secret_base32);
@@ -49,9 +60,11 @@ async fn the_qr_code_decodes_to_exactly_the_otpauth_uri(backend: Backend) {
     let key = app.enroll("taro.yamada").await;
 
     let image = image::load_from_memory(&key.qr_png).unwrap().to_luma8();
-    let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(image.width() as usize, image.height() as usize, |x, y| {
-        image.get_pixel(u32::try_from(x).unwrap(), u32::try_from(y).unwrap())[0]
-    });
+    let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(
+        image.width() as usize,
+        image.height() as usize,
+        |x, y| image.get_pixel(u32::try_from(x).unwrap(), u32::try_from(y).unwrap())[0],
+    );
     let grids = prepared.detect_grids();
     assert_eq!(grids.len(), 1, "one QR code in the PNG");
     let (_, content) = grids[0].decode().unwrap();
@@ -62,16 +75,27 @@ async fn the_qr_code_decodes_to_exactly_the_otpauth_uri(backend: Backend) {
 /// code; the keystore must accept it.
 async fn codes_from_an_independent_authenticator_are_accepted(backend: Backend) {
     let db = TestDatabase::new(backend).await;
-    let app = TestApp::start(&test_settings(&db), Arc::new(ManualClock::new(std::time::SystemTime::now()))).await;
+    let app = TestApp::start(
+        &test_settings(&db),
+        Arc::new(ManualClock::new(std::time::SystemTime::now())),
+    )
+    .await;
     let key = app.enroll("taro.yamada").await;
 
     let output = Command::new("python3")
-        .args(["-c", "import sys, pyotp; print(pyotp.parse_uri(sys.argv[1]).at(int(sys.argv[2])))"])
+        .args([
+            "-c",
+            "import sys, pyotp; print(pyotp.parse_uri(sys.argv[1]).at(int(sys.argv[2])))",
+        ])
         .arg(&key.otpauth_uri)
         .arg(app.clock_unix().to_string())
         .output()
         .expect("python3 runs");
-    assert!(output.status.success(), "pyotp failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "pyotp failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let code = String::from_utf8(output.stdout).unwrap().trim().to_owned();
 
     let reply = app.verify("taro.yamada", &code).await.unwrap();
@@ -83,11 +107,20 @@ async fn enrolling_twice_is_already_exists(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
     let first = app.enroll("taro.yamada").await;
 
-    let request = TestApp::as_caller("onboarding", pb::EnrollRequest { account_id: "taro.yamada".into() });
+    let request = TestApp::as_caller(
+        "onboarding",
+        pb::EnrollRequest {
+            account_id: "taro.yamada".into(),
+        },
+    );
     let err = app.client.clone().enroll(request).await.unwrap_err();
 
     assert_eq!(err.code(), Code::AlreadyExists);
-    assert_eq!(app.current_key("taro.yamada").await.unwrap().secret_base32, first.secret_base32, "first key kept");
+    assert_eq!(
+        app.current_key("taro.yamada").await.unwrap().secret_base32,
+        first.secret_base32,
+        "first key kept"
+    );
 }
 
 async fn an_account_without_a_key_is_not_found(backend: Backend) {
@@ -113,13 +146,25 @@ async fn key_parameters_are_recorded_per_key(backend: Backend) {
     let app = TestApp::start(&settings, clock).await;
     let new = app.enroll("hanako").await;
 
-    assert_eq!((new.algorithm, new.digits, new.period_seconds), (pb::HashAlgorithm::Sha256 as i32, 8, 60));
-    assert!(new.otpauth_uri.ends_with("&algorithm=SHA256&digits=8&period=60"));
+    assert_eq!(
+        (new.algorithm, new.digits, new.period_seconds),
+        (pb::HashAlgorithm::Sha256 as i32, 8, 60)
+    );
+    assert!(
+        new.otpauth_uri
+            .ends_with("&algorithm=SHA256&digits=8&period=60")
+    );
     let shown_old = app.current_key("taro.yamada").await.unwrap();
     assert_eq!((shown_old.digits, shown_old.period_seconds), (6, 30));
     let old_code = app.code_for(&old, 0);
-    assert_eq!(app.verify("taro.yamada", &old_code).await.unwrap().result(), pb::VerifyResult::Accepted);
+    assert_eq!(
+        app.verify("taro.yamada", &old_code).await.unwrap().result(),
+        pb::VerifyResult::Accepted
+    );
     let new_code = app.code_for(&new, 0);
     assert_eq!(new_code.len(), 8);
-    assert_eq!(app.verify("hanako", &new_code).await.unwrap().result(), pb::VerifyResult::Accepted);
+    assert_eq!(
+        app.verify("hanako", &new_code).await.unwrap().result(),
+        pb::VerifyResult::Accepted
+    );
 }

@@ -54,16 +54,29 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}/keystore.db?mode=rwc", dir.path().display());
-                Self { url, backend, _dir: Some(dir), pg_name: None }
+                Self {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
             }
             Backend::Postgres => {
                 let name = format!("kagi_ks_{}", uuid::Uuid::new_v4().simple());
                 let mut admin = sqlx::PgConnection::connect(&postgres_url()).await.expect(
                     "PostgreSQL must be reachable at KAGI_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test)",
                 );
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
                 let url = with_database(&postgres_url(), &name);
-                Self { url, backend, _dir: None, pg_name: Some(name) }
+                Self {
+                    url,
+                    backend,
+                    _dir: None,
+                    pg_name: Some(name),
+                }
             }
         }
     }
@@ -76,14 +89,21 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         // Drop runs outside async; a small runtime on its own thread does the cleanup.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_url()).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await;
                 }
             });
         })
@@ -92,11 +112,14 @@ impl Drop for TestDatabase {
 }
 
 pub fn postgres_url() -> String {
-    std::env::var("KAGI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("KAGI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
     match query {
         Some(q) => format!("{base}/{name}?{q}"),
@@ -111,11 +134,20 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     settings.server.shutdown_grace_secs = 5;
     settings.database.url = db.url.clone();
     settings.database.max_connections = 8;
-    settings.kek.keys.insert("k1".into(), SecretString::from(BASE64.encode(&[11_u8; 32])));
+    settings
+        .kek
+        .keys
+        .insert("k1".into(), SecretString::from(BASE64.encode(&[11_u8; 32])));
     for caller in CALLERS {
-        settings.auth.tokens.insert(caller.into(), SecretString::from(token_of(caller)));
+        settings
+            .auth
+            .tokens
+            .insert(caller.into(), SecretString::from(token_of(caller)));
     }
-    settings.campus_networks = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8:10::/48".parse().unwrap()];
+    settings.campus_networks = vec![
+        "10.0.0.0/8".parse().unwrap(),
+        "2001:db8:10::/48".parse().unwrap(),
+    ];
     settings
 }
 
@@ -137,14 +169,22 @@ impl TestApp {
     /// Starts a keystore with `settings` and a clock at `clock`'s time.
     pub async fn start(settings: &Settings, clock: Arc<ManualClock>) -> Self {
         init_log_capture();
-        let app = Application::build_with_clock(settings, clock.clone()).await.expect("keystore starts");
+        let app = Application::build_with_clock(settings, clock.clone())
+            .await
+            .expect("keystore starts");
         let addr = app.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
         let client = KeystoreClient::new(channel(addr).await);
-        Self { addr, clock, client, stop: Some(stop), task: Some(task) }
+        Self {
+            addr,
+            clock,
+            client,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Stops the service the way SIGTERM does and waits until it has.
@@ -160,32 +200,74 @@ impl TestApp {
     /// A request carrying `caller`'s bearer token.
     pub fn as_caller<T>(caller: &str, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {}", token_of(caller)).parse().unwrap());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", token_of(caller)).parse().unwrap(),
+        );
         request
     }
 
     pub async fn enroll(&self, account: &str) -> pb::SetupKey {
-        let request = Self::as_caller("onboarding", pb::EnrollRequest { account_id: account.into() });
-        self.client.clone().enroll(request).await.expect("enroll").into_inner().key.unwrap()
+        let request = Self::as_caller(
+            "onboarding",
+            pb::EnrollRequest {
+                account_id: account.into(),
+            },
+        );
+        self.client
+            .clone()
+            .enroll(request)
+            .await
+            .expect("enroll")
+            .into_inner()
+            .key
+            .unwrap()
     }
 
     pub async fn current_key(&self, account: &str) -> Result<pb::SetupKey, tonic::Status> {
-        let request = Self::as_caller("portal", pb::GetCurrentKeyRequest { account_id: account.into() });
-        Ok(self.client.clone().get_current_key(request).await?.into_inner().key.unwrap())
+        let request = Self::as_caller(
+            "portal",
+            pb::GetCurrentKeyRequest {
+                account_id: account.into(),
+            },
+        );
+        Ok(self
+            .client
+            .clone()
+            .get_current_key(request)
+            .await?
+            .into_inner()
+            .key
+            .unwrap())
     }
 
-    pub async fn rotate(&self, account: &str, idempotency_key: &str) -> Result<pb::RotateKeyResponse, tonic::Status> {
+    pub async fn rotate(
+        &self,
+        account: &str,
+        idempotency_key: &str,
+    ) -> Result<pb::RotateKeyResponse, tonic::Status> {
         let request = Self::as_caller(
             "reset",
-            pb::RotateKeyRequest { account_id: account.into(), idempotency_key: idempotency_key.into() },
+            pb::RotateKeyRequest {
+                account_id: account.into(),
+                idempotency_key: idempotency_key.into(),
+            },
         );
         Ok(self.client.clone().rotate_key(request).await?.into_inner())
     }
 
-    pub async fn verify(&self, account: &str, code: &str) -> Result<pb::VerifyCodeResponse, tonic::Status> {
-        let request = Self::as_caller("login", pb::VerifyCodeRequest { account_id: account.into(), code: code.into() });
+    pub async fn verify(
+        &self,
+        account: &str,
+        code: &str,
+    ) -> Result<pb::VerifyCodeResponse, tonic::Status> {
+        let request = Self::as_caller(
+            "login",
+            pb::VerifyCodeRequest {
+                account_id: account.into(),
+                code: code.into(),
+            },
+        );
         Ok(self.client.clone().verify_code(request).await?.into_inner())
     }
 
@@ -203,9 +285,19 @@ impl TestApp {
     pub async fn audit(&self, account: &str) -> Vec<pb::AuditEvent> {
         let request = Self::as_caller(
             "admin",
-            pb::ListAuditEventsRequest { account_id: account.into(), page_size: 1000, before: 0 },
+            pb::ListAuditEventsRequest {
+                account_id: account.into(),
+                page_size: 1000,
+                before: 0,
+            },
         );
-        self.client.clone().list_audit_events(request).await.unwrap().into_inner().events
+        self.client
+            .clone()
+            .list_audit_events(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .events
     }
 }
 
@@ -218,13 +310,21 @@ impl Drop for TestApp {
 }
 
 pub async fn channel(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// A keystore on a fresh database with the default settings.
 pub async fn spawn_app(backend: Backend) -> (TestApp, TestDatabase) {
     let db = TestDatabase::new(backend).await;
-    let app = TestApp::start(&test_settings(&db), Arc::new(ManualClock::new(SystemTime::now()))).await;
+    let app = TestApp::start(
+        &test_settings(&db),
+        Arc::new(ManualClock::new(SystemTime::now())),
+    )
+    .await;
     (app, db)
 }
 
@@ -242,7 +342,9 @@ impl UnixClock for ManualClock {
 /// The key's code at `unix_secs`, computed independently of the keystore's own code path
 /// (RFC 6238 by hand over the Base32 secret the user sees).
 pub fn code_at(key: &pb::SetupKey, unix_secs: u64) -> String {
-    let secret = data_encoding::BASE32_NOPAD.decode(key.secret_base32.as_bytes()).unwrap();
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(key.secret_base32.as_bytes())
+        .unwrap();
     let algorithm = match pb::HashAlgorithm::try_from(key.algorithm).unwrap() {
         pb::HashAlgorithm::Sha256 => totp_rs::Algorithm::SHA256,
         pb::HashAlgorithm::Sha512 => totp_rs::Algorithm::SHA512,
@@ -261,7 +363,10 @@ pub fn code_at(key: &pb::SetupKey, unix_secs: u64) -> String {
 /// A code that is certainly not the key's right now (nor in the skew window).
 pub fn wrong_code(app: &TestApp, key: &pb::SetupKey) -> String {
     let valid: Vec<String> = (-2..=2).map(|d| app.code_for(key, d * 30)).collect();
-    (0..1_000_000).map(|n| format!("{n:06}")).find(|c| !valid.contains(c)).unwrap()
+    (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !valid.contains(c))
+        .unwrap()
 }
 
 pub fn advance(app: &TestApp, by: Duration) {
@@ -299,10 +404,11 @@ fn init_log_capture() {
             log_filter: "trace".into(),
             otlp_endpoint: None,
         };
-        let guard = kagi_runtime::telemetry::init_with_writer("kagi-keystore-test", &settings, move || {
-            Capture(buffer.clone())
-        })
-        .unwrap();
+        let guard =
+            kagi_runtime::telemetry::init_with_writer("kagi-keystore-test", &settings, move || {
+                Capture(buffer.clone())
+            })
+            .unwrap();
         std::mem::forget(guard);
     });
 }
@@ -323,11 +429,12 @@ pub async fn dump_tables(db: &TestDatabase) -> BTreeMap<String, Vec<u8>> {
         Backend::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
             for table in ["accounts", "setup_keys", "rotations", "audit_events"] {
-                let rows: Vec<(String,)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT row_to_json(t)::text FROM {table} t")))
-                        .fetch_all(&mut conn)
-                        .await
-                        .unwrap();
+                let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT row_to_json(t)::text FROM {table} t"
+                )))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
                 let text: String = rows.into_iter().map(|(r,)| r + "\n").collect();
                 out.insert(table.to_owned(), text.into_bytes());
             }

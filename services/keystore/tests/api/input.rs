@@ -5,7 +5,10 @@ use tonic::Code;
 
 use crate::helpers::{Backend, TestApp, spawn_app};
 
-on_both_backends!(malformed_requests_are_invalid_argument_and_change_nothing, oversized_messages_are_refused);
+on_both_backends!(
+    malformed_requests_are_invalid_argument_and_change_nothing,
+    oversized_messages_are_refused
+);
 
 async fn malformed_requests_are_invalid_argument_and_change_nothing(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
@@ -13,10 +16,19 @@ async fn malformed_requests_are_invalid_argument_and_change_nothing(backend: Bac
     let audit_before = app.audit("taro").await.len();
 
     for account in ["", "taro yamada", "a:b", "../etc", "名前", &"a".repeat(65)] {
-        let request = TestApp::as_caller("onboarding", pb::EnrollRequest { account_id: account.into() });
+        let request = TestApp::as_caller(
+            "onboarding",
+            pb::EnrollRequest {
+                account_id: account.into(),
+            },
+        );
         let err = app.client.clone().enroll(request).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{account:?}");
-        assert!(err.message().starts_with("account_id must be"), "{}", err.message());
+        assert!(
+            err.message().starts_with("account_id must be"),
+            "{}",
+            err.message()
+        );
     }
     for code in ["", "12345", "12345a", "1234567", "+12345", "123 456"] {
         let err = app.verify("taro", code).await.unwrap_err();
@@ -26,9 +38,25 @@ async fn malformed_requests_are_invalid_argument_and_change_nothing(backend: Bac
     let err = app.rotate("taro", "").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     for ip in ["", "10.0.0", "not-an-ip", "10.0.0.1/8"] {
-        let request = TestApp::as_caller("login", pb::CheckLoginPolicyRequest { client_ip: ip.into() });
-        let err = app.client.clone().check_login_policy(request).await.unwrap_err();
-        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "client_ip must be an IPv4 or IPv6 address"));
+        let request = TestApp::as_caller(
+            "login",
+            pb::CheckLoginPolicyRequest {
+                client_ip: ip.into(),
+            },
+        );
+        let err = app
+            .client
+            .clone()
+            .check_login_policy(request)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::InvalidArgument,
+                "client_ip must be an IPv4 or IPv6 address"
+            )
+        );
     }
 
     // Nothing changed: same key, no failure counted, nothing audited.
@@ -36,8 +64,17 @@ async fn malformed_requests_are_invalid_argument_and_change_nothing(backend: Bac
     let code = app.code_for(&key, 0);
     let reply = app.verify("taro", &code).await.unwrap();
     assert_eq!(reply.result(), pb::VerifyResult::Accepted);
-    let audit_after: Vec<_> = app.audit("taro").await.into_iter().map(|e| e.action).collect();
-    assert_eq!(audit_after.len(), audit_before + 1, "only the view was audited: {audit_after:?}");
+    let audit_after: Vec<_> = app
+        .audit("taro")
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        audit_after.len(),
+        audit_before + 1,
+        "only the view was audited: {audit_after:?}"
+    );
 }
 
 async fn oversized_messages_are_refused(backend: Backend) {
@@ -50,6 +87,14 @@ async fn oversized_messages_are_refused(backend: Backend) {
     // tonic refuses to decode it at all, before any handler runs.
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
     let long_id = "a".repeat(4096);
-    let request = TestApp::as_caller("onboarding", pb::EnrollRequest { account_id: long_id });
-    assert_eq!(app.client.clone().enroll(request).await.unwrap_err().code(), Code::InvalidArgument);
+    let request = TestApp::as_caller(
+        "onboarding",
+        pb::EnrollRequest {
+            account_id: long_id,
+        },
+    );
+    assert_eq!(
+        app.client.clone().enroll(request).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 }

@@ -1,6 +1,8 @@
 //! The keystore's integration tests: the real service over real gRPC on 127.0.0.1, against
 //! a fresh SQLite file and a fresh PostgreSQL database each. Every scenario runs on both.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[macro_use]
 mod helpers;
 mod otlp;

@@ -2,8 +2,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 /// One exported span, flattened.
@@ -81,7 +85,11 @@ impl TraceService for Collector {
                         trace_id: hex(&span.trace_id),
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
-                        attributes: span.attributes.iter().map(|kv| format!("{}={}", kv.key, text(kv.value.as_ref()))).collect(),
+                        attributes: span
+                            .attributes
+                            .iter()
+                            .map(|kv| format!("{}={}", kv.key, text(kv.value.as_ref())))
+                            .collect(),
                     });
                 }
             }

@@ -10,8 +10,19 @@ async fn on_campus_logins_need_no_one_time_password(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
     let check = |ip: &str| {
         let mut client = app.client.clone();
-        let request = TestApp::as_caller("login", pb::CheckLoginPolicyRequest { client_ip: ip.into() });
-        async move { client.check_login_policy(request).await.unwrap().into_inner() }
+        let request = TestApp::as_caller(
+            "login",
+            pb::CheckLoginPolicyRequest {
+                client_ip: ip.into(),
+            },
+        );
+        async move {
+            client
+                .check_login_policy(request)
+                .await
+                .unwrap()
+                .into_inner()
+        }
     };
 
     let campus_v4 = check("10.20.30.40").await;
@@ -20,7 +31,10 @@ async fn on_campus_logins_need_no_one_time_password(backend: Backend) {
     let campus_v6 = check("2001:db8:10:1::99").await;
     assert!(!campus_v6.otp_required);
     assert_eq!(campus_v6.matched_network, "2001:db8:10::/48");
-    assert!(!check("::ffff:10.1.1.1").await.otp_required, "IPv4-mapped IPv6 from a dual-stack proxy");
+    assert!(
+        !check("::ffff:10.1.1.1").await.otp_required,
+        "IPv4-mapped IPv6 from a dual-stack proxy"
+    );
 
     for outside in ["203.0.113.7", "2001:db8:11::1", "192.168.0.1"] {
         let reply = check(outside).await;

@@ -26,15 +26,23 @@ async fn rekey_moves_every_key_to_the_new_kek_while_serving(backend: Backend) {
 
     // Deploy with both KEKs, the new one active, and re-key while logins go on.
     let mut both = test_settings(&db);
-    both.kek.keys.insert("k2".into(), SecretString::from(BASE64.encode(&[22_u8; 32])));
+    both.kek
+        .keys
+        .insert("k2".into(), SecretString::from(BASE64.encode(&[22_u8; 32])));
     both.kek.active = Some("k2".into());
     let serving = TestApp::start(&both, clock.clone()).await;
     let rekey = {
-        let keystore = kagi_keystore::app::keystore(&both, clock.clone()).await.unwrap();
+        let keystore = kagi_keystore::app::keystore(&both, clock.clone())
+            .await
+            .unwrap();
         tokio::spawn(async move { keystore.rekey(Actor { caller: "cli" }).await.unwrap() })
     };
     for (account, key) in &keys {
-        let result = serving.verify(account, &serving.code_for(key, 0)).await.unwrap().result();
+        let result = serving
+            .verify(account, &serving.code_for(key, 0))
+            .await
+            .unwrap()
+            .result();
         assert_eq!(result, VerifyResult::Accepted, "{account} during rekey");
     }
     assert_eq!(rekey.await.unwrap(), 30);
@@ -43,9 +51,15 @@ async fn rekey_moves_every_key_to_the_new_kek_while_serving(backend: Backend) {
     // The old KEK is gone: every key still opens.
     let mut only_new = test_settings(&db);
     only_new.kek.keys.clear();
-    only_new.kek.keys.insert("k2".into(), SecretString::from(BASE64.encode(&[22_u8; 32])));
+    only_new
+        .kek
+        .keys
+        .insert("k2".into(), SecretString::from(BASE64.encode(&[22_u8; 32])));
     let after = TestApp::start(&only_new, clock).await;
     for (account, key) in &keys {
-        assert_eq!(after.current_key(account).await.unwrap().secret_base32, key.secret_base32);
+        assert_eq!(
+            after.current_key(account).await.unwrap().secret_base32,
+            key.secret_base32
+        );
     }
 }

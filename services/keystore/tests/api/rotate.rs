@@ -28,8 +28,14 @@ async fn after_reissue_the_old_key_stops_working_and_the_new_one_works(backend: 
     let old_code = app.code_for(&old, 0);
     let new_code = app.code_for(&new, 0);
     assert_ne!(old_code, new_code);
-    assert_eq!(app.verify("taro", &old_code).await.unwrap().result(), VerifyResult::Rejected);
-    assert_eq!(app.verify("taro", &new_code).await.unwrap().result(), VerifyResult::Accepted);
+    assert_eq!(
+        app.verify("taro", &old_code).await.unwrap().result(),
+        VerifyResult::Rejected
+    );
+    assert_eq!(
+        app.verify("taro", &new_code).await.unwrap().result(),
+        VerifyResult::Accepted
+    );
 }
 
 async fn a_retried_rotation_returns_the_same_key_and_rotates_nothing(backend: Backend) {
@@ -40,9 +46,20 @@ async fn a_retried_rotation_returns_the_same_key_and_rotates_nothing(backend: Ba
     let retry = app.rotate("taro", "reset-1").await.unwrap();
 
     assert!(retry.replayed);
-    assert_eq!(retry.key.as_ref().unwrap().key_id, first.key.as_ref().unwrap().key_id);
-    assert_eq!(retry.key.unwrap().secret_base32, first.key.unwrap().secret_base32);
-    let rotations = app.audit("taro").await.into_iter().filter(|e| e.action == "rotate").count();
+    assert_eq!(
+        retry.key.as_ref().unwrap().key_id,
+        first.key.as_ref().unwrap().key_id
+    );
+    assert_eq!(
+        retry.key.unwrap().secret_base32,
+        first.key.unwrap().secret_base32
+    );
+    let rotations = app
+        .audit("taro")
+        .await
+        .into_iter()
+        .filter(|e| e.action == "rotate")
+        .count();
     assert_eq!(rotations, 1);
 
     // A later reissue under a new key supersedes it; replaying the first is then refused.
@@ -61,9 +78,19 @@ async fn concurrent_retries_of_one_rotation_agree(backend: Backend) {
             tokio::spawn(async move {
                 let request = crate::helpers::TestApp::as_caller(
                     "reset",
-                    kagi_proto::v1::RotateKeyRequest { account_id: "taro".into(), idempotency_key: "reset-1".into() },
+                    kagi_proto::v1::RotateKeyRequest {
+                        account_id: "taro".into(),
+                        idempotency_key: "reset-1".into(),
+                    },
                 );
-                client.rotate_key(request).await.unwrap().into_inner().key.unwrap().key_id
+                client
+                    .rotate_key(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .key
+                    .unwrap()
+                    .key_id
             })
         })
         .collect();
@@ -75,7 +102,14 @@ async fn concurrent_retries_of_one_rotation_agree(backend: Backend) {
     ids.dedup();
     assert_eq!(ids.len(), 1, "one new key for one idempotency key");
     assert_eq!(app.current_key("taro").await.unwrap().key_id, ids[0]);
-    assert_eq!(app.audit("taro").await.into_iter().filter(|e| e.action == "rotate").count(), 1);
+    assert_eq!(
+        app.audit("taro")
+            .await
+            .into_iter()
+            .filter(|e| e.action == "rotate")
+            .count(),
+        1
+    );
 }
 
 async fn the_old_secret_is_wiped_but_its_metadata_kept(backend: Backend) {
@@ -83,25 +117,47 @@ async fn the_old_secret_is_wiped_but_its_metadata_kept(backend: Backend) {
     let old = app.enroll("taro").await;
     let old_sealed = {
         let pool = kagi_keystore::store::Db::connect(&db.url, 1).await.unwrap();
-        let current = pool.current_key(&kagi_keystore::domain::AccountId::parse("taro").unwrap()).await.unwrap().unwrap();
+        let current = pool
+            .current_key(&kagi_keystore::domain::AccountId::parse("taro").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         pool.close().await;
         current.ciphertext
     };
     app.rotate("taro", "reset-1").await.unwrap();
 
     let pool = kagi_keystore::store::Db::connect(&db.url, 1).await.unwrap();
-    let record = pool.key_record(&old.key_id).await.unwrap().expect("metadata kept for audit");
+    let record = pool
+        .key_record(&old.key_id)
+        .await
+        .unwrap()
+        .expect("metadata kept for audit");
     assert!(record.destroyed_at.is_some());
-    assert_eq!((record.account_id.as_str(), record.digits, record.period), ("taro", 6, 30));
+    assert_eq!(
+        (record.account_id.as_str(), record.digits, record.period),
+        ("taro", 6, 30)
+    );
     pool.close().await;
     let hex: String = old_sealed.iter().map(|b| format!("{b:02x}")).collect();
     for (table, content) in dump_tables(&db).await {
-        assert!(!content.windows(old_sealed.len()).any(|w| w == old_sealed.as_slice()), "old ciphertext left in {table}");
-        assert!(!String::from_utf8_lossy(&content).contains(&hex), "old ciphertext left in {table}");
+        assert!(
+            !content
+                .windows(old_sealed.len())
+                .any(|w| w == old_sealed.as_slice()),
+            "old ciphertext left in {table}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&content).contains(&hex),
+            "old ciphertext left in {table}"
+        );
     }
 }
 
 async fn rotating_an_account_without_a_key_is_not_found(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
-    assert_eq!(app.rotate("nobody", "reset-1").await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        app.rotate("nobody", "reset-1").await.unwrap_err().code(),
+        Code::NotFound
+    );
 }

@@ -8,7 +8,9 @@ use kagi_proto::v1 as pb;
 use kagi_proto::v1::VerifyResult;
 use kagi_runtime::ManualClock;
 
-use crate::helpers::{Backend, TestApp, TestDatabase, advance, spawn_app, test_settings, wrong_code};
+use crate::helpers::{
+    Backend, TestApp, TestDatabase, advance, spawn_app, test_settings, wrong_code,
+};
 
 on_both_backends!(
     a_phone_slightly_off_utc_is_accepted_and_its_drift_reported,
@@ -28,11 +30,17 @@ async fn a_phone_slightly_off_utc_is_accepted_and_its_drift_reported(backend: Ba
     let key = app.enroll("taro").await;
 
     let behind = app.verify("taro", &app.code_for(&key, -30)).await.unwrap();
-    assert_eq!((behind.result(), behind.drift_steps), (VerifyResult::Accepted, -1));
+    assert_eq!(
+        (behind.result(), behind.drift_steps),
+        (VerifyResult::Accepted, -1)
+    );
 
     advance(&app, Duration::from_secs(30));
     let ahead = app.verify("taro", &app.code_for(&key, 30)).await.unwrap();
-    assert_eq!((ahead.result(), ahead.drift_steps), (VerifyResult::Accepted, 1));
+    assert_eq!(
+        (ahead.result(), ahead.drift_steps),
+        (VerifyResult::Accepted, 1)
+    );
 }
 
 async fn a_phone_two_steps_off_is_rejected(backend: Backend) {
@@ -50,13 +58,31 @@ async fn a_code_is_accepted_once_and_then_reported_as_replayed(backend: Backend)
     let key = app.enroll("taro").await;
     let code = app.code_for(&key, 0);
 
-    assert_eq!(app.verify("taro", &code).await.unwrap().result(), VerifyResult::Accepted);
-    assert_eq!(app.verify("taro", &code).await.unwrap().result(), VerifyResult::Replayed);
+    assert_eq!(
+        app.verify("taro", &code).await.unwrap().result(),
+        VerifyResult::Accepted
+    );
+    assert_eq!(
+        app.verify("taro", &code).await.unwrap().result(),
+        VerifyResult::Replayed
+    );
     // An older step is a replay too, even though it was never used itself.
-    assert_eq!(app.verify("taro", &app.code_for(&key, -30)).await.unwrap().result(), VerifyResult::Replayed);
+    assert_eq!(
+        app.verify("taro", &app.code_for(&key, -30))
+            .await
+            .unwrap()
+            .result(),
+        VerifyResult::Replayed
+    );
     // The next step's code is fresh.
     advance(&app, Duration::from_secs(30));
-    assert_eq!(app.verify("taro", &app.code_for(&key, 0)).await.unwrap().result(), VerifyResult::Accepted);
+    assert_eq!(
+        app.verify("taro", &app.code_for(&key, 0))
+            .await
+            .unwrap()
+            .result(),
+        VerifyResult::Accepted
+    );
 }
 
 async fn count(results: Vec<VerifyResult>, wanted: VerifyResult) -> usize {
@@ -72,8 +98,19 @@ async fn concurrent_logins_with_one_code_yield_exactly_one_acceptance(backend: B
         let mut client = app.client.clone();
         let code = code.clone();
         tokio::spawn(async move {
-            let request = TestApp::as_caller("login", pb::VerifyCodeRequest { account_id: "taro".into(), code });
-            client.verify_code(request).await.unwrap().into_inner().result()
+            let request = TestApp::as_caller(
+                "login",
+                pb::VerifyCodeRequest {
+                    account_id: "taro".into(),
+                    code,
+                },
+            );
+            client
+                .verify_code(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .result()
         })
     });
     let mut results = Vec::new();
@@ -81,7 +118,11 @@ async fn concurrent_logins_with_one_code_yield_exactly_one_acceptance(backend: B
         results.push(call.await.unwrap());
     }
 
-    assert_eq!(count(results.clone(), VerifyResult::Accepted).await, 1, "{results:?}");
+    assert_eq!(
+        count(results.clone(), VerifyResult::Accepted).await,
+        1,
+        "{results:?}"
+    );
     assert_eq!(count(results, VerifyResult::Replayed).await, 31);
 }
 
@@ -101,8 +142,19 @@ async fn replicas_sharing_the_database_accept_a_code_once(backend: Backend) {
         let mut client = replicas[i % 3].client.clone();
         let code = code.clone();
         calls.push(tokio::spawn(async move {
-            let request = TestApp::as_caller("login", pb::VerifyCodeRequest { account_id: "taro".into(), code });
-            client.verify_code(request).await.unwrap().into_inner().result()
+            let request = TestApp::as_caller(
+                "login",
+                pb::VerifyCodeRequest {
+                    account_id: "taro".into(),
+                    code,
+                },
+            );
+            client
+                .verify_code(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .result()
         }));
     }
     let mut results = Vec::new();
@@ -110,7 +162,11 @@ async fn replicas_sharing_the_database_accept_a_code_once(backend: Backend) {
         results.push(call.await.unwrap());
     }
 
-    assert_eq!(count(results.clone(), VerifyResult::Accepted).await, 1, "{results:?}");
+    assert_eq!(
+        count(results.clone(), VerifyResult::Accepted).await,
+        1,
+        "{results:?}"
+    );
 }
 
 async fn five_wrong_codes_lock_verification_for_five_minutes(backend: Backend) {
@@ -120,12 +176,18 @@ async fn five_wrong_codes_lock_verification_for_five_minutes(backend: Backend) {
 
     for remaining in (1..=4).rev() {
         let reply = app.verify("taro", &wrong).await.unwrap();
-        assert_eq!((reply.result(), reply.attempts_remaining), (VerifyResult::Rejected, remaining));
+        assert_eq!(
+            (reply.result(), reply.attempts_remaining),
+            (VerifyResult::Rejected, remaining)
+        );
     }
     let fifth = app.verify("taro", &wrong).await.unwrap();
     assert_eq!(fifth.result(), VerifyResult::Rejected);
     let until = fifth.locked_until.unwrap().seconds;
-    assert!((until - app.clock_unix() - 300).abs() <= 1, "locked for 5 minutes");
+    assert!(
+        (until - app.clock_unix() - 300).abs() <= 1,
+        "locked for 5 minutes"
+    );
 
     // Even the right code is refused while locked.
     let locked = app.verify("taro", &app.code_for(&key, 0)).await.unwrap();
@@ -133,8 +195,19 @@ async fn five_wrong_codes_lock_verification_for_five_minutes(backend: Backend) {
     assert_eq!(locked.locked_until.unwrap().seconds, until);
 
     advance(&app, Duration::from_secs(301));
-    assert_eq!(app.verify("taro", &app.code_for(&key, 0)).await.unwrap().result(), VerifyResult::Accepted);
-    let events: Vec<String> = app.audit("taro").await.into_iter().map(|e| e.action).collect();
+    assert_eq!(
+        app.verify("taro", &app.code_for(&key, 0))
+            .await
+            .unwrap()
+            .result(),
+        VerifyResult::Accepted
+    );
+    let events: Vec<String> = app
+        .audit("taro")
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
     assert_eq!(events.iter().filter(|a| *a == "verify_failed").count(), 5);
     assert_eq!(events.iter().filter(|a| *a == "lockout").count(), 1);
 }
@@ -158,8 +231,14 @@ async fn the_lock_survives_a_restart_and_binds_every_replica(backend: Backend) {
     let restarted = TestApp::start(&test_settings(&db), clock).await;
 
     let code = restarted.code_for(&key, 0);
-    assert_eq!(restarted.verify("taro", &code).await.unwrap().result(), VerifyResult::LockedOut);
-    assert_eq!(other.verify("taro", &code).await.unwrap().result(), VerifyResult::LockedOut);
+    assert_eq!(
+        restarted.verify("taro", &code).await.unwrap().result(),
+        VerifyResult::LockedOut
+    );
+    assert_eq!(
+        other.verify("taro", &code).await.unwrap().result(),
+        VerifyResult::LockedOut
+    );
 }
 
 async fn repeat_offenders_are_locked_longer(backend: Backend) {
@@ -175,7 +254,10 @@ async fn repeat_offenders_are_locked_longer(backend: Backend) {
     }
 
     let until = last.unwrap().locked_until.unwrap().seconds;
-    assert!((until - app.clock_unix() - 600).abs() <= 1, "second lockout lasts 10 minutes");
+    assert!(
+        (until - app.clock_unix() - 600).abs() <= 1,
+        "second lockout lasts 10 minutes"
+    );
 }
 
 async fn concurrent_guesses_cannot_exceed_the_failure_limit(backend: Backend) {
@@ -188,8 +270,19 @@ async fn concurrent_guesses_cannot_exceed_the_failure_limit(backend: Backend) {
             let mut client = app.client.clone();
             let code = wrong.clone();
             tokio::spawn(async move {
-                let request = TestApp::as_caller("login", pb::VerifyCodeRequest { account_id: "taro".into(), code });
-                client.verify_code(request).await.unwrap().into_inner().result()
+                let request = TestApp::as_caller(
+                    "login",
+                    pb::VerifyCodeRequest {
+                        account_id: "taro".into(),
+                        code,
+                    },
+                );
+                client
+                    .verify_code(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .result()
             })
         })
         .collect();
@@ -198,13 +291,25 @@ async fn concurrent_guesses_cannot_exceed_the_failure_limit(backend: Backend) {
         results.push(call.await.unwrap());
     }
 
-    assert_eq!(count(results.clone(), VerifyResult::Rejected).await, 5, "{results:?}");
+    assert_eq!(
+        count(results.clone(), VerifyResult::Rejected).await,
+        5,
+        "{results:?}"
+    );
     assert_eq!(count(results, VerifyResult::LockedOut).await, 35);
-    let failures = app.audit("taro").await.into_iter().filter(|e| e.action == "verify_failed").count();
+    let failures = app
+        .audit("taro")
+        .await
+        .into_iter()
+        .filter(|e| e.action == "verify_failed")
+        .count();
     assert_eq!(failures, 5, "every counted failure audited once");
 }
 
 async fn an_account_without_a_key_gets_no_key(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
-    assert_eq!(app.verify("nobody", "123456").await.unwrap().result(), VerifyResult::NoKey);
+    assert_eq!(
+        app.verify("nobody", "123456").await.unwrap().result(),
+        VerifyResult::NoKey
+    );
 }
