@@ -223,14 +223,39 @@ impl TestDb {
                     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
                 let base = server.split('?').next().unwrap();
                 let (prefix, _db) = base.rsplit_once('/').unwrap();
-                let name = format!("notifier_test_{}", uuid::Uuid::new_v4().simple());
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                let name = format!("notifier_test_{now}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
                 let mut admin = sqlx::AnyConnection::connect(&format!("{prefix}/postgres")).await.unwrap();
+                drop_stale_databases(&mut admin, now).await;
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
                 admin.close().await.unwrap();
                 Self { url: format!("{prefix}/{name}"), _tmp: None }
             }
         }
     }
+}
+
+/// Drops the databases earlier test runs left behind (older than an hour, so a run going on
+/// in parallel keeps its own), once per test binary.
+async fn drop_stale_databases(admin: &mut sqlx::AnyConnection, now: u64) {
+    static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    CLEANED
+        .get_or_init(|| async {
+            use sqlx::Row as _;
+            let rows = sqlx::query("SELECT datname::text AS datname FROM pg_database WHERE datname LIKE 'notifier_test_%'")
+                .fetch_all(&mut *admin)
+                .await
+                .unwrap_or_default();
+            for row in rows {
+                let name: String = row.get("datname");
+                let created = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+                if created + 3600 < now {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut *admin).await;
+                }
+            }
+        })
+        .await;
 }
 
 // ---------------------------------------------------------------- the notifier
