@@ -12,6 +12,11 @@ pub trait Clock: Send + Sync + Debug {
     fn now_ms(&self) -> i64 {
         unix_ms(self.now())
     }
+
+    /// The current time as a UTC date, for formatting and calendar arithmetic.
+    fn utc(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from(self.now())
+    }
 }
 
 /// Milliseconds since the Unix epoch; 0 for times before it.
@@ -52,6 +57,23 @@ impl ManualClock {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = to;
+    }
+}
+
+/// The system clock plus an offset a test moves forward: time passes on its own (for
+/// services with real-time loops) and jumps when told.
+#[derive(Debug, Default)]
+pub struct OffsetClock(Mutex<Duration>);
+
+impl OffsetClock {
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += by;
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -10,6 +10,6 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use auth::{AuthSettings, Authorizer, Caller, CallerAuthLayer};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use server::{GrpcServer, ServerSettings};
 pub use telemetry::{LogFormat, TelemetryGuard, TelemetrySettings};

@@ -10,7 +10,7 @@ use kagi_runtime::auth::Authorizer;
 use kagi_runtime::{CallerAuthLayer, GrpcServer};
 use tokio::sync::{Notify, watch};
 
-use crate::clock::{Clock, SystemClock};
+use kagi_runtime::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::grpc::{DEFAULT_ALLOW, NotifierService};
 use crate::mail::MailComposer;

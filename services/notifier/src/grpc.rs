@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 use zeroize::{Zeroize as _, Zeroizing};
 
-use crate::clock::Clock;
+use kagi_runtime::Clock;
 use crate::config::DeliverySettings;
 use crate::domain::{DeliveryState, MessageKind, NewMessage, NoticeFields};
 use crate::error::Error;
@@ -75,7 +75,7 @@ impl Notifier for NotifierService {
         request: Request<pb::SendResetCodeRequest>,
     ) -> Result<Response<pb::SendResetCodeResponse>, Status> {
         let mut req = request.into_inner();
-        let now = self.clock.now();
+        let now = self.clock.utc();
         let parsed = NewMessage::reset_code(
             &req.message_id,
             &req.recipient,
@@ -97,7 +97,7 @@ impl Notifier for NotifierService {
         request: Request<pb::SendKeyReissuedNoticeRequest>,
     ) -> Result<Response<pb::SendKeyReissuedNoticeResponse>, Status> {
         let req = request.into_inner();
-        let now = self.clock.now();
+        let now = self.clock.utc();
         let fields = NoticeFields {
             message_id: &req.message_id,
             recipient: &req.recipient,

@@ -4,7 +4,6 @@
 //! the mail stops being useful, and wipes the stored code once the message is handled.
 
 pub mod app;
-pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -4,13 +4,12 @@
 //! left behind by a replica that died holding a lease.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument as _, instrument};
 
-use crate::clock::Clock;
+use kagi_runtime::Clock;
 use crate::config::DeliverySettings;
 use crate::domain::{self, NextStep, Payload};
 use crate::mail::{Envelope, MailComposer};
@@ -80,7 +79,7 @@ impl Worker {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
-        let now = self.clock.now().timestamp_millis();
+        let now = self.clock.utc().timestamp_millis();
         let lease_ms = i64::try_from(self.settings.lease().as_millis()).unwrap_or(i64::MAX);
         let owner = format!("{}/{}", self.replica, uuid::Uuid::new_v4());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -93,7 +92,7 @@ impl Worker {
     async fn deliver(&self, delivery: ClaimedDelivery) {
         let finish = self.attempt(&delivery).in_current_span().await;
         let record = &delivery.record;
-        let now = self.clock.now().timestamp_millis();
+        let now = self.clock.utc().timestamp_millis();
         match self.store.finish(&record.id, &delivery.lease_owner, now, &finish).await {
             Ok(true) => match &finish {
                 Finish::Sent { reply } => tracing::info!(%reply, "mail sent"),
@@ -110,7 +109,7 @@ impl Worker {
     async fn attempt(&self, delivery: &ClaimedDelivery) -> Finish {
         let record = &delivery.record;
         let not_after = DateTime::<Utc>::from_timestamp_millis(record.not_after).unwrap_or(DateTime::<Utc>::MIN_UTC);
-        if self.clock.now() >= not_after {
+        if self.clock.utc() >= not_after {
             return Finish::Failed { reply: domain::EXPIRED_UNSENT.into(), attempted: false };
         }
         let payload: Payload = match delivery.payload.as_deref().map(|p| serde_json::from_str(p)) {
@@ -124,7 +123,7 @@ impl Worker {
             account_id: &record.account_id,
             locale: record.locale,
         };
-        let date = SystemTime::from(self.clock.now());
+        let date = self.clock.now();
         let message = match self.composer.compose(&envelope, &payload, date) {
             Ok(message) => message,
             Err(e) => {
@@ -135,7 +134,7 @@ impl Worker {
         let outcome = self.mailer.send(message).await;
         let attempt = u32::try_from(record.attempts + 1).unwrap_or(u32::MAX);
         let jitter: f64 = rand::random();
-        match domain::next_step(outcome, attempt, self.clock.now(), not_after, self.settings.backoff(), jitter) {
+        match domain::next_step(outcome, attempt, self.clock.utc(), not_after, self.settings.backoff(), jitter) {
             NextStep::MarkSent { reply } => Finish::Sent { reply },
             NextStep::MarkFailed { reply } => Finish::Failed { reply, attempted: true },
             NextStep::RetryAt { at, reply } => Finish::Retry { reply, next_attempt_at: at.timestamp_millis() },

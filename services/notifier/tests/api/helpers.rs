@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kagi_notifier::clock::{Clock as _, OffsetClock};
+use kagi_runtime::{Clock as _, OffsetClock};
 use kagi_notifier::config::{SmtpTls, TransportKind};
 use kagi_notifier::store::Store;
 use kagi_notifier::{Application, Settings};
@@ -337,7 +337,7 @@ impl TestApp {
                 message_id,
                 recipient,
                 code,
-                self.clock.now() + chrono::Duration::minutes(30),
+                self.clock.utc() + chrono::Duration::minutes(30),
             ))
             .await
             .map(|r| r.into_inner().delivery_id)
