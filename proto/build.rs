@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["kagi/v1/keystore.proto", "kagi/v1/notifier.proto"];
+    let files = [
+        "kagi/v1/keystore.proto",
+        "kagi/v1/notifier.proto",
+        "kagi/v1/reset.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

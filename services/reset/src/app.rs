@@ -1,0 +1,172 @@
+//! Wires settings, storage, the directory, the downstream clients and the gRPC server into
+//! a running reset service. Tests, the benchmark and `kagi-reset serve` all start it
+//! through [`Application::build`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kagi_runtime::{Authorizer, CallerAuthLayer, Clock, GrpcServer, SystemClock};
+
+use crate::accounts::AccountAdmin;
+use crate::config::Settings;
+use crate::directory::{PasswordHasher, SqlDirectory};
+use crate::downstream;
+use crate::grpc::ResetGrpc;
+use crate::saga::{RateLimits, ResetSaga};
+use crate::store::Db;
+
+/// Only the portal drives resets unless `auth.allow` says otherwise.
+pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
+    ("StartReset", &["portal"]),
+    ("ResendCode", &["portal"]),
+    ("VerifyCode", &["portal"]),
+    ("ConfirmReset", &["portal"]),
+    ("CancelReset", &["portal"]),
+    ("GetReset", &["portal"]),
+];
+
+/// The gRPC service name reported by health checks.
+pub const SERVICE_NAME: &str = "kagi.v1.Reset";
+
+/// A reset service bound to its port, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    server: GrpcServer,
+    saga: ResetSaga,
+    accounts: AccountAdmin,
+    auth: CallerAuthLayer,
+    sweep_every: Option<Duration>,
+}
+
+impl Application {
+    /// Builds with the system clock.
+    ///
+    /// # Errors
+    /// See [`Application::build_with_clock`].
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Connects (and migrates) the database, prepares the directory, the code key and the
+    /// downstream clients, and binds the listener.
+    ///
+    /// # Errors
+    /// Invalid settings, an unreachable database or a taken port.
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let db = database(settings).await?;
+        let hasher = Arc::new(password_hasher(settings).await?);
+        let directory = Arc::new(SqlDirectory::new(db.clone(), Arc::clone(&hasher)));
+        let p = &settings.policy;
+        let limits = RateLimits {
+            per_account_max: p.per_account_max,
+            per_account_window_ms: secs_ms(p.per_account_window_secs),
+            per_ip_max: p.per_ip_max,
+            per_ip_window_ms: secs_ms(p.per_ip_window_secs),
+        };
+        let saga = ResetSaga::new(
+            db.clone(),
+            directory,
+            settings.code_hasher()?,
+            clock,
+            settings.policy.policy()?,
+            limits,
+            downstream::keystore(&settings.keystore)?,
+            downstream::notifier(&settings.notifier)?,
+        );
+        let auth =
+            CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
+        let server = GrpcServer::bind(&settings.server).await?;
+        tracing::info!(addr = %server.local_addr(), backend = ?db.backend(), "reset service listening");
+        let sweep_every = (settings.sweeper.interval_secs > 0)
+            .then(|| Duration::from_secs(settings.sweeper.interval_secs));
+        Ok(Self {
+            server,
+            saga,
+            accounts: AccountAdmin::new(db, hasher),
+            auth,
+            sweep_every,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn saga(&self) -> &ResetSaga {
+        &self.saga
+    }
+
+    pub fn accounts(&self) -> &AccountAdmin {
+        &self.accounts
+    }
+
+    /// Serves until `shutdown` resolves, sweeping at start and then periodically, then
+    /// drains in-flight calls and closes the pool.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let sweeper = self.sweep_every.map(|every| {
+            let saga = self.saga.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    // The first tick is immediate: a restart finishes what a crash left.
+                    ticks.tick().await;
+                    if let Err(e) = saga.sweep().await {
+                        tracing::warn!(error = %e, "sweep failed");
+                    }
+                }
+            })
+        });
+        let routes = tonic::service::Routes::new(ResetGrpc::new(self.saga.clone()).into_server());
+        let served = self
+            .server
+            .serve(
+                routes,
+                &[SERVICE_NAME],
+                kagi_proto::FILE_DESCRIPTOR_SET,
+                self.auth,
+                shutdown,
+            )
+            .await;
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
+        self.saga.db().close().await;
+        served
+    }
+}
+
+/// The database, migrated when configured.
+///
+/// # Errors
+/// An unreachable database or a failed migration.
+pub async fn database(settings: &Settings) -> anyhow::Result<Db> {
+    let db = Db::connect(&settings.database.url, settings.database.max_connections).await?;
+    if settings.database.migrate_on_start {
+        db.migrate().await?;
+    }
+    Ok(db)
+}
+
+/// The argon2id hasher; building it computes the dummy hash, off the async runtime.
+///
+/// # Errors
+/// Invalid argon2 parameters.
+pub async fn password_hasher(settings: &Settings) -> anyhow::Result<PasswordHasher> {
+    let params = settings.password;
+    tokio::task::spawn_blocking(move || PasswordHasher::new(params)).await?
+}
+
+fn secs_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}

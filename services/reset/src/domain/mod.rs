@@ -1,0 +1,101 @@
+//! The reset saga's pure logic: states and the steps each allows, confirmation codes and
+//! reset handles, masking. No I/O here; time and randomness come in as arguments.
+
+pub mod code;
+pub mod mask;
+pub mod state;
+pub mod token;
+
+pub use code::{CodeHasher, ConfirmationCode};
+pub use mask::mask_email;
+pub use state::{Policy, ResetState};
+pub use token::ResetToken;
+
+/// A request field that cannot be used; its message goes back to the caller as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInput {
+    #[error("account_id must be 1-64 characters of letters, digits, '.', '_', '@' or '-'")]
+    AccountId,
+    #[error("password must be 1-1024 bytes")]
+    Password,
+    #[error("client_ip must be an IPv4 or IPv6 address")]
+    ClientIp,
+    #[error("locale must be \"ja\", \"en\" or empty")]
+    Locale,
+    #[error("reset_id is malformed")]
+    ResetId,
+    #[error("code must be exactly 6 ASCII digits")]
+    Code,
+    #[error("recovery e-mail address is malformed")]
+    Email,
+}
+
+/// Checks an account ID with the keystore's rules, so every ID accepted here is one the
+/// keystore accepts too.
+///
+/// # Errors
+/// [`InvalidInput::AccountId`].
+pub fn check_account_id(raw: &str) -> Result<(), InvalidInput> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
+    let starts_well = raw
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if raw.len() > 64 || !starts_well || !raw.chars().all(valid_char) {
+        return Err(InvalidInput::AccountId);
+    }
+    Ok(())
+}
+
+/// A plausible addr-spec: one `@`, a non-empty local part, a dotted domain, no spaces.
+///
+/// # Errors
+/// [`InvalidInput::Email`].
+pub fn check_email(raw: &str) -> Result<(), InvalidInput> {
+    let Some((local, domain)) = raw.split_once('@') else {
+        return Err(InvalidInput::Email);
+    };
+    let ok = !local.is_empty()
+        && raw.len() <= 254
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && raw.chars().all(|c| c.is_ascii_graphic() || !c.is_ascii());
+    if ok { Ok(()) } else { Err(InvalidInput::Email) }
+}
+
+/// The mail language: "ja" unless "en" is asked for.
+///
+/// # Errors
+/// [`InvalidInput::Locale`] for anything else.
+pub fn parse_locale(raw: &str) -> Result<&'static str, InvalidInput> {
+    match raw {
+        "" | "ja" => Ok("ja"),
+        "en" => Ok("en"),
+        _ => Err(InvalidInput::Locale),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_follow_the_keystore_rules() {
+        assert!(check_account_id("a23b456c").is_ok());
+        assert!(check_account_id("taro.yamada@omu").is_ok());
+        assert!(check_account_id("").is_err());
+        assert!(check_account_id("-x").is_err());
+        assert!(check_account_id("a:b").is_err());
+        assert!(check_account_id(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn recovery_addresses_need_a_local_part_and_a_dotted_domain() {
+        assert!(check_email("taro@example.ac.jp").is_ok());
+        assert!(check_email("taro@localhost").is_err());
+        assert!(check_email("@example.jp").is_err());
+        assert!(check_email("ta ro@example.jp").is_err());
+    }
+}

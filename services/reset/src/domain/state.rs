@@ -1,0 +1,171 @@
+//! Where a reset stands, and the policy knobs that bound each step.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The states of one reset. Live states (`CodeSent`, `Verified`, `Confirming`) are at most
+/// one per account; the rest are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetState {
+    CodeSent,
+    Verified,
+    Confirming,
+    Completed,
+    Cancelled,
+    Expired,
+    Locked,
+    Superseded,
+}
+
+impl ResetState {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CodeSent => "code_sent",
+            Self::Verified => "verified",
+            Self::Confirming => "confirming",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+            Self::Locked => "locked",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    /// # Errors
+    /// An unknown name (a database written by a newer version).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        Ok(match raw {
+            "code_sent" => Self::CodeSent,
+            "verified" => Self::Verified,
+            "confirming" => Self::Confirming,
+            "completed" => Self::Completed,
+            "cancelled" => Self::Cancelled,
+            "expired" => Self::Expired,
+            "locked" => Self::Locked,
+            "superseded" => Self::Superseded,
+            other => return Err(format!("unknown reset state {other:?}")),
+        })
+    }
+
+    /// Why a step other than the one a state expects is refused, in words the portal can
+    /// show (or map to its own).
+    pub fn refusal(self) -> &'static str {
+        match self {
+            Self::CodeSent => "the confirmation code has not been verified yet",
+            Self::Verified => "the confirmation code was already verified; confirm the reissue",
+            Self::Confirming => "the reissue is under way; retry the confirmation",
+            Self::Completed => "this reset is already complete",
+            Self::Cancelled => "this reset was cancelled; start again",
+            Self::Expired => "this reset has expired; start again",
+            Self::Locked => "too many wrong codes; this reset is locked, start again",
+            Self::Superseded => "a newer reset for this account replaced this one; use the newest",
+        }
+    }
+
+    /// What a stored state means at `now_ms`: a code past its expiry or a verification past
+    /// its confirmation window is expired even before anything wrote that down.
+    pub fn effective(
+        self,
+        now_ms: i64,
+        code_expires_at: i64,
+        verified_at: Option<i64>,
+        policy: &Policy,
+    ) -> Self {
+        match self {
+            Self::CodeSent if now_ms >= code_expires_at => Self::Expired,
+            Self::Verified
+                if verified_at.is_some_and(|v| now_ms >= v + ms(policy.confirm_within)) =>
+            {
+                Self::Expired
+            }
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for ResetState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The manual's numbers, configurable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// A code works this long after it is sent (manual: 30 minutes).
+    pub code_ttl: Duration,
+    /// "メールを再送信する" only this long after the last send (manual: 3 minutes).
+    pub resend_after: Duration,
+    /// Resends allowed per reset, after the first send.
+    pub max_resends: u32,
+    /// Wrong codes before the reset locks.
+    pub max_wrong_codes: u32,
+    /// ConfirmReset must follow the successful verify within this time.
+    pub confirm_within: Duration,
+    /// A completed reset shows its new key again (a retried ConfirmReset) this long.
+    pub completed_view: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            code_ttl: Duration::from_secs(30 * 60),
+            resend_after: Duration::from_secs(3 * 60),
+            max_resends: 5,
+            max_wrong_codes: 5,
+            confirm_within: Duration::from_secs(10 * 60),
+            completed_view: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// A duration in the milliseconds kagi stores.
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_stored_name() {
+        for s in [
+            ResetState::CodeSent,
+            ResetState::Verified,
+            ResetState::Confirming,
+            ResetState::Completed,
+            ResetState::Cancelled,
+            ResetState::Expired,
+            ResetState::Locked,
+            ResetState::Superseded,
+        ] {
+            assert_eq!(ResetState::parse(s.as_str()).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn a_code_is_expired_at_thirty_minutes_and_a_verification_at_ten() {
+        let p = Policy::default();
+        let sent = 1_000_000;
+        let expires = sent + ms(p.code_ttl);
+        assert_eq!(
+            ResetState::CodeSent.effective(expires - 1, expires, None, &p),
+            ResetState::CodeSent
+        );
+        assert_eq!(
+            ResetState::CodeSent.effective(expires, expires, None, &p),
+            ResetState::Expired
+        );
+        let verified = sent + 5_000;
+        assert_eq!(
+            ResetState::Verified.effective(verified + 599_999, expires, Some(verified), &p),
+            ResetState::Verified
+        );
+        assert_eq!(
+            ResetState::Verified.effective(verified + 600_000, expires, Some(verified), &p),
+            ResetState::Expired
+        );
+    }
+}

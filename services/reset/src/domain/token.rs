@@ -1,0 +1,78 @@
+//! The reset handle (`reset_id`): a bearer secret given to the portal, stored only as its
+//! SHA-256, so a copy of the database cannot drive anyone's reset.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::InvalidInput;
+
+/// A reset handle as the portal holds it.
+#[derive(Clone)]
+pub struct ResetToken(Zeroizing<String>);
+
+impl std::fmt::Debug for ResetToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResetToken(..)")
+    }
+}
+
+impl ResetToken {
+    /// Random bytes in a token: 256 bits.
+    pub const BYTES: usize = 32;
+
+    /// A token from `random` (32 bytes from the OS CSPRNG).
+    pub fn from_random(random: &[u8; Self::BYTES]) -> Self {
+        Self(Zeroizing::new(URL_SAFE_NO_PAD.encode(random)))
+    }
+
+    /// Checks the shape of a token a caller sent.
+    ///
+    /// # Errors
+    /// [`InvalidInput::ResetId`] unless 43 base64url characters decoding to 32 bytes.
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let decoded = URL_SAFE_NO_PAD
+            .decode(raw.as_bytes())
+            .map_err(|_| InvalidInput::ResetId)?;
+        if decoded.len() != Self::BYTES {
+            return Err(InvalidInput::ResetId);
+        }
+        Ok(Self(Zeroizing::new(raw.to_owned())))
+    }
+
+    /// The string handed to the portal.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What the database keys the reset by: hex SHA-256 of the token.
+    pub fn digest(&self) -> String {
+        hex(&Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_odd_shapes_are_refused() {
+        let token = ResetToken::from_random(&[7; 32]);
+        assert_eq!(token.expose().len(), 43);
+        let parsed = ResetToken::parse(token.expose()).unwrap();
+        assert_eq!(parsed.digest(), token.digest());
+        assert_eq!(token.digest().len(), 64);
+        assert!(ResetToken::parse("short").is_err());
+        assert!(ResetToken::parse(&"A".repeat(44)).is_err());
+        assert_eq!(format!("{token:?}"), "ResetToken(..)");
+    }
+}
