@@ -1,0 +1,194 @@
+//! `kagi dev`: the whole system on loopback with embedded defaults, for a newcomer's first
+//! command. Each service runs through the same `Application::build` production uses, in one
+//! process, with everything under one data directory: SQLite files, a generated
+//! key-encryption key, one generated bearer token per calling service, and the notifier's
+//! outbox of `.eml` files instead of an SMTP server.
+
+mod secrets;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kagi_keystore::domain::AccountId;
+use kagi_keystore::service::{self, Actor};
+use kagi_runtime::LogFormat;
+use secrecy::SecretString;
+use tokio::sync::watch;
+
+/// kagi: two-factor authentication setup keys for a university's single sign-on.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every kagi service locally: SQLite, a generated KEK and caller tokens under the
+    /// data directory, mail written to its outbox, a demo account enrolled. Ctrl-C stops.
+    Dev {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// The demo account enrolled at start.
+        #[arg(long, default_value = "demo")]
+        account: String,
+        /// Where the keystore listens (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        keystore_addr: SocketAddr,
+        /// Where the notifier listens.
+        #[arg(long, default_value = "127.0.0.1:50053")]
+        notifier_addr: SocketAddr,
+    },
+}
+
+/// The callers `kagi dev` issues tokens to.
+const CALLERS: [&str; 5] = ["reset", "portal", "login", "admin", "onboarding"];
+
+/// Runs the command; errors are printed and become exit code 1.
+pub async fn main(cli: Cli) -> ExitCode {
+    let Command::Dev {
+        data_dir,
+        account,
+        keystore_addr,
+        notifier_addr,
+    } = cli.command;
+    match dev(&data_dir, &account, keystore_addr, notifier_addr).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kagi dev: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dev(
+    data_dir: &Path,
+    account: &str,
+    keystore_addr: SocketAddr,
+    notifier_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let callers_dir = data_dir.join("callers");
+    for caller in CALLERS {
+        secrets::read_or_create(&callers_dir.join(caller), 24)?;
+    }
+    let telemetry = kagi_runtime::TelemetrySettings {
+        log_format: LogFormat::Pretty,
+        ..Default::default()
+    };
+    let _telemetry = kagi_runtime::telemetry::init("kagi-dev", &telemetry)?;
+
+    let keystore = kagi_keystore::Application::build(&keystore_settings(
+        data_dir,
+        &callers_dir,
+        keystore_addr,
+    )?)
+    .await?;
+    let notifier =
+        kagi_notifier::Application::build(notifier_settings(data_dir, &callers_dir, notifier_addr))
+            .await?;
+
+    let account = AccountId::parse(account)?;
+    let actor = Actor {
+        caller: "onboarding",
+    };
+    let key = match keystore.keystore().enroll(actor, account.clone()).await {
+        Err(kagi_keystore::Error::AlreadyEnrolled) => {
+            keystore.keystore().current_key(actor, account).await?
+        }
+        other => other?,
+    };
+    let (uri, _, _) = service::render(&kagi_keystore::Settings::default().totp.issuer, &key)?;
+    print_banner(&Banner {
+        keystore: keystore.local_addr(),
+        notifier: notifier.local_addr(),
+        data_dir,
+        key: &key,
+        uri: &uri,
+    })?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let keystore = tokio::spawn(keystore.run_until_stopped(stopped(stop_rx.clone())));
+    let notifier = tokio::spawn(notifier.run_until_stopped(stopped(stop_rx)));
+    kagi_runtime::shutdown::signal().await;
+    let _ = stop_tx.send(true);
+    keystore.await??;
+    notifier.await??;
+    Ok(())
+}
+
+fn keystore_settings(
+    data_dir: &Path,
+    callers_dir: &Path,
+    addr: SocketAddr,
+) -> anyhow::Result<kagi_keystore::Settings> {
+    let mut settings = kagi_keystore::Settings::default();
+    settings.server.listen_addr = addr;
+    settings.database.url = format!("sqlite://{}/keystore.db?mode=rwc", data_dir.display());
+    settings.auth.tokens_dir = Some(callers_dir.to_owned());
+    let kek = secrets::read_or_create(&data_dir.join("keystore-kek").join("dev"), 32)?;
+    settings
+        .kek
+        .keys
+        .insert("dev".into(), SecretString::from(kek));
+    Ok(settings)
+}
+
+fn notifier_settings(
+    data_dir: &Path,
+    callers_dir: &Path,
+    addr: SocketAddr,
+) -> kagi_notifier::Settings {
+    let mut settings = kagi_notifier::Settings::default();
+    settings.server.listen_addr = addr;
+    settings.database.url = format!("sqlite://{}/notifier.db?mode=rwc", data_dir.display());
+    settings.auth.tokens_dir = Some(callers_dir.to_owned());
+    settings.transport.outbox_dir = data_dir.join("outbox");
+    settings.mail.templates_dir = Some(data_dir.join("notifier-templates"));
+    settings
+}
+
+struct Banner<'a> {
+    keystore: SocketAddr,
+    notifier: SocketAddr,
+    data_dir: &'a Path,
+    key: &'a service::RevealedKey,
+    uri: &'a str,
+}
+
+#[allow(clippy::print_stdout)]
+fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
+    use qrcode::render::unicode::Dense1x2;
+    let qr = qrcode::QrCode::new(b.uri.as_bytes())?
+        .render::<Dense1x2>()
+        .quiet_zone(true)
+        .build();
+    let base32 = b.key.secret.to_base32();
+    let grouped: Vec<&str> = base32
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    let data = b.data_dir.display();
+    println!(
+        "\nkagi (dev) is running\n\n  keystore  grpc://{keystore}   (kagi.v1.Keystore)\n  notifier  grpc://{notifier}   \
+         (kagi.v1.Notifier; mail goes to {data}/outbox)\n  tokens    {data}/callers/<caller>\n\n  \
+         demo account : {account}\n  setup key    : {key}\n  otpauth      : {uri}\n\n{qr}\n\
+         Scan the QR code with an authenticator app, then check a code:\n\n  \
+         grpcurl -plaintext -H \"authorization: Bearer $(cat {data}/callers/login)\" \\\n    \
+         -d '{{\"account_id\":\"{account}\",\"code\":\"123456\"}}' {keystore} kagi.v1.Keystore/VerifyCode\n\n\
+         Ctrl-C stops everything.\n",
+        keystore = b.keystore,
+        notifier = b.notifier,
+        account = b.key.account,
+        key = grouped.join(" "),
+        uri = b.uri,
+    );
+    Ok(())
+}
