@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod db;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

@@ -2,10 +2,8 @@
 //! `$n` placeholders in order, times as unix milliseconds). Replicas share it safely: rows are
 //! claimed with a lease by conditional updates, and finished only by the lease holder.
 
-use std::path::Path;
-
 use anyhow::Context as _;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use tracing::instrument;
 use zeroize::Zeroizing;
@@ -81,38 +79,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects (creating a SQLite file and its folder when missing).
+    /// Connects (see [`kagi_runtime::db::connect`]: WAL, busy timeout and `secure_delete` on
+    /// SQLite, whose file and folder are created when missing).
     ///
     /// # Errors
     /// An unreachable or unusable database.
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        sqlx::any::install_default_drivers();
-        if let Some(path) = sqlite_path(&settings.url)
-            && let Some(parent) = Path::new(path).parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        let options: AnyConnectOptions = settings.url.parse().context("database.url")?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    if conn.backend_name() == "SQLite" {
-                        // secure_delete overwrites wiped payloads instead of leaving them in free pages.
-                        for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA busy_timeout = 5000",
-                            "PRAGMA synchronous = NORMAL",
-                            "PRAGMA secure_delete = ON",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let (pool, _backend) = kagi_runtime::db::connect(&settings.url, settings.max_connections)
             .await
             .context("connecting to the database")?;
         Ok(Self { pool })
@@ -332,12 +305,6 @@ impl Store {
     pub async fn close_pool(&self) {
         self.pool.close().await;
     }
-}
-
-fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next()?;
-    (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
 fn record(row: &AnyRow) -> Result<DeliveryRecord, sqlx::Error> {

@@ -1,0 +1,108 @@
+//! Database connections shared by every service: SQLite (the embedded default) or
+//! PostgreSQL (production), chosen by URL, through sqlx's `Any` driver so one set of
+//! queries serves both.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+/// Which database engine a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// # Errors
+    /// A URL of any other scheme.
+    pub fn of(url: &str) -> Result<Self, sqlx::Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(sqlx::Error::Configuration("database.url must start with sqlite: or postgres:".into()))
+        }
+    }
+}
+
+/// Opens a pool. A SQLite file (and its folder) is created when missing and runs in WAL mode
+/// with a busy timeout, so several connections and processes can share it, and with
+/// `secure_delete`, so wiped secrets are overwritten rather than left in free pages.
+///
+/// # Errors
+/// A bad URL or an unreachable database.
+pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backend), sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::of(url)?;
+    if backend == Backend::Sqlite {
+        create_sqlite_parent_dir(url);
+    }
+    let options = AnyConnectOptions::from_str(url)?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+                         PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    Ok((pool, backend))
+}
+
+/// `sqlite://data/x.db` needs `data/` to exist before SQLite can create the file.
+fn create_sqlite_parent_dir(url: &str) {
+    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return;
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(parent);
+    }
+}
+
+/// True when `err` is a unique-constraint violation (a duplicate key), on either backend.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_are_told_apart_by_url() {
+        assert_eq!(Backend::of("sqlite://data/k.db?mode=rwc").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of("postgresql://u@h/db").unwrap(), Backend::Postgres);
+        assert!(Backend::of("mysql://u@h/db").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_and_its_folder_are_created() {
+        let dir = std::env::temp_dir().join(format!("kagi-db-test-{}", std::process::id()));
+        let url = format!("sqlite://{}/nested/x.db?mode=rwc", dir.display());
+        let (pool, backend) = connect(&url, 1).await.unwrap();
+        assert_eq!(backend, Backend::Sqlite);
+        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&pool).await.unwrap();
+        assert_eq!(mode.0, "wal");
+        pool.close().await;
+        assert!(dir.join("nested/x.db").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
