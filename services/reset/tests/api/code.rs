@@ -1,0 +1,117 @@
+//! The code's rules with an injected clock: 30 minutes, resend after 3, at most 5 resends,
+//! confirm only after a verify and within 10 minutes of it.
+
+use std::time::Duration;
+
+use kagi_proto::v1 as pb;
+
+use crate::helpers::{Backend, Stack, wrong};
+
+on_both_backends!(
+    a_code_expires_after_thirty_minutes,
+    resend_is_refused_before_three_minutes_and_kills_the_old_code,
+    at_most_five_resends,
+    confirm_is_refused_before_the_code_is_verified,
+    confirm_is_refused_ten_minutes_after_the_verify,
+);
+
+async fn a_code_expires_after_thirty_minutes(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    stack.account("a1").await;
+    let (reset_id, code) = stack.start_and_read_code("a1").await;
+
+    stack.clock.advance(Duration::from_secs(29 * 60 + 59));
+    assert_eq!(stack.get(&reset_id).await.state(), pb::ResetState::CodeSent);
+    stack.clock.advance(Duration::from_secs(1));
+    assert_eq!(stack.get(&reset_id).await.state(), pb::ResetState::Expired);
+    let late = stack.verify(&reset_id, &code).await.unwrap();
+    assert_eq!(late.result(), pb::CodeCheck::Expired);
+    let resend = stack.resend(&reset_id).await.unwrap_err();
+    assert_eq!(resend.code(), tonic::Code::FailedPrecondition);
+    assert!(resend.message().contains("expired"), "{}", resend.message());
+    assert_eq!(
+        stack.confirm(&reset_id).await.unwrap_err().code(),
+        tonic::Code::FailedPrecondition
+    );
+}
+
+async fn resend_is_refused_before_three_minutes_and_kills_the_old_code(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    stack.account("a2").await;
+    let (reset_id, old_code) = stack.start_and_read_code("a2").await;
+
+    stack.clock.advance(Duration::from_secs(179));
+    let early = stack.resend(&reset_id).await.unwrap_err();
+    assert_eq!(early.code(), tonic::Code::FailedPrecondition);
+    assert!(early.message().contains("3 minutes"), "{}", early.message());
+
+    stack.clock.advance(Duration::from_secs(1));
+    let resent = stack.resend(&reset_id).await.unwrap();
+    assert_eq!(resent.resends_remaining, 4);
+    let new_code = stack.sink.code_in_mail(2).await;
+
+    if new_code != old_code {
+        let old = stack.verify(&reset_id, &old_code).await.unwrap();
+        assert_eq!(
+            old.result(),
+            pb::CodeCheck::WrongCode,
+            "the old code is dead"
+        );
+    }
+    let new = stack.verify(&reset_id, &new_code).await.unwrap();
+    assert_eq!(new.result(), pb::CodeCheck::Verified);
+}
+
+async fn at_most_five_resends(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    stack.account("a3").await;
+    let (reset_id, _) = stack.start_and_read_code("a3").await;
+    for left in (0..5).rev() {
+        stack.clock.advance(Duration::from_secs(180));
+        let resent = stack.resend(&reset_id).await.unwrap();
+        assert_eq!(resent.resends_remaining, left);
+    }
+    stack.clock.advance(Duration::from_secs(180));
+    let refused = stack.resend(&reset_id).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    let mails = stack.sink.wait_for_mails(6).await;
+    assert_eq!(mails.len(), 6, "one mail per send, no more");
+    // The last code still works.
+    let last = stack.sink.code_in_mail(6).await;
+    assert_eq!(
+        stack.verify(&reset_id, &last).await.unwrap().result(),
+        pb::CodeCheck::Verified
+    );
+}
+
+async fn confirm_is_refused_before_the_code_is_verified(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    stack.account("a4").await;
+    let (reset_id, code) = stack.start_and_read_code("a4").await;
+    let early = stack.confirm(&reset_id).await.unwrap_err();
+    assert_eq!(early.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        early.message().contains("not been verified"),
+        "{}",
+        early.message()
+    );
+    stack.verify(&reset_id, &wrong(&code)).await.unwrap();
+    assert_eq!(
+        stack.confirm(&reset_id).await.unwrap_err().code(),
+        tonic::Code::FailedPrecondition
+    );
+    assert_eq!(stack.rotations("a4").await, 0);
+}
+
+async fn confirm_is_refused_ten_minutes_after_the_verify(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    stack.account("a5").await;
+    let (reset_id, code) = stack.start_and_read_code("a5").await;
+    stack.verify(&reset_id, &code).await.unwrap();
+    stack.clock.advance(Duration::from_secs(10 * 60));
+    let late = stack.confirm(&reset_id).await.unwrap_err();
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+    assert!(late.message().contains("10 minutes"), "{}", late.message());
+    assert_eq!(stack.get(&reset_id).await.state(), pb::ResetState::Expired);
+    assert_eq!(stack.rotations("a5").await, 0);
+}

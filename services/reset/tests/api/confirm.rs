@@ -1,0 +1,71 @@
+//! Downstream failures: the user gets UNAVAILABLE with a message the portal can show, the
+//! saga stays where a retry (or a fresh start) picks it up, and nothing is done twice.
+
+use kagi_proto::v1 as pb;
+use sqlx::Row as _;
+
+use crate::helpers::{Backend, PASSWORD, Stack, sql};
+
+on_both_backends!(
+    keystore_down_during_confirm_is_unavailable_then_completes_with_one_rotation,
+    notifier_down_at_start_is_unavailable_and_leaves_nothing_live,
+);
+
+async fn keystore_down_during_confirm_is_unavailable_then_completes_with_one_rotation(
+    backend: Backend,
+) {
+    let mut stack = Stack::start(backend).await;
+    let old_key = stack.account("c1").await;
+    let (reset_id, code) = stack.start_and_read_code("c1").await;
+    stack.verify(&reset_id, &code).await.unwrap();
+
+    stack.stop_keystore().await;
+    let down = stack.confirm(&reset_id).await.unwrap_err();
+    assert_eq!(down.code(), tonic::Code::Unavailable);
+    assert!(down.message().contains("key service"), "{}", down.message());
+    assert_eq!(
+        stack.get(&reset_id).await.state(),
+        pb::ResetState::Confirming,
+        "left where a retry picks it up"
+    );
+    // Starting over is not possible while the reissue is half-way: it must finish first.
+    let blocked = stack
+        .start_reset("c1", PASSWORD, "192.0.2.1")
+        .await
+        .unwrap_err();
+    assert_eq!(blocked.code(), tonic::Code::FailedPrecondition);
+
+    stack.restart_keystore().await;
+    let key = stack.confirm(&reset_id).await.unwrap();
+    assert_ne!(key.key_id, old_key.key_id);
+    assert_eq!(stack.rotations("c1").await, 1);
+    assert_eq!(
+        stack.login_with("c1", &key).await,
+        pb::VerifyResult::Accepted
+    );
+    assert_eq!(
+        stack.login_with("c1", &old_key).await,
+        pb::VerifyResult::Rejected
+    );
+}
+
+async fn notifier_down_at_start_is_unavailable_and_leaves_nothing_live(backend: Backend) {
+    let stack = Stack::start_with(backend, |s| {
+        s.notifier.endpoint = "http://127.0.0.1:1".into();
+    })
+    .await;
+    stack.account("c2").await;
+    let down = stack
+        .start_reset("c2", PASSWORD, "192.0.2.1")
+        .await
+        .unwrap_err();
+    assert_eq!(down.code(), tonic::Code::Unavailable);
+    assert!(
+        down.message().contains("mail service"),
+        "{}",
+        down.message()
+    );
+    let rows = sql(&stack.db, "SELECT state FROM resets").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<String, _>("state"), "cancelled");
+}

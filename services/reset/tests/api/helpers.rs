@@ -1,0 +1,748 @@
+//! `Stack::start`: a keystore, a notifier delivering to an SMTP sink, and the reset service
+//! under test, each on 127.0.0.1:0 with a fresh database; the reset service on the backend
+//! under test and a clock the test moves.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use kagi_proto::v1 as pb;
+use kagi_proto::v1::keystore_client::KeystoreClient;
+use kagi_proto::v1::reset_client::ResetClient;
+use kagi_reset::accounts::AccountAdmin;
+use kagi_runtime::ManualClock;
+use secrecy::SecretString;
+use sqlx::Connection as _;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tonic::transport::Channel;
+
+/// The two storage backends every scenario runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed scenario `fn name(Backend)` as a `sqlite` and a `postgres` test.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::helpers::Backend::Postgres).await } )*
+        }
+    };
+}
+
+pub const PASSWORD: &str = "correct-horse-battery-staple";
+pub const EMAIL: &str = "taro@example.ac.jp";
+pub const CODE_KEY: [u8; 32] = [42; 32];
+
+pub fn token_of(caller: &str) -> String {
+    format!("test-token-of-{caller}-0123456789")
+}
+
+// ---------------------------------------------------------------- databases
+
+/// A fresh, private database; removed again when dropped.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::sqlite("reset"),
+            Backend::Postgres => {
+                let name = format!("kagi_rs_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx::PgConnection::connect(&postgres_url())
+                    .await
+                    .expect("PostgreSQL at KAGI_TEST_POSTGRES_URL");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                Self {
+                    url: with_database(&postgres_url(), &name),
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub fn sqlite(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            url: format!("sqlite://{}/{name}.db?mode=rwc", dir.path().display()),
+            _dir: Some(dir),
+            pg_name: None,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("KAGI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Runs a statement against the reset service's database (to look behind the API).
+pub async fn sql(db: &TestDatabase, statement: &str) -> Vec<sqlx::any::AnyRow> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------- logs
+
+/// Every log line (JSON, with span fields, at trace level) of every service started in
+/// this test binary.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static GUARD: OnceLock<kagi_runtime::TelemetryGuard> = OnceLock::new();
+    GUARD.get_or_init(|| {
+        let settings = kagi_runtime::TelemetrySettings {
+            log_filter: "trace".into(),
+            ..Default::default()
+        };
+        let buffer = Arc::clone(log_buffer());
+        kagi_runtime::telemetry::init_with_writer("kagi-reset-test", &settings, move || {
+            LogWriter(Arc::clone(&buffer))
+        })
+        .expect("telemetry")
+    });
+}
+
+// ---------------------------------------------------------------- SMTP sink
+
+/// The notifier's test SMTP server (aiosmtpd), storing every accepted message.
+pub struct SmtpSink {
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let python = std::env::var("KAGI_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = tokio::process::Command::new(python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../notifier/tests/smtp_sink.py"
+            ))
+            .args(["--port", "0", "--maildir", dir.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 with aiosmtpd (pip install aiosmtpd==1.4.6)");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("smtp sink did not start")
+        .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .expect("PORT line")
+            .parse()
+            .unwrap();
+        Self {
+            port,
+            dir,
+            _tmp: tmp,
+            _child: child,
+        }
+    }
+
+    /// The messages accepted so far, in order, parsed: (subject, text body).
+    pub fn mails(&self) -> Vec<(String, String)> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| {
+                let raw = std::fs::read(p).unwrap();
+                let mail = mail_parser::MessageParser::default().parse(&raw).unwrap();
+                (
+                    mail.subject().unwrap_or_default().to_owned(),
+                    mail.body_text(0).unwrap_or_default().into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn wait_for_mails(&self, n: usize) -> Vec<(String, String)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mails = self.mails();
+            if mails.len() >= n {
+                return mails;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} mails arrived",
+                mails.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The confirmation code in the `n`-th mail (1-based), read as the user reads it.
+    pub async fn code_in_mail(&self, n: usize) -> String {
+        let mails = self.wait_for_mails(n).await;
+        let (subject, body) = &mails[n - 1];
+        assert!(subject.contains("二要素認証の再設定のご案内"), "{subject}");
+        code_in(body).unwrap_or_else(|| panic!("no code in mail:\n{body}"))
+    }
+}
+
+pub fn code_in(body: &str) -> Option<String> {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix("確認コード: ")
+                .or_else(|| l.strip_prefix("Confirmation code: "))
+        })
+        .map(|c| c.trim().to_owned())
+}
+
+// ---------------------------------------------------------------- the stack
+
+/// A service running in this process, stopped when dropped.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    fn spawn<F>(
+        addr: std::net::SocketAddr,
+        run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
+    ) -> Self
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(stopped));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops as on SIGTERM and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn keystore_settings(db: &TestDatabase, addr: &str) -> kagi_keystore::Settings {
+    let mut settings = kagi_keystore::Settings::default();
+    settings.server.listen_addr = addr.parse().unwrap();
+    settings.server.shutdown_grace_secs = 2;
+    settings.database.url = db.url.clone();
+    settings.database.max_connections = 4;
+    settings.kek.keys.insert(
+        "k1".into(),
+        SecretString::from(base64::engine::general_purpose::STANDARD.encode([11_u8; 32])),
+    );
+    for caller in ["login", "reset", "onboarding", "admin"] {
+        settings
+            .auth
+            .tokens
+            .insert(caller.into(), SecretString::from(token_of(caller)));
+    }
+    settings
+}
+
+pub async fn start_keystore(
+    settings: &kagi_keystore::Settings,
+    clock: Arc<ManualClock>,
+) -> Running {
+    init_logs();
+    let app = kagi_keystore::Application::build_with_clock(settings, clock)
+        .await
+        .expect("keystore starts");
+    let addr = app.local_addr();
+    Running::spawn(addr, |stopped| {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+    })
+}
+
+pub fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Settings {
+    use kagi_notifier::config::{SmtpTls, TransportKind};
+    let mut settings = kagi_notifier::Settings {
+        server: kagi_runtime::ServerSettings::on("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
+    settings.server.shutdown_grace_secs = 2;
+    settings
+        .auth
+        .tokens
+        .insert("reset".into(), SecretString::from(token_of("reset")));
+    settings.database.url = db.url.clone();
+    settings.database.max_connections = 4;
+    settings.mail.templates_dir = None;
+    settings.transport.kind = TransportKind::Smtp;
+    settings.transport.smtp.host = "127.0.0.1".into();
+    settings.transport.smtp.port = smtp_port;
+    settings.transport.smtp.tls = SmtpTls::None;
+    settings.transport.smtp.timeout_ms = 3_000;
+    settings.transport.smtp.hello_name = Some("notifier.test".into());
+    settings.delivery.poll_interval_ms = 25;
+    settings.delivery.backoff_initial_ms = 40;
+    settings.delivery.backoff_max_ms = 200;
+    settings.delivery.reset_codes_per_recipient_per_hour = 0;
+    settings
+}
+
+pub async fn start_notifier(settings: kagi_notifier::Settings) -> Running {
+    init_logs();
+    let app = kagi_notifier::Application::build(settings)
+        .await
+        .expect("notifier starts");
+    let addr = app.local_addr();
+    Running::spawn(addr, |stopped| {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+    })
+}
+
+/// Reset settings for the test stack: cheap argon2 (tests hash often; production strength
+/// is tested on its own), generous rate limits, no background sweeper.
+pub fn reset_settings(
+    db: &TestDatabase,
+    keystore: std::net::SocketAddr,
+    notifier: std::net::SocketAddr,
+) -> kagi_reset::Settings {
+    let mut settings = kagi_reset::Settings::default();
+    settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+    settings.server.shutdown_grace_secs = 2;
+    settings.database.url = db.url.clone();
+    settings.database.max_connections = 8;
+    settings.code_hmac_key_file = None;
+    settings.code_hmac_key = Some(SecretString::from(
+        base64::engine::general_purpose::STANDARD.encode(CODE_KEY),
+    ));
+    settings
+        .auth
+        .tokens
+        .insert("portal".into(), SecretString::from(token_of("portal")));
+    settings.keystore.endpoint = format!("http://{keystore}");
+    settings.keystore.token = Some(SecretString::from(token_of("reset")));
+    settings.keystore.timeout_ms = 2_000;
+    settings.notifier.endpoint = format!("http://{notifier}");
+    settings.notifier.token = Some(SecretString::from(token_of("reset")));
+    settings.notifier.timeout_ms = 2_000;
+    settings.password.memory_kib = 1024;
+    settings.password.iterations = 1;
+    settings.policy.per_account_max = 100;
+    settings.policy.per_ip_max = 100;
+    settings.sweeper.interval_secs = 0;
+    settings
+}
+
+/// Everything one scenario talks to.
+pub struct Stack {
+    pub db: TestDatabase,
+    pub clock: Arc<ManualClock>,
+    pub keystore_clock: Arc<ManualClock>,
+    _keystore_db: TestDatabase,
+    pub keystore_settings: kagi_keystore::Settings,
+    pub sink: SmtpSink,
+    pub keystore: Option<Running>,
+    _notifier: Running,
+    pub reset: Option<Running>,
+    pub saga: kagi_reset::saga::ResetSaga,
+    pub accounts: AccountAdmin,
+    pub settings: kagi_reset::Settings,
+    pub client: ResetClient<Channel>,
+    _notifier_db: TestDatabase,
+}
+
+impl Stack {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts the stack, letting the test change the reset service's settings first.
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut kagi_reset::Settings),
+    ) -> Self {
+        init_logs();
+        let sink = SmtpSink::start().await;
+        let keystore_db = TestDatabase::sqlite("keystore");
+        let keystore_settings = keystore_settings(&keystore_db, "127.0.0.1:0");
+        let keystore_clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let keystore = start_keystore(&keystore_settings, keystore_clock.clone()).await;
+        let notifier_db = TestDatabase::sqlite("notifier");
+        let notifier = start_notifier(notifier_settings(&notifier_db, sink.port)).await;
+        let db = TestDatabase::new(backend).await;
+        let mut settings = reset_settings(&db, keystore.addr, notifier.addr);
+        tweak(&mut settings);
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let (reset, saga, accounts) = start_reset(&settings, clock.clone()).await;
+        let client = ResetClient::new(channel(reset.addr).await);
+        // The keystore restarts on the same port in some scenarios.
+        let mut keystore_settings = keystore_settings;
+        keystore_settings.server.listen_addr = keystore.addr;
+        Self {
+            db,
+            clock,
+            keystore_clock,
+            _keystore_db: keystore_db,
+            keystore_settings,
+            sink,
+            keystore: Some(keystore),
+            _notifier: notifier,
+            reset: Some(reset),
+            saga,
+            accounts,
+            settings,
+            client,
+            _notifier_db: notifier_db,
+        }
+    }
+
+    /// An account in the directory, enrolled at the keystore; returns its first key.
+    pub async fn account(&self, id: &str) -> pb::SetupKey {
+        self.accounts
+            .add(id, EMAIL, SecretString::from(PASSWORD), 0)
+            .await
+            .unwrap();
+        self.enroll(id).await
+    }
+
+    pub async fn enroll(&self, id: &str) -> pb::SetupKey {
+        let mut ks = self.keystore_client().await;
+        ks.enroll(as_caller(
+            "onboarding",
+            pb::EnrollRequest {
+                account_id: id.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap()
+    }
+
+    pub async fn keystore_client(&self) -> KeystoreClient<Channel> {
+        let addr = self.keystore_settings.server.listen_addr;
+        KeystoreClient::new(channel(addr).await)
+    }
+
+    /// The keystore's answer to a login with `key`'s current code.
+    pub async fn login_with(&self, account: &str, key: &pb::SetupKey) -> pb::VerifyResult {
+        use kagi_runtime::Clock as _;
+        let now = u64::try_from(self.keystore_clock.now_ms() / 1000).unwrap();
+        let request = as_caller(
+            "login",
+            pb::VerifyCodeRequest {
+                account_id: account.into(),
+                code: totp_at(key, now),
+            },
+        );
+        let reply = self
+            .keystore_client()
+            .await
+            .verify_code(request)
+            .await
+            .unwrap()
+            .into_inner();
+        // Each step accepts a code once; the next login must be in a later step.
+        self.keystore_clock.advance(Duration::from_secs(30));
+        reply.result()
+    }
+
+    /// How many times the keystore rotated `account`'s key.
+    pub async fn rotations(&self, account: &str) -> usize {
+        let request = as_caller(
+            "admin",
+            pb::ListAuditEventsRequest {
+                account_id: account.into(),
+                page_size: 1000,
+                before: 0,
+            },
+        );
+        self.keystore_client()
+            .await
+            .list_audit_events(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+            .iter()
+            .filter(|e| e.action == "rotate")
+            .count()
+    }
+
+    pub async fn stop_keystore(&mut self) {
+        if let Some(ks) = self.keystore.take() {
+            ks.stop().await;
+        }
+    }
+
+    pub async fn restart_keystore(&mut self) {
+        self.keystore =
+            Some(start_keystore(&self.keystore_settings, self.keystore_clock.clone()).await);
+    }
+
+    // ---- the portal's calls
+
+    pub async fn start_reset(
+        &self,
+        account: &str,
+        password: &str,
+        ip: &str,
+    ) -> Result<pb::StartResetResponse, tonic::Status> {
+        let request = pb::StartResetRequest {
+            account_id: account.into(),
+            password: password.into(),
+            client_ip: ip.into(),
+            user_agent: "Mozilla/5.0 (test)".into(),
+            locale: String::new(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .start_reset(portal(request))
+            .await?
+            .into_inner())
+    }
+
+    /// StartReset with the right password, and the code from the mail that follows.
+    pub async fn start_and_read_code(&self, account: &str) -> (String, String) {
+        let before = self.sink.mails().len();
+        let started = self
+            .start_reset(account, PASSWORD, "192.0.2.10")
+            .await
+            .unwrap();
+        let code = self.sink.code_in_mail(before + 1).await;
+        (started.reset_id, code)
+    }
+
+    pub async fn resend(&self, reset_id: &str) -> Result<pb::ResendCodeResponse, tonic::Status> {
+        let request = pb::ResendCodeRequest {
+            reset_id: reset_id.into(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .resend_code(portal(request))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn verify(
+        &self,
+        reset_id: &str,
+        code: &str,
+    ) -> Result<pb::VerifyResetCodeResponse, tonic::Status> {
+        let request = pb::VerifyResetCodeRequest {
+            reset_id: reset_id.into(),
+            code: code.into(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .verify_code(portal(request))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn confirm(&self, reset_id: &str) -> Result<pb::SetupKey, tonic::Status> {
+        let request = pb::ConfirmResetRequest {
+            reset_id: reset_id.into(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .confirm_reset(portal(request))
+            .await?
+            .into_inner()
+            .key
+            .unwrap())
+    }
+
+    pub async fn cancel(&self, reset_id: &str) -> Result<pb::ResetState, tonic::Status> {
+        let request = pb::CancelResetRequest {
+            reset_id: reset_id.into(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .cancel_reset(portal(request))
+            .await?
+            .into_inner()
+            .state())
+    }
+
+    pub async fn get(&self, reset_id: &str) -> pb::GetResetResponse {
+        let request = pb::GetResetRequest {
+            reset_id: reset_id.into(),
+        };
+        self.client
+            .clone()
+            .get_reset(portal(request))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+pub async fn start_reset(
+    settings: &kagi_reset::Settings,
+    clock: Arc<ManualClock>,
+) -> (Running, kagi_reset::saga::ResetSaga, AccountAdmin) {
+    let app = kagi_reset::Application::build_with_clock(settings, clock)
+        .await
+        .expect("reset service starts");
+    let addr = app.local_addr();
+    let saga = app.saga().clone();
+    let accounts = app.accounts().clone();
+    let running = Running::spawn(addr, |stopped| {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+    });
+    (running, saga, accounts)
+}
+
+pub async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+pub fn as_caller<T>(caller: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token_of(caller)).parse().unwrap(),
+    );
+    request
+}
+
+pub fn portal<T>(message: T) -> tonic::Request<T> {
+    as_caller("portal", message)
+}
+
+/// RFC 6238 by hand over the Base32 secret the user sees.
+pub fn totp_at(key: &pb::SetupKey, unix_secs: u64) -> String {
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(key.secret_base32.as_bytes())
+        .unwrap();
+    let totp = totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(u8::try_from(key.digits).unwrap())
+        .with_step_duration(u64::from(key.period_seconds))
+        .with_secret(secret)
+        .build()
+        .unwrap();
+    totp.generate(unix_secs).to_string()
+}
+
+/// A six-digit code that is not `right`.
+pub fn wrong(right: &str) -> String {
+    let n: u32 = right.parse().unwrap();
+    format!("{:06}", (n + 1) % 1_000_000)
+}
