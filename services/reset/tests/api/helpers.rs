@@ -194,10 +194,7 @@ impl SmtpSink {
         let dir = tmp.path().to_path_buf();
         let python = std::env::var("KAGI_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let mut child = tokio::process::Command::new(python)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../notifier/tests/smtp_sink.py"
-            ))
+            .arg(smtp_sink_script())
             .args(["--port", "0", "--maildir", dir.to_str().unwrap()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -271,6 +268,20 @@ impl SmtpSink {
         assert!(subject.contains("二要素認証の再設定のご案内"), "{subject}");
         code_in(body).unwrap_or_else(|| panic!("no code in mail:\n{body}"))
     }
+}
+
+/// The notifier's aiosmtpd sink script (kept with the notifier's tests, or in the shared
+/// test kit).
+fn smtp_sink_script() -> PathBuf {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    [
+        "services/notifier/tests/smtp_sink.py",
+        "tests/kit/smtp_sink.py",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .find(|p| p.exists())
+    .expect("smtp_sink.py")
 }
 
 pub fn code_in(body: &str) -> Option<String> {
