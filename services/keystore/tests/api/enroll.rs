@@ -7,9 +7,10 @@ use kagi_proto::v1 as pb;
 use kagi_runtime::ManualClock;
 use tonic::Code;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestApp, TestDatabase, spawn_app, test_settings};
 
-on_both_backends!(
+both_backends!(
     an_enrolled_key_is_shown_as_text_uri_and_qr,
     the_qr_code_decodes_to_exactly_the_otpauth_uri,
     codes_from_an_independent_authenticator_are_accepted,
@@ -74,7 +75,7 @@ async fn the_qr_code_decodes_to_exactly_the_otpauth_uri(backend: Backend) {
 /// A real authenticator's algorithm: Python's pyotp reads the otpauth URI and computes the
 /// code; the keystore must accept it.
 async fn codes_from_an_independent_authenticator_are_accepted(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::new(backend, "keystore.db").await;
     let app = TestApp::start(
         &test_settings(&db),
         Arc::new(ManualClock::new(std::time::SystemTime::now())),
@@ -133,7 +134,7 @@ async fn an_account_without_a_key_is_not_found(backend: Backend) {
 /// Changing the defaults (SHA256, 8 digits, 60 s) applies to new keys only: keys already in
 /// authenticators keep working with the parameters they were issued with.
 async fn key_parameters_are_recorded_per_key(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::new(backend, "keystore.db").await;
     let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
     let app = TestApp::start(&test_settings(&db), clock.clone()).await;
     let old = app.enroll("taro.yamada").await;

@@ -2,8 +2,7 @@
 //! one bearer token per calling service.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use data_encoding::BASE64;
@@ -15,117 +14,9 @@ use secrecy::SecretString;
 use sqlx::Connection;
 use tonic::transport::Channel;
 
-/// The two storage backends every scenario runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs each listed scenario `fn name(Backend)` as a `sqlite` and a `postgres` test.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::helpers::Backend::Postgres).await } )*
-        }
-    };
-}
+pub use kagi_testkit::{Backend, TestDatabase};
 
 pub const CALLERS: [&str; 5] = ["login", "reset", "portal", "admin", "onboarding"];
-
-/// A fresh, private database; removed again when dropped.
-#[derive(Debug)]
-pub struct TestDatabase {
-    pub url: String,
-    pub backend: Backend,
-    _dir: Option<tempfile::TempDir>,
-    pg_name: Option<String>,
-}
-
-impl TestDatabase {
-    pub async fn new(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}/keystore.db?mode=rwc", dir.path().display());
-                Self {
-                    url,
-                    backend,
-                    _dir: Some(dir),
-                    pg_name: None,
-                }
-            }
-            Backend::Postgres => {
-                let name = format!("kagi_ks_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = sqlx::PgConnection::connect(&postgres_url()).await.expect(
-                    "PostgreSQL must be reachable at KAGI_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test)",
-                );
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut admin)
-                    .await
-                    .unwrap();
-                let url = with_database(&postgres_url(), &name);
-                Self {
-                    url,
-                    backend,
-                    _dir: None,
-                    pg_name: Some(name),
-                }
-            }
-        }
-    }
-
-    /// The path of the SQLite file (and its WAL), for scanning raw bytes.
-    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
-        self._dir.as_ref().map(|d| d.path().join("keystore.db"))
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        // Drop runs outside async; a small runtime on its own thread does the cleanup.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_url()).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-pub fn postgres_url() -> String {
-    std::env::var("KAGI_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
 
 /// Settings for a test keystore: port 0, one KEK, a token per caller, a campus network.
 pub fn test_settings(db: &TestDatabase) -> Settings {
@@ -168,7 +59,7 @@ pub struct TestApp {
 impl TestApp {
     /// Starts a keystore with `settings` and a clock at `clock`'s time.
     pub async fn start(settings: &Settings, clock: Arc<ManualClock>) -> Self {
-        init_log_capture();
+        kagi_testkit::logs::init();
         let app = Application::build_with_clock(settings, clock.clone())
             .await
             .expect("keystore starts");
@@ -319,7 +210,7 @@ pub async fn channel(addr: std::net::SocketAddr) -> Channel {
 
 /// A keystore on a fresh database with the default settings.
 pub async fn spawn_app(backend: Backend) -> (TestApp, TestDatabase) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::new(backend, "keystore.db").await;
     let app = TestApp::start(
         &test_settings(&db),
         Arc::new(ManualClock::new(SystemTime::now())),
@@ -375,42 +266,7 @@ pub fn advance(app: &TestApp, by: Duration) {
 
 /// Log lines written by every service started in this test binary.
 pub fn captured_logs() -> String {
-    String::from_utf8_lossy(&LOGS.get_or_init(Default::default).lock().unwrap()).into_owned()
-}
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Captures the most verbose logs (JSON, with span fields) of every test in this binary.
-fn init_log_capture() {
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        let buffer = LOGS.get_or_init(Default::default).clone();
-        let settings = kagi_runtime::TelemetrySettings {
-            log_format: kagi_runtime::LogFormat::Json,
-            log_filter: "trace".into(),
-            otlp_endpoint: None,
-        };
-        let guard =
-            kagi_runtime::telemetry::init_with_writer("kagi-keystore-test", &settings, move || {
-                Capture(buffer.clone())
-            })
-            .unwrap();
-        std::mem::forget(guard);
-    });
+    kagi_testkit::logs::captured()
 }
 
 /// Every row of every keystore table, as text, for scanning.
@@ -418,7 +274,7 @@ pub async fn dump_tables(db: &TestDatabase) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     match db.backend {
         Backend::Sqlite => {
-            let path = db.sqlite_path().unwrap();
+            let path = db.sqlite_dir().unwrap().join("keystore.db");
             for suffix in ["", "-wal", "-shm"] {
                 let file = format!("{}{suffix}", path.display());
                 if let Ok(bytes) = std::fs::read(&file) {

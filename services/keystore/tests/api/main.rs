@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
 mod helpers;
-mod otlp;
 
 mod audit;
 mod auth;

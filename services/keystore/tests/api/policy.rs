@@ -2,9 +2,10 @@
 
 use kagi_proto::v1 as pb;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app};
 
-on_both_backends!(on_campus_logins_need_no_one_time_password);
+both_backends!(on_campus_logins_need_no_one_time_password);
 
 async fn on_campus_logins_need_no_one_time_password(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;

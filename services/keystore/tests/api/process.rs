@@ -7,9 +7,10 @@ use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestDatabase, token_of};
 
-on_both_backends!(
+both_backends!(
     the_binary_serves_tls_and_stops_cleanly_on_sigterm,
     migrate_and_audit_commands_work_on_the_database,
     spans_reach_an_otlp_collector_joined_to_the_callers_trace,
@@ -62,7 +63,7 @@ async fn tls_channel(port: u16) -> Channel {
 }
 
 async fn the_binary_serves_tls_and_stops_cleanly_on_sigterm(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::new(backend, "keystore.db").await;
     let port = free_port();
     let child = keystore_command(&db)
         .arg("serve")
@@ -125,7 +126,7 @@ async fn the_binary_serves_tls_and_stops_cleanly_on_sigterm(backend: Backend) {
 }
 
 async fn migrate_and_audit_commands_work_on_the_database(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::new(backend, "keystore.db").await;
     let migrated = keystore_command(&db).arg("migrate").output().await.unwrap();
     assert!(
         migrated.status.success(),
@@ -163,8 +164,8 @@ async fn migrate_and_audit_commands_work_on_the_database(backend: Backend) {
 /// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each RPC's spans are exported, continuing the
 /// trace the caller sent in `traceparent`, and carry no secret.
 async fn spans_reach_an_otlp_collector_joined_to_the_callers_trace(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
-    let (collector, endpoint) = crate::otlp::Collector::start().await;
+    let db = TestDatabase::new(backend, "keystore.db").await;
+    let (collector, endpoint) = kagi_testkit::otlp::Collector::start().await;
     let port = free_port();
     let mut child = keystore_command(&db)
         .arg("serve")

@@ -9,12 +9,13 @@ use kagi_proto::v1::VerifyResult;
 use kagi_runtime::ManualClock;
 use secrecy::SecretString;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestApp, TestDatabase, test_settings};
 
-on_both_backends!(rekey_moves_every_key_to_the_new_kek_while_serving);
+both_backends!(rekey_moves_every_key_to_the_new_kek_while_serving);
 
 async fn rekey_moves_every_key_to_the_new_kek_while_serving(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::new(backend, "keystore.db").await;
     let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
     let before = TestApp::start(&test_settings(&db), clock.clone()).await;
     let mut keys = Vec::new();

@@ -4,9 +4,10 @@
 use kagi_proto::v1::VerifyResult;
 use tonic::Code;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, dump_tables, spawn_app};
 
-on_both_backends!(
+both_backends!(
     after_reissue_the_old_key_stops_working_and_the_new_one_works,
     a_retried_rotation_returns_the_same_key_and_rotates_nothing,
     concurrent_retries_of_one_rotation_agree,

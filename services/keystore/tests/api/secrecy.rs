@@ -3,9 +3,10 @@
 
 use kagi_proto::v1 as pb;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, captured_logs, dump_tables, spawn_app, wrong_code};
 
-on_both_backends!(secrets_appear_in_neither_database_nor_logs);
+both_backends!(secrets_appear_in_neither_database_nor_logs);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -8,11 +8,12 @@ use kagi_proto::v1 as pb;
 use kagi_proto::v1::VerifyResult;
 use kagi_runtime::ManualClock;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{
     Backend, TestApp, TestDatabase, advance, spawn_app, test_settings, wrong_code,
 };
 
-on_both_backends!(
+both_backends!(
     a_phone_slightly_off_utc_is_accepted_and_its_drift_reported,
     a_phone_two_steps_off_is_rejected,
     a_code_is_accepted_once_and_then_reported_as_replayed,
@@ -127,7 +128,7 @@ async fn concurrent_logins_with_one_code_yield_exactly_one_acceptance(backend: B
 }
 
 async fn replicas_sharing_the_database_accept_a_code_once(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::new(backend, "keystore.db").await;
     let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
     let replicas = [
         TestApp::start(&test_settings(&db), clock.clone()).await,
@@ -220,7 +221,7 @@ async fn lock(app: &TestApp, key: &pb::SetupKey) {
 }
 
 async fn the_lock_survives_a_restart_and_binds_every_replica(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::new(backend, "keystore.db").await;
     let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
     let first = TestApp::start(&test_settings(&db), clock.clone()).await;
     let key = first.enroll("taro").await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use kagi_notifier::config::SmtpTls;
 use kagi_proto::v1 as pb;
 
-use crate::both_backends;
+use kagi_testkit::both_backends;
 use crate::helpers::*;
 
 both_backends!(
@@ -25,7 +25,7 @@ both_backends!(
 
 async fn greylisted_twice_then_accepted_is_delivered_once(backend: Backend) {
     let sink = SmtpSink::start("451,451,250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
     let id = app.send_reset_code("grey-1", "taro@example.ac.jp", "246810").await.unwrap();
@@ -46,7 +46,7 @@ async fn greylisted_twice_then_accepted_is_delivered_once(backend: Backend) {
 
 async fn a_550_fails_at_once_without_a_retry_storm(backend: Backend) {
     let sink = SmtpSink::start("550").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
     let id = app.send_reset_code("perm-1", "nobody@example.ac.jp", "135790").await.unwrap();
@@ -68,7 +68,7 @@ async fn a_550_fails_at_once_without_a_retry_storm(backend: Backend) {
 
 async fn a_server_down_then_up_still_gets_the_mail(backend: Backend) {
     let port = free_port();
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, port)).await;
 
     let id = app.send_reset_code("outage-1", "taro@example.ac.jp", "112358").await.unwrap();
@@ -87,7 +87,7 @@ async fn a_server_down_then_up_still_gets_the_mail(backend: Backend) {
 }
 
 async fn mail_queued_when_the_notifier_was_killed_is_delivered_after_restart(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let sink = SmtpSink::start("250").await;
     // The first notifier queues mail but dies before its worker gets to it.
     let mut settings = test_settings(&db, sink.port);
@@ -111,7 +111,7 @@ async fn mail_queued_when_the_notifier_was_killed_is_delivered_after_restart(bac
 
 async fn two_replicas_never_send_the_same_message_twice(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let a = TestApp::spawn(test_settings(&db, sink.port)).await;
     let b = TestApp::spawn(test_settings(&db, sink.port)).await;
 
@@ -139,7 +139,7 @@ async fn two_replicas_never_send_the_same_message_twice(backend: Backend) {
 
 async fn a_code_past_its_expiry_is_not_sent(backend: Backend) {
     let port = free_port();
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, port)).await;
 
     let id = app.send_reset_code("expire-1", "taro@example.ac.jp", "777000").await.unwrap();
@@ -162,7 +162,7 @@ async fn a_code_past_its_expiry_is_not_sent(backend: Backend) {
 
 async fn a_message_held_by_a_dead_replica_is_sent_once_its_lease_lapses(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let mut settings = test_settings(&db, sink.port);
     settings.delivery.worker_enabled = false;
     let queue_only = TestApp::spawn(settings).await;
@@ -188,7 +188,7 @@ async fn a_message_held_by_a_dead_replica_is_sent_once_its_lease_lapses(backend:
 async fn starttls_and_implicit_tls_carry_the_mail(backend: Backend) {
     for (mode, tls) in [("starttls", SmtpTls::Starttls), ("implicit", SmtpTls::Tls)] {
         let sink = SmtpSink::start_tls("250", mode).await;
-        let db = TestDb::new(backend).await;
+        let db = TestDatabase::new(backend, "notifier.db").await;
         let mut settings = test_settings(&db, sink.port);
         settings.transport.smtp.tls = tls;
         settings.transport.smtp.ca_file = Some(test_ca());
@@ -206,7 +206,7 @@ async fn starttls_and_implicit_tls_carry_the_mail(backend: Backend) {
 
 async fn a_relay_whose_certificate_is_not_trusted_gets_nothing(backend: Backend) {
     let sink = SmtpSink::start_tls("250", "starttls").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let mut settings = test_settings(&db, sink.port);
     settings.transport.smtp.tls = SmtpTls::Starttls;
     let app = TestApp::spawn(settings).await;
@@ -222,7 +222,7 @@ async fn a_relay_whose_certificate_is_not_trusted_gets_nothing(backend: Backend)
 
 async fn a_relay_that_requires_a_login_gets_the_credentials(backend: Backend) {
     let sink = SmtpSink::start_with_auth("kagi:s3cret-relay-password").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let mut settings = test_settings(&db, sink.port);
     settings.transport.smtp.username = Some("kagi".into());
     settings.transport.smtp.password = Some(secrecy::SecretString::from("s3cret-relay-password"));

@@ -4,7 +4,7 @@ use chrono::{TimeZone as _, Utc};
 use kagi_proto::v1 as pb;
 use mail_parser::MessageParser;
 
-use crate::both_backends;
+use kagi_testkit::both_backends;
 use crate::helpers::*;
 
 both_backends!(
@@ -16,7 +16,7 @@ both_backends!(
 
 async fn the_reset_mail_arrives_once_in_japanese_as_in_the_manual(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
     // 2024-07-08 16:45:52 in Tokyo, as in the manual's screenshot; far in the future here.
     let expires_at = Utc.with_ymd_and_hms(2099, 7, 8, 7, 45, 52).unwrap();
@@ -61,7 +61,7 @@ async fn the_reset_mail_arrives_once_in_japanese_as_in_the_manual(backend: Backe
 
 async fn the_reissue_notice_tells_the_user_what_to_do_if_it_was_not_them(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
     let reissued_at = Utc.with_ymd_and_hms(2024, 7, 8, 7, 50, 0).unwrap();
 
@@ -93,7 +93,7 @@ async fn the_reissue_notice_tells_the_user_what_to_do_if_it_was_not_them(backend
 
 async fn international_students_get_english_mail(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
     let expires_at = Utc.with_ymd_and_hms(2099, 7, 8, 7, 45, 52).unwrap();
 
@@ -117,7 +117,7 @@ async fn international_students_get_english_mail(backend: Backend) {
 
 async fn operators_edit_templates_in_the_templates_directory(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let templates = tempfile::tempdir().unwrap();
     std::fs::write(templates.path().join("reset_code.ja.subject.txt"), "[{{ subject_prefix }}]確認コードのお知らせ\n")
         .unwrap();
@@ -142,7 +142,7 @@ async fn operators_edit_templates_in_the_templates_directory(backend: Backend) {
 both_backends!(in_development_mail_lands_as_eml_files_in_the_outbox);
 
 async fn in_development_mail_lands_as_eml_files_in_the_outbox(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let outbox = tempfile::tempdir().unwrap();
     let mut settings = test_settings(&db, free_port());
     settings.transport.kind = kagi_notifier::config::TransportKind::File;

@@ -7,7 +7,7 @@ use kagi_proto::v1 as pb;
 use sqlx::Row as _;
 use tonic::Code;
 
-use crate::both_backends;
+use kagi_testkit::both_backends;
 use crate::helpers::*;
 
 both_backends!(
@@ -25,7 +25,7 @@ async fn queued_rows(app: &TestApp) -> i64 {
 
 async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
     let later = Utc::now() + chrono::Duration::minutes(30);
     let past = Utc::now() - chrono::Duration::minutes(1);
@@ -75,7 +75,7 @@ async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
 
 async fn the_same_message_id_twice_sends_one_mail(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
     let first = app.send_reset_code("dup-1", "taro@example.ac.jp", "314159").await.unwrap();
@@ -95,7 +95,7 @@ async fn the_same_message_id_twice_sends_one_mail(backend: Backend) {
 
 async fn a_message_id_cannot_be_reused_for_another_message(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
     app.send_reset_code("reuse-1", "taro@example.ac.jp", "271828").await.unwrap();
@@ -107,7 +107,7 @@ async fn a_message_id_cannot_be_reused_for_another_message(backend: Backend) {
 
 async fn the_sixth_reset_mail_in_an_hour_is_refused(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
     for n in 0..5 {
@@ -137,7 +137,7 @@ async fn the_sixth_reset_mail_in_an_hour_is_refused(backend: Backend) {
 
 async fn callers_without_a_token_are_refused(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
     let status = app.delivery_without_token("anything").await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -150,7 +150,7 @@ async fn callers_without_a_token_are_refused(backend: Backend) {
 
 async fn a_burst_of_concurrent_reset_mails_still_stops_at_five(backend: Backend) {
     let sink = SmtpSink::start("250").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
     let calls = (0..20).map(|n| {

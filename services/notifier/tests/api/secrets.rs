@@ -2,14 +2,14 @@
 
 use kagi_proto::v1 as pb;
 
-use crate::both_backends;
+use kagi_testkit::both_backends;
 use crate::helpers::*;
 
 both_backends!(the_code_never_reaches_the_logs);
 
 async fn the_code_never_reaches_the_logs(backend: Backend) {
     let sink = SmtpSink::start("451,550").await;
-    let db = TestDb::new(backend).await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
     // A code no other test uses, through every path: queued, deferred, failed, refused.
     let code = if backend == Backend::Sqlite { "860217" } else { "860218" };

@@ -1,0 +1,52 @@
+//! Test support shared by kagi's integration tests. Everything here is a real part started
+//! on 127.0.0.1 for one test: a fresh SQLite file or PostgreSQL database, a log capture of
+//! the service's own subscriber, an aiosmtpd SMTP server, an OTLP/gRPC receiver.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod database;
+pub mod logs;
+pub mod otlp;
+pub mod smtp;
+
+use std::time::Duration;
+
+pub use database::{Backend, TestDatabase};
+
+/// Runs each listed scenario `async fn name(Backend)` as `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::Backend::Postgres).await
+            }
+        }
+    )* };
+}
+
+/// A request carrying `token` as its bearer credential.
+pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// A port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `done` every 20 ms; panics after `timeout`.
+pub async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
