@@ -103,7 +103,9 @@ impl Application {
                 }
             }
         };
-        let routes = tonic::service::Routes::new(NotifierServer::new(self.service));
+        // Its messages are a few hundred bytes; refuse megabytes before decoding them.
+        let service = NotifierServer::new(self.service).max_decoding_message_size(64 * 1024);
+        let routes = tonic::service::Routes::new(service);
         let serving = async {
             let result = self
                 .server

@@ -65,6 +65,10 @@ async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
     };
     let status = app.client.clone().send_key_reissued_notice(notice).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    // A megabyte-sized message is refused before it is even decoded.
+    let huge = reset_request("bad-8", &format!("{}@example.ac.jp", "a".repeat(1 << 20)), "123456", later);
+    let status = app.client.clone().send_reset_code(huge).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
 
     assert_eq!(queued_rows(&app).await, 0);
     tokio::time::sleep(Duration::from_millis(100)).await;
