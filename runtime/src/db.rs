@@ -3,10 +3,12 @@
 //! queries serves both.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Which database engine a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,63 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backen
         .connect_with(options)
         .await?;
     Ok((pool, backend))
+}
+
+/// A service's database: the pool, its backend, and on SQLite a queue for this process's
+/// write transactions.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    /// SQLite admits one writer at a time. A transaction holds that lock across several
+    /// round trips, and writers that find it taken sleep in SQLite's busy handler (in steps
+    /// of up to 100 ms); queueing this process's transactions here instead keeps the tail
+    /// short. Single-statement writes and other processes still meet the busy timeout.
+    transaction_gate: Option<Arc<Mutex<()>>>,
+}
+
+/// A write transaction, holding this process's SQLite transaction turn while it lives.
+#[derive(Debug)]
+pub struct WriteTx {
+    pub tx: Transaction<'static, Any>,
+    pub turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl Database {
+    /// Opens the pool (see [`connect`]).
+    ///
+    /// # Errors
+    /// A bad URL or an unreachable database.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let (pool, backend) = connect(url, max_connections).await?;
+        let transaction_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Self { pool, backend, transaction_gate })
+    }
+
+    /// Begins a write transaction, waiting for this process's turn on SQLite. Make its
+    /// first statement a write, so SQLite takes its lock up front.
+    ///
+    /// # Errors
+    /// The database is unreachable.
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = match &self.transaction_gate {
+            Some(gate) => Some(Arc::clone(gate).lock_owned().await),
+            None => None,
+        };
+        Ok(WriteTx { tx: self.pool.begin().await?, turn })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 /// `sqlite://data/x.db` needs `data/` to exist before SQLite can create the file.

@@ -58,7 +58,7 @@ impl Db {
     /// # Errors
     /// Database failures.
     pub async fn audit(&self, event: &NewAuditEvent<'_>) -> Result<(), sqlx::Error> {
-        insert_audit(&self.pool, event).await
+        insert_audit(self.database.pool(), event).await
     }
 
     /// Events newest first, optionally of one account, older than `before` when non-zero.
@@ -79,7 +79,7 @@ impl Db {
         .bind(account_id.unwrap_or_default())
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.database.pool())
         .await
     }
 }

@@ -3,7 +3,9 @@
 use sqlx::Any;
 
 use super::audit::{NewAuditEvent, insert_audit};
-use super::{Db, WriteTx, is_unique_violation};
+use kagi_runtime::db::WriteTx;
+
+use super::{Db, is_unique_violation};
 use crate::crypto::Sealed;
 use crate::domain::{AccountId, KeyParams, LockState};
 
@@ -105,7 +107,7 @@ impl Db {
         key: &NewKey<'_>,
         audit: &NewAuditEvent<'_>,
     ) -> Result<bool, sqlx::Error> {
-        let WriteTx { mut tx, _turn } = self.begin_write().await?;
+        let WriteTx { mut tx, turn: _turn } = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (account_id, current_key_id, key_created_at, algorithm, digits, period, \
              kek_id, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)",
@@ -145,7 +147,7 @@ impl Db {
             " FROM accounts WHERE account_id = $1"
         ))
         .bind(account.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.database.pool())
         .await
     }
 
@@ -158,7 +160,7 @@ impl Db {
             "SELECT key_id, account_id, created_at, algorithm, digits, period, destroyed_at FROM setup_keys WHERE key_id = $1",
         )
             .bind(key_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.database.pool())
             .await
     }
 
@@ -176,7 +178,7 @@ impl Db {
             ", last_step, failures, lockouts, locked_until FROM accounts WHERE account_id = $1"
         ))
         .bind(account.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.database.pool())
         .await
     }
 
@@ -202,7 +204,7 @@ impl Db {
         .bind(account.as_str())
         .bind(key_id)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(self.database.pool())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -219,7 +221,7 @@ impl Db {
         after: LockState,
         audits: &[NewAuditEvent<'_>],
     ) -> Result<bool, sqlx::Error> {
-        let WriteTx { mut tx, _turn } = self.begin_write().await?;
+        let WriteTx { mut tx, turn: _turn } = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE accounts SET failures = $1, lockouts = $2, locked_until = $3 \
              WHERE account_id = $4 AND failures = $5 AND lockouts = $6 AND COALESCE(locked_until, -1) = $7",
@@ -257,7 +259,7 @@ impl Db {
         )
         .bind(account.as_str())
         .bind(idempotency_key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.database.pool())
         .await
     }
 
@@ -274,7 +276,7 @@ impl Db {
         new: &NewKey<'_>,
         audit: &NewAuditEvent<'_>,
     ) -> Result<RotateOutcome, sqlx::Error> {
-        let WriteTx { mut tx, _turn } = self.begin_write().await?;
+        let WriteTx { mut tx, turn: _turn } = self.begin_write().await?;
         let recorded = sqlx::query(
             "INSERT INTO rotations (account_id, idempotency_key, new_key_id, previous_key_id, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -337,7 +339,7 @@ impl Db {
         ))
         .bind(active_kek)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.database.pool())
         .await
     }
 
@@ -360,7 +362,7 @@ impl Db {
         .bind(&key.account_id)
         .bind(&key.key_id)
         .bind(&key.kek_id)
-        .execute(&self.pool)
+        .execute(self.database.pool())
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -8,9 +8,10 @@ use secrecy::SecretString;
 use sha2::Digest as _;
 use sqlx::Row as _;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, EMAIL, PASSWORD, Stack, sql, wrong};
 
-on_both_backends!(
+both_backends!(
     the_fifth_wrong_code_locks_the_reset,
     parallel_guesses_cannot_pass_the_cap,
     unknown_disabled_and_wrong_password_get_the_same_answer,

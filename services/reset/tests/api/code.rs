@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use kagi_proto::v1 as pb;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, Stack, wrong};
 
-on_both_backends!(
+both_backends!(
     a_code_expires_after_thirty_minutes,
     resend_is_refused_before_three_minutes_and_kills_the_old_code,
     at_most_five_resends,

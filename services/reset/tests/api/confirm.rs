@@ -4,9 +4,10 @@
 use kagi_proto::v1 as pb;
 use sqlx::Row as _;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, PASSWORD, Stack, sql};
 
-on_both_backends!(
+both_backends!(
     keystore_down_during_confirm_is_unavailable_then_completes_with_one_rotation,
     notifier_down_at_start_is_unavailable_and_leaves_nothing_live,
 );

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use kagi_proto::v1 as pb;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, EMAIL, PASSWORD, Stack, captured_logs};
 
-on_both_backends!(
+both_backends!(
     the_user_reissues_the_key_and_the_old_key_stops_working,
     a_retried_confirm_shows_the_same_key_again_within_ten_minutes,
     starting_over_cancels_the_reset,

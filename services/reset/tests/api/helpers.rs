@@ -2,9 +2,7 @@
 //! under test, each on 127.0.0.1:0 with a fresh database; the reset service on the backend
 //! under test and a clock the test moves.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -15,30 +13,9 @@ use kagi_reset::accounts::AccountAdmin;
 use kagi_runtime::ManualClock;
 use secrecy::SecretString;
 use sqlx::Connection as _;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tonic::transport::Channel;
 
-/// The two storage backends every scenario runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs each listed scenario `fn name(Backend)` as a `sqlite` and a `postgres` test.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::helpers::Backend::Postgres).await } )*
-        }
-    };
-}
+pub use kagi_testkit::{Backend, TestDatabase};
 
 pub const PASSWORD: &str = "correct-horse-battery-staple";
 pub const EMAIL: &str = "taro@example.ac.jp";
@@ -46,86 +23,6 @@ pub const CODE_KEY: [u8; 32] = [42; 32];
 
 pub fn token_of(caller: &str) -> String {
     format!("test-token-of-{caller}-0123456789")
-}
-
-// ---------------------------------------------------------------- databases
-
-/// A fresh, private database; removed again when dropped.
-pub struct TestDatabase {
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-    pg_name: Option<String>,
-}
-
-impl TestDatabase {
-    pub async fn new(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => Self::sqlite("reset"),
-            Backend::Postgres => {
-                let name = format!("kagi_rs_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = sqlx::PgConnection::connect(&postgres_url())
-                    .await
-                    .expect("PostgreSQL at KAGI_TEST_POSTGRES_URL");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut admin)
-                    .await
-                    .unwrap();
-                Self {
-                    url: with_database(&postgres_url(), &name),
-                    _dir: None,
-                    pg_name: Some(name),
-                }
-            }
-        }
-    }
-
-    pub fn sqlite(name: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self {
-            url: format!("sqlite://{}/{name}.db?mode=rwc", dir.path().display()),
-            _dir: Some(dir),
-            pg_name: None,
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_url()).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-pub fn postgres_url() -> String {
-    std::env::var("KAGI_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
 }
 
 /// Runs a statement against the reset service's database (to look behind the API).
@@ -138,127 +35,37 @@ pub async fn sql(db: &TestDatabase, statement: &str) -> Vec<sqlx::any::AnyRow> {
         .unwrap()
 }
 
-// ---------------------------------------------------------------- logs
-
 /// Every log line (JSON, with span fields, at trace level) of every service started in
 /// this test binary.
 pub fn captured_logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+    kagi_testkit::logs::captured()
 }
 
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUFFER.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn init_logs() {
-    static GUARD: OnceLock<kagi_runtime::TelemetryGuard> = OnceLock::new();
-    GUARD.get_or_init(|| {
-        let settings = kagi_runtime::TelemetrySettings {
-            log_filter: "trace".into(),
-            ..Default::default()
-        };
-        let buffer = Arc::clone(log_buffer());
-        kagi_runtime::telemetry::init_with_writer("kagi-reset-test", &settings, move || {
-            LogWriter(Arc::clone(&buffer))
-        })
-        .expect("telemetry")
-    });
-}
-
-// ---------------------------------------------------------------- SMTP sink
-
-/// The notifier's test SMTP server (aiosmtpd), storing every accepted message.
+/// The SMTP server (kagi-testkit's aiosmtpd sink), read as the user reads mail.
 pub struct SmtpSink {
     pub port: u16,
-    pub dir: PathBuf,
-    _tmp: tempfile::TempDir,
-    _child: tokio::process::Child,
+    inner: kagi_testkit::smtp::SmtpSink,
+}
+
+/// (subject, text body) of a raw message.
+fn parse_mail(raw: &[u8]) -> (String, String) {
+    let mail = mail_parser::MessageParser::default().parse(raw).unwrap();
+    (mail.subject().unwrap_or_default().to_owned(), mail.body_text(0).unwrap_or_default().into_owned())
 }
 
 impl SmtpSink {
     pub async fn start() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let python = std::env::var("KAGI_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut child = tokio::process::Command::new(python)
-            .arg(smtp_sink_script())
-            .args(["--port", "0", "--maildir", dir.to_str().unwrap()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 with aiosmtpd (pip install aiosmtpd==1.4.6)");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            BufReader::new(stdout).read_line(&mut line),
-        )
-        .await
-        .expect("smtp sink did not start")
-        .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .expect("PORT line")
-            .parse()
-            .unwrap();
-        Self {
-            port,
-            dir,
-            _tmp: tmp,
-            _child: child,
-        }
+        let inner = kagi_testkit::smtp::SmtpSink::start("250").await;
+        Self { port: inner.port, inner }
     }
 
-    /// The messages accepted so far, in order, parsed: (subject, text body).
+    /// The messages accepted so far, in order: (subject, text body).
     pub fn mails(&self) -> Vec<(String, String)> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| {
-                let raw = std::fs::read(p).unwrap();
-                let mail = mail_parser::MessageParser::default().parse(&raw).unwrap();
-                (
-                    mail.subject().unwrap_or_default().to_owned(),
-                    mail.body_text(0).unwrap_or_default().into_owned(),
-                )
-            })
-            .collect()
+        self.inner.mails().iter().map(|m| parse_mail(m)).collect()
     }
 
     pub async fn wait_for_mails(&self, n: usize) -> Vec<(String, String)> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let mails = self.mails();
-            if mails.len() >= n {
-                return mails;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {n} mails arrived",
-                mails.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.inner.wait_for_mails(n).await.iter().map(|m| parse_mail(m)).collect()
     }
 
     /// The confirmation code in the `n`-th mail (1-based), read as the user reads it.
@@ -268,20 +75,6 @@ impl SmtpSink {
         assert!(subject.contains("二要素認証の再設定のご案内"), "{subject}");
         code_in(body).unwrap_or_else(|| panic!("no code in mail:\n{body}"))
     }
-}
-
-/// The notifier's aiosmtpd sink script (kept with the notifier's tests, or in the shared
-/// test kit).
-fn smtp_sink_script() -> PathBuf {
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    [
-        "services/notifier/tests/smtp_sink.py",
-        "tests/kit/smtp_sink.py",
-    ]
-    .iter()
-    .map(|p| root.join(p))
-    .find(|p| p.exists())
-    .expect("smtp_sink.py")
 }
 
 pub fn code_in(body: &str) -> Option<String> {
@@ -361,7 +154,7 @@ pub async fn start_keystore(
     settings: &kagi_keystore::Settings,
     clock: Arc<ManualClock>,
 ) -> Running {
-    init_logs();
+    kagi_testkit::logs::init();
     let app = kagi_keystore::Application::build_with_clock(settings, clock)
         .await
         .expect("keystore starts");
@@ -401,7 +194,7 @@ pub fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Se
 }
 
 pub async fn start_notifier(settings: kagi_notifier::Settings) -> Running {
-    init_logs();
+    kagi_testkit::logs::init();
     let app = kagi_notifier::Application::build(settings)
         .await
         .expect("notifier starts");
@@ -475,15 +268,15 @@ impl Stack {
         backend: Backend,
         tweak: impl FnOnce(&mut kagi_reset::Settings),
     ) -> Self {
-        init_logs();
+        kagi_testkit::logs::init();
         let sink = SmtpSink::start().await;
-        let keystore_db = TestDatabase::sqlite("keystore");
+        let keystore_db = TestDatabase::new(Backend::Sqlite, "keystore.db").await;
         let keystore_settings = keystore_settings(&keystore_db, "127.0.0.1:0");
         let keystore_clock = Arc::new(ManualClock::new(SystemTime::now()));
         let keystore = start_keystore(&keystore_settings, keystore_clock.clone()).await;
-        let notifier_db = TestDatabase::sqlite("notifier");
+        let notifier_db = TestDatabase::new(Backend::Sqlite, "notifier.db").await;
         let notifier = start_notifier(notifier_settings(&notifier_db, sink.port)).await;
-        let db = TestDatabase::new(backend).await;
+        let db = TestDatabase::new(backend, "reset.db").await;
         let mut settings = reset_settings(&db, keystore.addr, notifier.addr);
         tweak(&mut settings);
         let clock = Arc::new(ManualClock::new(SystemTime::now()));

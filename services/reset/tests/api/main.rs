@@ -9,9 +9,7 @@
     missing_debug_implementations
 )]
 
-#[macro_use]
 mod helpers;
-mod otlp;
 
 mod attacker;
 mod code;

@@ -11,9 +11,10 @@ use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_proto::v1::reset_client::ResetClient;
 use tonic::transport::Channel;
 
+use kagi_testkit::both_backends;
 use crate::helpers::{Backend, CODE_KEY, EMAIL, PASSWORD, SmtpSink, TestDatabase, token_of};
 
-on_both_backends!(one_reset_is_one_trace_across_the_three_services);
+both_backends!(one_reset_is_one_trace_across_the_three_services);
 
 /// A sibling binary of `kagi-reset` in the target directory, built if missing.
 fn binary(name: &str) -> PathBuf {
@@ -78,12 +79,12 @@ fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
 }
 
 async fn one_reset_is_one_trace_across_the_three_services(backend: Backend) {
-    let (collector, endpoint) = crate::otlp::Collector::start().await;
+    let (collector, endpoint) = kagi_testkit::otlp::Collector::start().await;
     let sink = SmtpSink::start().await;
     let work = tempfile::tempdir().unwrap();
-    let keystore_db = TestDatabase::sqlite("keystore");
-    let notifier_db = TestDatabase::sqlite("notifier");
-    let reset_db = TestDatabase::new(backend).await;
+    let keystore_db = TestDatabase::new(Backend::Sqlite, "keystore.db").await;
+    let notifier_db = TestDatabase::new(Backend::Sqlite, "notifier.db").await;
+    let reset_db = TestDatabase::new(backend, "reset.db").await;
     let (ks_port, nt_port, rs_port) = (free_port(), free_port(), free_port());
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
 
