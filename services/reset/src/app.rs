@@ -13,7 +13,7 @@ use crate::accounts::AccountAdmin;
 use crate::config::Settings;
 use crate::directory::{PasswordHasher, SqlDirectory};
 use crate::downstream;
-use crate::grpc::ResetGrpc;
+use crate::grpc::{DirectoryGrpc, ResetGrpc};
 use crate::saga::{RateLimits, ResetSaga};
 use crate::store::Db;
 
@@ -25,10 +25,11 @@ pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
     ("ConfirmReset", &["portal"]),
     ("CancelReset", &["portal"]),
     ("GetReset", &["portal"]),
+    ("Authenticate", &["portal"]),
 ];
 
-/// The gRPC service name reported by health checks.
-pub const SERVICE_NAME: &str = "kagi.v1.Reset";
+/// The gRPC service names reported by health checks.
+pub const SERVICE_NAMES: [&str; 2] = ["kagi.v1.Reset", "kagi.v1.Directory"];
 
 /// A reset service bound to its port, ready to serve.
 #[derive(Debug)]
@@ -127,12 +128,13 @@ impl Application {
                 }
             })
         });
-        let routes = tonic::service::Routes::new(ResetGrpc::new(self.saga.clone()).into_server());
+        let routes = tonic::service::Routes::new(ResetGrpc::new(self.saga.clone()).into_server())
+            .add_service(DirectoryGrpc::new(self.saga.clone()).into_server());
         let served = self
             .server
             .serve(
                 routes,
-                &[SERVICE_NAME],
+                &SERVICE_NAMES,
                 kagi_proto::FILE_DESCRIPTOR_SET,
                 self.auth,
                 shutdown,

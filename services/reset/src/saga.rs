@@ -94,6 +94,23 @@ struct Inner {
     notifier: NotifierClient,
 }
 
+/// Which attempts a rate limit counts: resets and portal logins have separate counters.
+#[derive(Debug, Clone, Copy)]
+enum RateScope {
+    Reset,
+    Login,
+}
+
+impl RateScope {
+    /// The `rate_events.scope` names for the per-IP and per-account counters.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Reset => ("ip", "account"),
+            Self::Login => ("login_ip", "login_account"),
+        }
+    }
+}
+
 /// How many times a step re-reads after losing a race before giving up.
 const ROUNDS: usize = 8;
 
@@ -131,6 +148,45 @@ impl ResetSaga {
         self.inner.clock.now_ms()
     }
 
+    /// The portal's `local` login: is this the account's password? Rate-limited like
+    /// StartReset (on counters of its own), and as silent about why as StartReset.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`], [`Error::BadCredentials`] (the same for every reason),
+    /// directory or storage failures.
+    pub async fn check_password(&self, account_id: &str, password: &SecretString, client_ip: IpAddr) -> Result<(), Error> {
+        self.admit(RateScope::Login, client_ip, account_id, self.now()).await?;
+        match self.inner.directory.authenticate(account_id, password).await? {
+            Some(_) => Ok(()),
+            None => {
+                tracing::info!("login refused: bad credentials");
+                Err(Error::BadCredentials)
+            }
+        }
+    }
+
+    /// Counts one attempt against the per-IP limit first (before any argon2 work is spent
+    /// on the caller), then the per-account one.
+    async fn admit(&self, scope: RateScope, client_ip: IpAddr, account_id: &str, now: i64) -> Result<(), Error> {
+        let limits = self.inner.limits;
+        let (ip_scope, account_scope) = scope.names();
+        let ip_subject = rate_subject(client_ip);
+        if !self.inner.db.rate_hit(ip_scope, &ip_subject, now, limits.per_ip_window_ms, limits.per_ip_max).await? {
+            tracing::warn!(client_ip = %ip_subject, scope = ip_scope, "rate-limited by client IP");
+            return Err(Error::RateLimited);
+        }
+        if !self
+            .inner
+            .db
+            .rate_hit(account_scope, account_id, now, limits.per_account_window_ms, limits.per_account_max)
+            .await?
+        {
+            tracing::warn!(scope = account_scope, "rate-limited by account");
+            return Err(Error::RateLimited);
+        }
+        Ok(())
+    }
+
     /// "1. 二要素認証のリセット": check the password, create the reset, mail the first code.
     ///
     /// # Errors
@@ -138,39 +194,7 @@ impl ResetSaga {
     /// [`Error::MailUnavailable`] (the reset is cancelled; start again), storage failures.
     pub async fn start(&self, request: StartRequest<'_>) -> Result<Started, Error> {
         let now = self.now();
-        let limits = self.inner.limits;
-        // Per IP first, before any argon2 work is spent on the caller.
-        let ip_subject = rate_subject(request.client_ip);
-        if !self
-            .inner
-            .db
-            .rate_hit(
-                "ip",
-                &ip_subject,
-                now,
-                limits.per_ip_window_ms,
-                limits.per_ip_max,
-            )
-            .await?
-        {
-            tracing::warn!(client_ip = %ip_subject, "StartReset rate-limited by client IP");
-            return Err(Error::RateLimited);
-        }
-        if !self
-            .inner
-            .db
-            .rate_hit(
-                "account",
-                request.account_id,
-                now,
-                limits.per_account_window_ms,
-                limits.per_account_max,
-            )
-            .await?
-        {
-            tracing::warn!("StartReset rate-limited by account");
-            return Err(Error::RateLimited);
-        }
+        self.admit(RateScope::Reset, request.client_ip, request.account_id, now).await?;
         let Some(account) = self
             .inner
             .directory

@@ -2,6 +2,10 @@
 //! Span fields are only safe ones: the account ID (once valid) and the internal saga ID,
 //! never the password, the code or the reset ID.
 
+mod directory;
+
+pub use directory::DirectoryGrpc;
+
 use kagi_proto::v1 as pb;
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};

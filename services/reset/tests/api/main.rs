@@ -16,4 +16,5 @@ mod code;
 mod confirm;
 mod crash;
 mod happy_path;
+mod login;
 mod trace;
