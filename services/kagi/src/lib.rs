@@ -1,5 +1,5 @@
 //! `kagi dev`: the whole system on loopback with embedded defaults, for a newcomer's first
-//! command. Each service runs through the same `Application::build` production uses, in one
+//! command: the keystore, the reset service and the notifier. Each service runs through the same `Application::build` production uses, in one
 //! process, with everything under one data directory: SQLite files, a generated
 //! key-encryption key, one generated bearer token per calling service, and the notifier's
 //! outbox of `.eml` files instead of an SMTP server.
@@ -38,6 +38,9 @@ pub enum Command {
         /// Where the keystore listens (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:50051")]
         keystore_addr: SocketAddr,
+        /// Where the reset service listens.
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        reset_addr: SocketAddr,
         /// Where the notifier listens.
         #[arg(long, default_value = "127.0.0.1:50053")]
         notifier_addr: SocketAddr,
@@ -49,13 +52,9 @@ const CALLERS: [&str; 5] = ["reset", "portal", "login", "admin", "onboarding"];
 
 /// Runs the command; errors are printed and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    let Command::Dev {
-        data_dir,
-        account,
-        keystore_addr,
-        notifier_addr,
-    } = cli.command;
-    match dev(&data_dir, &account, keystore_addr, notifier_addr).await {
+    let Command::Dev { data_dir, account, keystore_addr, reset_addr, notifier_addr } = cli.command;
+    let addrs = Addrs { keystore: keystore_addr, reset: reset_addr, notifier: notifier_addr };
+    match dev(&data_dir, &account, addrs).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("kagi dev: {err:#}");
@@ -64,50 +63,48 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
 }
 
-async fn dev(
-    data_dir: &Path,
-    account: &str,
-    keystore_addr: SocketAddr,
-    notifier_addr: SocketAddr,
-) -> anyhow::Result<()> {
+/// Where each service listens (port 0 picks a free one).
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    keystore: SocketAddr,
+    reset: SocketAddr,
+    notifier: SocketAddr,
+}
+
+/// The demo account's recovery address: its mail lands in the outbox.
+const DEMO_RECOVERY_EMAIL: &str = "demo@example.ac.jp";
+
+async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)?;
     let callers_dir = data_dir.join("callers");
     for caller in CALLERS {
         secrets::read_or_create(&callers_dir.join(caller), 24)?;
     }
-    let telemetry = kagi_runtime::TelemetrySettings {
-        log_format: LogFormat::Pretty,
-        ..Default::default()
-    };
+    let telemetry = kagi_runtime::TelemetrySettings { log_format: LogFormat::Pretty, ..Default::default() };
     let _telemetry = kagi_runtime::telemetry::init("kagi-dev", &telemetry)?;
 
-    let keystore = kagi_keystore::Application::build(&keystore_settings(
-        data_dir,
-        &callers_dir,
-        keystore_addr,
-    )?)
-    .await?;
-    let notifier =
-        kagi_notifier::Application::build(notifier_settings(data_dir, &callers_dir, notifier_addr))
-            .await?;
+    let keystore = kagi_keystore::Application::build(&keystore_settings(data_dir, &callers_dir, addrs.keystore)?).await?;
+    let notifier = kagi_notifier::Application::build(notifier_settings(data_dir, &callers_dir, addrs.notifier)).await?;
+    let reset_settings =
+        reset_settings(data_dir, &callers_dir, addrs.reset, keystore.local_addr(), notifier.local_addr());
+    let reset = kagi_reset::Application::build(&reset_settings).await?;
 
     let account = AccountId::parse(account)?;
-    let actor = Actor {
-        caller: "onboarding",
-    };
+    let actor = Actor { caller: "onboarding" };
     let key = match keystore.keystore().enroll(actor, account.clone()).await {
-        Err(kagi_keystore::Error::AlreadyEnrolled) => {
-            keystore.keystore().current_key(actor, account).await?
-        }
+        Err(kagi_keystore::Error::AlreadyEnrolled) => keystore.keystore().current_key(actor, account).await?,
         other => other?,
     };
+    let password = demo_login(&reset, data_dir, key.account.as_str()).await?;
     let (uri, _, _) = service::render(&kagi_keystore::Settings::default().totp.issuer, &key)?;
     print_banner(&Banner {
         keystore: keystore.local_addr(),
+        reset: reset.local_addr(),
         notifier: notifier.local_addr(),
         data_dir,
         key: &key,
         uri: &uri,
+        password: &password,
     })?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -115,12 +112,44 @@ async fn dev(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let keystore = tokio::spawn(keystore.run_until_stopped(stopped(stop_rx.clone())));
+    let reset = tokio::spawn(reset.run_until_stopped(stopped(stop_rx.clone())));
     let notifier = tokio::spawn(notifier.run_until_stopped(stopped(stop_rx)));
     kagi_runtime::shutdown::signal().await;
     let _ = stop_tx.send(true);
     keystore.await??;
+    reset.await??;
     notifier.await??;
     Ok(())
+}
+
+/// The demo account in the reset service's directory (its password generated once and kept
+/// in the data directory), so the reissue flow can be walked through.
+async fn demo_login(reset: &kagi_reset::Application, data_dir: &Path, account: &str) -> anyhow::Result<String> {
+    let password = secrets::read_or_create(&data_dir.join("demo-password"), 12)?;
+    let now = kagi_runtime::clock::unix_ms(std::time::SystemTime::now());
+    match reset.accounts().add(account, DEMO_RECOVERY_EMAIL, SecretString::from(password.clone()), now).await {
+        Ok(()) | Err(kagi_reset::accounts::AccountError::Exists(_)) => Ok(password),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn reset_settings(
+    data_dir: &Path,
+    callers_dir: &Path,
+    addr: SocketAddr,
+    keystore: SocketAddr,
+    notifier: SocketAddr,
+) -> kagi_reset::Settings {
+    let mut settings = kagi_reset::Settings::default();
+    settings.server.listen_addr = addr;
+    settings.database.url = format!("sqlite://{}/reset.db?mode=rwc", data_dir.display());
+    settings.auth.tokens_dir = Some(callers_dir.to_owned());
+    settings.code_hmac_key_file = Some(data_dir.join("reset-code-key"));
+    settings.keystore.endpoint = format!("http://{keystore}");
+    settings.keystore.token_file = Some(callers_dir.join("reset"));
+    settings.notifier.endpoint = format!("http://{notifier}");
+    settings.notifier.token_file = Some(callers_dir.join("reset"));
+    settings
 }
 
 fn keystore_settings(
@@ -156,10 +185,12 @@ fn notifier_settings(
 
 struct Banner<'a> {
     keystore: SocketAddr,
+    reset: SocketAddr,
     notifier: SocketAddr,
     data_dir: &'a Path,
     key: &'a service::RevealedKey,
     uri: &'a str,
+    password: &'a str,
 }
 
 #[allow(clippy::print_stdout)]
@@ -177,16 +208,22 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
         .collect();
     let data = b.data_dir.display();
     println!(
-        "\nkagi (dev) is running\n\n  keystore  grpc://{keystore}   (kagi.v1.Keystore)\n  notifier  grpc://{notifier}   \
-         (kagi.v1.Notifier; mail goes to {data}/outbox)\n  tokens    {data}/callers/<caller>\n\n  \
-         demo account : {account}\n  setup key    : {key}\n  otpauth      : {uri}\n\n{qr}\n\
+        "\nkagi (dev) is running\n\n  keystore  grpc://{keystore}   (kagi.v1.Keystore)\n  \
+         reset     grpc://{reset}   (kagi.v1.Reset, kagi.v1.Directory)\n  \
+         notifier  grpc://{notifier}   (kagi.v1.Notifier; mail goes to {data}/outbox)\n  \
+         tokens    {data}/callers/<caller>\n\n  \
+         demo account : {account}\n  password     : {password}\n  recovery     : {recovery}\n  \
+         setup key    : {key}\n  otpauth      : {uri}\n\n{qr}\n\
          Scan the QR code with an authenticator app, then check a code:\n\n  \
          grpcurl -plaintext -H \"authorization: Bearer $(cat {data}/callers/login)\" \\\n    \
          -d '{{\"account_id\":\"{account}\",\"code\":\"123456\"}}' {keystore} kagi.v1.Keystore/VerifyCode\n\n\
          Ctrl-C stops everything.\n",
         keystore = b.keystore,
+        reset = b.reset,
         notifier = b.notifier,
         account = b.key.account,
+        password = b.password,
+        recovery = DEMO_RECOVERY_EMAIL,
         key = grouped.join(" "),
         uri = b.uri,
     );

@@ -1,8 +1,10 @@
 //! README's first command, `kagi dev`, run as a newcomer would: it starts every service,
-//! enrolls the demo account, and the printed key and tokens really work.
+//! enrolls the demo account, and the printed key, password and tokens really work, down to
+//! a whole reissue with the code read from the outbox.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -11,23 +13,46 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+}
+
+/// The value printed after `label` in the banner (`keystore  grpc://…`, `password     : …`).
+fn field(banner: &str, label: &str) -> String {
+    let line = banner.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{banner}"));
+    let value = line.trim_start()[label.len()..].trim_start().trim_start_matches(':').trim();
+    value.split_whitespace().next().unwrap().to_owned()
+}
+
+/// The confirmation codes in the outbox's mails so far.
+fn codes_in_outbox(outbox: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(outbox) else { return Vec::new() };
+    entries
+        .filter_map(|e| {
+            let raw = std::fs::read(e.unwrap().path()).unwrap();
+            let mail = mail_parser::MessageParser::default().parse(&raw)?;
+            let body = mail.body_text(0)?.into_owned();
+            body.lines().find_map(|l| l.strip_prefix("確認コード: ").map(|c| c.trim().to_owned()))
+        })
+        .collect()
+}
+
+async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(found) = probe() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} never happened");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kagi"))
-        .args([
-            "dev",
-            "--keystore-addr",
-            "127.0.0.1:0",
-            "--notifier-addr",
-            "127.0.0.1:0",
-        ])
+        .args(["dev", "--keystore-addr", "127.0.0.1:0", "--reset-addr", "127.0.0.1:0"])
+        .args(["--notifier-addr", "127.0.0.1:0"])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -49,101 +74,59 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     })
     .await
     .expect("kagi dev prints its banner");
-    let field = |prefix: &str| -> String {
-        let line = banner
-            .lines()
-            .find(|l| l.trim_start().starts_with(prefix))
-            .unwrap_or_else(|| panic!("{banner}"));
-        line.split_whitespace()
-            .nth(if prefix == "keystore" || prefix == "notifier" {
-                1
-            } else {
-                3
-            })
-            .unwrap()
-            .to_owned()
+    let endpoint = |service: &str| field(&banner, service).replace("grpc://", "http://");
+    let account = field(&banner, "demo account");
+    let secret: String = {
+        let line = banner.lines().find(|l| l.trim_start().starts_with("setup key")).unwrap();
+        line.split(':').nth(1).unwrap().split_whitespace().collect()
     };
-    let keystore = field("keystore").replace("grpc://", "http://");
-    let notifier = field("notifier").replace("grpc://", "http://");
-    let account = field("demo account");
-    let secret_line = banner
-        .lines()
-        .find(|l| l.trim_start().starts_with("setup key"))
-        .unwrap();
-    let secret: String = secret_line
-        .split(':')
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let token = |caller: &str| {
-        std::fs::read_to_string(dir.path().join("data/callers").join(caller)).unwrap()
+    let token = |caller: &str| std::fs::read_to_string(dir.path().join("data/callers").join(caller)).unwrap();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let code_of = |base32: &str, at: u64| {
+        let raw = data_encoding::BASE32_NOPAD.decode(base32.as_bytes()).unwrap();
+        totp_rs::Builder::new().with_secret(raw).build().unwrap().generate(at).to_string()
     };
 
     // The printed key works with the keystore, as the login system would check it.
-    let raw = data_encoding::BASE32_NOPAD
-        .decode(secret.as_bytes())
-        .unwrap();
-    let totp = totp_rs::Builder::new().with_secret(raw).build().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut keystore_client = pb::keystore_client::KeystoreClient::connect(keystore)
-        .await
-        .unwrap();
-    let request = pb::VerifyCodeRequest {
-        account_id: account.clone(),
-        code: totp.generate(now).to_string(),
-    };
-    let reply = keystore_client
-        .verify_code(bearer(&token("login"), request))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(reply.result(), pb::VerifyResult::Accepted, "{banner}");
+    let mut keystore = pb::keystore_client::KeystoreClient::connect(endpoint("keystore")).await.unwrap();
+    let check = |code: String| pb::VerifyCodeRequest { account_id: account.clone(), code };
+    let reply = keystore.verify_code(bearer(&token("login"), check(code_of(&secret, now())))).await.unwrap();
+    assert_eq!(reply.into_inner().result(), pb::VerifyResult::Accepted, "{banner}");
 
-    // The notifier writes mail to the outbox, no SMTP server needed.
-    let mut notifier_client = pb::notifier_client::NotifierClient::connect(notifier)
-        .await
-        .unwrap();
-    let expires_at = prost_types::Timestamp {
-        seconds: i64::try_from(now).unwrap() + 1800,
-        nanos: 0,
-    };
-    let request = pb::SendResetCodeRequest {
-        message_id: "dev-test-1".into(),
-        recipient: "demo@example.ac.jp".into(),
-        account_id: account,
-        code: "123456".into(),
-        expires_at: Some(expires_at),
+    // Menu 2 end to end, as the portal drives it, with the printed password and the code
+    // read from the outbox (no SMTP server).
+    let mut reset = pb::reset_client::ResetClient::connect(endpoint("reset")).await.unwrap();
+    let start = pb::StartResetRequest {
+        account_id: account.clone(),
+        password: field(&banner, "password"),
+        client_ip: "203.0.113.5".into(),
+        user_agent: "kagi-dev-test".into(),
         locale: "ja".into(),
     };
-    notifier_client
-        .send_reset_code(bearer(&token("reset"), request))
+    let reset_id = reset.start_reset(bearer(&token("portal"), start)).await.unwrap().into_inner().reset_id;
+    let outbox = dir.path().join("data/outbox");
+    let code = until("the code mail", || codes_in_outbox(&outbox).pop()).await;
+    let verify = pb::VerifyResetCodeRequest { reset_id: reset_id.clone(), code };
+    let checked = reset.verify_code(bearer(&token("portal"), verify)).await.unwrap().into_inner();
+    assert_eq!(checked.result(), pb::CodeCheck::Verified);
+    let confirm = pb::ConfirmResetRequest { reset_id };
+    let new_key = reset.confirm_reset(bearer(&token("portal"), confirm)).await.unwrap().into_inner().key.unwrap();
+    assert_ne!(new_key.secret_base32, secret, "a new key was issued");
+
+    // The new key works from the next time step; the old one no longer does.
+    let next_step = (now() / 30 + 1) * 30;
+    let old = keystore.verify_code(bearer(&token("login"), check(code_of(&secret, next_step)))).await.unwrap();
+    assert_eq!(old.into_inner().result(), pb::VerifyResult::Rejected);
+    let new = keystore
+        .verify_code(bearer(&token("login"), check(code_of(&new_key.secret_base32, next_step))))
         .await
         .unwrap();
-    let outbox = dir.path().join("data/outbox");
-    let mut mails = 0;
-    for _ in 0..100 {
-        mails = std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0);
-        if mails > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(mails, 1, "one .eml in the outbox");
+    assert_eq!(new.into_inner().result(), pb::VerifyResult::Accepted);
+    until("the key-reissued notice", || (std::fs::read_dir(&outbox).unwrap().count() >= 2).then_some(())).await;
 
     // Ctrl-C stops everything cleanly.
     let pid = child.id().unwrap().to_string();
-    tokio::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
 }
