@@ -38,15 +38,8 @@ async fn main() -> anyhow::Result<()> {
     let sagas = args.first().copied().unwrap_or(40);
     let concurrency = args.get(1).copied().unwrap_or(4);
     let dir = tempfile::tempdir()?;
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let script = [
-        "services/notifier/tests/smtp_sink.py",
-        "tests/kit/smtp_sink.py",
-    ]
-    .iter()
-    .map(|p| root.join(p))
-    .find(|p| p.exists())
-    .expect("smtp_sink.py");
+    // kagi-testkit's aiosmtpd sink, the SMTP server every test uses.
+    let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/kit/smtp_sink.py"));
     let maildir = dir.path().join("mail");
     let mut sink = tokio::process::Command::new("python3")
         .arg(script)
