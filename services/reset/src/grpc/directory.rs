@@ -3,12 +3,10 @@
 //! valid) enters a span.
 
 use kagi_proto::v1 as pb;
-use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::{MAX_REQUEST_BYTES, invalid};
-use crate::domain::{self, InvalidInput};
+use super::{MAX_REQUEST_BYTES, credentials};
 use crate::saga::ResetSaga;
 
 /// The gRPC face of the account directory.
@@ -35,14 +33,7 @@ impl pb::directory_server::Directory for DirectoryGrpc {
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let mut req = request.into_inner();
-        let password = SecretString::from(std::mem::take(&mut req.password));
-        domain::check_account_id(&req.account_id).map_err(invalid)?;
-        tracing::Span::current().record("account_id", req.account_id.as_str());
-        let secret_len = secrecy::ExposeSecret::expose_secret(&password).len();
-        if secret_len == 0 || secret_len > 1024 {
-            return Err(invalid(InvalidInput::Password));
-        }
-        let client_ip = req.client_ip.trim().parse().map_err(|_| invalid(InvalidInput::ClientIp))?;
+        let (password, client_ip) = credentials(&req.account_id, &mut req.password, &req.client_ip)?;
         self.saga.check_password(&req.account_id, &password, client_ip).await?;
         Ok(Response::new(pb::AuthenticateResponse {}))
     }

@@ -6,6 +6,8 @@ mod directory;
 
 pub use directory::DirectoryGrpc;
 
+use std::net::IpAddr;
+
 use kagi_proto::v1 as pb;
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
@@ -56,6 +58,20 @@ fn invalid(e: InvalidInput) -> Status {
     Error::from(e).into()
 }
 
+/// Checks the ID, password and address a user typed (StartReset, Directory.Authenticate),
+/// taking the password out of the request, and records the valid ID on the span.
+fn credentials(account_id: &str, password: &mut String, client_ip: &str) -> Result<(SecretString, IpAddr), Status> {
+    let password = SecretString::from(std::mem::take(password));
+    domain::check_account_id(account_id).map_err(invalid)?;
+    tracing::Span::current().record("account_id", account_id);
+    let secret_len = secrecy::ExposeSecret::expose_secret(&password).len();
+    if secret_len == 0 || secret_len > 1024 {
+        return Err(invalid(InvalidInput::Password));
+    }
+    let client_ip = client_ip.trim().parse().map_err(|_| invalid(InvalidInput::ClientIp))?;
+    Ok((password, client_ip))
+}
+
 #[tonic::async_trait]
 impl pb::reset_server::Reset for ResetGrpc {
     #[instrument(name = "Reset.StartReset", skip_all, fields(account_id = tracing::field::Empty, saga_id = tracing::field::Empty))]
@@ -64,18 +80,7 @@ impl pb::reset_server::Reset for ResetGrpc {
         request: Request<pb::StartResetRequest>,
     ) -> Result<Response<pb::StartResetResponse>, Status> {
         let mut req = request.into_inner();
-        let password = SecretString::from(std::mem::take(&mut req.password));
-        domain::check_account_id(&req.account_id).map_err(invalid)?;
-        tracing::Span::current().record("account_id", req.account_id.as_str());
-        let secret_len = secrecy::ExposeSecret::expose_secret(&password).len();
-        if secret_len == 0 || secret_len > 1024 {
-            return Err(invalid(InvalidInput::Password));
-        }
-        let client_ip = req
-            .client_ip
-            .trim()
-            .parse()
-            .map_err(|_| invalid(InvalidInput::ClientIp))?;
+        let (password, client_ip) = credentials(&req.account_id, &mut req.password, &req.client_ip)?;
         let locale = domain::parse_locale(&req.locale).map_err(invalid)?;
         let user_agent: String = req.user_agent.chars().take(256).collect();
         let started = self
