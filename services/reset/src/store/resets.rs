@@ -297,6 +297,23 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Ends a reissue the keystore refused for good (the account has no key, or it was
+    /// reissued under another saga), so the user can start over.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn record_abandoned(&self, saga_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE resets SET state = 'cancelled', updated_at = $1, version = version + 1 \
+             WHERE saga_id = $2 AND state = 'confirming'",
+        )
+        .bind(now)
+        .bind(saga_id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// # Errors
     /// Database failures.
     pub async fn record_notice_sent(&self, saga_id: &str) -> Result<(), sqlx::Error> {

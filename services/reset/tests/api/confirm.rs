@@ -10,6 +10,7 @@ use crate::helpers::{Backend, PASSWORD, Stack, sql};
 both_backends!(
     keystore_down_during_confirm_is_unavailable_then_completes_with_one_rotation,
     notifier_down_at_start_is_unavailable_and_leaves_nothing_live,
+    a_reissue_the_keystore_refuses_ends_and_the_user_can_start_over,
 );
 
 async fn keystore_down_during_confirm_is_unavailable_then_completes_with_one_rotation(
@@ -69,4 +70,26 @@ async fn notifier_down_at_start_is_unavailable_and_leaves_nothing_live(backend: 
     let rows = sql(&stack.db, "SELECT state FROM resets").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<String, _>("state"), "cancelled");
+}
+
+/// An account known to the directory but never enrolled at the keystore: the keystore
+/// refuses the rotation for good, so the saga ends instead of blocking every fresh start.
+async fn a_reissue_the_keystore_refuses_ends_and_the_user_can_start_over(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    stack
+        .accounts
+        .add("c3", crate::helpers::EMAIL, secrecy::SecretString::from(PASSWORD), 0)
+        .await
+        .unwrap();
+    let (reset_id, code) = stack.start_and_read_code("c3").await;
+    stack.verify(&reset_id, &code).await.unwrap();
+
+    let refused = stack.confirm(&reset_id).await.unwrap_err();
+
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(refused.message(), "this account has no setup key to reissue");
+    assert_eq!(stack.get(&reset_id).await.state(), pb::ResetState::Cancelled);
+    let live = sql(&stack.db, "SELECT COUNT(*) AS n FROM resets WHERE state = 'confirming'").await;
+    assert_eq!(live[0].get::<i64, _>("n"), 0);
+    stack.start_reset("c3", PASSWORD, "192.0.2.30").await.expect("starting over works");
 }
