@@ -1,0 +1,134 @@
+//! Wires settings, the database, the gRPC clients and the router into a running portal.
+//! Tests, `kagi dev` and `kagi-portal serve` all start it through [`Application::build`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kagi_runtime::{Clock, SystemClock};
+use tokio::net::TcpListener;
+
+use crate::clients::Clients;
+use crate::config::Settings;
+use crate::store::Db;
+use crate::web::{self, AppState};
+
+/// A portal bound to its port, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Builds with the system clock.
+    ///
+    /// # Errors
+    /// See [`Application::build_with_clock`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Connects the database (migrating it when configured), prepares the gRPC clients and
+    /// binds the listener.
+    ///
+    /// # Errors
+    /// An unreachable database, a missing token or a taken port.
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let db = Db::connect(&settings.database.url, settings.database.max_connections)
+            .await
+            .context("opening the portal database")?;
+        if settings.database.migrate_on_start {
+            db.migrate().await?;
+        }
+        let clients = Clients::new(&settings.keystore, &settings.reset)?;
+        let listener = TcpListener::bind(settings.server.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.listen_addr))?;
+        let local_addr = listener.local_addr()?;
+        tracing::info!(addr = %local_addr, login = ?settings.login.mode, "portal listening");
+        Ok(Self {
+            listener,
+            local_addr,
+            state: AppState {
+                db,
+                clients,
+                clock,
+                settings: Arc::new(settings),
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The router, for tests that call it without a socket.
+    pub fn router(&self) -> axum::Router {
+        web::router(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests (up to the grace
+    /// period) and closes the pool.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let grace = Duration::from_secs(state.settings.server.shutdown_grace_secs);
+        let purger = tokio::spawn(purge_forever(state.clone()));
+        let app = web::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn({
+            let stopping = Arc::clone(&stopping);
+            async move {
+                shutdown.await;
+                stopping.notify_one();
+                let _ = stop_tx.send(());
+            }
+        });
+        let serving = axum::serve(self.listener, app).with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        });
+        tokio::select! {
+            result = serving => result?,
+            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the grace period");
+            }
+        }
+        purger.abort();
+        state.db.close().await;
+        tracing::info!("portal stopped");
+        Ok(())
+    }
+}
+
+/// Deletes idle sessions and spent rate-limit windows once a minute.
+async fn purge_forever(state: AppState) {
+    let idle = i64::try_from(
+        state
+            .settings
+            .session
+            .idle_timeout_secs
+            .saturating_mul(1000),
+    )
+    .unwrap_or(i64::MAX);
+    let window =
+        i64::try_from(state.settings.login.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        if let Err(e) = state.db.purge(state.clock.now_ms(), idle, window).await {
+            tracing::warn!(error = %e, "purging idle sessions failed");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The command line: `serve` and `migrate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::Application;
+use crate::config::Settings;
+use crate::store::Db;
+
+/// kagi-portal: the two-factor authentication manager's pages (the manual's three menus).
+#[derive(Debug, Parser)]
+#[command(version, after_long_help = crate::config::REFERENCE)]
+pub struct Cli {
+    /// TOML settings file; see `--help` for every knob and its default.
+    #[arg(long, short, global = true, env = "KAGI_PORTAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the portal's pages until SIGTERM.
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+/// Runs one command; errors are logged and become exit code 1.
+pub async fn main(cli: Cli) -> ExitCode {
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "kagi-portal failed");
+            eprintln!("kagi-portal: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    let _telemetry = kagi_runtime::telemetry::init("kagi-portal", &settings.telemetry)?;
+    match cli.command {
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped(kagi_runtime::shutdown::signal())
+                .await
+        }
+        Command::Migrate => {
+            let db = Db::connect(&settings.database.url, 1).await?;
+            db.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The portal's settings: defaults, then a TOML file, then `KAGI_PORTAL_*` variables.
+//! `portal.toml` beside this crate documents every knob and is shown by `--help`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use kagi_runtime::TelemetrySettings;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Every knob with its default, shown by `--help`.
+pub const REFERENCE: &str = include_str!("../portal.toml");
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "KAGI_PORTAL_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub telemetry: TelemetrySettings,
+    pub keystore: Downstream,
+    pub reset: Downstream,
+    pub login: LoginSettings,
+    pub session: SessionSettings,
+    pub institution: Institution,
+    /// When set (by `kagi dev` only), the portal lists the `.eml` files of this folder at
+    /// `/outbox`, so a newcomer can read the confirmation code without a mail server.
+    pub dev_outbox_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            telemetry: TelemetrySettings::default(),
+            keystore: Downstream::at("http://127.0.0.1:50051"),
+            reset: Downstream::at("http://127.0.0.1:50052"),
+            login: LoginSettings::default(),
+            session: SessionSettings::default(),
+            institution: Institution::default(),
+            dev_outbox_dir: None,
+        }
+    }
+}
+
+impl Settings {
+    /// # Errors
+    /// A missing or malformed file or variable.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        kagi_runtime::settings::load(file, ENV_PREFIX)
+            .map_err(|e| anyhow::anyhow!("invalid portal settings: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// The address users type, e.g. `https://mfa.example.ac.jp`. An `https` URL makes the
+    /// session cookie `Secure` (TLS is terminated by the proxy in front of the portal).
+    pub public_url: String,
+    /// Requests still running this long after SIGTERM are abandoned.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/portal.db?mode=rwc".into(),
+            max_connections: 8,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// A gRPC service the portal calls, and the portal's bearer token there (caller `portal`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Downstream {
+    pub endpoint: String,
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    pub timeout_ms: u64,
+}
+
+impl Default for Downstream {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            token: None,
+            token_file: None,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Downstream {
+    pub fn at(endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The configured token, read from `token_file` when `token` is not given.
+    ///
+    /// # Errors
+    /// Neither is set, or the file cannot be read.
+    pub fn token(&self) -> anyhow::Result<SecretString> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        let Some(path) = &self.token_file else {
+            anyhow::bail!("no token configured for {}", self.endpoint);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Ok(SecretString::from(text.trim().to_owned()))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1))
+    }
+}
+
+/// How users log in.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoginMode {
+    /// ID + password form, checked by `kagi.v1.Directory/Authenticate`.
+    #[default]
+    Local,
+    /// The SSO proxy in front of the portal authenticates `/login` and passes the account
+    /// ID in `header`; only requests from `trusted_proxies` are believed.
+    TrustedHeader,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginSettings {
+    pub mode: LoginMode,
+    /// The header carrying the authenticated account ID (trusted-header mode).
+    pub header: String,
+    /// Networks the SSO proxy connects from; the header (and `X-Forwarded-For`) from any
+    /// other peer is ignored.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where "ログアウト" sends the browser after ending the portal session (the SSO's
+    /// logout page, trusted-header mode); empty for the top page.
+    pub logout_url: String,
+    /// Failed or attempted logins allowed per account ID and per client address in a window.
+    pub per_account_max: u32,
+    pub per_ip_max: u32,
+    pub window_secs: u64,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            mode: LoginMode::Local,
+            header: "x-remote-user".into(),
+            trusted_proxies: Vec::new(),
+            logout_url: String::new(),
+            per_account_max: 10,
+            per_ip_max: 50,
+            window_secs: 900,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// A session unused this long is over (the user logs in again).
+    pub idle_timeout_secs: u64,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 900,
+            cookie_name: "kagi_session".into(),
+        }
+    }
+}
+
+/// A text in both languages the portal speaks.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Localized {
+    pub ja: String,
+    pub en: String,
+}
+
+impl Localized {
+    fn new(ja: &str, en: &str) -> Self {
+        Self {
+            ja: ja.into(),
+            en: en.into(),
+        }
+    }
+}
+
+/// What the institution says about itself: names, links and the footer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Institution {
+    pub name: Localized,
+    /// The greeting under the title ("… 二要素認証管理システムへようこそ！").
+    pub welcome: Localized,
+    /// What the account ID is called (e.g. OMUID).
+    pub account_id_label: Localized,
+    pub footer: Localized,
+    /// "トラブル・問い合わせ".
+    pub trouble_url: String,
+    /// "マニュアル".
+    pub manual_url: String,
+    /// The onboarding guide ("利用開始手続き"), for how to register a setup key.
+    pub onboarding_url: String,
+}
+
+impl Default for Institution {
+    fn default() -> Self {
+        Self {
+            name: Localized::new("サンプル大学", "Example University"),
+            welcome: Localized::new(
+                "サンプル大学 二要素認証管理システムへようこそ！",
+                "Welcome to Example University's two-factor authentication manager!",
+            ),
+            account_id_label: Localized::new("ID", "ID"),
+            footer: Localized::new(
+                "© サンプル大学 情報基盤センター",
+                "© Example University Information Technology Center",
+            ),
+            trouble_url: "https://www.example.ac.jp/it/2fa-trouble/".into(),
+            manual_url: "https://www.example.ac.jp/it/2fa-manual.pdf".into(),
+            onboarding_url: "https://www.example.ac.jp/it/2fa/".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_file_states_the_real_defaults() {
+        let from_file: Settings = figment::Figment::new()
+            .merge(<figment::providers::Toml as figment::providers::Format>::string(REFERENCE))
+            .extract()
+            .unwrap();
+        let d = Settings::default();
+        assert_eq!(from_file.server.listen_addr, d.server.listen_addr);
+        assert_eq!(from_file.server.public_url, d.server.public_url);
+        assert_eq!(from_file.database.url, d.database.url);
+        assert_eq!(from_file.login.mode, d.login.mode);
+        assert_eq!(from_file.login.header, d.login.header);
+        assert_eq!(from_file.login.per_account_max, d.login.per_account_max);
+        assert_eq!(from_file.login.per_ip_max, d.login.per_ip_max);
+        assert_eq!(from_file.login.window_secs, d.login.window_secs);
+        assert_eq!(
+            from_file.session.idle_timeout_secs,
+            d.session.idle_timeout_secs
+        );
+        assert_eq!(from_file.institution.name, d.institution.name);
+        assert_eq!(from_file.institution.footer, d.institution.footer);
+        assert_eq!(from_file.institution.trouble_url, d.institution.trouble_url);
+        assert_eq!(from_file.keystore.endpoint, "http://127.0.0.1:50051");
+        assert_eq!(from_file.reset.endpoint, "http://127.0.0.1:50052");
+    }
+
+    #[test]
+    fn trusted_header_mode_is_spelled_as_in_the_issue() {
+        let s: Settings = figment::Figment::new()
+            .merge(
+                <figment::providers::Toml as figment::providers::Format>::string(
+                    "[login]\nmode = \"trusted-header\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+                ),
+            )
+            .extract()
+            .unwrap();
+        assert_eq!(s.login.mode, LoginMode::TrustedHeader);
+    }
+}

@@ -1,0 +1,411 @@
+//! The top page, menu 1 (the current key), menu 3 (Apple autofill), login and logout, the
+//! language switch and the dev outbox.
+
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use serde::Deserialize;
+use tonic::Code;
+
+use super::response::{PageResult, local_path, render, see_other, with_cookie};
+use super::templates::{
+    ApplePage, ContinuePage, KeyPage, LoginFormPage, LoginPromptPage, OutboxMail, OutboxPage,
+    TopPage,
+};
+use super::texts::Texts;
+use super::{AppState, Ctx};
+use crate::config::LoginMode;
+use crate::domain::{ShownKey, UserMessage};
+use crate::store::Session;
+use kagi_proto::v1 as pb;
+
+pub async fn top(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let session = state.session(&ctx).await?;
+    let page = TopPage {
+        c: state.chrome(&ctx, session.as_ref()),
+        autofill: ctx.autofill().is_available(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// Menu 1, "現在のセットアップキーを表示する".
+pub async fn current_key(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let session = state.session(&ctx).await?;
+    let Some(account) = session.as_ref().and_then(|s| s.account_id.clone()) else {
+        return login_prompt(&state, &ctx, session.as_ref(), "/key");
+    };
+    match fetch_key(&state, &account).await {
+        Ok(key) => render(
+            StatusCode::OK,
+            &KeyPage {
+                c: state.chrome(&ctx, session.as_ref()),
+                key,
+            },
+        ),
+        Err(message) => state.message_page(
+            &ctx,
+            session.as_ref(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            message,
+            false,
+        ),
+    }
+}
+
+/// Menu 3, "[Apple端末向け] ワンタイムパスワードの自動入力を設定する".
+pub async fn apple(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let session = state.session(&ctx).await?;
+    if !ctx.autofill().is_available() {
+        let page = ApplePage {
+            c: state.chrome(&ctx, session.as_ref()),
+            key: None,
+        };
+        return render(StatusCode::OK, &page);
+    }
+    let Some(account) = session.as_ref().and_then(|s| s.account_id.clone()) else {
+        return login_prompt(&state, &ctx, session.as_ref(), "/apple");
+    };
+    match fetch_key(&state, &account).await {
+        Ok(key) => render(
+            StatusCode::OK,
+            &ApplePage {
+                c: state.chrome(&ctx, session.as_ref()),
+                key: Some(key),
+            },
+        ),
+        Err(message) => state.message_page(
+            &ctx,
+            session.as_ref(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            message,
+            false,
+        ),
+    }
+}
+
+/// The account's current key from the keystore, or what to tell the user instead.
+#[tracing::instrument(skip_all)]
+async fn fetch_key(state: &AppState, account: &str) -> Result<ShownKey, UserMessage> {
+    let request = pb::GetCurrentKeyRequest {
+        account_id: account.to_owned(),
+    };
+    match state
+        .clients
+        .keystore
+        .clone()
+        .get_current_key(request)
+        .await
+    {
+        Ok(reply) => reply
+            .into_inner()
+            .key
+            .map(|k| shown(&k))
+            .ok_or(UserMessage::Internal),
+        Err(status) if status.code() == Code::NotFound => Err(UserMessage::NoSetupKey),
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "keystore GetCurrentKey failed");
+            Err(UserMessage::Unavailable)
+        }
+    }
+}
+
+pub fn shown(key: &pb::SetupKey) -> ShownKey {
+    ShownKey::new(
+        &key.account_id,
+        &key.secret_base32,
+        &key.otpauth_uri,
+        &key.qr_png,
+        key.digits,
+        key.period_seconds,
+    )
+}
+
+/// The manual's "ログインしていない場合はログインボタンが表示されます".
+fn login_prompt(
+    state: &AppState,
+    ctx: &Ctx,
+    session: Option<&Session>,
+    next: &'static str,
+) -> PageResult {
+    let c = state.chrome(ctx, session);
+    let heading = if next == "/apple" {
+        c.t.menu3_title
+    } else {
+        c.t.menu1_title
+    };
+    render(StatusCode::OK, &LoginPromptPage { c, heading, next })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// GET /login: in trusted-header mode the SSO proxy has authenticated this request; in
+/// local mode, the ID + password form.
+pub async fn login_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<NextQuery>,
+) -> PageResult {
+    let next = local_path(&q.next).to_owned();
+    if state.settings.login.mode == LoginMode::TrustedHeader {
+        let session = state.session(&ctx).await?;
+        let Some(account) = ctx.vouched_account.clone() else {
+            tracing::warn!(client_ip = %ctx.client_ip, "login without a trusted identity header");
+            let c = state.chrome(&ctx, session.as_ref());
+            let (heading, text) = (c.t.login_title, c.t.login_sso_failed.to_owned());
+            let page = ContinuePage {
+                c,
+                heading,
+                text,
+                next: "/".into(),
+                refresh: false,
+            };
+            return render(StatusCode::UNAUTHORIZED, &page);
+        };
+        let cookie = state.log_in(session.as_ref(), &account).await?;
+        // The SSO's redirect back here is a cross-site navigation; a redirect from here
+        // would be too, and a SameSite=Strict cookie would not go along. A page that moves
+        // on by itself is a same-site navigation.
+        let c = state.chrome(&ctx, None);
+        let heading = c.t.login_title;
+        let page = ContinuePage {
+            c,
+            heading,
+            text: account,
+            next,
+            refresh: true,
+        };
+        return Ok(with_cookie(render(StatusCode::OK, &page)?, Some(cookie)));
+    }
+    let (session, cookie) = state.ensure_session(&ctx).await?;
+    let page = LoginFormPage {
+        c: state.chrome(&ctx, Some(&session)),
+        next,
+        account_id: String::new(),
+        message: None,
+    };
+    Ok(with_cookie(render(StatusCode::OK, &page)?, cookie))
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    account_id: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// POST /login (local mode): rate-limited, then checked by `kagi.v1.Directory`.
+pub async fn login_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<LoginForm>,
+) -> PageResult {
+    let session = match state.check_csrf(&ctx, &form.csrf).await? {
+        Ok(session) => session,
+        Err(refused) => return Ok(refused),
+    };
+    let next = local_path(&form.next).to_owned();
+    let account = form.account_id.trim().to_owned();
+    let fail = |status: StatusCode, message: UserMessage| {
+        let page = LoginFormPage {
+            c: state.chrome(&ctx, Some(&session)),
+            next: next.clone(),
+            account_id: account.clone(),
+            message: Some(message.text(ctx.lang)),
+        };
+        render(status, &page)
+    };
+    if state.settings.login.mode != LoginMode::Local {
+        return fail(StatusCode::FORBIDDEN, UserMessage::InvalidInput);
+    }
+    if account.is_empty() || form.password.is_empty() {
+        return fail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            UserMessage::BadCredentials,
+        );
+    }
+    if state.login_rate_limited(&ctx, &account).await? {
+        tracing::warn!(client_ip = %ctx.client_ip, "login rate limit reached");
+        return fail(StatusCode::TOO_MANY_REQUESTS, UserMessage::TooManyLogins);
+    }
+    let request = pb::AuthenticateRequest {
+        account_id: account.clone(),
+        password: form.password,
+        client_ip: ctx.client_ip.to_string(),
+    };
+    match state.clients.directory.clone().authenticate(request).await {
+        Ok(_) => {
+            let cookie = state.log_in(Some(&session), &account).await?;
+            Ok(with_cookie(see_other(&next), Some(cookie)))
+        }
+        Err(status) => {
+            let message = match status.code() {
+                Code::Unauthenticated | Code::InvalidArgument => UserMessage::BadCredentials,
+                Code::ResourceExhausted => UserMessage::TooManyLogins,
+                code => {
+                    tracing::warn!(code = ?code, "directory Authenticate failed");
+                    UserMessage::Unavailable
+                }
+            };
+            let status = match message {
+                UserMessage::BadCredentials => StatusCode::UNAUTHORIZED,
+                UserMessage::TooManyLogins => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            fail(status, message)
+        }
+    }
+}
+
+impl AppState {
+    /// Counts this attempt per client address and per account ID; true once either is
+    /// over its limit in the current window.
+    async fn login_rate_limited(&self, ctx: &Ctx, account: &str) -> Result<bool, super::PageError> {
+        let login = &self.settings.login;
+        let window = i64::try_from(login.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let now = self.now();
+        let by_ip = self
+            .db
+            .count_attempt(&format!("ip:{}", ctx.client_ip), now, window)
+            .await?;
+        let by_account = self
+            .db
+            .count_attempt(
+                &format!("account:{}", account.to_ascii_lowercase()),
+                now,
+                window,
+            )
+            .await?;
+        Ok(by_ip > i64::from(login.per_ip_max) || by_account > i64::from(login.per_account_max))
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// POST /logout: ends the session (FAQ 2: switching between several IDs).
+pub async fn logout(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    let session = match state.check_csrf(&ctx, &form.csrf).await? {
+        Ok(session) => session,
+        Err(refused) => return Ok(refused),
+    };
+    state.db.delete_session(&session.id_hash).await?;
+    let c = state.chrome(&ctx, None);
+    let logout_url = state.settings.login.logout_url.clone();
+    let heading = c.t.logout;
+    let text = c.t.multi_id.to_owned();
+    let next = if logout_url.is_empty() {
+        "/".to_owned()
+    } else {
+        logout_url
+    };
+    let page = ContinuePage {
+        c,
+        heading,
+        text,
+        next,
+        refresh: false,
+    };
+    Ok(with_cookie(
+        render(StatusCode::OK, &page)?,
+        Some(state.expired_session_cookie()?),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LangQuery {
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// GET /lang?to=en&next=/key: remembers the language in a cookie and goes back.
+pub async fn switch_lang(Query(q): Query<LangQuery>) -> Response {
+    let lang = crate::domain::Lang::from_code(&q.to);
+    let mut response = see_other(local_path(&q.next));
+    if let Ok(cookie) = format!(
+        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
+        lang.code()
+    )
+    .parse()
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// GET /outbox (dev mode only): the mail the notifier wrote, newest first.
+pub async fn outbox(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let Some(dir) = state.settings.dev_outbox_dir.clone() else {
+        return not_found(State(state), ctx).await;
+    };
+    let session = state.session(&ctx).await?;
+    let mails = tokio::task::spawn_blocking(move || read_outbox(&dir)).await?;
+    let page = OutboxPage {
+        c: state.chrome(&ctx, session.as_ref()),
+        mails,
+    };
+    render(StatusCode::OK, &page)
+}
+
+fn read_outbox(dir: &std::path::Path) -> Vec<OutboxMail> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    paths.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).and_then(|m| m.modified()).ok()));
+    paths
+        .iter()
+        .take(20)
+        .filter_map(|p| {
+            let raw = std::fs::read(p).ok()?;
+            let mail = mail_parser::MessageParser::default().parse(&raw)?;
+            let to = mail
+                .to()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .unwrap_or_default()
+                .to_owned();
+            Some(OutboxMail {
+                name: p.file_name()?.to_string_lossy().into_owned(),
+                to,
+                subject: mail.subject().unwrap_or_default().to_owned(),
+                body: mail.body_text(0).unwrap_or_default().into_owned(),
+            })
+        })
+        .collect()
+}
+
+pub async fn not_found(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let c = state.chrome(&ctx, None);
+    let t: &Texts = c.t;
+    let page = ContinuePage {
+        c,
+        heading: t.error_title,
+        text: t.not_found.to_owned(),
+        next: "/".into(),
+        refresh: false,
+    };
+    render(StatusCode::NOT_FOUND, &page).map(IntoResponse::into_response)
+}

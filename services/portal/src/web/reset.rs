@@ -1,0 +1,459 @@
+//! Menu 2, "セットアップキーを再発行する": the manual's four screens over `kagi.v1.Reset`.
+//! The reset's bearer handle stays in the server-side session; pages ask the reset service
+//! where the reset stands on every view, so a reload or a second tab shows the truth.
+
+use axum::Form;
+use axum::extract::{Query, State};
+use http::StatusCode;
+use kagi_proto::v1 as pb;
+use pb::ResetState;
+use serde::Deserialize;
+
+use super::pages::shown;
+use super::response::{PageResult, render, see_other, with_cookie};
+use super::templates::{Reset1Page, Reset2Page, Reset3Page, Reset4Page};
+use super::{AppState, Ctx};
+use crate::domain::UserMessage;
+use crate::store::Session;
+
+fn from_status(status: &tonic::Status) -> UserMessage {
+    let message = UserMessage::from_reset_status(status.code(), status.message());
+    if message == UserMessage::Internal || message == UserMessage::Unavailable {
+        tracing::warn!(code = ?status.code(), "reset service call failed");
+    }
+    message
+}
+
+fn status_of(message: UserMessage) -> StatusCode {
+    match message {
+        UserMessage::BadCredentials => StatusCode::UNAUTHORIZED,
+        UserMessage::TooManyAttempts | UserMessage::MailRateLimited | UserMessage::ResendLimit => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        UserMessage::Unavailable
+        | UserMessage::MailUnavailable
+        | UserMessage::KeystoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        UserMessage::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        UserMessage::InvalidInput | UserMessage::CodeFormat | UserMessage::WrongCode { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::CONFLICT,
+    }
+}
+
+/// "1. 二要素認証のリセット": ID and password.
+pub async fn step1(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let (session, cookie) = state.ensure_session(&ctx).await?;
+    let page = Reset1Page {
+        account_id: session.account_id.clone().unwrap_or_default(),
+        c: state.chrome(&ctx, Some(&session)),
+        message: None,
+    };
+    Ok(with_cookie(render(StatusCode::OK, &page)?, cookie))
+}
+
+#[derive(Deserialize)]
+pub struct StartForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    account_id: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// "送信": StartReset mails the code; the reset's handle goes into the session.
+pub async fn start(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<StartForm>,
+) -> PageResult {
+    let session = match state.check_csrf(&ctx, &form.csrf).await? {
+        Ok(session) => session,
+        Err(refused) => return Ok(refused),
+    };
+    let account = form.account_id.trim().to_owned();
+    let request = pb::StartResetRequest {
+        account_id: account.clone(),
+        password: form.password,
+        client_ip: ctx.client_ip.to_string(),
+        user_agent: ctx.user_agent.chars().take(256).collect(),
+        locale: ctx.lang.code().to_owned(),
+    };
+    match state.clients.reset.clone().start_reset(request).await {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            state
+                .db
+                .set_reset(&session.id_hash, Some((&reply.reset_id, &account)))
+                .await?;
+            Ok(see_other("/reset/code"))
+        }
+        Err(status) => {
+            let message = from_status(&status);
+            let page = Reset1Page {
+                c: state.chrome(&ctx, Some(&session)),
+                account_id: account,
+                message: Some(message.text(ctx.lang)),
+            };
+            render(status_of(message), &page)
+        }
+    }
+}
+
+/// The session and its reset's handle, or the response sending the user to step 1.
+async fn with_reset(
+    state: &AppState,
+    ctx: &Ctx,
+) -> Result<Result<(Session, String), axum::response::Response>, super::PageError> {
+    let session = state.session(ctx).await?;
+    match session {
+        Some(session) => match session.reset_id.clone() {
+            Some(reset_id) => Ok(Ok((session, reset_id))),
+            None => Ok(Err(see_other("/reset"))),
+        },
+        None => Ok(Err(see_other("/reset"))),
+    }
+}
+
+async fn get_reset(state: &AppState, reset_id: &str) -> Result<pb::GetResetResponse, UserMessage> {
+    let request = pb::GetResetRequest {
+        reset_id: reset_id.to_owned(),
+    };
+    state
+        .clients
+        .reset
+        .clone()
+        .get_reset(request)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| from_status(&s))
+}
+
+/// Where a reset in `state` belongs, when not on the page asked for.
+fn page_of(reset: ResetState) -> Result<&'static str, UserMessage> {
+    match reset {
+        ResetState::CodeSent => Ok("/reset/code"),
+        ResetState::Verified => Ok("/reset/confirm"),
+        ResetState::Confirming | ResetState::Completed => Ok("/reset/done"),
+        ResetState::Expired => Err(UserMessage::CodeExpired),
+        ResetState::Locked => Err(UserMessage::CodeLocked),
+        ResetState::Cancelled => Err(UserMessage::Cancelled),
+        ResetState::Superseded => Err(UserMessage::Superseded),
+        ResetState::Unspecified => Err(UserMessage::NoReset),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CodeQuery {
+    #[serde(default)]
+    resent: Option<String>,
+}
+
+/// "2. 再設定メールを送信": the code field, resend (after 3 minutes) and start again.
+pub async fn step2(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<CodeQuery>,
+) -> PageResult {
+    let (session, reset_id) = match with_reset(&state, &ctx).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    let notice = q
+        .resent
+        .is_some()
+        .then_some(state.chrome(&ctx, None).t.r2_resent);
+    code_page(
+        &state,
+        &ctx,
+        &session,
+        &reset_id,
+        StatusCode::OK,
+        None,
+        notice,
+    )
+    .await
+}
+
+async fn code_page(
+    state: &AppState,
+    ctx: &Ctx,
+    session: &Session,
+    reset_id: &str,
+    status: StatusCode,
+    message: Option<UserMessage>,
+    notice: Option<&'static str>,
+) -> PageResult {
+    let reset = match get_reset(state, reset_id).await {
+        Ok(reset) => reset,
+        Err(m) => {
+            return state.message_page(ctx, Some(session), status_of(m), m, m.must_start_again());
+        }
+    };
+    match page_of(reset.state()) {
+        Ok("/reset/code") => {}
+        Ok(other) => return Ok(see_other(other)),
+        Err(m) => {
+            // A wrong code that locked or outlived the reset says why first.
+            let shown = message.filter(|m| m.must_start_again()).unwrap_or(m);
+            return state.message_page(ctx, Some(session), status_of(shown), shown, true);
+        }
+    }
+    let resend_after = reset
+        .resend_after
+        .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+    let page = Reset2Page {
+        c: state.chrome(ctx, Some(session)),
+        masked: reset.masked_recipient,
+        message: message.map(|m| m.text(ctx.lang)),
+        notice,
+        resend_enabled: state.now() >= resend_after,
+        resend_at: local_time(resend_after),
+    };
+    render(status, &page)
+}
+
+/// A time as the user's clock shows it (the institution's time zone, Japan).
+fn local_time(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .map(|t| {
+            t.with_timezone(&chrono_tz::Asia::Tokyo)
+                .format("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// "確認する": VerifyCode.
+pub async fn verify(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<CodeForm>,
+) -> PageResult {
+    let session = match state.check_csrf(&ctx, &form.csrf).await? {
+        Ok(session) => session,
+        Err(refused) => return Ok(refused),
+    };
+    let Some(reset_id) = session.reset_id.clone() else {
+        return Ok(see_other("/reset"));
+    };
+    // Phones may paste the code with spaces; full-width digits are not digits here.
+    let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
+    let request = pb::VerifyResetCodeRequest {
+        reset_id: reset_id.clone(),
+        code,
+    };
+    let message = match state.clients.reset.clone().verify_code(request).await {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            match reply.result() {
+                pb::CodeCheck::Verified => return Ok(see_other("/reset/confirm")),
+                pb::CodeCheck::WrongCode => UserMessage::WrongCode {
+                    attempts_remaining: reply.attempts_remaining,
+                },
+                pb::CodeCheck::Expired => UserMessage::CodeExpired,
+                pb::CodeCheck::Locked => UserMessage::CodeLocked,
+                pb::CodeCheck::Unspecified => UserMessage::Internal,
+            }
+        }
+        Err(status) => from_status(&status),
+    };
+    if message.must_start_again() {
+        return state.message_page(&ctx, Some(&session), status_of(message), message, true);
+    }
+    code_page(
+        &state,
+        &ctx,
+        &session,
+        &reset_id,
+        status_of(message),
+        Some(message),
+        None,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// "メールを再送信する": ResendCode (refused before 3 minutes).
+pub async fn resend(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<CsrfOnly>,
+) -> PageResult {
+    let session = match state.check_csrf(&ctx, &form.csrf).await? {
+        Ok(session) => session,
+        Err(refused) => return Ok(refused),
+    };
+    let Some(reset_id) = session.reset_id.clone() else {
+        return Ok(see_other("/reset"));
+    };
+    let request = pb::ResendCodeRequest {
+        reset_id: reset_id.clone(),
+    };
+    match state.clients.reset.clone().resend_code(request).await {
+        Ok(_) => Ok(see_other("/reset/code?resent=1")),
+        Err(status) => {
+            let message = from_status(&status);
+            if message.must_start_again() {
+                return state.message_page(&ctx, Some(&session), status_of(message), message, true);
+            }
+            code_page(
+                &state,
+                &ctx,
+                &session,
+                &reset_id,
+                status_of(message),
+                Some(message),
+                None,
+            )
+            .await
+        }
+    }
+}
+
+/// "最初からやり直す": CancelReset, forget the reset, back to step 1.
+pub async fn cancel(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<CsrfOnly>,
+) -> PageResult {
+    let session = match state.check_csrf(&ctx, &form.csrf).await? {
+        Ok(session) => session,
+        Err(refused) => return Ok(refused),
+    };
+    if let Some(reset_id) = session.reset_id.clone() {
+        let request = pb::CancelResetRequest { reset_id };
+        // A reset already over stays as it is; either way the session forgets it.
+        if let Err(status) = state.clients.reset.clone().cancel_reset(request).await {
+            tracing::info!(code = ?status.code(), "cancel refused; forgetting the reset anyway");
+        }
+        state.db.set_reset(&session.id_hash, None).await?;
+    }
+    Ok(see_other("/reset"))
+}
+
+/// "3. 最終確認".
+pub async fn step3(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let (session, reset_id) = match with_reset(&state, &ctx).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    confirm_page(&state, &ctx, &session, &reset_id, None).await
+}
+
+async fn confirm_page(
+    state: &AppState,
+    ctx: &Ctx,
+    session: &Session,
+    reset_id: &str,
+    message: Option<UserMessage>,
+) -> PageResult {
+    let reset = match get_reset(state, reset_id).await {
+        Ok(reset) => reset,
+        Err(m) => {
+            return state.message_page(ctx, Some(session), status_of(m), m, m.must_start_again());
+        }
+    };
+    match page_of(reset.state()) {
+        Ok("/reset/confirm") => {}
+        Ok(other) => return Ok(see_other(other)),
+        Err(m) => return state.message_page(ctx, Some(session), status_of(m), m, true),
+    }
+    let status = message.map_or(StatusCode::OK, status_of);
+    let page = Reset3Page {
+        c: state.chrome(ctx, Some(session)),
+        message: message.map(|m| m.text(ctx.lang)),
+    };
+    render(status, &page)
+}
+
+/// "セットアップキーを再発行する": ConfirmReset, then the new key on step 4.
+pub async fn confirm(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<CsrfOnly>,
+) -> PageResult {
+    let session = match state.check_csrf(&ctx, &form.csrf).await? {
+        Ok(session) => session,
+        Err(refused) => return Ok(refused),
+    };
+    let Some(reset_id) = session.reset_id.clone() else {
+        return Ok(see_other("/reset"));
+    };
+    let request = pb::ConfirmResetRequest {
+        reset_id: reset_id.clone(),
+    };
+    match state.clients.reset.clone().confirm_reset(request).await {
+        Ok(_) => Ok(see_other("/reset/done")),
+        Err(status) => {
+            let message = from_status(&status);
+            if message == UserMessage::KeystoreUnavailable || message == UserMessage::Busy {
+                return confirm_page(&state, &ctx, &session, &reset_id, Some(message)).await;
+            }
+            state.message_page(
+                &ctx,
+                Some(&session),
+                status_of(message),
+                message,
+                message.must_start_again(),
+            )
+        }
+    }
+}
+
+/// "4. リセット完了": the new key. A reload shows it again while the reset service still
+/// replays it (ConfirmReset on a completed reset issues nothing new).
+pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let (session, reset_id) = match with_reset(&state, &ctx).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    let reset = match get_reset(&state, &reset_id).await {
+        Ok(reset) => reset,
+        Err(m) => {
+            return state.message_page(&ctx, Some(&session), status_of(m), m, m.must_start_again());
+        }
+    };
+    match page_of(reset.state()) {
+        Ok("/reset/done") => {}
+        Ok(other) => return Ok(see_other(other)),
+        Err(m) => return state.message_page(&ctx, Some(&session), status_of(m), m, true),
+    }
+    let request = pb::ConfirmResetRequest { reset_id };
+    match state.clients.reset.clone().confirm_reset(request).await {
+        Ok(reply) => {
+            let Some(key) = reply.into_inner().key else {
+                return state.message_page(
+                    &ctx,
+                    Some(&session),
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    UserMessage::Internal,
+                    false,
+                );
+            };
+            let page = Reset4Page {
+                c: state.chrome(&ctx, Some(&session)),
+                key: shown(&key),
+            };
+            render(StatusCode::OK, &page)
+        }
+        Err(status) => {
+            let m = from_status(&status);
+            state.message_page(&ctx, Some(&session), status_of(m), m, m.must_start_again())
+        }
+    }
+}
