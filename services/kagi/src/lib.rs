@@ -1,5 +1,5 @@
 //! `kagi dev`: the whole system on loopback with embedded defaults, for a newcomer's first
-//! command: the keystore, the reset service and the notifier. Each service runs through the same `Application::build` production uses, in one
+//! command: the keystore, the reset service, the notifier and the portal. Each service runs through the same `Application::build` production uses, in one
 //! process, with everything under one data directory: SQLite files, a generated
 //! key-encryption key, one generated bearer token per calling service, and the notifier's
 //! outbox of `.eml` files instead of an SMTP server.
@@ -44,6 +44,9 @@ pub enum Command {
         /// Where the notifier listens.
         #[arg(long, default_value = "127.0.0.1:50053")]
         notifier_addr: SocketAddr,
+        /// Where the portal (the web pages) listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        portal_addr: SocketAddr,
     },
 }
 
@@ -52,8 +55,8 @@ const CALLERS: [&str; 5] = ["reset", "portal", "login", "admin", "onboarding"];
 
 /// Runs the command; errors are printed and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    let Command::Dev { data_dir, account, keystore_addr, reset_addr, notifier_addr } = cli.command;
-    let addrs = Addrs { keystore: keystore_addr, reset: reset_addr, notifier: notifier_addr };
+    let Command::Dev { data_dir, account, keystore_addr, reset_addr, notifier_addr, portal_addr } = cli.command;
+    let addrs = Addrs { keystore: keystore_addr, reset: reset_addr, notifier: notifier_addr, portal: portal_addr };
     match dev(&data_dir, &account, addrs).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -69,6 +72,7 @@ struct Addrs {
     keystore: SocketAddr,
     reset: SocketAddr,
     notifier: SocketAddr,
+    portal: SocketAddr,
 }
 
 /// The demo account's recovery address: its mail lands in the outbox.
@@ -88,6 +92,8 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
     let reset_settings =
         reset_settings(data_dir, &callers_dir, addrs.reset, keystore.local_addr(), notifier.local_addr());
     let reset = kagi_reset::Application::build(&reset_settings).await?;
+    let portal_settings = portal_settings(data_dir, &callers_dir, addrs.portal, keystore.local_addr(), reset.local_addr());
+    let portal = kagi_portal::Application::build(portal_settings).await?;
 
     let account = AccountId::parse(account)?;
     let actor = Actor { caller: "onboarding" };
@@ -101,6 +107,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
         keystore: keystore.local_addr(),
         reset: reset.local_addr(),
         notifier: notifier.local_addr(),
+        portal: portal.local_addr(),
         data_dir,
         key: &key,
         uri: &uri,
@@ -113,9 +120,11 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
     };
     let keystore = tokio::spawn(keystore.run_until_stopped(stopped(stop_rx.clone())));
     let reset = tokio::spawn(reset.run_until_stopped(stopped(stop_rx.clone())));
-    let notifier = tokio::spawn(notifier.run_until_stopped(stopped(stop_rx)));
+    let notifier = tokio::spawn(notifier.run_until_stopped(stopped(stop_rx.clone())));
+    let portal = tokio::spawn(portal.run_until_stopped(stopped(stop_rx)));
     kagi_runtime::shutdown::signal().await;
     let _ = stop_tx.send(true);
+    portal.await??;
     keystore.await??;
     reset.await??;
     notifier.await??;
@@ -131,6 +140,26 @@ async fn demo_login(reset: &kagi_reset::Application, data_dir: &Path, account: &
         Ok(()) | Err(kagi_reset::accounts::AccountError::Exists(_)) => Ok(password),
         Err(e) => Err(e.into()),
     }
+}
+
+fn portal_settings(
+    data_dir: &Path,
+    callers_dir: &Path,
+    addr: SocketAddr,
+    keystore: SocketAddr,
+    reset: SocketAddr,
+) -> kagi_portal::Settings {
+    let mut settings = kagi_portal::Settings::default();
+    settings.server.listen_addr = addr;
+    settings.server.public_url = format!("http://{addr}");
+    settings.database.url = format!("sqlite://{}/portal.db?mode=rwc", data_dir.display());
+    settings.keystore.endpoint = format!("http://{keystore}");
+    settings.keystore.token_file = Some(callers_dir.join("portal"));
+    settings.reset.endpoint = format!("http://{reset}");
+    settings.reset.token_file = Some(callers_dir.join("portal"));
+    // Dev only: the portal lists the outbox, so the reissue flow needs no mail server.
+    settings.dev_outbox_dir = Some(data_dir.join("outbox"));
+    settings
 }
 
 fn reset_settings(
@@ -187,6 +216,7 @@ struct Banner<'a> {
     keystore: SocketAddr,
     reset: SocketAddr,
     notifier: SocketAddr,
+    portal: SocketAddr,
     data_dir: &'a Path,
     key: &'a service::RevealedKey,
     uri: &'a str,
@@ -208,7 +238,8 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
         .collect();
     let data = b.data_dir.display();
     println!(
-        "\nkagi (dev) is running\n\n  keystore  grpc://{keystore}   (kagi.v1.Keystore)\n  \
+        "\nkagi (dev) is running\n\n  portal    http://{portal}/   (open it in a browser; the outbox is at /outbox)\n  \
+         keystore  grpc://{keystore}   (kagi.v1.Keystore)\n  \
          reset     grpc://{reset}   (kagi.v1.Reset, kagi.v1.Directory)\n  \
          notifier  grpc://{notifier}   (kagi.v1.Notifier; mail goes to {data}/outbox)\n  \
          tokens    {data}/callers/<caller>\n\n  \
@@ -218,6 +249,7 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
          grpcurl -plaintext -H \"authorization: Bearer $(cat {data}/callers/login)\" \\\n    \
          -d '{{\"account_id\":\"{account}\",\"code\":\"123456\"}}' {keystore} kagi.v1.Keystore/VerifyCode\n\n\
          Ctrl-C stops everything.\n",
+        portal = b.portal,
         keystore = b.keystore,
         reset = b.reset,
         notifier = b.notifier,

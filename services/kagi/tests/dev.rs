@@ -37,6 +37,21 @@ fn codes_in_outbox(outbox: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A plain HTTP/1.1 GET, as a browser's first request would be: (status line, body).
+async fn http_get(url: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Language: ja\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
 async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     for _ in 0..200 {
         if let Some(found) = probe() {
@@ -52,7 +67,7 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kagi"))
         .args(["dev", "--keystore-addr", "127.0.0.1:0", "--reset-addr", "127.0.0.1:0"])
-        .args(["--notifier-addr", "127.0.0.1:0"])
+        .args(["--notifier-addr", "127.0.0.1:0", "--portal-addr", "127.0.0.1:0"])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -75,6 +90,14 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     .await
     .expect("kagi dev prints its banner");
     let endpoint = |service: &str| field(&banner, service).replace("grpc://", "http://");
+    let portal = field(&banner, "portal");
+
+    // The portal's top page is the manual's: the three menus.
+    let (status, top) = http_get(&portal).await;
+    assert!(status.ends_with("200 OK"), "{status}");
+    for menu in ["二要素認証管理システム", "現在のセットアップキーを表示する", "セットアップキーを再発行する"] {
+        assert!(top.contains(menu), "top page lacks {menu}");
+    }
     let account = field(&banner, "demo account");
     let secret: String = {
         let line = banner.lines().find(|l| l.trim_start().starts_with("setup key")).unwrap();
@@ -123,6 +146,9 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
         .unwrap();
     assert_eq!(new.into_inner().result(), pb::VerifyResult::Accepted);
     until("the key-reissued notice", || (std::fs::read_dir(&outbox).unwrap().count() >= 2).then_some(())).await;
+    // In dev mode the portal shows the outbox, so a newcomer can read the code there.
+    let (status, _) = http_get(&format!("{}outbox", portal.trim_end_matches('/').to_owned() + "/")).await;
+    assert!(status.ends_with("200 OK"), "{status}");
 
     // Ctrl-C stops everything cleanly.
     let pid = child.id().unwrap().to_string();
