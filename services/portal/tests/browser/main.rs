@@ -1,0 +1,280 @@
+//! The portal in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`) drives the real pages against the real keystore, notifier (delivering
+//! to a real SMTP server) and reset service. Each screen is saved to `docs/screenshots/`.
+//!
+//! Browsers are heavy on a 2-core machine: the scenarios take turns.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+mod webdriver;
+
+use std::time::Duration;
+
+use common::{ACCOUNT, PASSWORD, Stack};
+use kagi_proto::v1::VerifyResult;
+use webdriver::Browser;
+
+const IPHONE_SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+const WINDOWS_CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+
+static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn log_in(browser: &Browser, stack: &Stack) {
+    browser.find("#account_id").await.type_text(ACCOUNT).await;
+    browser.find("#password").await.type_text(PASSWORD).await;
+    browser.find("#submit").await.click().await;
+    let _ = stack;
+}
+
+/// The QR image on the page, decoded.
+async fn qr_on_page(browser: &Browser) -> String {
+    let src = browser.find("#qr").await.attribute("src").await.unwrap();
+    common::decode_qr(&common::png_of_data_uri(&src))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn menu_1_shows_the_current_key_after_login_and_its_qr_code_works() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let stack = Box::pin(Stack::start()).await;
+    let browser = Browser::start(WINDOWS_CHROME).await;
+
+    browser.goto(&stack.url("/")).await;
+    browser.expect_page("二要素認証管理システム").await;
+    browser.screenshot("01-top").await;
+    browser.find("#menu1").await.click().await;
+
+    // "システムにログインしていない場合はログインボタンが表示されます"
+    browser.find("#login").await;
+    browser.screenshot("02-login-needed").await;
+    browser.find("#login").await.click().await;
+    browser.screenshot("03-login").await;
+    log_in(&browser, &stack).await;
+
+    browser.expect_path("/key").await;
+    assert_eq!(browser.text_of("#account").await, ACCOUNT);
+    browser.screenshot("04-current-key").await;
+
+    let key = stack.current_key().await;
+    let uri = qr_on_page(&browser).await;
+    assert_eq!(uri, key.otpauth_uri, "the QR code is the otpauth URI");
+    assert_eq!(
+        browser.text_of("#secret").await.replace(' ', ""),
+        key.secret_base32
+    );
+    assert_eq!(
+        browser
+            .find("#add-here")
+            .await
+            .attribute("href")
+            .await
+            .unwrap(),
+        key.otpauth_uri
+    );
+    browser
+        .expect_page("スクリーンショットを他人に渡さないでください")
+        .await;
+    assert_eq!(
+        stack.login_with_secret(&common::secret_of(&uri)).await,
+        VerifyResult::Accepted
+    );
+
+    // FAQ 2: log out to switch IDs.
+    browser.find("#logout").await.click().await;
+    browser.expect_page("ログアウト").await;
+    browser.goto(&stack.url("/key")).await;
+    browser.find("#login").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn menu_2_reissues_the_key_end_to_end_with_the_code_from_the_mail() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let stack = Box::pin(Stack::start()).await;
+    let browser = Browser::start(WINDOWS_CHROME).await;
+    let old_secret = stack.first_key.secret_base32.clone();
+
+    browser.goto(&stack.url("/")).await;
+    browser.find("#menu2").await.click().await;
+    browser.expect_page("1. 二要素認証のリセット").await;
+    browser.screenshot("05-reset-1-id-password").await;
+
+    // A form whose CSRF token was taken away is refused.
+    browser
+        .execute("document.querySelector('input[name=csrf]').remove()")
+        .await;
+    browser.find("#account_id").await.type_text(ACCOUNT).await;
+    browser.find("#password").await.type_text(PASSWORD).await;
+    browser.find("#submit").await.click().await;
+    browser.expect_page("ページの有効期限が切れました").await;
+    assert!(stack.sink.mails().is_empty(), "no mail for a refused form");
+
+    browser.goto(&stack.url("/reset")).await;
+    browser.find("#account_id").await.type_text(ACCOUNT).await;
+    browser.find("#password").await.type_text(PASSWORD).await;
+    browser.find("#submit").await.click().await;
+
+    browser.expect_page("2. 再設定メールを送信").await;
+    let shown_to = browser.text_of("#recipient").await;
+    assert!(
+        shown_to.contains('*') && shown_to.ends_with(".ac.jp"),
+        "masked: {shown_to}"
+    );
+    let field = browser.find("#code").await;
+    assert_eq!(
+        field.attribute("inputmode").await.as_deref(),
+        Some("numeric")
+    );
+    assert_eq!(
+        field.attribute("autocomplete").await.as_deref(),
+        Some("one-time-code")
+    );
+    let code = stack.code_in_mail(1).await;
+    browser.screenshot("06-reset-2-code-sent").await;
+
+    // FAQ 4: "確認コードが違います".
+    browser
+        .find("#code")
+        .await
+        .type_text(&common::wrong(&code))
+        .await;
+    browser.find("#verify").await.click().await;
+    browser.expect_page("確認コードが違います").await;
+    assert!(
+        browser
+            .text_of("#error")
+            .await
+            .starts_with("確認コードが違います")
+    );
+    browser.screenshot("07-reset-2-wrong-code").await;
+
+    browser.find("#code").await.type_text(&code).await;
+    browser.find("#verify").await.click().await;
+    browser.expect_page("3. 最終確認").await;
+    browser
+        .expect_page("本当にセットアップキーを再発行してよろしいですか？")
+        .await;
+    browser.find("#menu").await;
+    browser.screenshot("08-reset-3-final-confirmation").await;
+
+    browser.find("#confirm").await.click().await;
+    browser.expect_page("4. リセット完了").await;
+    assert_eq!(browser.text_of("#account").await, ACCOUNT);
+    browser.screenshot("09-reset-4-complete").await;
+
+    let uri = qr_on_page(&browser).await;
+    let new_secret = common::secret_of(&uri);
+    assert_ne!(new_secret, old_secret);
+    assert_eq!(
+        browser.text_of("#secret").await.replace(' ', ""),
+        new_secret
+    );
+    assert_eq!(stack.current_key().await.otpauth_uri, uri);
+    assert_eq!(
+        stack.login_with_secret(&new_secret).await,
+        VerifyResult::Accepted,
+        "the new key works"
+    );
+    assert_eq!(
+        stack.login_with_secret(&old_secret).await,
+        VerifyResult::Rejected,
+        "the old key does not"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_is_refused_before_3_minutes_and_works_after() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let stack = Box::pin(Stack::start()).await;
+    let browser = Browser::start(WINDOWS_CHROME).await;
+
+    browser.goto(&stack.url("/reset")).await;
+    log_in(&browser, &stack).await;
+    stack.code_in_mail(1).await;
+    let resend = browser.find("#resend").await;
+    assert!(
+        !resend.enabled().await,
+        "メールを再送信する is not offered before 3 minutes"
+    );
+    assert!(
+        browser
+            .text_of("#resend-wait")
+            .await
+            .contains("以降に使えます")
+    );
+
+    // Even a forced click is refused by the server.
+    browser
+        .execute("const b = document.getElementById('resend'); b.disabled = false; b.click();")
+        .await;
+    browser
+        .expect_page("メールの再送信は、前回の送信から3分経過後に可能です。")
+        .await;
+    assert_eq!(
+        browser.text_of("#error").await,
+        "メールの再送信は、前回の送信から3分経過後に可能です。"
+    );
+    browser.screenshot("10-reset-2-resend-too-soon").await;
+    assert_eq!(stack.sink.mails().len(), 1);
+
+    stack.clock.advance(Duration::from_secs(181));
+    browser.goto(&stack.url("/reset/code")).await;
+    let resend = browser.find("#resend").await;
+    assert!(resend.enabled().await);
+    resend.click().await;
+    browser.expect_page("メールを再送信しました").await;
+    let second = stack.code_in_mail(2).await;
+    browser.find("#code").await.type_text(&second).await;
+    browser.find("#verify").await.click().await;
+    browser.expect_page("3. 最終確認").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn menu_3_is_enabled_for_iphone_safari() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let stack = Box::pin(Stack::start()).await;
+    let browser = Browser::start(IPHONE_SAFARI).await;
+
+    browser.goto(&stack.url("/")).await;
+    let menu = browser.find("#menu3").await;
+    assert_eq!(menu.tag().await, "a");
+    menu.click().await;
+    browser.find("#login").await.click().await;
+    log_in(&browser, &stack).await;
+    browser.expect_path("/apple").await;
+    let link = browser
+        .find("#apple-link")
+        .await
+        .attribute("href")
+        .await
+        .unwrap();
+    let key = stack.current_key().await;
+    assert_eq!(
+        link,
+        key.otpauth_uri
+            .replacen("otpauth://", "apple-otpauth://", 1)
+    );
+    assert!(link.starts_with("apple-otpauth://totp/"));
+    browser.screenshot("11-apple-autofill-iphone").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn menu_3_is_greyed_out_for_chrome_on_windows() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let stack = Box::pin(Stack::start()).await;
+    let browser = Browser::start(WINDOWS_CHROME).await;
+
+    browser.goto(&stack.url("/")).await;
+    let menu = browser.find("#menu3").await;
+    assert_eq!(menu.tag().await, "div", "not a link");
+    assert!(menu.attribute("class").await.unwrap().contains("disabled"));
+    browser.goto(&stack.url("/apple")).await;
+    assert!(
+        browser
+            .text_of("#unavailable")
+            .await
+            .contains("グレーアウト")
+    );
+    assert!(browser.try_find("#apple-link").await.is_none());
+    browser.screenshot("12-apple-autofill-unavailable").await;
+}
