@@ -379,3 +379,17 @@ fn portal_settings(
     settings.login.mode = LoginMode::Local;
     settings
 }
+
+/// A secret as the key page groups it.
+pub struct ShownSecret<'a>(pub &'a str);
+
+impl ShownSecret<'_> {
+    pub fn grouped(&self) -> String {
+        self.0
+            .as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
