@@ -186,7 +186,9 @@ impl Browser {
         .await
     }
 
-    /// Saves what the browser shows as `docs/screenshots/<name>.png`.
+    /// Saves what the browser shows as `<name>.png`: in `docs/screenshots/` when
+    /// `KAGI_UPDATE_SCREENSHOTS` is set (to refresh the README's pictures), otherwise under
+    /// the target folder, so a test run leaves the work tree as it was.
     pub async fn screenshot(&self, name: &str) {
         use base64::Engine as _;
         let b64 = self
@@ -198,7 +200,11 @@ impl Browser {
         let png = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .unwrap();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+        let dir = if std::env::var_os("KAGI_UPDATE_SCREENSHOTS").is_some() {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+        } else {
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+        };
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
