@@ -300,3 +300,97 @@ async fn login_attempts_are_rate_limited_per_account() {
     }
     assert_eq!(log_in(&mut client, PASSWORD).await.status, 429);
 }
+
+/// The store's SQL on both backends: sessions, the idle timeout, the reset handle and the
+/// fixed-window login counter.
+async fn the_session_store_works(backend: kagi_testkit::Backend) {
+    let db = kagi_testkit::TestDatabase::new(backend, "portal.db").await;
+    let store = kagi_portal::store::Db::connect(&db.url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+
+    let (cookie, created) = store.create_session(Some(ACCOUNT), 1_000).await.unwrap();
+    let loaded = store
+        .load_session(&cookie, 2_000, 900_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.account_id.as_deref(), Some(ACCOUNT));
+    assert_eq!(loaded.csrf, created.csrf);
+    store
+        .set_reset(&loaded.id_hash, Some(("reset-handle", ACCOUNT)))
+        .await
+        .unwrap();
+    let loaded = store
+        .load_session(&cookie, 3_000, 900_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.reset_id.as_deref(), Some("reset-handle"));
+    store.set_reset(&loaded.id_hash, None).await.unwrap();
+    assert!(
+        store
+            .load_session(&cookie, 4_000, 900_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .reset_id
+            .is_none()
+    );
+    assert!(
+        store
+            .load_session("not-a-session", 4_000, 900_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .load_session(&cookie, 4_000 + 900_000, 900_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "idle too long"
+    );
+    assert!(
+        store
+            .load_session(&cookie, 5_000, 900_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "and deleted"
+    );
+
+    assert_eq!(
+        store
+            .count_attempt("ip:192.0.2.1", 10_000, 60_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_attempt("ip:192.0.2.1", 20_000, 60_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_attempt("ip:192.0.2.2", 20_000, 60_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_attempt("ip:192.0.2.1", 70_000, 60_000)
+            .await
+            .unwrap(),
+        1,
+        "a new window"
+    );
+    store.purge(1_000_000, 900_000, 60_000).await.unwrap();
+    store.close().await;
+}
+
+kagi_testkit::both_backends!(the_session_store_works);
