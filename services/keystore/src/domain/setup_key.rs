@@ -155,7 +155,10 @@ pub fn otpauth_uri(
 /// # Errors
 /// Only if the URI does not fit in a QR code, which kagi's bounded inputs rule out.
 pub fn qr_codes(uri: &str) -> Result<(Vec<u8>, String), String> {
-    let code = QrCode::new(uri.as_bytes()).map_err(|e| e.to_string())?;
+    // Error correction L: the code is shown on a screen, not printed and scuffed, and the
+    // lower density scans better on small screens. It also makes the encoder's mask
+    // selection (most of the CPU of showing a key) cheaper.
+    let code = QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::L).map_err(|e| e.to_string())?;
     let image = code
         .render::<image::Luma<u8>>()
         .min_dimensions(256, 256)

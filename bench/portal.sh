@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The portal's pages under 50 concurrent users (wrk on loopback) and their weight, against
+# the whole system as `kagi dev` runs it (release build, SQLite). Prints a markdown table.
+#
+#   bash bench/portal.sh [seconds per page, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+seconds=${1:-10}
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
+cargo build --release -q -p kagi
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+portal="http://127.0.0.1:$port"
+(cd "$work" && exec "$root/target/release/kagi" dev --portal-addr "127.0.0.1:$port" --keystore-addr 127.0.0.1:0 \
+    --reset-addr 127.0.0.1:0 --notifier-addr 127.0.0.1:0 >banner.txt 2>kagi.log) &
+kagi=$!
+trap 'kill -INT $kagi 2>/dev/null; wait $kagi 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q "Ctrl-C stops" "$work/banner.txt" 2>/dev/null && break; sleep 0.2; done
+password=$(awk '/password     :/ {print $3}' "$work/banner.txt")
+
+# Log in as the demo account (local mode) to measure the pages behind the login.
+jar="$work/cookies"
+csrf=$(curl -s -c "$jar" "$portal/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -1)
+curl -s -b "$jar" -c "$jar" -o /dev/null --data-urlencode "csrf=$csrf" --data-urlencode "account_id=demo" \
+    --data-urlencode "password=$password" "$portal/login"
+cookie="kagi_session=$(awk '$6 == "kagi_session" {print $7}' "$jar")"
+
+echo "| page | what it does | requests/s | p50 ms | p99 ms | bytes |"
+echo "| --- | --- | ---: | ---: | ---: | ---: |"
+measure() {
+    local path=$1 what=$2
+    local bytes out
+    bytes=$(curl -s -H "Cookie: $cookie" -o /dev/null -w '%{size_download}' "$portal$path")
+    out=$(wrk -t2 -c50 -d"${seconds}s" --latency -H "Cookie: $cookie" "$portal$path")
+    local rps p50 p99
+    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    echo "| \`$path\` | $what | $rps | $(to_ms "$p50") | $(to_ms "$p99") | $bytes |"
+}
+to_ms() {  # wrk prints 850.00us, 12.34ms or 1.20s
+    python3 -c "import sys; v=sys.argv[1]; f={'us':1e-3,'ms':1,'s':1e3}; u=next(k for k in ('us','ms','s') if v.endswith(k)); print(round(float(v[:-len(u)])*f[u],2))" "$1"
+}
+measure / "top page (three menus)"
+measure /key "menu 1: GetCurrentKey, QR, audit row"
+measure /apple "menu 3: UA check, GetCurrentKey"
+measure /reset "menu 2 step 1 form"
+measure /login "login form"
+measure /static/portal.css "stylesheet"
