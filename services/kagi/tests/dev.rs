@@ -129,7 +129,7 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     let reset_id = reset.start_reset(bearer(&token("portal"), start)).await.unwrap().into_inner().reset_id;
     let outbox = dir.path().join("data/outbox");
     let code = until("the code mail", || codes_in_outbox(&outbox).pop()).await;
-    let verify = pb::VerifyResetCodeRequest { reset_id: reset_id.clone(), code };
+    let verify = pb::VerifyResetCodeRequest { reset_id: reset_id.clone(), code: code.clone() };
     let checked = reset.verify_code(bearer(&token("portal"), verify)).await.unwrap().into_inner();
     assert_eq!(checked.result(), pb::CodeCheck::Verified);
     let confirm = pb::ConfirmResetRequest { reset_id };
@@ -147,8 +147,10 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     assert_eq!(new.into_inner().result(), pb::VerifyResult::Accepted);
     until("the key-reissued notice", || (std::fs::read_dir(&outbox).unwrap().count() >= 2).then_some(())).await;
     // In dev mode the portal shows the outbox, so a newcomer can read the code there.
-    let (status, _) = http_get(&format!("{}outbox", portal.trim_end_matches('/').to_owned() + "/")).await;
+    let (status, outbox_page) = http_get(&format!("{}/outbox", portal.trim_end_matches('/'))).await;
     assert!(status.ends_with("200 OK"), "{status}");
+    assert!(outbox_page.contains("二要素認証の再設定のご案内"), "the code mail is listed");
+    assert!(outbox_page.contains(&code), "with the code in it");
 
     // Ctrl-C stops everything cleanly.
     let pid = child.id().unwrap().to_string();
