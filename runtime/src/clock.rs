@@ -67,13 +67,20 @@ pub struct OffsetClock(Mutex<Duration>);
 
 impl OffsetClock {
     pub fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += by;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += by;
     }
 }
 
 impl Clock for OffsetClock {
     fn now(&self) -> SystemTime {
-        SystemTime::now() + *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        SystemTime::now()
+            + *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -26,7 +26,9 @@ impl Backend {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Ok(Self::Postgres)
         } else {
-            Err(sqlx::Error::Configuration("database.url must start with sqlite: or postgres:".into()))
+            Err(sqlx::Error::Configuration(
+                "database.url must start with sqlite: or postgres:".into(),
+            ))
         }
     }
 }
@@ -92,7 +94,11 @@ impl Database {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
         let (pool, backend) = connect(url, max_connections).await?;
         let transaction_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Self { pool, backend, transaction_gate })
+        Ok(Self {
+            pool,
+            backend,
+            transaction_gate,
+        })
     }
 
     /// Begins a write transaction, waiting for this process's turn on SQLite. Make its
@@ -105,7 +111,10 @@ impl Database {
             Some(gate) => Some(Arc::clone(gate).lock_owned().await),
             None => None,
         };
-        Ok(WriteTx { tx: self.pool.begin().await?, turn })
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+            turn,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -146,9 +155,15 @@ mod tests {
 
     #[test]
     fn backends_are_told_apart_by_url() {
-        assert_eq!(Backend::of("sqlite://data/k.db?mode=rwc").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::of("sqlite://data/k.db?mode=rwc").unwrap(),
+            Backend::Sqlite
+        );
         assert_eq!(Backend::of("postgres://u@h/db").unwrap(), Backend::Postgres);
-        assert_eq!(Backend::of("postgresql://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
         assert!(Backend::of("mysql://u@h/db").is_err());
     }
 
@@ -158,7 +173,10 @@ mod tests {
         let url = format!("sqlite://{}/nested/x.db?mode=rwc", dir.display());
         let (pool, backend) = connect(&url, 1).await.unwrap();
         assert_eq!(backend, Backend::Sqlite);
-        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&pool).await.unwrap();
+        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         assert_eq!(mode.0, "wal");
         pool.close().await;
         assert!(dir.join("nested/x.db").exists());

@@ -55,8 +55,20 @@ const CALLERS: [&str; 5] = ["reset", "portal", "login", "admin", "onboarding"];
 
 /// Runs the command; errors are printed and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    let Command::Dev { data_dir, account, keystore_addr, reset_addr, notifier_addr, portal_addr } = cli.command;
-    let addrs = Addrs { keystore: keystore_addr, reset: reset_addr, notifier: notifier_addr, portal: portal_addr };
+    let Command::Dev {
+        data_dir,
+        account,
+        keystore_addr,
+        reset_addr,
+        notifier_addr,
+        portal_addr,
+    } = cli.command;
+    let addrs = Addrs {
+        keystore: keystore_addr,
+        reset: reset_addr,
+        notifier: notifier_addr,
+        portal: portal_addr,
+    };
     match dev(&data_dir, &account, addrs).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -84,21 +96,49 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
     for caller in CALLERS {
         secrets::read_or_create(&callers_dir.join(caller), 24)?;
     }
-    let telemetry = kagi_runtime::TelemetrySettings { log_format: LogFormat::Pretty, ..Default::default() };
+    let telemetry = kagi_runtime::TelemetrySettings {
+        log_format: LogFormat::Pretty,
+        ..Default::default()
+    };
     let _telemetry = kagi_runtime::telemetry::init("kagi-dev", &telemetry)?;
 
-    let keystore = kagi_keystore::Application::build(&keystore_settings(data_dir, &callers_dir, addrs.keystore)?).await?;
-    let notifier = kagi_notifier::Application::build(notifier_settings(data_dir, &callers_dir, addrs.notifier)).await?;
-    let reset_settings =
-        reset_settings(data_dir, &callers_dir, addrs.reset, keystore.local_addr(), notifier.local_addr());
+    let keystore = kagi_keystore::Application::build(&keystore_settings(
+        data_dir,
+        &callers_dir,
+        addrs.keystore,
+    )?)
+    .await?;
+    let notifier = kagi_notifier::Application::build(notifier_settings(
+        data_dir,
+        &callers_dir,
+        addrs.notifier,
+    ))
+    .await?;
+    let reset_settings = reset_settings(
+        data_dir,
+        &callers_dir,
+        addrs.reset,
+        keystore.local_addr(),
+        notifier.local_addr(),
+    );
     let reset = kagi_reset::Application::build(&reset_settings).await?;
-    let portal_settings = portal_settings(data_dir, &callers_dir, addrs.portal, keystore.local_addr(), reset.local_addr());
+    let portal_settings = portal_settings(
+        data_dir,
+        &callers_dir,
+        addrs.portal,
+        keystore.local_addr(),
+        reset.local_addr(),
+    );
     let portal = kagi_portal::Application::build(portal_settings).await?;
 
     let account = AccountId::parse(account)?;
-    let actor = Actor { caller: "onboarding" };
+    let actor = Actor {
+        caller: "onboarding",
+    };
     let key = match keystore.keystore().enroll(actor, account.clone()).await {
-        Err(kagi_keystore::Error::AlreadyEnrolled) => keystore.keystore().current_key(actor, account).await?,
+        Err(kagi_keystore::Error::AlreadyEnrolled) => {
+            keystore.keystore().current_key(actor, account).await?
+        }
         other => other?,
     };
     let password = demo_login(&reset, data_dir, key.account.as_str()).await?;
@@ -133,10 +173,23 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
 
 /// The demo account in the reset service's directory (its password generated once and kept
 /// in the data directory), so the reissue flow can be walked through.
-async fn demo_login(reset: &kagi_reset::Application, data_dir: &Path, account: &str) -> anyhow::Result<String> {
+async fn demo_login(
+    reset: &kagi_reset::Application,
+    data_dir: &Path,
+    account: &str,
+) -> anyhow::Result<String> {
     let password = secrets::read_or_create(&data_dir.join("demo-password"), 12)?;
     let now = kagi_runtime::clock::unix_ms(std::time::SystemTime::now());
-    match reset.accounts().add(account, DEMO_RECOVERY_EMAIL, SecretString::from(password.clone()), now).await {
+    match reset
+        .accounts()
+        .add(
+            account,
+            DEMO_RECOVERY_EMAIL,
+            SecretString::from(password.clone()),
+            now,
+        )
+        .await
+    {
         Ok(()) | Err(kagi_reset::accounts::AccountError::Exists(_)) => Ok(password),
         Err(e) => Err(e.into()),
     }

@@ -8,10 +8,18 @@ use std::path::Path;
 
 /// The TOML block under `<file>: |` in a manifest's ConfigMap.
 fn embedded_toml(manifest: &str, file: &str) -> String {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes").join(manifest))
-        .unwrap();
-    let mut lines = text.lines().skip_while(|l| l.trim() != format!("{file}: |"));
-    lines.next().unwrap_or_else(|| panic!("{manifest} has no {file}"));
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/kubernetes")
+            .join(manifest),
+    )
+    .unwrap();
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.trim() != format!("{file}: |"));
+    lines
+        .next()
+        .unwrap_or_else(|| panic!("{manifest} has no {file}"));
     lines
         .take_while(|l| l.is_empty() || l.starts_with("    "))
         .map(|l| l.strip_prefix("    ").unwrap_or(l))
@@ -28,10 +36,17 @@ fn write_temp(toml: &str) -> tempfile::NamedTempFile {
 #[test]
 fn the_keystore_manifest_settings_load() {
     let file = write_temp(&embedded_toml("keystore.yaml", "keystore.toml"));
-    let settings = kagi_keystore::Settings::load(Some(file.path())).expect("keystore.toml in keystore.yaml");
+    let settings =
+        kagi_keystore::Settings::load(Some(file.path())).expect("keystore.toml in keystore.yaml");
     assert_eq!(settings.server.listen_addr.port(), 50051);
-    assert_eq!(settings.auth.tokens_dir.as_deref(), Some(Path::new("/etc/kagi/callers")));
-    assert_eq!(settings.kek.keys_dir.as_deref(), Some(Path::new("/etc/kagi/kek")));
+    assert_eq!(
+        settings.auth.tokens_dir.as_deref(),
+        Some(Path::new("/etc/kagi/callers"))
+    );
+    assert_eq!(
+        settings.kek.keys_dir.as_deref(),
+        Some(Path::new("/etc/kagi/kek"))
+    );
     assert!(!settings.campus_networks.is_empty());
     settings.totp.params().unwrap();
     settings.lockout.policy().unwrap();
@@ -41,9 +56,13 @@ fn the_keystore_manifest_settings_load() {
 fn the_notifier_manifest_settings_load() {
     let file = write_temp(&embedded_toml("notifier.yaml", "notifier.toml"));
     let settings: kagi_notifier::Settings =
-        kagi_runtime::settings::load(Some(file.path()), "KAGI_NOTIFIER_TEST_UNUSED_").expect("notifier.toml");
+        kagi_runtime::settings::load(Some(file.path()), "KAGI_NOTIFIER_TEST_UNUSED_")
+            .expect("notifier.toml");
     assert_eq!(settings.server.listen_addr.port(), 50053);
-    assert_eq!(settings.transport.kind, kagi_notifier::config::TransportKind::Smtp);
+    assert_eq!(
+        settings.transport.kind,
+        kagi_notifier::config::TransportKind::Smtp
+    );
     assert_eq!(settings.transport.smtp.port, 587);
 }
 
@@ -51,7 +70,8 @@ fn the_notifier_manifest_settings_load() {
 fn the_reset_manifest_settings_load() {
     let file = write_temp(&embedded_toml("reset.yaml", "reset.toml"));
     let settings: kagi_reset::Settings =
-        kagi_runtime::settings::load(Some(file.path()), "KAGI_RESET_TEST_UNUSED_").expect("reset.toml");
+        kagi_runtime::settings::load(Some(file.path()), "KAGI_RESET_TEST_UNUSED_")
+            .expect("reset.toml");
     assert_eq!(settings.server.listen_addr.port(), 50052);
     assert_eq!(settings.keystore.endpoint, "http://kagi-keystore:50051");
     assert_eq!(settings.notifier.endpoint, "http://kagi-notifier:50053");

@@ -13,26 +13,37 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
 
 /// The value printed after `label` in the banner (`keystore  grpc://…`, `password     : …`).
 fn field(banner: &str, label: &str) -> String {
-    let line = banner.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{banner}"));
-    let value = line.trim_start()[label.len()..].trim_start().trim_start_matches(':').trim();
+    let line = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("{banner}"));
+    let value = line.trim_start()[label.len()..]
+        .trim_start()
+        .trim_start_matches(':')
+        .trim();
     value.split_whitespace().next().unwrap().to_owned()
 }
 
 /// The confirmation codes in the outbox's mails so far.
 fn codes_in_outbox(outbox: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(outbox) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(outbox) else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| {
             let raw = std::fs::read(e.unwrap().path()).unwrap();
             let mail = mail_parser::MessageParser::default().parse(&raw)?;
             let body = mail.body_text(0)?.into_owned();
-            body.lines().find_map(|l| l.strip_prefix("確認コード: ").map(|c| c.trim().to_owned()))
+            body.lines()
+                .find_map(|l| l.strip_prefix("確認コード: ").map(|c| c.trim().to_owned()))
         })
         .collect()
 }
@@ -41,9 +52,13 @@ fn codes_in_outbox(outbox: &Path) -> Vec<String> {
 async fn http_get(url: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Language: ja\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Language: ja\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
@@ -66,8 +81,19 @@ async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kagi"))
-        .args(["dev", "--keystore-addr", "127.0.0.1:0", "--reset-addr", "127.0.0.1:0"])
-        .args(["--notifier-addr", "127.0.0.1:0", "--portal-addr", "127.0.0.1:0"])
+        .args([
+            "dev",
+            "--keystore-addr",
+            "127.0.0.1:0",
+            "--reset-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--notifier-addr",
+            "127.0.0.1:0",
+            "--portal-addr",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -95,30 +121,65 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     // The portal's top page is the manual's: the three menus.
     let (status, top) = http_get(&portal).await;
     assert!(status.ends_with("200 OK"), "{status}");
-    for menu in ["二要素認証管理システム", "現在のセットアップキーを表示する", "セットアップキーを再発行する"] {
+    for menu in [
+        "二要素認証管理システム",
+        "現在のセットアップキーを表示する",
+        "セットアップキーを再発行する",
+    ] {
         assert!(top.contains(menu), "top page lacks {menu}");
     }
     let account = field(&banner, "demo account");
     let secret: String = {
-        let line = banner.lines().find(|l| l.trim_start().starts_with("setup key")).unwrap();
+        let line = banner
+            .lines()
+            .find(|l| l.trim_start().starts_with("setup key"))
+            .unwrap();
         line.split(':').nth(1).unwrap().split_whitespace().collect()
     };
-    let token = |caller: &str| std::fs::read_to_string(dir.path().join("data/callers").join(caller)).unwrap();
-    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token = |caller: &str| {
+        std::fs::read_to_string(dir.path().join("data/callers").join(caller)).unwrap()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
     let code_of = |base32: &str, at: u64| {
-        let raw = data_encoding::BASE32_NOPAD.decode(base32.as_bytes()).unwrap();
-        totp_rs::Builder::new().with_secret(raw).build().unwrap().generate(at).to_string()
+        let raw = data_encoding::BASE32_NOPAD
+            .decode(base32.as_bytes())
+            .unwrap();
+        totp_rs::Builder::new()
+            .with_secret(raw)
+            .build()
+            .unwrap()
+            .generate(at)
+            .to_string()
     };
 
     // The printed key works with the keystore, as the login system would check it.
-    let mut keystore = pb::keystore_client::KeystoreClient::connect(endpoint("keystore")).await.unwrap();
-    let check = |code: String| pb::VerifyCodeRequest { account_id: account.clone(), code };
-    let reply = keystore.verify_code(bearer(&token("login"), check(code_of(&secret, now())))).await.unwrap();
-    assert_eq!(reply.into_inner().result(), pb::VerifyResult::Accepted, "{banner}");
+    let mut keystore = pb::keystore_client::KeystoreClient::connect(endpoint("keystore"))
+        .await
+        .unwrap();
+    let check = |code: String| pb::VerifyCodeRequest {
+        account_id: account.clone(),
+        code,
+    };
+    let reply = keystore
+        .verify_code(bearer(&token("login"), check(code_of(&secret, now()))))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.into_inner().result(),
+        pb::VerifyResult::Accepted,
+        "{banner}"
+    );
 
     // Menu 2 end to end, as the portal drives it, with the printed password and the code
     // read from the outbox (no SMTP server).
-    let mut reset = pb::reset_client::ResetClient::connect(endpoint("reset")).await.unwrap();
+    let mut reset = pb::reset_client::ResetClient::connect(endpoint("reset"))
+        .await
+        .unwrap();
     let start = pb::StartResetRequest {
         account_id: account.clone(),
         password: field(&banner, "password"),
@@ -126,35 +187,72 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
         user_agent: "kagi-dev-test".into(),
         locale: "ja".into(),
     };
-    let reset_id = reset.start_reset(bearer(&token("portal"), start)).await.unwrap().into_inner().reset_id;
+    let reset_id = reset
+        .start_reset(bearer(&token("portal"), start))
+        .await
+        .unwrap()
+        .into_inner()
+        .reset_id;
     let outbox = dir.path().join("data/outbox");
     let code = until("the code mail", || codes_in_outbox(&outbox).pop()).await;
-    let verify = pb::VerifyResetCodeRequest { reset_id: reset_id.clone(), code: code.clone() };
-    let checked = reset.verify_code(bearer(&token("portal"), verify)).await.unwrap().into_inner();
+    let verify = pb::VerifyResetCodeRequest {
+        reset_id: reset_id.clone(),
+        code: code.clone(),
+    };
+    let checked = reset
+        .verify_code(bearer(&token("portal"), verify))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(checked.result(), pb::CodeCheck::Verified);
     let confirm = pb::ConfirmResetRequest { reset_id };
-    let new_key = reset.confirm_reset(bearer(&token("portal"), confirm)).await.unwrap().into_inner().key.unwrap();
+    let new_key = reset
+        .confirm_reset(bearer(&token("portal"), confirm))
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
     assert_ne!(new_key.secret_base32, secret, "a new key was issued");
 
     // The new key works from the next time step; the old one no longer does.
     let next_step = (now() / 30 + 1) * 30;
-    let old = keystore.verify_code(bearer(&token("login"), check(code_of(&secret, next_step)))).await.unwrap();
+    let old = keystore
+        .verify_code(bearer(&token("login"), check(code_of(&secret, next_step))))
+        .await
+        .unwrap();
     assert_eq!(old.into_inner().result(), pb::VerifyResult::Rejected);
     let new = keystore
-        .verify_code(bearer(&token("login"), check(code_of(&new_key.secret_base32, next_step))))
+        .verify_code(bearer(
+            &token("login"),
+            check(code_of(&new_key.secret_base32, next_step)),
+        ))
         .await
         .unwrap();
     assert_eq!(new.into_inner().result(), pb::VerifyResult::Accepted);
-    until("the key-reissued notice", || (std::fs::read_dir(&outbox).unwrap().count() >= 2).then_some(())).await;
+    until("the key-reissued notice", || {
+        (std::fs::read_dir(&outbox).unwrap().count() >= 2).then_some(())
+    })
+    .await;
     // In dev mode the portal shows the outbox, so a newcomer can read the code there.
     let (status, outbox_page) = http_get(&format!("{}/outbox", portal.trim_end_matches('/'))).await;
     assert!(status.ends_with("200 OK"), "{status}");
-    assert!(outbox_page.contains("二要素認証の再設定のご案内"), "the code mail is listed");
+    assert!(
+        outbox_page.contains("二要素認証の再設定のご案内"),
+        "the code mail is listed"
+    );
     assert!(outbox_page.contains(&code), "with the code in it");
 
     // Ctrl-C stops everything cleanly.
     let pid = child.id().unwrap().to_string();
-    tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}");
 }

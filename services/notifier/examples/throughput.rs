@@ -27,7 +27,12 @@ const TOKEN: &str = "bench-token-0123456789abcdef";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let messages: usize = arg("--messages").map_or(5000, |v| v.parse().unwrap());
     let samples: usize = arg("--samples").map_or(2000, |v| v.parse().unwrap());
     let concurrency: usize = arg("--concurrency").map_or(32, |v| v.parse().unwrap());
@@ -46,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
     let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
     for n in 0..samples {
         let started = Instant::now();
-        latency_client.send_reset_code(request(&format!("lat-{n}"))).await?;
+        latency_client
+            .send_reset_code(request(&format!("lat-{n}")))
+            .await?;
         histogram.record(u64::try_from(started.elapsed().as_micros())?)?;
     }
     println!(
@@ -69,7 +76,10 @@ async fn main() -> anyhow::Result<()> {
         let mut client = client.clone();
         tasks.push(tokio::spawn(async move {
             for n in (worker..messages).step_by(32) {
-                client.send_reset_code(request(&format!("tp-{n}"))).await.unwrap();
+                client
+                    .send_reset_code(request(&format!("tp-{n}")))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -109,15 +119,23 @@ fn request(message_id: &str) -> pb::SendResetCodeRequest {
         recipient: format!("{message_id}@example.ac.jp"),
         account_id: "bench".into(),
         code: "123456".into(),
-        expires_at: Some(prost_types::Timestamp { seconds: expires.timestamp(), nanos: 0 }),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: expires.timestamp(),
+            nanos: 0,
+        }),
         locale: String::new(),
     }
 }
 
 fn settings(db_url: &str, smtp_port: u16, concurrency: usize, worker: bool) -> Settings {
-    let mut settings =
-        Settings { server: kagi_runtime::ServerSettings::on("127.0.0.1:0".parse().unwrap()), ..Default::default() };
-    settings.auth.tokens.insert("reset".into(), SecretString::from(TOKEN));
+    let mut settings = Settings {
+        server: kagi_runtime::ServerSettings::on("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
+    settings
+        .auth
+        .tokens
+        .insert("reset".into(), SecretString::from(TOKEN));
     settings.telemetry.log_filter = "warn".into();
     settings.database.url = db_url.to_owned();
     settings.database.max_connections = 8;
@@ -134,7 +152,9 @@ fn settings(db_url: &str, smtp_port: u16, concurrency: usize, worker: bool) -> S
     settings
 }
 
-async fn spawn(settings: Settings) -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+async fn spawn(
+    settings: Settings,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
     let app = Application::build(settings).await?;
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -153,13 +173,20 @@ type Client = NotifierClient<
 
 #[allow(clippy::result_large_err)]
 fn bearer(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     Ok(request)
 }
 
 async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Client> {
-    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
-    Ok(NotifierClient::with_interceptor(channel, bearer as fn(_) -> _))
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(NotifierClient::with_interceptor(
+        channel,
+        bearer as fn(_) -> _,
+    ))
 }
 
 async fn wait_for(counter: &AtomicU64, target: u64) {
@@ -170,10 +197,17 @@ async fn wait_for(counter: &AtomicU64, target: u64) {
 
 async fn fresh_postgres(server: &str) -> anyhow::Result<String> {
     sqlx::any::install_default_drivers();
-    let (prefix, _) = server.split('?').next().unwrap_or(server).rsplit_once('/').unwrap();
+    let (prefix, _) = server
+        .split('?')
+        .next()
+        .unwrap_or(server)
+        .rsplit_once('/')
+        .unwrap();
     let name = format!("notifier_bench_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::AnyConnection::connect(&format!("{prefix}/postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
     Ok(format!("{prefix}/{name}"))
 }
 

@@ -10,13 +10,13 @@ use kagi_runtime::auth::Authorizer;
 use kagi_runtime::{CallerAuthLayer, GrpcServer};
 use tokio::sync::{Notify, watch};
 
-use kagi_runtime::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::grpc::{DEFAULT_ALLOW, NotifierService};
 use crate::mail::MailComposer;
 use crate::store::Store;
 use crate::transport::Mailer;
 use crate::worker::Worker;
+use kagi_runtime::{Clock, SystemClock};
 
 /// A notifier bound to its port, ready to run.
 #[derive(Debug)]
@@ -43,14 +43,18 @@ impl Application {
     ///
     /// # Errors
     /// Any of those steps failing.
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let store = Store::connect(&settings.database).await?;
         if settings.database.migrate_on_start {
             store.migrate().await?;
         }
         let composer = MailComposer::new(&settings.mail)?;
         let mailer = Mailer::from_settings(&settings.transport)?;
-        let auth = CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
+        let auth =
+            CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
         let server = GrpcServer::bind(&settings.server).await?;
         let wake = Arc::new(Notify::new());
         let service = NotifierService {
@@ -72,7 +76,13 @@ impl Application {
                 replica: format!("{replica}-{}", &suffix[..8]),
             })
         });
-        Ok(Self { server, service, worker, auth, store })
+        Ok(Self {
+            server,
+            service,
+            worker,
+            auth,
+            store,
+        })
     }
 
     /// The address the gRPC server listens on (the real port when 0 was asked for).
@@ -90,7 +100,10 @@ impl Application {
     ///
     /// # Errors
     /// The server failing.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let server_shutdown = {
@@ -109,7 +122,13 @@ impl Application {
         let serving = async {
             let result = self
                 .server
-                .serve(routes, &["kagi.v1.Notifier"], kagi_proto::FILE_DESCRIPTOR_SET, self.auth, server_shutdown)
+                .serve(
+                    routes,
+                    &["kagi.v1.Notifier"],
+                    kagi_proto::FILE_DESCRIPTOR_SET,
+                    self.auth,
+                    server_shutdown,
+                )
                 .await;
             let _ = stop_tx.send(true);
             result

@@ -50,7 +50,11 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: "sqlite://data/notifier.db?mode=rwc".into(), max_connections: 8, migrate_on_start: true }
+        Self {
+            url: "sqlite://data/notifier.db?mode=rwc".into(),
+            max_connections: 8,
+            migrate_on_start: true,
+        }
     }
 }
 
@@ -96,7 +100,8 @@ impl Default for MailSettings {
                 institution: "Osaka Metropolitan University".into(),
                 sender_name: "Osaka Metropolitan University Two-Factor Authentication".into(),
                 subject_prefix: "OMU 2FA".into(),
-                signature: "Center for Information Infrastructure, Osaka Metropolitan University".into(),
+                signature: "Center for Information Infrastructure, Osaka Metropolitan University"
+                    .into(),
             },
         }
     }
@@ -151,7 +156,11 @@ pub struct TransportSettings {
 
 impl Default for TransportSettings {
     fn default() -> Self {
-        Self { kind: TransportKind::File, outbox_dir: PathBuf::from("data/outbox"), smtp: SmtpSettings::default() }
+        Self {
+            kind: TransportKind::File,
+            outbox_dir: PathBuf::from("data/outbox"),
+            smtp: SmtpSettings::default(),
+        }
     }
 }
 

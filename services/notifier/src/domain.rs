@@ -159,8 +159,14 @@ impl<'de> Deserialize<'de> for ConfirmationCode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Payload {
-    ResetCode { code: ConfirmationCode, expires_at_ms: i64 },
-    KeyReissuedNotice { reissued_at_ms: i64, client_ip: String },
+    ResetCode {
+        code: ConfirmationCode,
+        expires_at_ms: i64,
+    },
+    KeyReissuedNotice {
+        reissued_at_ms: i64,
+        client_ip: String,
+    },
 }
 
 /// The fields of a key-reissued notice request, as the caller sent them.
@@ -216,7 +222,10 @@ impl NewMessage {
             recipient,
             account_id,
             locale,
-            payload: Payload::ResetCode { code, expires_at_ms: expires_at.timestamp_millis() },
+            payload: Payload::ResetCode {
+                code,
+                expires_at_ms: expires_at.timestamp_millis(),
+            },
             not_after: expires_at,
         })
     }
@@ -234,7 +243,11 @@ impl NewMessage {
         let recipient = parse_recipient(notice.recipient)?;
         let account_id = parse_account_id(notice.account_id)?;
         let reissued_at = notice.reissued_at.ok_or(InvalidInput::MissingReissuedAt)?;
-        let client_ip: IpAddr = notice.client_ip.trim().parse().map_err(|_| InvalidInput::ClientIp)?;
+        let client_ip: IpAddr = notice
+            .client_ip
+            .trim()
+            .parse()
+            .map_err(|_| InvalidInput::ClientIp)?;
         let locale = Locale::parse(notice.locale)?;
         let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
         Ok(Self {
@@ -266,7 +279,8 @@ fn parse_recipient(raw: &str) -> Result<lettre::Address, InvalidInput> {
     if raw.len() > 254 {
         return Err(InvalidInput::Recipient);
     }
-    raw.parse::<lettre::Address>().map_err(|_| InvalidInput::Recipient)
+    raw.parse::<lettre::Address>()
+        .map_err(|_| InvalidInput::Recipient)
 }
 
 fn parse_account_id(raw: &str) -> Result<String, InvalidInput> {
@@ -326,10 +340,13 @@ pub fn next_step(
         AttemptOutcome::Accepted(reply) => NextStep::MarkSent { reply },
         AttemptOutcome::Permanent(reply) => NextStep::MarkFailed { reply },
         AttemptOutcome::Transient(reply) => {
-            let wait = chrono::Duration::from_std(backoff.delay(attempt, jitter)).unwrap_or(chrono::Duration::MAX);
+            let wait = chrono::Duration::from_std(backoff.delay(attempt, jitter))
+                .unwrap_or(chrono::Duration::MAX);
             match now.checked_add_signed(wait) {
                 Some(at) if at < not_after => NextStep::RetryAt { at, reply },
-                _ => NextStep::MarkFailed { reply: format!("expired before delivery; last reply: {reply}") },
+                _ => NextStep::MarkFailed {
+                    reply: format!("expired before delivery; last reply: {reply}"),
+                },
             }
         }
     }
@@ -359,8 +376,16 @@ mod tests {
     #[test]
     fn a_valid_reset_request_defaults_to_japanese() {
         let expires = now() + chrono::Duration::minutes(30);
-        let m =
-            NewMessage::reset_code("m-1", "taro@example.ac.jp", "a123", "012345", Some(expires), "", now()).unwrap();
+        let m = NewMessage::reset_code(
+            "m-1",
+            "taro@example.ac.jp",
+            "a123",
+            "012345",
+            Some(expires),
+            "",
+            now(),
+        )
+        .unwrap();
         assert_eq!(m.locale, Locale::Ja);
         assert_eq!(m.not_after, expires);
     }
@@ -368,12 +393,23 @@ mod tests {
     #[test]
     fn bad_input_is_refused_field_by_field() {
         let later = Some(now() + chrono::Duration::minutes(30));
-        let bad = |r: &str, c: &str, e, l: &str| NewMessage::reset_code("m", r, "a", c, e, l, now()).unwrap_err();
-        assert_eq!(bad("not-an-address", "123456", later, "ja"), InvalidInput::Recipient);
+        let bad = |r: &str, c: &str, e, l: &str| {
+            NewMessage::reset_code("m", r, "a", c, e, l, now()).unwrap_err()
+        };
+        assert_eq!(
+            bad("not-an-address", "123456", later, "ja"),
+            InvalidInput::Recipient
+        );
         assert_eq!(bad("a@b.jp", "", later, "ja"), InvalidInput::Code);
         assert_eq!(bad("a@b.jp", "12345a", later, "ja"), InvalidInput::Code);
-        assert_eq!(bad("a@b.jp", "123456", Some(now()), "ja"), InvalidInput::ExpiryInPast);
-        assert_eq!(bad("a@b.jp", "123456", later, "fr"), InvalidInput::Locale("fr".into()));
+        assert_eq!(
+            bad("a@b.jp", "123456", Some(now()), "ja"),
+            InvalidInput::ExpiryInPast
+        );
+        assert_eq!(
+            bad("a@b.jp", "123456", later, "fr"),
+            InvalidInput::Locale("fr".into())
+        );
     }
 
     #[test]
@@ -384,7 +420,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_cap_with_jitter_in_the_upper_half() {
-        let b = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(10) };
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
         assert_eq!(b.delay(1, 0.0), Duration::from_millis(500));
         assert_eq!(b.delay(3, 0.0), Duration::from_secs(2));
         assert!(b.delay(3, 0.99) < Duration::from_secs(4));
@@ -393,19 +432,42 @@ mod tests {
 
     #[test]
     fn a_transient_failure_is_not_retried_past_the_expiry() {
-        let b = Backoff { initial: Duration::from_secs(60), max: Duration::from_secs(60) };
+        let b = Backoff {
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+        };
         let soon = now() + chrono::Duration::seconds(10);
-        let step = next_step(AttemptOutcome::Transient("451 later".into()), 1, now(), soon, b, 0.5);
+        let step = next_step(
+            AttemptOutcome::Transient("451 later".into()),
+            1,
+            now(),
+            soon,
+            b,
+            0.5,
+        );
         assert!(matches!(step, NextStep::MarkFailed { .. }));
         let later = now() + chrono::Duration::minutes(30);
-        let step = next_step(AttemptOutcome::Transient("451 later".into()), 1, now(), later, b, 0.5);
+        let step = next_step(
+            AttemptOutcome::Transient("451 later".into()),
+            1,
+            now(),
+            later,
+            b,
+            0.5,
+        );
         assert!(matches!(step, NextStep::RetryAt { .. }));
     }
 
     #[test]
     fn expiry_is_shown_in_tokyo_time() {
         let at = Utc.with_ymd_and_hms(2024, 7, 8, 7, 45, 52).unwrap();
-        assert_eq!(format_local(at, chrono_tz::Asia::Tokyo, Locale::Ja), "2024/07/08 16:45:52");
-        assert_eq!(format_local(at, chrono_tz::Asia::Tokyo, Locale::En), "8 July 2024, 16:45:52 JST");
+        assert_eq!(
+            format_local(at, chrono_tz::Asia::Tokyo, Locale::Ja),
+            "2024/07/08 16:45:52"
+        );
+        assert_eq!(
+            format_local(at, chrono_tz::Asia::Tokyo, Locale::En),
+            "8 July 2024, 16:45:52 JST"
+        );
     }
 }

@@ -10,15 +10,18 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 use zeroize::{Zeroize as _, Zeroizing};
 
-use kagi_runtime::Clock;
 use crate::config::DeliverySettings;
 use crate::domain::{DeliveryState, MessageKind, NewMessage, NoticeFields};
 use crate::error::Error;
 use crate::store::{DeliveryRecord, Enqueued, Store};
+use kagi_runtime::Clock;
 
 /// Callers admitted to each RPC unless the settings say otherwise: the reset saga.
-pub const DEFAULT_ALLOW: &[(&str, &[&str])] =
-    &[("SendResetCode", &["reset"]), ("SendKeyReissuedNotice", &["reset"]), ("GetDelivery", &["reset"])];
+pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
+    ("SendResetCode", &["reset"]),
+    ("SendKeyReissuedNotice", &["reset"]),
+    ("GetDelivery", &["reset"]),
+];
 
 /// The gRPC face of the queue.
 #[derive(Debug)]
@@ -34,13 +37,18 @@ const HOUR_MS: i64 = 3_600_000;
 impl NotifierService {
     /// Queues a validated message once per message ID and returns its delivery ID.
     async fn enqueue(&self, message: NewMessage, now: DateTime<Utc>) -> Result<String, Error> {
-        let payload = Zeroizing::new(serde_json::to_string(&message.payload).map_err(anyhow::Error::from)?);
+        let payload =
+            Zeroizing::new(serde_json::to_string(&message.payload).map_err(anyhow::Error::from)?);
         let now_ms = now.timestamp_millis();
         let limit = self.settings.reset_codes_per_recipient_per_hour;
-        let rate_limit =
-            (message.kind == MessageKind::ResetCode && limit > 0).then(|| (now_ms - HOUR_MS, i64::from(limit)));
+        let rate_limit = (message.kind == MessageKind::ResetCode && limit > 0)
+            .then(|| (now_ms - HOUR_MS, i64::from(limit)));
         let id = uuid::Uuid::new_v4().to_string();
-        match self.store.enqueue(&id, &message, &payload, now_ms, rate_limit).await? {
+        match self
+            .store
+            .enqueue(&id, &message, &payload, now_ms, rate_limit)
+            .await?
+        {
             Enqueued::Created(id) => {
                 self.wake.notify_one();
                 tracing::Span::current().record("delivery_id", id.as_str());
@@ -49,7 +57,9 @@ impl NotifierService {
             }
             Enqueued::Existing(existing) => {
                 let same = existing.kind == message.kind
-                    && existing.recipient.eq_ignore_ascii_case(message.recipient.as_ref())
+                    && existing
+                        .recipient
+                        .eq_ignore_ascii_case(message.recipient.as_ref())
                     && existing.account_id == message.account_id;
                 if !same {
                     return Err(Error::MessageIdReused);
@@ -107,9 +117,12 @@ impl Notifier for NotifierService {
             locale: &req.locale,
         };
         let max_age = std::time::Duration::from_secs(self.settings.notice_max_age_secs);
-        let message = NewMessage::key_reissued_notice(&fields, now, max_age).map_err(Error::from)?;
+        let message =
+            NewMessage::key_reissued_notice(&fields, now, max_age).map_err(Error::from)?;
         let delivery_id = self.enqueue(message, now).await?;
-        Ok(Response::new(pb::SendKeyReissuedNoticeResponse { delivery_id }))
+        Ok(Response::new(pb::SendKeyReissuedNoticeResponse {
+            delivery_id,
+        }))
     }
 
     #[instrument(skip_all, fields(delivery_id = %request.get_ref().delivery_id))]
@@ -117,9 +130,15 @@ impl Notifier for NotifierService {
         &self,
         request: Request<pb::GetDeliveryRequest>,
     ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
-        let record =
-            self.store.get(&request.get_ref().delivery_id).await.map_err(Error::from)?.ok_or(Error::NotFound)?;
-        Ok(Response::new(pb::GetDeliveryResponse { delivery: Some(to_proto(record)) }))
+        let record = self
+            .store
+            .get(&request.get_ref().delivery_id)
+            .await
+            .map_err(Error::from)?
+            .ok_or(Error::NotFound)?;
+        Ok(Response::new(pb::GetDeliveryResponse {
+            delivery: Some(to_proto(record)),
+        }))
     }
 }
 
@@ -129,7 +148,10 @@ fn to_datetime(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
 
 fn timestamp(ms: i64) -> prost_types::Timestamp {
     let nanos = i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0);
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos }
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos,
+    }
 }
 
 fn to_proto(record: DeliveryRecord) -> pb::Delivery {
@@ -151,6 +173,7 @@ fn to_proto(record: DeliveryRecord) -> pb::Delivery {
         last_reply: record.last_reply.unwrap_or_default(),
         queued_at: Some(timestamp(record.created_at)),
         sent_at: record.sent_at.map(timestamp),
-        next_attempt_at: (record.state == DeliveryState::Queued).then(|| timestamp(record.next_attempt_at)),
+        next_attempt_at: (record.state == DeliveryState::Queued)
+            .then(|| timestamp(record.next_attempt_at)),
     }
 }

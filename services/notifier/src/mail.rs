@@ -16,18 +16,54 @@ use crate::domain::{self, Locale, MessageKind, Payload};
 
 /// The built-in templates, written to the templates directory when missing there.
 const DEFAULT_TEMPLATES: &[(&str, &str)] = &[
-    ("reset_code.ja.subject.txt", include_str!("../templates/reset_code.ja.subject.txt")),
-    ("reset_code.ja.txt", include_str!("../templates/reset_code.ja.txt")),
-    ("reset_code.ja.html", include_str!("../templates/reset_code.ja.html")),
-    ("reset_code.en.subject.txt", include_str!("../templates/reset_code.en.subject.txt")),
-    ("reset_code.en.txt", include_str!("../templates/reset_code.en.txt")),
-    ("reset_code.en.html", include_str!("../templates/reset_code.en.html")),
-    ("key_reissued_notice.ja.subject.txt", include_str!("../templates/key_reissued_notice.ja.subject.txt")),
-    ("key_reissued_notice.ja.txt", include_str!("../templates/key_reissued_notice.ja.txt")),
-    ("key_reissued_notice.ja.html", include_str!("../templates/key_reissued_notice.ja.html")),
-    ("key_reissued_notice.en.subject.txt", include_str!("../templates/key_reissued_notice.en.subject.txt")),
-    ("key_reissued_notice.en.txt", include_str!("../templates/key_reissued_notice.en.txt")),
-    ("key_reissued_notice.en.html", include_str!("../templates/key_reissued_notice.en.html")),
+    (
+        "reset_code.ja.subject.txt",
+        include_str!("../templates/reset_code.ja.subject.txt"),
+    ),
+    (
+        "reset_code.ja.txt",
+        include_str!("../templates/reset_code.ja.txt"),
+    ),
+    (
+        "reset_code.ja.html",
+        include_str!("../templates/reset_code.ja.html"),
+    ),
+    (
+        "reset_code.en.subject.txt",
+        include_str!("../templates/reset_code.en.subject.txt"),
+    ),
+    (
+        "reset_code.en.txt",
+        include_str!("../templates/reset_code.en.txt"),
+    ),
+    (
+        "reset_code.en.html",
+        include_str!("../templates/reset_code.en.html"),
+    ),
+    (
+        "key_reissued_notice.ja.subject.txt",
+        include_str!("../templates/key_reissued_notice.ja.subject.txt"),
+    ),
+    (
+        "key_reissued_notice.ja.txt",
+        include_str!("../templates/key_reissued_notice.ja.txt"),
+    ),
+    (
+        "key_reissued_notice.ja.html",
+        include_str!("../templates/key_reissued_notice.ja.html"),
+    ),
+    (
+        "key_reissued_notice.en.subject.txt",
+        include_str!("../templates/key_reissued_notice.en.subject.txt"),
+    ),
+    (
+        "key_reissued_notice.en.txt",
+        include_str!("../templates/key_reissued_notice.en.txt"),
+    ),
+    (
+        "key_reissued_notice.en.html",
+        include_str!("../templates/key_reissued_notice.en.html"),
+    ),
 ];
 
 /// One addressed message as it sits in the queue.
@@ -75,11 +111,18 @@ impl MailComposer {
     /// An unknown time zone, a bad from-address, an unreadable directory or a template
     /// with a syntax error.
     pub fn new(settings: &MailSettings) -> anyhow::Result<Self> {
-        let time_zone: chrono_tz::Tz =
-            settings.time_zone.parse().map_err(|_| anyhow::anyhow!("unknown time zone {:?}", settings.time_zone))?;
-        let from_address: lettre::Address =
-            settings.from_address.parse().with_context(|| format!("bad from_address {:?}", settings.from_address))?;
-        let message_id_domain = settings.message_id_domain.clone().unwrap_or_else(|| from_address.domain().to_owned());
+        let time_zone: chrono_tz::Tz = settings
+            .time_zone
+            .parse()
+            .map_err(|_| anyhow::anyhow!("unknown time zone {:?}", settings.time_zone))?;
+        let from_address: lettre::Address = settings
+            .from_address
+            .parse()
+            .with_context(|| format!("bad from_address {:?}", settings.from_address))?;
+        let message_id_domain = settings
+            .message_id_domain
+            .clone()
+            .unwrap_or_else(|| from_address.domain().to_owned());
         let mut templates = minijinja::Environment::new();
         templates.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         templates.set_formatter(html_formatter);
@@ -88,9 +131,17 @@ impl MailComposer {
                 Some(dir) => read_or_install(dir, name, default)?,
                 None => (*default).to_owned(),
             };
-            templates.add_template_owned(*name, source).with_context(|| format!("template {name}"))?;
+            templates
+                .add_template_owned(*name, source)
+                .with_context(|| format!("template {name}"))?;
         }
-        let composer = Self { templates, settings: settings.clone(), time_zone, from_address, message_id_domain };
+        let composer = Self {
+            templates,
+            settings: settings.clone(),
+            time_zone,
+            from_address,
+            message_id_domain,
+        };
         composer.self_check()?;
         Ok(composer)
     }
@@ -103,7 +154,10 @@ impl MailComposer {
                 code: domain::ConfirmationCode::parse("000000").map_err(anyhow::Error::msg)?,
                 expires_at_ms: now.timestamp_millis(),
             },
-            Payload::KeyReissuedNotice { reissued_at_ms: now.timestamp_millis(), client_ip: "192.0.2.1".into() },
+            Payload::KeyReissuedNotice {
+                reissued_at_ms: now.timestamp_millis(),
+                client_ip: "192.0.2.1".into(),
+            },
         ];
         for payload in &samples {
             let kind = match payload {
@@ -118,7 +172,8 @@ impl MailComposer {
                     account_id: "check",
                     locale,
                 };
-                self.compose(&envelope, payload, SystemTime::now()).context("template self-check")?;
+                self.compose(&envelope, payload, SystemTime::now())
+                    .context("template self-check")?;
             }
         }
         Ok(())
@@ -129,7 +184,12 @@ impl MailComposer {
     ///
     /// # Errors
     /// A template that fails to render or an address that cannot be used.
-    pub fn compose(&self, envelope: &Envelope<'_>, payload: &Payload, date: SystemTime) -> anyhow::Result<Message> {
+    pub fn compose(
+        &self,
+        envelope: &Envelope<'_>,
+        payload: &Payload,
+        date: SystemTime,
+    ) -> anyhow::Result<Message> {
         let branding = self.branding(envelope.locale);
         let locale = envelope.locale.as_str();
         let kind = envelope.kind.as_str();
@@ -152,11 +212,17 @@ impl MailComposer {
             client_ip: None,
         };
         match payload {
-            Payload::ResetCode { code, expires_at_ms } => {
+            Payload::ResetCode {
+                code,
+                expires_at_ms,
+            } => {
                 ctx.code = Some(code.expose());
                 ctx.expires_at = local(*expires_at_ms);
             }
-            Payload::KeyReissuedNotice { reissued_at_ms, client_ip } => {
+            Payload::KeyReissuedNotice {
+                reissued_at_ms,
+                client_ip,
+            } => {
                 ctx.reissued_at = local(*reissued_at_ms);
                 ctx.client_ip = Some(client_ip);
             }
@@ -164,21 +230,35 @@ impl MailComposer {
         let render = |part: &str| -> anyhow::Result<String> {
             let name = format!("{kind}.{locale}.{part}");
             let template = self.templates.get_template(&name)?;
-            template.render(&ctx).with_context(|| format!("rendering {name}"))
+            template
+                .render(&ctx)
+                .with_context(|| format!("rendering {name}"))
         };
-        let subject = render("subject.txt")?.split_whitespace().collect::<Vec<_>>().join(" ");
+        let subject = render("subject.txt")?
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let text = zeroize::Zeroizing::new(render("txt")?);
         let html = zeroize::Zeroizing::new(render("html")?);
 
-        let from = Mailbox::new(Some(branding.sender_name.clone()), self.from_address.clone());
+        let from = Mailbox::new(
+            Some(branding.sender_name.clone()),
+            self.from_address.clone(),
+        );
         let to = Mailbox::new(None, envelope.recipient.parse().context("recipient")?);
         let message = Message::builder()
             .from(from)
             .to(to)
             .subject(subject)
             .date(date)
-            .message_id(Some(format!("<{}@{}>", envelope.delivery_id, self.message_id_domain)))
-            .multipart(MultiPart::alternative_plain_html(text.to_string(), html.to_string()))?;
+            .message_id(Some(format!(
+                "<{}@{}>",
+                envelope.delivery_id, self.message_id_domain
+            )))
+            .multipart(MultiPart::alternative_plain_html(
+                text.to_string(),
+                html.to_string(),
+            ))?;
         Ok(message)
     }
 
@@ -197,7 +277,10 @@ fn html_formatter(
     state: &minijinja::State<'_, '_>,
     value: &minijinja::Value,
 ) -> Result<(), minijinja::Error> {
-    if state.auto_escape() != minijinja::AutoEscape::Html || value.is_safe() || value.is_none() || value.is_undefined()
+    if state.auto_escape() != minijinja::AutoEscape::Html
+        || value.is_safe()
+        || value.is_none()
+        || value.is_undefined()
     {
         return minijinja::escape_formatter(out, state, value);
     }
@@ -213,7 +296,8 @@ fn html_formatter(
             c => escaped.push(c),
         }
     }
-    out.write_str(&escaped).map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+    out.write_str(&escaped)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
 }
 
 fn read_or_install(dir: &Path, name: &str, default: &str) -> anyhow::Result<String> {
@@ -222,7 +306,8 @@ fn read_or_install(dir: &Path, name: &str, default: &str) -> anyhow::Result<Stri
         Ok(source) => Ok(source),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            std::fs::write(&path, default).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, default)
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(default.to_owned())
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

@@ -50,14 +50,17 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings: Settings =
-        kagi_runtime::settings::load(cli.config.as_deref(), "KAGI_NOTIFIER_").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings: Settings = kagi_runtime::settings::load(cli.config.as_deref(), "KAGI_NOTIFIER_")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let _telemetry = kagi_runtime::telemetry::init("kagi-notifier", &settings.telemetry)?;
     match cli.command {
         Command::Serve => {
-            let app = Application::build(settings).await.context("starting the notifier")?;
+            let app = Application::build(settings)
+                .await
+                .context("starting the notifier")?;
             tracing::info!(addr = %app.local_addr(), "kagi-notifier listening");
-            app.run_until_stopped(kagi_runtime::shutdown::signal()).await
+            app.run_until_stopped(kagi_runtime::shutdown::signal())
+                .await
         }
         Command::Migrate => {
             let store = Store::connect(&settings.database).await?;

@@ -49,7 +49,9 @@ pub struct ClaimedDelivery {
 
 impl std::fmt::Debug for ClaimedDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClaimedDelivery").field("record", &self.record).finish_non_exhaustive()
+        f.debug_struct("ClaimedDelivery")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,8 +99,15 @@ impl Store {
     /// A migration that fails or was changed after it ran.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let migrator = if conn.backend_name() == "SQLite" { &SQLITE_MIGRATIONS } else { &POSTGRES_MIGRATIONS };
-        migrator.run(&mut *conn).await.context("running migrations")?;
+        let migrator = if conn.backend_name() == "SQLite" {
+            &SQLITE_MIGRATIONS
+        } else {
+            &POSTGRES_MIGRATIONS
+        };
+        migrator
+            .run(&mut *conn)
+            .await
+            .context("running migrations")?;
         Ok(())
     }
 
@@ -149,7 +158,10 @@ impl Store {
         .bind(limit);
         let inserted = if lock {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(&rate_key).execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(&rate_key)
+                .execute(&mut *tx)
+                .await?;
             let inserted = insert.execute(&mut *tx).await?;
             tx.commit().await?;
             inserted
@@ -176,9 +188,19 @@ impl Store {
         row.as_ref().map(record).transpose()
     }
 
-    async fn get_by_message_id(&self, message_id: &str) -> Result<Option<DeliveryRecord>, sqlx::Error> {
-        let sql = concat!("SELECT ", columns!(), " FROM deliveries WHERE message_id = $1");
-        let row = sqlx::query(sql).bind(message_id).fetch_optional(&self.pool).await?;
+    async fn get_by_message_id(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<DeliveryRecord>, sqlx::Error> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM deliveries WHERE message_id = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(record).transpose()
     }
 
@@ -214,14 +236,19 @@ impl Store {
         if claimed.rows_affected() == 0 {
             return Ok(Vec::new());
         }
-        let sql =
-            concat!("SELECT ", columns!(), ", payload FROM deliveries WHERE lease_owner = $1 AND state = 'queued'");
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            ", payload FROM deliveries WHERE lease_owner = $1 AND state = 'queued'"
+        );
         let rows = sqlx::query(sql).bind(owner).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 Ok(ClaimedDelivery {
                     record: record(row)?,
-                    payload: row.try_get::<Option<String>, _>("payload")?.map(Zeroizing::new),
+                    payload: row
+                        .try_get::<Option<String>, _>("payload")?
+                        .map(Zeroizing::new),
                     lease_owner: owner.to_owned(),
                 })
             })
@@ -234,7 +261,13 @@ impl Store {
     /// # Errors
     /// Database failures.
     #[instrument(skip_all, fields(delivery_id = %id))]
-    pub async fn finish(&self, id: &str, owner: &str, now: i64, finish: &Finish) -> Result<bool, sqlx::Error> {
+    pub async fn finish(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        finish: &Finish,
+    ) -> Result<bool, sqlx::Error> {
         let done = match finish {
             Finish::Sent { reply } => self.close(id, owner, DeliveryState::Sent, reply, Some(now), now, 1).await?,
             Finish::Failed { reply, attempted } => {
@@ -288,8 +321,10 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn has_payload(&self, id: &str) -> Result<bool, sqlx::Error> {
-        let row =
-            sqlx::query("SELECT payload FROM deliveries WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT payload FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             Some(row) => row.try_get::<Option<String>, _>("payload")?.is_some(),
             None => false,
@@ -308,7 +343,8 @@ impl Store {
 }
 
 fn record(row: &AnyRow) -> Result<DeliveryRecord, sqlx::Error> {
-    let decode = |column: &str, what: &str| sqlx::Error::Decode(format!("bad {column} {what:?}").into());
+    let decode =
+        |column: &str, what: &str| sqlx::Error::Decode(format!("bad {column} {what:?}").into());
     let kind: String = row.try_get("kind")?;
     let locale: String = row.try_get("locale")?;
     let state: String = row.try_get("state")?;

@@ -30,20 +30,24 @@ impl Mailer {
     pub fn from_settings(settings: &TransportSettings) -> anyhow::Result<Self> {
         match settings.kind {
             TransportKind::File => {
-                std::fs::create_dir_all(&settings.outbox_dir)
-                    .with_context(|| format!("creating outbox {}", settings.outbox_dir.display()))?;
+                std::fs::create_dir_all(&settings.outbox_dir).with_context(|| {
+                    format!("creating outbox {}", settings.outbox_dir.display())
+                })?;
                 Ok(Self::File(AsyncFileTransport::new(&settings.outbox_dir)))
             }
             TransportKind::Smtp => {
                 let smtp = &settings.smtp;
-                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str());
+                let mut builder =
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str());
                 builder = match smtp.tls {
                     SmtpTls::None => builder,
                     SmtpTls::Starttls => builder.tls(Tls::Required(tls_parameters(smtp)?)),
                     SmtpTls::Tls => builder.tls(Tls::Wrapper(tls_parameters(smtp)?)),
                 };
-                builder =
-                    builder.port(smtp.port).timeout(Some(Duration::from_millis(smtp.timeout_ms.max(1)))).pool_config(
+                builder = builder
+                    .port(smtp.port)
+                    .timeout(Some(Duration::from_millis(smtp.timeout_ms.max(1))))
+                    .pool_config(
                         PoolConfig::new()
                             .max_size(smtp.pool_max_size.max(1))
                             .idle_timeout(Duration::from_secs(smtp.pool_idle_timeout_secs.max(1))),
@@ -92,9 +96,10 @@ impl Mailer {
 fn tls_parameters(smtp: &SmtpSettings) -> anyhow::Result<TlsParameters> {
     let mut builder = TlsParameters::builder(smtp.host.clone());
     if let Some(ca_file) = &smtp.ca_file {
-        let pem = std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
-        let certificate =
-            Certificate::from_pem(&pem).with_context(|| format!("no PEM certificate in {}", ca_file.display()))?;
+        let pem =
+            std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+        let certificate = Certificate::from_pem(&pem)
+            .with_context(|| format!("no PEM certificate in {}", ca_file.display()))?;
         builder = builder.add_root_certificate(certificate);
     }
     Ok(builder.build()?)
@@ -114,6 +119,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn cause_of<'a>(e: Option<&'a (dyn std::error::Error + 'static)>) -> Option<&'a (dyn std::error::Error + 'static)> {
+fn cause_of<'a>(
+    e: Option<&'a (dyn std::error::Error + 'static)>,
+) -> Option<&'a (dyn std::error::Error + 'static)> {
     e.and_then(std::error::Error::source)
 }

@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument as _, instrument};
 
-use kagi_runtime::Clock;
 use crate::config::DeliverySettings;
 use crate::domain::{self, NextStep, Payload};
 use crate::mail::{Envelope, MailComposer};
 use crate::store::{ClaimedDelivery, Finish, Store};
 use crate::transport::Mailer;
+use kagi_runtime::Clock;
 
 /// Everything one delivery needs, shared by the worker's tasks.
 #[derive(Debug)]
@@ -54,7 +54,9 @@ impl Worker {
             };
             let full = claimed.len() == free;
             for delivery in claimed {
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    break;
+                };
                 let worker = Arc::clone(&self);
                 tokio::spawn(async move {
                     worker.deliver(delivery).await;
@@ -72,8 +74,13 @@ impl Worker {
             }
         }
         let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
-        if tokio::time::timeout(self.settings.lease(), permits.acquire_many(all)).await.is_err() {
-            tracing::warn!("sends still in flight at shutdown; their leases will lapse and another replica retries");
+        if tokio::time::timeout(self.settings.lease(), permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "sends still in flight at shutdown; their leases will lapse and another replica retries"
+            );
         }
         tracing::info!("delivery worker stopped");
     }
@@ -83,7 +90,9 @@ impl Worker {
         let lease_ms = i64::try_from(self.settings.lease().as_millis()).unwrap_or(i64::MAX);
         let owner = format!("{}/{}", self.replica, uuid::Uuid::new_v4());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.store.claim_due(&owner, now, now.saturating_add(lease_ms), limit).await
+        self.store
+            .claim_due(&owner, now, now.saturating_add(lease_ms), limit)
+            .await
     }
 
     /// Makes one attempt at one claimed message and records how it ended.
@@ -93,28 +102,46 @@ impl Worker {
         let finish = self.attempt(&delivery).in_current_span().await;
         let record = &delivery.record;
         let now = self.clock.utc().timestamp_millis();
-        match self.store.finish(&record.id, &delivery.lease_owner, now, &finish).await {
+        match self
+            .store
+            .finish(&record.id, &delivery.lease_owner, now, &finish)
+            .await
+        {
             Ok(true) => match &finish {
                 Finish::Sent { reply } => tracing::info!(%reply, "mail sent"),
-                Finish::Retry { reply, next_attempt_at } => {
+                Finish::Retry {
+                    reply,
+                    next_attempt_at,
+                } => {
                     tracing::warn!(%reply, retry_in_ms = next_attempt_at - now, "mail deferred")
                 }
                 Finish::Failed { reply, .. } => tracing::warn!(%reply, "mail failed"),
             },
             Ok(false) => tracing::warn!("lease lost before the outcome was recorded"),
-            Err(e) => tracing::error!(error = %e, "cannot record the outcome; the lease will lapse and it is retried"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the outcome; the lease will lapse and it is retried")
+            }
         }
     }
 
     async fn attempt(&self, delivery: &ClaimedDelivery) -> Finish {
         let record = &delivery.record;
-        let not_after = DateTime::<Utc>::from_timestamp_millis(record.not_after).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let not_after = DateTime::<Utc>::from_timestamp_millis(record.not_after)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         if self.clock.utc() >= not_after {
-            return Finish::Failed { reply: domain::EXPIRED_UNSENT.into(), attempted: false };
+            return Finish::Failed {
+                reply: domain::EXPIRED_UNSENT.into(),
+                attempted: false,
+            };
         }
         let payload: Payload = match delivery.payload.as_deref().map(|p| serde_json::from_str(p)) {
             Some(Ok(payload)) => payload,
-            _ => return Finish::Failed { reply: "stored payload missing or unreadable".into(), attempted: false },
+            _ => {
+                return Finish::Failed {
+                    reply: "stored payload missing or unreadable".into(),
+                    attempted: false,
+                };
+            }
         };
         let envelope = Envelope {
             delivery_id: &record.id,
@@ -128,16 +155,32 @@ impl Worker {
             Ok(message) => message,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot build the mail");
-                return Finish::Failed { reply: "the mail could not be built".into(), attempted: false };
+                return Finish::Failed {
+                    reply: "the mail could not be built".into(),
+                    attempted: false,
+                };
             }
         };
         let outcome = self.mailer.send(message).await;
         let attempt = u32::try_from(record.attempts + 1).unwrap_or(u32::MAX);
         let jitter: f64 = rand::random();
-        match domain::next_step(outcome, attempt, self.clock.utc(), not_after, self.settings.backoff(), jitter) {
+        match domain::next_step(
+            outcome,
+            attempt,
+            self.clock.utc(),
+            not_after,
+            self.settings.backoff(),
+            jitter,
+        ) {
             NextStep::MarkSent { reply } => Finish::Sent { reply },
-            NextStep::MarkFailed { reply } => Finish::Failed { reply, attempted: true },
-            NextStep::RetryAt { at, reply } => Finish::Retry { reply, next_attempt_at: at.timestamp_millis() },
+            NextStep::MarkFailed { reply } => Finish::Failed {
+                reply,
+                attempted: true,
+            },
+            NextStep::RetryAt { at, reply } => Finish::Retry {
+                reply,
+                next_attempt_at: at.timestamp_millis(),
+            },
         }
     }
 }

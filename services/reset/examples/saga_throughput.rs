@@ -39,7 +39,10 @@ async fn main() -> anyhow::Result<()> {
     let concurrency = args.get(1).copied().unwrap_or(4);
     let dir = tempfile::tempdir()?;
     // kagi-testkit's aiosmtpd sink, the SMTP server every test uses.
-    let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/kit/smtp_sink.py"));
+    let script = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/kit/smtp_sink.py"
+    ));
     let maildir = dir.path().join("mail");
     let mut sink = tokio::process::Command::new("python3")
         .arg(script)

@@ -22,12 +22,15 @@ pub struct TestDatabase {
 
 /// The PostgreSQL server the tests use.
 pub fn postgres_url() -> String {
-    std::env::var("KAGI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("KAGI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// `url` with its database name replaced by `name`, keeping any query string.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
     match query {
         Some(q) => format!("{base}/{name}?{q}"),
@@ -42,16 +45,29 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}/{file}?mode=rwc", dir.path().display());
-                Self { url, backend, dir: Some(dir), pg_name: None }
+                Self {
+                    url,
+                    backend,
+                    dir: Some(dir),
+                    pg_name: None,
+                }
             }
             Backend::Postgres => {
                 let name = format!("kagi_test_{}", uuid::Uuid::new_v4().simple());
                 let mut admin = sqlx::PgConnection::connect(&postgres_url())
                     .await
                     .expect("PostgreSQL must be reachable at KAGI_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test)");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
                 let _ = admin.close().await;
-                Self { url: with_database(&postgres_url(), &name), backend, dir: None, pg_name: Some(name) }
+                Self {
+                    url: with_database(&postgres_url(), &name),
+                    backend,
+                    dir: None,
+                    pg_name: Some(name),
+                }
             }
         }
     }
@@ -64,14 +80,21 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         // Drop runs outside async; a small runtime on its own thread does the cleanup.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_url()).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await;
                 }
             });
         })

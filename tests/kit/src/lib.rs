@@ -33,20 +33,29 @@ macro_rules! both_backends {
 /// A request carrying `token` as its bearer credential.
 pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
 
 /// A port nothing listens on (yet).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `done` every 20 ms; panics after `timeout`.
 pub async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {timeout:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -34,7 +34,10 @@ pub fn init() {
             otlp_endpoint: None,
         };
         let sink = Arc::clone(buffer());
-        kagi_runtime::telemetry::init_with_writer("kagi-test", &settings, move || Capture(Arc::clone(&sink))).unwrap()
+        kagi_runtime::telemetry::init_with_writer("kagi-test", &settings, move || {
+            Capture(Arc::clone(&sink))
+        })
+        .unwrap()
     });
 }
 

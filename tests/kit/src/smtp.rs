@@ -56,8 +56,22 @@ impl SmtpSink {
         let tls_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tls");
         let mut child = Command::new(python)
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/smtp_sink.py"))
-            .args(["--port", &port.to_string(), "--maildir", dir.to_str().unwrap(), "--script", script])
-            .args(["--tls", tls, "--cert", &format!("{tls_dir}/sink.crt"), "--key", &format!("{tls_dir}/sink.key")])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--maildir",
+                dir.to_str().unwrap(),
+                "--script",
+                script,
+            ])
+            .args([
+                "--tls",
+                tls,
+                "--cert",
+                &format!("{tls_dir}/sink.crt"),
+                "--key",
+                &format!("{tls_dir}/sink.key"),
+            ])
             .args(auth.map(|a| ["--auth", a]).into_iter().flatten())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -66,13 +80,27 @@ impl SmtpSink {
             .expect("python3 with aiosmtpd (pip install aiosmtpd==1.4.6)");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(20), BufReader::new(stdout).read_line(&mut line))
-            .await
-            .expect("smtp sink did not start")
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("smtp sink did not start")
+        .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .expect("PORT line")
+            .parse()
             .unwrap();
-        let port = line.trim().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
         let stdin = child.stdin.take();
-        Self { port, dir, _tmp: None, child, stdin }
+        Self {
+            port,
+            dir,
+            _tmp: None,
+            child,
+            stdin,
+        }
     }
 
     /// Stops the server (closing its stdin ends it).
@@ -111,4 +139,3 @@ impl SmtpSink {
 pub fn test_ca() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tls/ca.crt"))
 }
-

@@ -158,7 +158,8 @@ pub fn qr_codes(uri: &str) -> Result<(Vec<u8>, String), String> {
     // Error correction L: the code is shown on a screen, not printed and scuffed, and the
     // lower density scans better on small screens. It also makes the encoder's mask
     // selection (most of the CPU of showing a key) cheaper.
-    let code = QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::L).map_err(|e| e.to_string())?;
+    let code = QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::L)
+        .map_err(|e| e.to_string())?;
     let image = code
         .render::<image::Luma<u8>>()
         .min_dimensions(256, 256)

@@ -107,7 +107,10 @@ impl Db {
         key: &NewKey<'_>,
         audit: &NewAuditEvent<'_>,
     ) -> Result<bool, sqlx::Error> {
-        let WriteTx { mut tx, turn: _turn } = self.begin_write().await?;
+        let WriteTx {
+            mut tx,
+            turn: _turn,
+        } = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (account_id, current_key_id, key_created_at, algorithm, digits, period, \
              kek_id, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)",
@@ -221,7 +224,10 @@ impl Db {
         after: LockState,
         audits: &[NewAuditEvent<'_>],
     ) -> Result<bool, sqlx::Error> {
-        let WriteTx { mut tx, turn: _turn } = self.begin_write().await?;
+        let WriteTx {
+            mut tx,
+            turn: _turn,
+        } = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE accounts SET failures = $1, lockouts = $2, locked_until = $3 \
              WHERE account_id = $4 AND failures = $5 AND lockouts = $6 AND COALESCE(locked_until, -1) = $7",
@@ -276,7 +282,10 @@ impl Db {
         new: &NewKey<'_>,
         audit: &NewAuditEvent<'_>,
     ) -> Result<RotateOutcome, sqlx::Error> {
-        let WriteTx { mut tx, turn: _turn } = self.begin_write().await?;
+        let WriteTx {
+            mut tx,
+            turn: _turn,
+        } = self.begin_write().await?;
         let recorded = sqlx::query(
             "INSERT INTO rotations (account_id, idempotency_key, new_key_id, previous_key_id, created_at) \
              VALUES ($1, $2, $3, $4, $5)",

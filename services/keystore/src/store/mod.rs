@@ -66,7 +66,11 @@ impl Db {
     /// A failed or diverged migration.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self.backend() {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(self.database.pool()).await,
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(self.database.pool())
+                    .await
+            }
             Backend::Postgres => {
                 sqlx::migrate!("./migrations/postgres")
                     .run(self.database.pool())

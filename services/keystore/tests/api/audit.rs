@@ -3,8 +3,8 @@
 
 use kagi_proto::v1 as pb;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app, wrong_code};
+use kagi_testkit::both_backends;
 
 both_backends!(
     every_sensitive_action_is_audited_with_caller_and_trace,

@@ -11,8 +11,8 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestApp, channel, spawn_app, token_of};
+use kagi_testkit::both_backends;
 
 both_backends!(
     a_call_without_a_token_is_unauthenticated,

@@ -7,8 +7,8 @@ use kagi_proto::v1 as pb;
 use kagi_runtime::ManualClock;
 use tonic::Code;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestApp, TestDatabase, spawn_app, test_settings};
+use kagi_testkit::both_backends;
 
 both_backends!(
     an_enrolled_key_is_shown_as_text_uri_and_qr,

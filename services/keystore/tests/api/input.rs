@@ -3,8 +3,8 @@
 use kagi_proto::v1 as pb;
 use tonic::Code;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app};
+use kagi_testkit::both_backends;
 
 both_backends!(
     malformed_requests_are_invalid_argument_and_change_nothing,

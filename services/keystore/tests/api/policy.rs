@@ -2,8 +2,8 @@
 
 use kagi_proto::v1 as pb;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app};
+use kagi_testkit::both_backends;
 
 both_backends!(on_campus_logins_need_no_one_time_password);
 

@@ -7,8 +7,8 @@ use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestDatabase, token_of};
+use kagi_testkit::both_backends;
 
 both_backends!(
     the_binary_serves_tls_and_stops_cleanly_on_sigterm,

@@ -9,8 +9,8 @@ use kagi_proto::v1::VerifyResult;
 use kagi_runtime::ManualClock;
 use secrecy::SecretString;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, TestApp, TestDatabase, test_settings};
+use kagi_testkit::both_backends;
 
 both_backends!(rekey_moves_every_key_to_the_new_kek_while_serving);
 

@@ -4,8 +4,8 @@
 use kagi_proto::v1::VerifyResult;
 use tonic::Code;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, dump_tables, spawn_app};
+use kagi_testkit::both_backends;
 
 both_backends!(
     after_reissue_the_old_key_stops_working_and_the_new_one_works,

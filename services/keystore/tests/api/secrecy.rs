@@ -3,8 +3,8 @@
 
 use kagi_proto::v1 as pb;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, captured_logs, dump_tables, spawn_app, wrong_code};
+use kagi_testkit::both_backends;
 
 both_backends!(secrets_appear_in_neither_database_nor_logs);
 

@@ -8,10 +8,10 @@ use kagi_proto::v1 as pb;
 use kagi_proto::v1::VerifyResult;
 use kagi_runtime::ManualClock;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{
     Backend, TestApp, TestDatabase, advance, spawn_app, test_settings, wrong_code,
 };
+use kagi_testkit::both_backends;
 
 both_backends!(
     a_phone_slightly_off_utc_is_accepted_and_its_drift_reported,

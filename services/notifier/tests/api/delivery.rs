@@ -7,8 +7,8 @@ use std::time::Duration;
 use kagi_notifier::config::SmtpTls;
 use kagi_proto::v1 as pb;
 
-use kagi_testkit::both_backends;
 use crate::helpers::*;
+use kagi_testkit::both_backends;
 
 both_backends!(
     greylisted_twice_then_accepted_is_delivered_once,
@@ -28,7 +28,10 @@ async fn greylisted_twice_then_accepted_is_delivered_once(backend: Backend) {
     let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
-    let id = app.send_reset_code("grey-1", "taro@example.ac.jp", "246810").await.unwrap();
+    let id = app
+        .send_reset_code("grey-1", "taro@example.ac.jp", "246810")
+        .await
+        .unwrap();
     let delivery = app.wait_handled(&id).await;
 
     assert_eq!(delivery.state(), pb::DeliveryState::Sent);
@@ -36,9 +39,16 @@ async fn greylisted_twice_then_accepted_is_delivered_once(backend: Backend) {
     assert_eq!(sink.mails().len(), 1);
     let transcript = sink.transcript();
     assert_eq!(transcript.len(), 3, "{transcript:?}");
-    assert!(transcript[0].starts_with("451") && transcript[1].starts_with("451") && transcript[2].starts_with("250"));
+    assert!(
+        transcript[0].starts_with("451")
+            && transcript[1].starts_with("451")
+            && transcript[2].starts_with("250")
+    );
     // Every retry carries the same Message-ID, so a receiver could drop duplicates.
-    let ids: HashSet<&str> = transcript.iter().map(|l| l.split_once(' ').unwrap().1).collect();
+    let ids: HashSet<&str> = transcript
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
     assert_eq!(ids.len(), 1);
     app.stop().await;
     sink.stop().await;
@@ -49,14 +59,28 @@ async fn a_550_fails_at_once_without_a_retry_storm(backend: Backend) {
     let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
-    let id = app.send_reset_code("perm-1", "nobody@example.ac.jp", "135790").await.unwrap();
+    let id = app
+        .send_reset_code("perm-1", "nobody@example.ac.jp", "135790")
+        .await
+        .unwrap();
     let delivery = app.wait_handled(&id).await;
 
     assert_eq!(delivery.state(), pb::DeliveryState::Failed);
     assert_eq!(delivery.attempts, 1);
-    assert!(delivery.last_reply.contains("550"), "{}", delivery.last_reply);
-    assert!(delivery.last_reply.contains("Mailbox unavailable"), "{}", delivery.last_reply);
-    assert!(!app.store.has_payload(&id).await.unwrap(), "the code is wiped once failed");
+    assert!(
+        delivery.last_reply.contains("550"),
+        "{}",
+        delivery.last_reply
+    );
+    assert!(
+        delivery.last_reply.contains("Mailbox unavailable"),
+        "{}",
+        delivery.last_reply
+    );
+    assert!(
+        !app.store.has_payload(&id).await.unwrap(),
+        "the code is wiped once failed"
+    );
     // Several poll intervals later, still exactly one attempt.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.transcript().len(), 1);
@@ -71,7 +95,10 @@ async fn a_server_down_then_up_still_gets_the_mail(backend: Backend) {
     let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, port)).await;
 
-    let id = app.send_reset_code("outage-1", "taro@example.ac.jp", "112358").await.unwrap();
+    let id = app
+        .send_reset_code("outage-1", "taro@example.ac.jp", "112358")
+        .await
+        .unwrap();
     let deferred = app.wait_for(&id, |d| d.attempts >= 2).await;
     assert_eq!(deferred.state(), pb::DeliveryState::Queued);
     assert!(!deferred.last_reply.is_empty());
@@ -95,14 +122,22 @@ async fn mail_queued_when_the_notifier_was_killed_is_delivered_after_restart(bac
     let first = TestApp::spawn(settings).await;
     let mut ids = Vec::new();
     for n in 0..3 {
-        ids.push(first.send_reset_code(&format!("restart-{n}"), "taro@example.ac.jp", "123123").await.unwrap());
+        ids.push(
+            first
+                .send_reset_code(&format!("restart-{n}"), "taro@example.ac.jp", "123123")
+                .await
+                .unwrap(),
+        );
     }
     first.kill();
     assert!(sink.mails().is_empty());
 
     let second = TestApp::spawn(test_settings(&db, sink.port)).await;
     for id in &ids {
-        assert_eq!(second.wait_handled(id).await.state(), pb::DeliveryState::Sent);
+        assert_eq!(
+            second.wait_handled(id).await.state(),
+            pb::DeliveryState::Sent
+        );
     }
     assert_eq!(sink.mails().len(), 3);
     second.stop().await;
@@ -119,7 +154,13 @@ async fn two_replicas_never_send_the_same_message_twice(backend: Backend) {
     for n in 0..40 {
         let app = if n % 2 == 0 { &a } else { &b };
         ids.push(
-            app.send_reset_code(&format!("replica-{n}"), &format!("user{n}@example.ac.jp"), "909090").await.unwrap(),
+            app.send_reset_code(
+                &format!("replica-{n}"),
+                &format!("user{n}@example.ac.jp"),
+                "909090",
+            )
+            .await
+            .unwrap(),
         );
     }
     for id in &ids {
@@ -142,15 +183,25 @@ async fn a_code_past_its_expiry_is_not_sent(backend: Backend) {
     let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, port)).await;
 
-    let id = app.send_reset_code("expire-1", "taro@example.ac.jp", "777000").await.unwrap();
+    let id = app
+        .send_reset_code("expire-1", "taro@example.ac.jp", "777000")
+        .await
+        .unwrap();
     app.wait_for(&id, |d| d.attempts >= 1).await;
     // The 30 minutes pass while the SMTP server is down.
     app.clock.advance(Duration::from_secs(31 * 60));
     let delivery = app.wait_handled(&id).await;
 
     assert_eq!(delivery.state(), pb::DeliveryState::Failed);
-    assert!(delivery.last_reply.contains("expired"), "{}", delivery.last_reply);
-    assert!(!app.store.has_payload(&id).await.unwrap(), "the code is wiped once expired");
+    assert!(
+        delivery.last_reply.contains("expired"),
+        "{}",
+        delivery.last_reply
+    );
+    assert!(
+        !app.store.has_payload(&id).await.unwrap(),
+        "the code is wiped once expired"
+    );
     // Even when the server comes back, nothing is sent.
     let maildir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start_on(port, "250", maildir.path().to_path_buf()).await;
@@ -166,16 +217,26 @@ async fn a_message_held_by_a_dead_replica_is_sent_once_its_lease_lapses(backend:
     let mut settings = test_settings(&db, sink.port);
     settings.delivery.worker_enabled = false;
     let queue_only = TestApp::spawn(settings).await;
-    let id = queue_only.send_reset_code("lease-1", "taro@example.ac.jp", "818181").await.unwrap();
+    let id = queue_only
+        .send_reset_code("lease-1", "taro@example.ac.jp", "818181")
+        .await
+        .unwrap();
     // A replica claims the message with a 1 s lease and dies before sending it.
     let now = chrono::Utc::now().timestamp_millis();
-    let claimed = queue_only.store.claim_due("dead-replica/1", now, now + 1_000, 10).await.unwrap();
+    let claimed = queue_only
+        .store
+        .claim_due("dead-replica/1", now, now + 1_000, 10)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     queue_only.kill();
 
     let survivor = TestApp::spawn(test_settings(&db, sink.port)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(sink.mails().is_empty(), "the lease still belongs to the dead replica");
+    assert!(
+        sink.mails().is_empty(),
+        "the lease still belongs to the dead replica"
+    );
     let delivery = survivor.wait_handled(&id).await;
 
     assert_eq!(delivery.state(), pb::DeliveryState::Sent);
@@ -194,10 +255,17 @@ async fn starttls_and_implicit_tls_carry_the_mail(backend: Backend) {
         settings.transport.smtp.ca_file = Some(test_ca());
         let app = TestApp::spawn(settings).await;
 
-        let id = app.send_reset_code(&unique(mode), "taro@example.ac.jp", "606060").await.unwrap();
+        let id = app
+            .send_reset_code(&unique(mode), "taro@example.ac.jp", "606060")
+            .await
+            .unwrap();
         let delivery = app.wait_handled(&id).await;
 
-        assert_eq!(delivery.state(), pb::DeliveryState::Sent, "{mode}: {delivery:?}");
+        assert_eq!(
+            delivery.state(),
+            pb::DeliveryState::Sent,
+            "{mode}: {delivery:?}"
+        );
         assert_eq!(sink.mails().len(), 1, "{mode}");
         app.stop().await;
         sink.stop().await;
@@ -211,10 +279,17 @@ async fn a_relay_whose_certificate_is_not_trusted_gets_nothing(backend: Backend)
     settings.transport.smtp.tls = SmtpTls::Starttls;
     let app = TestApp::spawn(settings).await;
 
-    let id = app.send_reset_code("untrusted-1", "taro@example.ac.jp", "707070").await.unwrap();
+    let id = app
+        .send_reset_code("untrusted-1", "taro@example.ac.jp", "707070")
+        .await
+        .unwrap();
     let delivery = app.wait_for(&id, |d| d.attempts >= 2).await;
 
-    assert_eq!(delivery.state(), pb::DeliveryState::Queued, "a TLS failure is retried, not given up");
+    assert_eq!(
+        delivery.state(),
+        pb::DeliveryState::Queued,
+        "a TLS failure is retried, not given up"
+    );
     assert!(sink.mails().is_empty());
     app.stop().await;
     sink.stop().await;
@@ -228,7 +303,10 @@ async fn a_relay_that_requires_a_login_gets_the_credentials(backend: Backend) {
     settings.transport.smtp.password = Some(secrecy::SecretString::from("s3cret-relay-password"));
     let app = TestApp::spawn(settings).await;
 
-    let id = app.send_reset_code("auth-1", "taro@example.ac.jp", "808080").await.unwrap();
+    let id = app
+        .send_reset_code("auth-1", "taro@example.ac.jp", "808080")
+        .await
+        .unwrap();
     let delivery = app.wait_handled(&id).await;
 
     assert_eq!(delivery.state(), pb::DeliveryState::Sent, "{delivery:?}");

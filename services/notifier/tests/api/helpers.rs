@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kagi_runtime::{Clock as _, OffsetClock};
 use kagi_notifier::config::{SmtpTls, TransportKind};
 use kagi_notifier::store::Store;
 use kagi_notifier::{Application, Settings};
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::notifier_client::NotifierClient;
+use kagi_runtime::{Clock as _, OffsetClock};
 use secrecy::SecretString;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -29,20 +29,28 @@ pub fn captured_logs() -> String {
 
 // ---------------------------------------------------------------- the notifier
 
-pub type Client = NotifierClient<InterceptedService<Channel, fn(Request<()>) -> Result<Request<()>, Status>>>;
+pub type Client =
+    NotifierClient<InterceptedService<Channel, fn(Request<()>) -> Result<Request<()>, Status>>>;
 
 #[allow(clippy::result_large_err)]
 fn bearer(mut request: Request<()>) -> Result<Request<()>, Status> {
-    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     Ok(request)
 }
 
 /// Settings of a notifier sending to `smtp_port` on 127.0.0.1, with fast polling and backoff.
 pub fn test_settings(db: &TestDatabase, smtp_port: u16) -> Settings {
-    let mut settings =
-        Settings { server: kagi_runtime::ServerSettings::on("127.0.0.1:0".parse().unwrap()), ..Default::default() };
+    let mut settings = Settings {
+        server: kagi_runtime::ServerSettings::on("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
     settings.server.shutdown_grace_secs = 2;
-    settings.auth.tokens.insert("reset".into(), SecretString::from(TOKEN));
+    settings
+        .auth
+        .tokens
+        .insert("reset".into(), SecretString::from(TOKEN));
     settings.database.url = db.url.clone();
     settings.database.max_connections = 4;
     settings.mail.templates_dir = None;
@@ -74,16 +82,29 @@ impl TestApp {
     pub async fn spawn(settings: Settings) -> Self {
         kagi_testkit::logs::init();
         let clock = Arc::new(OffsetClock::default());
-        let app = Application::build_with_clock(settings, clock.clone()).await.expect("build");
+        let app = Application::build_with_clock(settings, clock.clone())
+            .await
+            .expect("build");
         let addr = app.local_addr();
         let store = app.store().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let client = NotifierClient::with_interceptor(channel, bearer as fn(_) -> _);
-        Self { addr, client, store, clock, stop: Some(stop), task }
+        Self {
+            addr,
+            client,
+            store,
+            clock,
+            stop: Some(stop),
+            task,
+        }
     }
 
     /// Graceful stop, as on SIGTERM.
@@ -91,7 +112,11 @@ impl TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 
     /// Abrupt end, as when the process is killed: nothing gets to finish.
@@ -99,7 +124,12 @@ impl TestApp {
         self.task.abort();
     }
 
-    pub async fn send_reset_code(&self, message_id: &str, recipient: &str, code: &str) -> Result<String, Status> {
+    pub async fn send_reset_code(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        code: &str,
+    ) -> Result<String, Status> {
         self.client
             .clone()
             .send_reset_code(reset_request(
@@ -114,37 +144,66 @@ impl TestApp {
 
     /// GetDelivery without a bearer token.
     pub async fn delivery_without_token(&self, id: &str) -> Result<pb::Delivery, Status> {
-        let mut client = NotifierClient::connect(format!("http://{}", self.addr)).await.unwrap();
-        let request = pb::GetDeliveryRequest { delivery_id: id.to_owned() };
-        Ok(client.get_delivery(request).await?.into_inner().delivery.unwrap_or_default())
+        let mut client = NotifierClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap();
+        let request = pb::GetDeliveryRequest {
+            delivery_id: id.to_owned(),
+        };
+        Ok(client
+            .get_delivery(request)
+            .await?
+            .into_inner()
+            .delivery
+            .unwrap_or_default())
     }
 
     pub async fn delivery(&self, id: &str) -> pb::Delivery {
-        let request = pb::GetDeliveryRequest { delivery_id: id.to_owned() };
-        self.client.clone().get_delivery(request).await.unwrap().into_inner().delivery.unwrap()
+        let request = pb::GetDeliveryRequest {
+            delivery_id: id.to_owned(),
+        };
+        self.client
+            .clone()
+            .get_delivery(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .delivery
+            .unwrap()
     }
 
     /// Polls GetDelivery until `done` holds.
-    pub async fn wait_for(&self, id: &str, mut done: impl FnMut(&pb::Delivery) -> bool) -> pb::Delivery {
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        mut done: impl FnMut(&pb::Delivery) -> bool,
+    ) -> pb::Delivery {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let delivery = self.delivery(id).await;
             if done(&delivery) {
                 return delivery;
             }
-            assert!(tokio::time::Instant::now() < deadline, "delivery never got there: {delivery:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "delivery never got there: {delivery:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Waits until the message is no longer queued.
     pub async fn wait_handled(&self, id: &str) -> pb::Delivery {
-        self.wait_for(id, |d| d.state() != pb::DeliveryState::Queued).await
+        self.wait_for(id, |d| d.state() != pb::DeliveryState::Queued)
+            .await
     }
 }
 
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    }
 }
 
 pub fn reset_request(

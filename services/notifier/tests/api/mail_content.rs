@@ -4,8 +4,8 @@ use chrono::{TimeZone as _, Utc};
 use kagi_proto::v1 as pb;
 use mail_parser::MessageParser;
 
-use kagi_testkit::both_backends;
 use crate::helpers::*;
+use kagi_testkit::both_backends;
 
 both_backends!(
     the_reset_mail_arrives_once_in_japanese_as_in_the_manual,
@@ -22,39 +22,73 @@ async fn the_reset_mail_arrives_once_in_japanese_as_in_the_manual(backend: Backe
     let expires_at = Utc.with_ymd_and_hms(2099, 7, 8, 7, 45, 52).unwrap();
 
     let request = reset_request("reset-1", "taro@example.ac.jp", "482913", expires_at);
-    let id = app.client.clone().send_reset_code(request).await.unwrap().into_inner().delivery_id;
+    let id = app
+        .client
+        .clone()
+        .send_reset_code(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery_id;
     let delivery = app.wait_handled(&id).await;
 
     assert_eq!(delivery.state(), pb::DeliveryState::Sent);
     assert_eq!(delivery.attempts, 1);
-    assert!(delivery.last_reply.starts_with("250"), "{}", delivery.last_reply);
+    assert!(
+        delivery.last_reply.starts_with("250"),
+        "{}",
+        delivery.last_reply
+    );
     assert!(delivery.sent_at.is_some());
     let mails = sink.mails();
     assert_eq!(mails.len(), 1);
     let raw = &mails[0];
     let headers_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    assert!(raw[..headers_end].is_ascii(), "headers must be 7-bit, RFC 2047-encoded");
+    assert!(
+        raw[..headers_end].is_ascii(),
+        "headers must be 7-bit, RFC 2047-encoded"
+    );
 
     let mail = MessageParser::default().parse(raw).unwrap();
     assert_eq!(mail.subject(), Some(SUBJECT_JA));
     let from = mail.from().unwrap().first().unwrap();
     assert_eq!(from.name(), Some(SENDER_JA));
     assert_eq!(from.address(), Some("no-reply@mfa.example.ac.jp"));
-    assert_eq!(mail.to().unwrap().first().unwrap().address(), Some("taro@example.ac.jp"));
+    assert_eq!(
+        mail.to().unwrap().first().unwrap().address(),
+        Some("taro@example.ac.jp")
+    );
     assert!(mail.date().is_some());
-    assert_eq!(mail.message_id(), Some(format!("{id}@mfa.example.ac.jp").as_str()));
+    assert_eq!(
+        mail.message_id(),
+        Some(format!("{id}@mfa.example.ac.jp").as_str())
+    );
     let text = mail.body_text(0).unwrap();
     assert!(text.contains("確認コード: 482913"), "{text}");
-    assert!(text.contains("有効期限: 2099/07/08 16:45:52 まで"), "{text}");
-    assert!(text.contains("パスワードが第三者に渡った可能性があります"), "{text}");
-    assert!(text.contains("https://www.omu.ac.jp/cii/start-trouble/"), "{text}");
+    assert!(
+        text.contains("有効期限: 2099/07/08 16:45:52 まで"),
+        "{text}"
+    );
+    assert!(
+        text.contains("パスワードが第三者に渡った可能性があります"),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://www.omu.ac.jp/cii/start-trouble/"),
+        "{text}"
+    );
     assert!(text.contains("大阪公立大学 情報基盤センター"), "{text}");
     let html = mail.body_html(0).unwrap();
     assert!(html.contains("482913"));
     assert!(html.contains("有効期限: 2099/07/08 16:45:52 まで"));
-    assert!(html.contains(r#"<a href="https://www.omu.ac.jp/cii/start-trouble/">ITヘルプデスクにお問い合わせ</a>"#));
+    assert!(html.contains(
+        r#"<a href="https://www.omu.ac.jp/cii/start-trouble/">ITヘルプデスクにお問い合わせ</a>"#
+    ));
 
-    assert!(!app.store.has_payload(&id).await.unwrap(), "the code is wiped once sent");
+    assert!(
+        !app.store.has_payload(&id).await.unwrap(),
+        "the code is wiped once sent"
+    );
     app.stop().await;
     sink.stop().await;
 }
@@ -73,14 +107,24 @@ async fn the_reissue_notice_tells_the_user_what_to_do_if_it_was_not_them(backend
         client_ip: "203.0.113.7".into(),
         locale: "ja".into(),
     };
-    let id = app.client.clone().send_key_reissued_notice(request).await.unwrap().into_inner().delivery_id;
+    let id = app
+        .client
+        .clone()
+        .send_key_reissued_notice(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery_id;
     let delivery = app.wait_handled(&id).await;
 
     assert_eq!(delivery.state(), pb::DeliveryState::Sent);
     assert_eq!(delivery.kind(), pb::MessageKind::KeyReissuedNotice);
     let mails = sink.wait_for_mails(1).await;
     let mail = MessageParser::default().parse(&mails[0]).unwrap();
-    assert_eq!(mail.subject(), Some("[OMU二要素認証]セットアップキー再発行のお知らせ"));
+    assert_eq!(
+        mail.subject(),
+        Some("[OMU二要素認証]セットアップキー再発行のお知らせ")
+    );
     let text = mail.body_text(0).unwrap();
     assert!(text.contains("a23b456c"), "{text}");
     assert!(text.contains("再発行日時: 2024/07/08 16:50:00"), "{text}");
@@ -99,18 +143,37 @@ async fn international_students_get_english_mail(backend: Backend) {
 
     let mut request = reset_request("reset-en", "student@example.ac.jp", "104729", expires_at);
     request.locale = "en".into();
-    let id = app.client.clone().send_reset_code(request).await.unwrap().into_inner().delivery_id;
+    let id = app
+        .client
+        .clone()
+        .send_reset_code(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery_id;
     assert_eq!(app.wait_handled(&id).await.state(), pb::DeliveryState::Sent);
 
     let mails = sink.wait_for_mails(1).await;
     let mail = MessageParser::default().parse(&mails[0]).unwrap();
-    assert_eq!(mail.subject(), Some("[OMU 2FA] Resetting your two-factor authentication"));
+    assert_eq!(
+        mail.subject(),
+        Some("[OMU 2FA] Resetting your two-factor authentication")
+    );
     let from = mail.from().unwrap().first().unwrap();
-    assert_eq!(from.name(), Some("Osaka Metropolitan University Two-Factor Authentication"));
+    assert_eq!(
+        from.name(),
+        Some("Osaka Metropolitan University Two-Factor Authentication")
+    );
     let text = mail.body_text(0).unwrap();
     assert!(text.contains("Confirmation code: 104729"), "{text}");
-    assert!(text.contains("Valid until: 8 July 2099, 16:45:52 JST"), "{text}");
-    assert!(text.contains("Change your password at once, then tell the IT help desk"), "{text}");
+    assert!(
+        text.contains("Valid until: 8 July 2099, 16:45:52 JST"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Change your password at once, then tell the IT help desk"),
+        "{text}"
+    );
     app.stop().await;
     sink.stop().await;
 }
@@ -119,14 +182,20 @@ async fn operators_edit_templates_in_the_templates_directory(backend: Backend) {
     let sink = SmtpSink::start("250").await;
     let db = TestDatabase::new(backend, "notifier.db").await;
     let templates = tempfile::tempdir().unwrap();
-    std::fs::write(templates.path().join("reset_code.ja.subject.txt"), "[{{ subject_prefix }}]確認コードのお知らせ\n")
-        .unwrap();
+    std::fs::write(
+        templates.path().join("reset_code.ja.subject.txt"),
+        "[{{ subject_prefix }}]確認コードのお知らせ\n",
+    )
+    .unwrap();
     let mut settings = test_settings(&db, sink.port);
     settings.mail.templates_dir = Some(templates.path().to_path_buf());
     settings.mail.ja.subject_prefix = "XYZ大学2FA".into();
     let app = TestApp::spawn(settings).await;
 
-    let id = app.send_reset_code("edited-1", "hanako@example.ac.jp", "555123").await.unwrap();
+    let id = app
+        .send_reset_code("edited-1", "hanako@example.ac.jp", "555123")
+        .await
+        .unwrap();
     assert_eq!(app.wait_handled(&id).await.state(), pb::DeliveryState::Sent);
 
     let mails = sink.wait_for_mails(1).await;
@@ -149,11 +218,17 @@ async fn in_development_mail_lands_as_eml_files_in_the_outbox(backend: Backend) 
     settings.transport.outbox_dir = outbox.path().join("outbox");
     let app = TestApp::spawn(settings).await;
 
-    let id = app.send_reset_code("outbox-1", "taro@example.ac.jp", "650321").await.unwrap();
+    let id = app
+        .send_reset_code("outbox-1", "taro@example.ac.jp", "650321")
+        .await
+        .unwrap();
     let delivery = app.wait_handled(&id).await;
 
     assert_eq!(delivery.state(), pb::DeliveryState::Sent);
-    let files: Vec<_> = std::fs::read_dir(outbox.path().join("outbox")).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(outbox.path().join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].extension().unwrap(), "eml");
     let raw = std::fs::read(&files[0]).unwrap();

@@ -1,6 +1,11 @@
 //! The notifier's one integration-test binary: the real service over gRPC, a real SMTP
 //! server (aiosmtpd) and, for every test, both SQLite and PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err, missing_debug_implementations)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::result_large_err,
+    missing_debug_implementations
+)]
 
 mod delivery;
 mod helpers;

@@ -7,8 +7,8 @@ use kagi_proto::v1 as pb;
 use sqlx::Row as _;
 use tonic::Code;
 
-use kagi_testkit::both_backends;
 use crate::helpers::*;
+use kagi_testkit::both_backends;
 
 both_backends!(
     bad_input_is_refused_and_nothing_is_queued,
@@ -20,7 +20,11 @@ both_backends!(
 );
 
 async fn queued_rows(app: &TestApp) -> i64 {
-    sqlx::query("SELECT COUNT(*) AS n FROM deliveries").fetch_one(app.store.pool()).await.unwrap().get("n")
+    sqlx::query("SELECT COUNT(*) AS n FROM deliveries")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+        .get("n")
 }
 
 async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
@@ -31,10 +35,22 @@ async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
     let past = Utc::now() - chrono::Duration::minutes(1);
 
     let cases = [
-        ("invalid address", reset_request("bad-1", "not an address", "123456", later)),
-        ("empty code", reset_request("bad-2", "taro@example.ac.jp", "", later)),
-        ("five digits", reset_request("bad-3", "taro@example.ac.jp", "12345", later)),
-        ("expiry in the past", reset_request("bad-4", "taro@example.ac.jp", "123456", past)),
+        (
+            "invalid address",
+            reset_request("bad-1", "not an address", "123456", later),
+        ),
+        (
+            "empty code",
+            reset_request("bad-2", "taro@example.ac.jp", "", later),
+        ),
+        (
+            "five digits",
+            reset_request("bad-3", "taro@example.ac.jp", "12345", later),
+        ),
+        (
+            "expiry in the past",
+            reset_request("bad-4", "taro@example.ac.jp", "123456", past),
+        ),
         (
             "unknown locale",
             pb::SendResetCodeRequest {
@@ -49,10 +65,18 @@ async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
                 ..reset_request("bad-6", "taro@example.ac.jp", "123456", later)
             },
         ),
-        ("empty message id", reset_request("", "taro@example.ac.jp", "123456", later)),
+        (
+            "empty message id",
+            reset_request("", "taro@example.ac.jp", "123456", later),
+        ),
     ];
     for (what, request) in cases {
-        let status = app.client.clone().send_reset_code(request).await.unwrap_err();
+        let status = app
+            .client
+            .clone()
+            .send_reset_code(request)
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
     }
     let notice = pb::SendKeyReissuedNoticeRequest {
@@ -63,10 +87,20 @@ async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
         client_ip: "not-an-ip".into(),
         locale: "ja".into(),
     };
-    let status = app.client.clone().send_key_reissued_notice(notice).await.unwrap_err();
+    let status = app
+        .client
+        .clone()
+        .send_key_reissued_notice(notice)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     // A megabyte-sized message is refused before it is even decoded.
-    let huge = reset_request("bad-8", &format!("{}@example.ac.jp", "a".repeat(1 << 20)), "123456", later);
+    let huge = reset_request(
+        "bad-8",
+        &format!("{}@example.ac.jp", "a".repeat(1 << 20)),
+        "123456",
+        later,
+    );
     let status = app.client.clone().send_reset_code(huge).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
 
@@ -82,12 +116,24 @@ async fn the_same_message_id_twice_sends_one_mail(backend: Backend) {
     let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
-    let first = app.send_reset_code("dup-1", "taro@example.ac.jp", "314159").await.unwrap();
-    let second = app.send_reset_code("dup-1", "taro@example.ac.jp", "314159").await.unwrap();
+    let first = app
+        .send_reset_code("dup-1", "taro@example.ac.jp", "314159")
+        .await
+        .unwrap();
+    let second = app
+        .send_reset_code("dup-1", "taro@example.ac.jp", "314159")
+        .await
+        .unwrap();
     assert_eq!(first, second);
-    assert_eq!(app.wait_handled(&first).await.state(), pb::DeliveryState::Sent);
+    assert_eq!(
+        app.wait_handled(&first).await.state(),
+        pb::DeliveryState::Sent
+    );
     // A retry after delivery (the saga's call timed out, say) still sends nothing new.
-    let third = app.send_reset_code("dup-1", "taro@example.ac.jp", "314159").await.unwrap();
+    let third = app
+        .send_reset_code("dup-1", "taro@example.ac.jp", "314159")
+        .await
+        .unwrap();
     assert_eq!(first, third);
 
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -102,8 +148,13 @@ async fn a_message_id_cannot_be_reused_for_another_message(backend: Backend) {
     let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
-    app.send_reset_code("reuse-1", "taro@example.ac.jp", "271828").await.unwrap();
-    let status = app.send_reset_code("reuse-1", "jiro@example.ac.jp", "271828").await.unwrap_err();
+    app.send_reset_code("reuse-1", "taro@example.ac.jp", "271828")
+        .await
+        .unwrap();
+    let status = app
+        .send_reset_code("reuse-1", "jiro@example.ac.jp", "271828")
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
     app.stop().await;
     sink.stop().await;
@@ -115,13 +166,20 @@ async fn the_sixth_reset_mail_in_an_hour_is_refused(backend: Backend) {
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
 
     for n in 0..5 {
-        app.send_reset_code(&format!("bomb-{n}"), "victim@example.ac.jp", "000111").await.unwrap();
+        app.send_reset_code(&format!("bomb-{n}"), "victim@example.ac.jp", "000111")
+            .await
+            .unwrap();
     }
     // Case does not get around the limit.
-    let status = app.send_reset_code("bomb-5", "VICTIM@example.ac.jp", "000111").await.unwrap_err();
+    let status = app
+        .send_reset_code("bomb-5", "VICTIM@example.ac.jp", "000111")
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
     // Others are not affected.
-    app.send_reset_code("other-0", "someone@example.ac.jp", "000111").await.unwrap();
+    app.send_reset_code("other-0", "someone@example.ac.jp", "000111")
+        .await
+        .unwrap();
     // Nor is the reissue notice, which is sent after a completed reset.
     let notice = pb::SendKeyReissuedNoticeRequest {
         message_id: "bomb-notice".into(),
@@ -131,10 +189,16 @@ async fn the_sixth_reset_mail_in_an_hour_is_refused(backend: Backend) {
         client_ip: "192.0.2.1".into(),
         locale: String::new(),
     };
-    app.client.clone().send_key_reissued_notice(notice).await.unwrap();
+    app.client
+        .clone()
+        .send_key_reissued_notice(notice)
+        .await
+        .unwrap();
     // An hour later the recipient may be sent a code again.
     app.clock.advance(Duration::from_secs(3601));
-    app.send_reset_code("bomb-6", "victim@example.ac.jp", "000111").await.unwrap();
+    app.send_reset_code("bomb-6", "victim@example.ac.jp", "000111")
+        .await
+        .unwrap();
     app.stop().await;
     sink.stop().await;
 }
@@ -145,8 +209,14 @@ async fn callers_without_a_token_are_refused(backend: Backend) {
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
     let status = app.delivery_without_token("anything").await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    let status =
-        app.client.clone().get_delivery(pb::GetDeliveryRequest { delivery_id: "nope".into() }).await.unwrap_err();
+    let status = app
+        .client
+        .clone()
+        .get_delivery(pb::GetDeliveryRequest {
+            delivery_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     app.stop().await;
     sink.stop().await;
@@ -159,19 +229,27 @@ async fn a_burst_of_concurrent_reset_mails_still_stops_at_five(backend: Backend)
 
     let calls = (0..20).map(|n| {
         let app = &app;
-        async move { app.send_reset_code(&format!("burst-{n}"), "victim@example.ac.jp", "424242").await }
+        async move {
+            app.send_reset_code(&format!("burst-{n}"), "victim@example.ac.jp", "424242")
+                .await
+        }
     });
     let results = futures_join_all(calls).await;
 
     let accepted = results.iter().filter(|r| r.is_ok()).count();
-    let refused = results.iter().filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted)).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
+        .count();
     assert_eq!((accepted, refused), (5, 15));
     app.stop().await;
     sink.stop().await;
 }
 
 /// Runs the futures concurrently on this task and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set = Vec::new();
     for future in futures {
         set.push(Box::pin(future));
@@ -187,7 +265,11 @@ async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Ite
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     outputs.into_iter().map(Option::unwrap).collect()

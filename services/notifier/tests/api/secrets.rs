@@ -2,8 +2,8 @@
 
 use kagi_proto::v1 as pb;
 
-use kagi_testkit::both_backends;
 use crate::helpers::*;
+use kagi_testkit::both_backends;
 
 both_backends!(the_code_never_reaches_the_logs);
 
@@ -12,12 +12,22 @@ async fn the_code_never_reaches_the_logs(backend: Backend) {
     let db = TestDatabase::new(backend, "notifier.db").await;
     let app = TestApp::spawn(test_settings(&db, sink.port)).await;
     // A code no other test uses, through every path: queued, deferred, failed, refused.
-    let code = if backend == Backend::Sqlite { "860217" } else { "860218" };
+    let code = if backend == Backend::Sqlite {
+        "860217"
+    } else {
+        "860218"
+    };
 
-    let id = app.send_reset_code(&unique("secret"), "taro@example.ac.jp", code).await.unwrap();
+    let id = app
+        .send_reset_code(&unique("secret"), "taro@example.ac.jp", code)
+        .await
+        .unwrap();
     let delivery = app.wait_handled(&id).await;
     assert_eq!(delivery.state(), pb::DeliveryState::Failed);
-    let refused = app.send_reset_code(&unique("secret"), "not an address", code).await.unwrap_err();
+    let refused = app
+        .send_reset_code(&unique("secret"), "not an address", code)
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 
     let logs = captured_logs();

@@ -21,7 +21,8 @@ impl DirectoryGrpc {
     }
 
     pub fn into_server(self) -> pb::directory_server::DirectoryServer<Self> {
-        pb::directory_server::DirectoryServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+        pb::directory_server::DirectoryServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 }
 
@@ -33,8 +34,11 @@ impl pb::directory_server::Directory for DirectoryGrpc {
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let mut req = request.into_inner();
-        let (password, client_ip) = credentials(&req.account_id, &mut req.password, &req.client_ip)?;
-        self.saga.check_password(&req.account_id, &password, client_ip).await?;
+        let (password, client_ip) =
+            credentials(&req.account_id, &mut req.password, &req.client_ip)?;
+        self.saga
+            .check_password(&req.account_id, &password, client_ip)
+            .await?;
         Ok(Response::new(pb::AuthenticateResponse {}))
     }
 }

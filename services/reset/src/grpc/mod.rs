@@ -60,7 +60,11 @@ fn invalid(e: InvalidInput) -> Status {
 
 /// Checks the ID, password and address a user typed (StartReset, Directory.Authenticate),
 /// taking the password out of the request, and records the valid ID on the span.
-fn credentials(account_id: &str, password: &mut String, client_ip: &str) -> Result<(SecretString, IpAddr), Status> {
+fn credentials(
+    account_id: &str,
+    password: &mut String,
+    client_ip: &str,
+) -> Result<(SecretString, IpAddr), Status> {
     let password = SecretString::from(std::mem::take(password));
     domain::check_account_id(account_id).map_err(invalid)?;
     tracing::Span::current().record("account_id", account_id);
@@ -68,7 +72,10 @@ fn credentials(account_id: &str, password: &mut String, client_ip: &str) -> Resu
     if secret_len == 0 || secret_len > 1024 {
         return Err(invalid(InvalidInput::Password));
     }
-    let client_ip = client_ip.trim().parse().map_err(|_| invalid(InvalidInput::ClientIp))?;
+    let client_ip = client_ip
+        .trim()
+        .parse()
+        .map_err(|_| invalid(InvalidInput::ClientIp))?;
     Ok((password, client_ip))
 }
 
@@ -80,7 +87,8 @@ impl pb::reset_server::Reset for ResetGrpc {
         request: Request<pb::StartResetRequest>,
     ) -> Result<Response<pb::StartResetResponse>, Status> {
         let mut req = request.into_inner();
-        let (password, client_ip) = credentials(&req.account_id, &mut req.password, &req.client_ip)?;
+        let (password, client_ip) =
+            credentials(&req.account_id, &mut req.password, &req.client_ip)?;
         let locale = domain::parse_locale(&req.locale).map_err(invalid)?;
         let user_agent: String = req.user_agent.chars().take(256).collect();
         let started = self

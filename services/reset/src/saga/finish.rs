@@ -217,11 +217,23 @@ impl ResetSaga {
             account_id: row.account_id.clone(),
             idempotency_key: row.saga_id.clone(),
         };
-        let reply = match self.inner.keystore.clone().rotate_key(request).await.map_err(keystore_error) {
+        let reply = match self
+            .inner
+            .keystore
+            .clone()
+            .rotate_key(request)
+            .await
+            .map_err(keystore_error)
+        {
             Ok(reply) => reply.into_inner(),
             Err(refused @ Error::IllegalStep(_)) => {
                 // Retrying cannot help; leaving the saga in CONFIRMING would block start-over.
-                if self.inner.db.record_abandoned(&row.saga_id, self.now()).await? {
+                if self
+                    .inner
+                    .db
+                    .record_abandoned(&row.saga_id, self.now())
+                    .await?
+                {
                     tracing::warn!(saga_id = %row.saga_id, error = %refused, "reissue abandoned: the keystore refused it");
                 }
                 return Err(refused);

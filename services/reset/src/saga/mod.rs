@@ -165,7 +165,6 @@ impl ResetSaga {
     }
 }
 
-
 fn stored_state(row: &ResetRow) -> Result<ResetState, Error> {
     ResetState::parse(&row.state).map_err(|e| Error::Internal(anyhow::anyhow!(e)))
 }

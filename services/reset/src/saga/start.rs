@@ -10,9 +10,20 @@ impl ResetSaga {
     /// # Errors
     /// [`Error::RateLimited`], [`Error::BadCredentials`] (the same for every reason),
     /// directory or storage failures.
-    pub async fn check_password(&self, account_id: &str, password: &SecretString, client_ip: IpAddr) -> Result<(), Error> {
-        self.admit(RateScope::Login, client_ip, account_id, self.now()).await?;
-        match self.inner.directory.authenticate(account_id, password).await? {
+    pub async fn check_password(
+        &self,
+        account_id: &str,
+        password: &SecretString,
+        client_ip: IpAddr,
+    ) -> Result<(), Error> {
+        self.admit(RateScope::Login, client_ip, account_id, self.now())
+            .await?;
+        match self
+            .inner
+            .directory
+            .authenticate(account_id, password)
+            .await?
+        {
             Some(_) => Ok(()),
             None => {
                 tracing::info!("login refused: bad credentials");
@@ -23,18 +34,41 @@ impl ResetSaga {
 
     /// Counts one attempt against the per-IP limit first (before any argon2 work is spent
     /// on the caller), then the per-account one.
-    async fn admit(&self, scope: RateScope, client_ip: IpAddr, account_id: &str, now: i64) -> Result<(), Error> {
+    async fn admit(
+        &self,
+        scope: RateScope,
+        client_ip: IpAddr,
+        account_id: &str,
+        now: i64,
+    ) -> Result<(), Error> {
         let limits = self.inner.limits;
         let (ip_scope, account_scope) = scope.names();
         let ip_subject = rate_subject(client_ip);
-        if !self.inner.db.rate_hit(ip_scope, &ip_subject, now, limits.per_ip_window_ms, limits.per_ip_max).await? {
+        if !self
+            .inner
+            .db
+            .rate_hit(
+                ip_scope,
+                &ip_subject,
+                now,
+                limits.per_ip_window_ms,
+                limits.per_ip_max,
+            )
+            .await?
+        {
             tracing::warn!(client_ip = %ip_subject, scope = ip_scope, "rate-limited by client IP");
             return Err(Error::RateLimited);
         }
         if !self
             .inner
             .db
-            .rate_hit(account_scope, account_id, now, limits.per_account_window_ms, limits.per_account_max)
+            .rate_hit(
+                account_scope,
+                account_id,
+                now,
+                limits.per_account_window_ms,
+                limits.per_account_max,
+            )
             .await?
         {
             tracing::warn!(scope = account_scope, "rate-limited by account");
@@ -50,7 +84,8 @@ impl ResetSaga {
     /// [`Error::MailUnavailable`] (the reset is cancelled; start again), storage failures.
     pub async fn start(&self, request: StartRequest<'_>) -> Result<Started, Error> {
         let now = self.now();
-        self.admit(RateScope::Reset, request.client_ip, request.account_id, now).await?;
+        self.admit(RateScope::Reset, request.client_ip, request.account_id, now)
+            .await?;
         let Some(account) = self
             .inner
             .directory

@@ -30,7 +30,9 @@ impl Db {
     /// # Errors
     /// A bad URL or an unreachable database.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
-        Ok(Self { database: Database::connect(url, max_connections).await? })
+        Ok(Self {
+            database: Database::connect(url, max_connections).await?,
+        })
     }
 
     /// Begins a write transaction, waiting for this process's turn on SQLite.
@@ -53,7 +55,11 @@ impl Db {
     /// A failed or diverged migration.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self.backend() {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(self.database.pool()).await,
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(self.database.pool())
+                    .await
+            }
             Backend::Postgres => {
                 sqlx::migrate!("./migrations/postgres")
                     .run(self.database.pool())

@@ -16,7 +16,10 @@ impl Db {
         window_ms: i64,
         max: u32,
     ) -> Result<bool, sqlx::Error> {
-        let WriteTx { mut tx, turn: _turn } = self.begin_write().await?;
+        let WriteTx {
+            mut tx,
+            turn: _turn,
+        } = self.begin_write().await?;
         sqlx::query("INSERT INTO rate_events (scope, subject, at) VALUES ($1, $2, $3)")
             .bind(scope)
             .bind(subject)

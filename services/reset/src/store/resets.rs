@@ -81,7 +81,10 @@ impl Db {
     /// # Errors
     /// Database failures.
     pub async fn start_reset(&self, new: &NewReset<'_>) -> Result<StartOutcome, sqlx::Error> {
-        let WriteTx { mut tx, turn: _turn } = self.begin_write().await?;
+        let WriteTx {
+            mut tx,
+            turn: _turn,
+        } = self.begin_write().await?;
         sqlx::query(
             "UPDATE resets SET state = 'superseded', updated_at = $1, version = version + 1 \
              WHERE account_id = $2 AND state IN ('code_sent', 'verified')",

@@ -8,8 +8,8 @@ use secrecy::SecretString;
 use sha2::Digest as _;
 use sqlx::Row as _;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, EMAIL, PASSWORD, Stack, sql, wrong};
+use kagi_testkit::both_backends;
 
 both_backends!(
     the_fifth_wrong_code_locks_the_reset,

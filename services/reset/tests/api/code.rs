@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use kagi_proto::v1 as pb;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, Stack, wrong};
+use kagi_testkit::both_backends;
 
 both_backends!(
     a_code_expires_after_thirty_minutes,

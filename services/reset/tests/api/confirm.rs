@@ -4,8 +4,8 @@
 use kagi_proto::v1 as pb;
 use sqlx::Row as _;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, PASSWORD, Stack, sql};
+use kagi_testkit::both_backends;
 
 both_backends!(
     keystore_down_during_confirm_is_unavailable_then_completes_with_one_rotation,
@@ -78,7 +78,12 @@ async fn a_reissue_the_keystore_refuses_ends_and_the_user_can_start_over(backend
     let stack = Stack::start(backend).await;
     stack
         .accounts
-        .add("c3", crate::helpers::EMAIL, secrecy::SecretString::from(PASSWORD), 0)
+        .add(
+            "c3",
+            crate::helpers::EMAIL,
+            secrecy::SecretString::from(PASSWORD),
+            0,
+        )
         .await
         .unwrap();
     let (reset_id, code) = stack.start_and_read_code("c3").await;
@@ -87,9 +92,22 @@ async fn a_reissue_the_keystore_refuses_ends_and_the_user_can_start_over(backend
     let refused = stack.confirm(&reset_id).await.unwrap_err();
 
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(refused.message(), "this account has no setup key to reissue");
-    assert_eq!(stack.get(&reset_id).await.state(), pb::ResetState::Cancelled);
-    let live = sql(&stack.db, "SELECT COUNT(*) AS n FROM resets WHERE state = 'confirming'").await;
+    assert_eq!(
+        refused.message(),
+        "this account has no setup key to reissue"
+    );
+    assert_eq!(
+        stack.get(&reset_id).await.state(),
+        pb::ResetState::Cancelled
+    );
+    let live = sql(
+        &stack.db,
+        "SELECT COUNT(*) AS n FROM resets WHERE state = 'confirming'",
+    )
+    .await;
     assert_eq!(live[0].get::<i64, _>("n"), 0);
-    stack.start_reset("c3", PASSWORD, "192.0.2.30").await.expect("starting over works");
+    stack
+        .start_reset("c3", PASSWORD, "192.0.2.30")
+        .await
+        .expect("starting over works");
 }

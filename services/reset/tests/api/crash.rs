@@ -10,8 +10,8 @@ use kagi_proto::v1::reset_client::ResetClient;
 use sqlx::Row as _;
 use tokio::io::AsyncWriteExt as _;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, CODE_KEY, EMAIL, PASSWORD, Stack, as_caller, portal, sql, token_of};
+use kagi_testkit::both_backends;
 
 both_backends!(
     a_reset_process_killed_after_verify_confirms_after_restart,

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use kagi_proto::v1 as pb;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, EMAIL, PASSWORD, Stack, captured_logs};
+use kagi_testkit::both_backends;
 
 both_backends!(
     the_user_reissues_the_key_and_the_old_key_stops_working,

@@ -50,13 +50,19 @@ pub struct SmtpSink {
 /// (subject, text body) of a raw message.
 fn parse_mail(raw: &[u8]) -> (String, String) {
     let mail = mail_parser::MessageParser::default().parse(raw).unwrap();
-    (mail.subject().unwrap_or_default().to_owned(), mail.body_text(0).unwrap_or_default().into_owned())
+    (
+        mail.subject().unwrap_or_default().to_owned(),
+        mail.body_text(0).unwrap_or_default().into_owned(),
+    )
 }
 
 impl SmtpSink {
     pub async fn start() -> Self {
         let inner = kagi_testkit::smtp::SmtpSink::start("250").await;
-        Self { port: inner.port, inner }
+        Self {
+            port: inner.port,
+            inner,
+        }
     }
 
     /// The messages accepted so far, in order: (subject, text body).
@@ -65,7 +71,12 @@ impl SmtpSink {
     }
 
     pub async fn wait_for_mails(&self, n: usize) -> Vec<(String, String)> {
-        self.inner.wait_for_mails(n).await.iter().map(|m| parse_mail(m)).collect()
+        self.inner
+            .wait_for_mails(n)
+            .await
+            .iter()
+            .map(|m| parse_mail(m))
+            .collect()
     }
 
     /// The confirmation code in the `n`-th mail (1-based), read as the user reads it.

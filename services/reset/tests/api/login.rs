@@ -13,10 +13,19 @@ both_backends!(
     logins_are_rate_limited_and_only_the_portal_may_ask,
 );
 
-async fn authenticate(stack: &Stack, account: &str, password: &str, ip: &str) -> Result<(), tonic::Status> {
+async fn authenticate(
+    stack: &Stack,
+    account: &str,
+    password: &str,
+    ip: &str,
+) -> Result<(), tonic::Status> {
     let addr = stack.reset.as_ref().unwrap().addr;
     let mut client = DirectoryClient::new(channel(addr).await);
-    let request = pb::AuthenticateRequest { account_id: account.into(), password: password.into(), client_ip: ip.into() };
+    let request = pb::AuthenticateRequest {
+        account_id: account.into(),
+        password: password.into(),
+        client_ip: ip.into(),
+    };
     client.authenticate(portal(request)).await.map(|_| ())
 }
 
@@ -26,14 +35,28 @@ async fn the_right_password_logs_in_and_every_wrong_answer_looks_the_same(backen
     stack.account("l1off").await;
     stack.accounts.set_enabled("l1off", false, 0).await.unwrap();
 
-    authenticate(&stack, "l1", PASSWORD, "192.0.2.10").await.unwrap();
+    authenticate(&stack, "l1", PASSWORD, "192.0.2.10")
+        .await
+        .unwrap();
 
-    for (account, password) in [("l1", "not-the-password"), ("nobody", PASSWORD), ("l1off", PASSWORD)] {
-        let refusal = authenticate(&stack, account, password, "192.0.2.10").await.unwrap_err();
+    for (account, password) in [
+        ("l1", "not-the-password"),
+        ("nobody", PASSWORD),
+        ("l1off", PASSWORD),
+    ] {
+        let refusal = authenticate(&stack, account, password, "192.0.2.10")
+            .await
+            .unwrap_err();
         assert_eq!(refusal.code(), Code::Unauthenticated, "{account}");
-        assert_eq!(refusal.message(), "the account ID or password is incorrect", "{account}");
+        assert_eq!(
+            refusal.message(),
+            "the account ID or password is incorrect",
+            "{account}"
+        );
     }
-    let malformed = authenticate(&stack, "l1", "", "192.0.2.10").await.unwrap_err();
+    let malformed = authenticate(&stack, "l1", "", "192.0.2.10")
+        .await
+        .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert!(stack.sink.mails().is_empty(), "a login sends no mail");
 }
@@ -43,21 +66,44 @@ async fn logins_are_rate_limited_and_only_the_portal_may_ask(backend: Backend) {
         s.policy.per_account_max = 2;
         s.policy.per_ip_max = 10;
         // A known caller that is not the portal.
-        s.auth.tokens.insert("login".into(), secrecy::SecretString::from(crate::helpers::token_of("login")));
+        s.auth.tokens.insert(
+            "login".into(),
+            secrecy::SecretString::from(crate::helpers::token_of("login")),
+        );
     })
     .await;
     stack.account("l2").await;
 
-    authenticate(&stack, "l2", "guess-1", "198.51.100.20").await.unwrap_err();
-    authenticate(&stack, "l2", PASSWORD, "198.51.100.21").await.unwrap();
-    let limited = authenticate(&stack, "l2", PASSWORD, "198.51.100.22").await.unwrap_err();
-    assert_eq!(limited.code(), Code::ResourceExhausted, "even the right password once limited");
+    authenticate(&stack, "l2", "guess-1", "198.51.100.20")
+        .await
+        .unwrap_err();
+    authenticate(&stack, "l2", PASSWORD, "198.51.100.21")
+        .await
+        .unwrap();
+    let limited = authenticate(&stack, "l2", PASSWORD, "198.51.100.22")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        limited.code(),
+        Code::ResourceExhausted,
+        "even the right password once limited"
+    );
     // Login attempts do not use up the account's reset starts.
-    stack.start_reset("l2", PASSWORD, "198.51.100.23").await.unwrap();
+    stack
+        .start_reset("l2", PASSWORD, "198.51.100.23")
+        .await
+        .unwrap();
 
     let addr = stack.reset.as_ref().unwrap().addr;
     let mut client = DirectoryClient::new(channel(addr).await);
-    let request = pb::AuthenticateRequest { account_id: "l2".into(), password: PASSWORD.into(), client_ip: "192.0.2.1".into() };
-    let denied = client.authenticate(as_caller("login", request)).await.unwrap_err();
+    let request = pb::AuthenticateRequest {
+        account_id: "l2".into(),
+        password: PASSWORD.into(),
+        client_ip: "192.0.2.1".into(),
+    };
+    let denied = client
+        .authenticate(as_caller("login", request))
+        .await
+        .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
 }

@@ -11,8 +11,8 @@ use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_proto::v1::reset_client::ResetClient;
 use tonic::transport::Channel;
 
-use kagi_testkit::both_backends;
 use crate::helpers::{Backend, CODE_KEY, EMAIL, PASSWORD, SmtpSink, TestDatabase, token_of};
+use kagi_testkit::both_backends;
 
 both_backends!(one_reset_is_one_trace_across_the_three_services);
 
