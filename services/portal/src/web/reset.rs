@@ -234,17 +234,31 @@ pub struct CodeForm {
 }
 
 /// "確認する": VerifyCode.
+/// For a POST: the CSRF-checked session and its reset's handle, or the response to send
+/// instead (the refusal, or back to step 1 when no reset is in progress).
+async fn posted_reset(
+    state: &AppState,
+    ctx: &Ctx,
+    csrf: &str,
+) -> Result<Result<(Session, String), axum::response::Response>, super::PageError> {
+    let session = match state.check_csrf(ctx, csrf).await? {
+        Ok(session) => session,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    Ok(match session.reset_id.clone() {
+        Some(reset_id) => Ok((session, reset_id)),
+        None => Err(see_other("/reset")),
+    })
+}
+
 pub async fn verify(
     State(state): State<AppState>,
     ctx: Ctx,
     Form(form): Form<CodeForm>,
 ) -> PageResult {
-    let session = match state.check_csrf(&ctx, &form.csrf).await? {
-        Ok(session) => session,
-        Err(refused) => return Ok(refused),
-    };
-    let Some(reset_id) = session.reset_id.clone() else {
-        return Ok(see_other("/reset"));
+    let (session, reset_id) = match posted_reset(&state, &ctx, &form.csrf).await? {
+        Ok(found) => found,
+        Err(response) => return Ok(response),
     };
     // Phones may paste the code with spaces; full-width digits are not digits here.
     let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
@@ -294,12 +308,9 @@ pub async fn resend(
     ctx: Ctx,
     Form(form): Form<CsrfOnly>,
 ) -> PageResult {
-    let session = match state.check_csrf(&ctx, &form.csrf).await? {
-        Ok(session) => session,
-        Err(refused) => return Ok(refused),
-    };
-    let Some(reset_id) = session.reset_id.clone() else {
-        return Ok(see_other("/reset"));
+    let (session, reset_id) = match posted_reset(&state, &ctx, &form.csrf).await? {
+        Ok(found) => found,
+        Err(response) => return Ok(response),
     };
     let request = pb::ResendCodeRequest {
         reset_id: reset_id.clone(),
@@ -387,12 +398,9 @@ pub async fn confirm(
     ctx: Ctx,
     Form(form): Form<CsrfOnly>,
 ) -> PageResult {
-    let session = match state.check_csrf(&ctx, &form.csrf).await? {
-        Ok(session) => session,
-        Err(refused) => return Ok(refused),
-    };
-    let Some(reset_id) = session.reset_id.clone() else {
-        return Ok(see_other("/reset"));
+    let (session, reset_id) = match posted_reset(&state, &ctx, &form.csrf).await? {
+        Ok(found) => found,
+        Err(response) => return Ok(response),
     };
     let request = pb::ConfirmResetRequest {
         reset_id: reset_id.clone(),
