@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::VerifyResult;
+use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_runtime::ManualClock;
+use tonic::transport::Channel;
 
 use crate::helpers::{
     Backend, TestApp, TestDatabase, advance, spawn_app, test_settings, wrong_code,
@@ -86,8 +88,39 @@ async fn a_code_is_accepted_once_and_then_reported_as_replayed(backend: Backend)
     );
 }
 
-async fn count(results: Vec<VerifyResult>, wanted: VerifyResult) -> usize {
-    results.into_iter().filter(|r| *r == wanted).count()
+fn count(results: &[VerifyResult], wanted: VerifyResult) -> usize {
+    results.iter().filter(|r| **r == wanted).count()
+}
+
+/// `n` simultaneous logins of `account` with `code`, spread over `clients` (one per replica).
+async fn verify_all(
+    clients: &[KeystoreClient<Channel>],
+    account: &str,
+    code: &str,
+    n: usize,
+) -> Vec<VerifyResult> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            let request = pb::VerifyCodeRequest {
+                account_id: account.into(),
+                code: code.into(),
+            };
+            tokio::spawn(async move {
+                client
+                    .verify_code(TestApp::as_caller("login", request))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .result()
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    results
 }
 
 async fn concurrent_logins_with_one_code_yield_exactly_one_acceptance(backend: Backend) {
@@ -95,36 +128,11 @@ async fn concurrent_logins_with_one_code_yield_exactly_one_acceptance(backend: B
     let key = app.enroll("taro").await;
     let code = app.code_for(&key, 0);
 
-    let calls = (0..32).map(|_| {
-        let mut client = app.client.clone();
-        let code = code.clone();
-        tokio::spawn(async move {
-            let request = TestApp::as_caller(
-                "login",
-                pb::VerifyCodeRequest {
-                    account_id: "taro".into(),
-                    code,
-                },
-            );
-            client
-                .verify_code(request)
-                .await
-                .unwrap()
-                .into_inner()
-                .result()
-        })
-    });
-    let mut results = Vec::new();
-    for call in calls.collect::<Vec<_>>() {
-        results.push(call.await.unwrap());
-    }
+    let clients = [app.client.clone()];
+    let results = verify_all(&clients, "taro", &code, 32).await;
 
-    assert_eq!(
-        count(results.clone(), VerifyResult::Accepted).await,
-        1,
-        "{results:?}"
-    );
-    assert_eq!(count(results, VerifyResult::Replayed).await, 31);
+    assert_eq!(count(&results, VerifyResult::Accepted), 1, "{results:?}");
+    assert_eq!(count(&results, VerifyResult::Replayed), 31);
 }
 
 async fn replicas_sharing_the_database_accept_a_code_once(backend: Backend) {
@@ -138,36 +146,10 @@ async fn replicas_sharing_the_database_accept_a_code_once(backend: Backend) {
     let key = replicas[0].enroll("taro").await;
     let code = replicas[0].code_for(&key, 0);
 
-    let mut calls = Vec::new();
-    for i in 0..24 {
-        let mut client = replicas[i % 3].client.clone();
-        let code = code.clone();
-        calls.push(tokio::spawn(async move {
-            let request = TestApp::as_caller(
-                "login",
-                pb::VerifyCodeRequest {
-                    account_id: "taro".into(),
-                    code,
-                },
-            );
-            client
-                .verify_code(request)
-                .await
-                .unwrap()
-                .into_inner()
-                .result()
-        }));
-    }
-    let mut results = Vec::new();
-    for call in calls {
-        results.push(call.await.unwrap());
-    }
+    let clients: Vec<_> = replicas.iter().map(|r| r.client.clone()).collect();
+    let results = verify_all(&clients, "taro", &code, 24).await;
 
-    assert_eq!(
-        count(results.clone(), VerifyResult::Accepted).await,
-        1,
-        "{results:?}"
-    );
+    assert_eq!(count(&results, VerifyResult::Accepted), 1, "{results:?}");
 }
 
 async fn five_wrong_codes_lock_verification_for_five_minutes(backend: Backend) {
@@ -266,38 +248,11 @@ async fn concurrent_guesses_cannot_exceed_the_failure_limit(backend: Backend) {
     let key = app.enroll("taro").await;
     let wrong = wrong_code(&app, &key);
 
-    let calls: Vec<_> = (0..40)
-        .map(|_| {
-            let mut client = app.client.clone();
-            let code = wrong.clone();
-            tokio::spawn(async move {
-                let request = TestApp::as_caller(
-                    "login",
-                    pb::VerifyCodeRequest {
-                        account_id: "taro".into(),
-                        code,
-                    },
-                );
-                client
-                    .verify_code(request)
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .result()
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for call in calls {
-        results.push(call.await.unwrap());
-    }
+    let clients = [app.client.clone()];
+    let results = verify_all(&clients, "taro", &wrong, 40).await;
 
-    assert_eq!(
-        count(results.clone(), VerifyResult::Rejected).await,
-        5,
-        "{results:?}"
-    );
-    assert_eq!(count(results, VerifyResult::LockedOut).await, 35);
+    assert_eq!(count(&results, VerifyResult::Rejected), 5, "{results:?}");
+    assert_eq!(count(&results, VerifyResult::LockedOut), 35);
     let failures = app
         .audit("taro")
         .await
