@@ -105,6 +105,28 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = stop.send(());
     tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(server) = arg("--postgres") {
+        drop_postgres(&server, &db_url).await?;
+    }
+    Ok(())
+}
+
+/// Removes the database `fresh_postgres` made, so runs leave the server as they found it.
+async fn drop_postgres(server: &str, db_url: &str) -> anyhow::Result<()> {
+    let prefix = server
+        .split('?')
+        .next()
+        .unwrap_or(server)
+        .rsplit_once('/')
+        .unwrap()
+        .0;
+    let name = db_url.rsplit_once('/').unwrap().1;
+    let mut admin = sqlx::AnyConnection::connect(&format!("{prefix}/postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
     Ok(())
 }
 
