@@ -69,13 +69,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         notifier: notifier_addr,
         portal: portal_addr,
     };
-    match dev(&data_dir, &account, addrs).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("kagi dev: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    kagi_runtime::exit_code("kagi dev", dev(&data_dir, &account, addrs).await)
 }
 
 /// Where each service listens (port 0 picks a free one).

@@ -44,14 +44,7 @@ pub enum Command {
 
 /// Runs one command; errors are logged and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "kagi-keystore failed");
-            eprintln!("kagi-keystore: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    kagi_runtime::exit_code("kagi-keystore", run(cli).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

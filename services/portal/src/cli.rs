@@ -30,14 +30,7 @@ pub enum Command {
 
 /// Runs one command; errors are logged and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "kagi-portal failed");
-            eprintln!("kagi-portal: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    kagi_runtime::exit_code("kagi-portal", run(cli).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

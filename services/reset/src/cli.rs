@@ -68,14 +68,7 @@ pub enum AccountsCommand {
 
 /// Runs one command; errors are logged and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "kagi-reset failed");
-            eprintln!("kagi-reset: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    kagi_runtime::exit_code("kagi-reset", run(cli).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
