@@ -221,7 +221,10 @@ pub struct DeliverySettings {
     pub backoff_max_ms: u64,
     /// A reissue notice not delivered within this time is given up.
     pub notice_max_age_secs: u64,
-    /// Reset-code mails one recipient may be sent per hour; 0 disables the limit.
+    /// Reset-code mails one recipient may be sent per hour; 0 disables the limit. The
+    /// default, 12, lets a user run two whole reissues in an hour (the reset service's first
+    /// code and its 5 resends each), so the manual's "resend" and "start over" never meet
+    /// this limit before their own; more than that is somebody mail-bombing the address.
     pub reset_codes_per_recipient_per_hour: u32,
 }
 
@@ -235,7 +238,7 @@ impl Default for DeliverySettings {
             backoff_initial_ms: 2_000,
             backoff_max_ms: 300_000,
             notice_max_age_secs: 86_400,
-            reset_codes_per_recipient_per_hour: 5,
+            reset_codes_per_recipient_per_hour: 12,
         }
     }
 }

@@ -25,7 +25,7 @@ KAGI_NOTIFIER_<SECTION>__<KEY>. Sections and keys (default):
               pool_idle_timeout_secs (60), hello_name
   [delivery]  worker_enabled (true), poll_interval_ms (500), concurrency (16), lease_secs (120),
               backoff_initial_ms (2000), backoff_max_ms (300000), notice_max_age_secs (86400),
-              reset_codes_per_recipient_per_hour (5; 0 = unlimited)
+              reset_codes_per_recipient_per_hour (12; 0 = unlimited)
 Example: KAGI_NOTIFIER_TRANSPORT__KIND=smtp KAGI_NOTIFIER_TRANSPORT__SMTP__HOST=mail.example.ac.jp";
 
 /// kagi's notifier: queues and delivers kagi's e-mails.
