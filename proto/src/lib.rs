@@ -9,3 +9,29 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every kagi proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/kagi_descriptor.bin"));
+
+/// A time held as milliseconds since the Unix epoch (how every kagi database stores it) as
+/// a protobuf `Timestamp`; times before 1970 keep their sign in `seconds`.
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        // rem_euclid(1000) is 0..=999, so the nanoseconds always fit.
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn milliseconds_become_seconds_and_nanos() {
+        let t = timestamp(1_700_000_000_123);
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
+        let before_epoch = timestamp(-1);
+        assert_eq!(
+            (before_epoch.seconds, before_epoch.nanos),
+            (-1, 999_000_000)
+        );
+    }
+}

@@ -1,14 +1,20 @@
 //! Database connections shared by every service: SQLite (the embedded default) or
 //! PostgreSQL (production), chosen by URL, through sqlx's `Any` driver so one set of
-//! queries serves both.
+//! queries serves both. Every service opens its database the same way:
+//! `Database::<ItsSchema>::open(&settings.database)` connects and migrates.
 
+use std::marker::PhantomData;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// The sqlx this crate was built with, for [`service_database!`].
+pub use sqlx;
 
 /// Which database engine a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,10 +72,73 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backen
     Ok((pool, backend))
 }
 
+/// Where a service keeps its data, the `[database]` section of every service's settings.
+#[derive(Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://<file>?mode=rwc` (embedded) or `postgres://user@host/db` (production).
+    /// Empty: the service's own SQLite file under `./data` ([`Schema::EMBEDDED_URL`]), so a
+    /// section that sets only another key keeps each service in its own file.
+    pub url: String,
+    pub max_connections: u32,
+    /// Apply the embedded migrations at start-up. Switch it off to run `<service> migrate`
+    /// as a separate step (a Kubernetes Job before the rollout).
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 16,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// A database URL may carry a password: only its scheme and host are ever printed.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+impl DatabaseSettings {
+    /// The configured URL, or the schema's embedded SQLite file.
+    pub fn url_or<S: Schema>(&self) -> &str {
+        if self.url.is_empty() {
+            S::EMBEDDED_URL
+        } else {
+            &self.url
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://host/db`.
+fn redact_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://{}", &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// A service's tables: where they live by default and how to create them on each backend.
+pub trait Schema: Send + Sync + 'static {
+    /// The SQLite file used when `database.url` is not set.
+    const EMBEDDED_URL: &'static str;
+
+    /// The embedded migrations for `backend` (`sqlx::migrate!` of a folder per backend).
+    fn migrator(backend: Backend) -> &'static Migrator;
+}
+
 /// A service's database: the pool, its backend, and on SQLite a queue for this process's
-/// write transactions.
-#[derive(Debug, Clone)]
-pub struct Database {
+/// write transactions. `S` names the service's schema, so each service's `store::Db` is
+/// `Database<ItsSchema>` and can only migrate its own tables.
+pub struct Database<S> {
     pool: AnyPool,
     backend: Backend,
     /// SQLite admits one writer at a time. A transaction holds that lock across several
@@ -77,6 +146,27 @@ pub struct Database {
     /// of up to 100 ms); queueing this process's transactions here instead keeps the tail
     /// short. Single-statement writes and other processes still meet the busy timeout.
     transaction_gate: Option<Arc<Mutex<()>>>,
+    schema: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Database<S> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            backend: self.backend,
+            transaction_gate: self.transaction_gate.clone(),
+            schema: PhantomData,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Database<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .field("schema", &std::any::type_name::<S>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A write transaction, holding this process's SQLite transaction turn while it lives.
@@ -86,7 +176,20 @@ pub struct WriteTx {
     pub turn: Option<OwnedMutexGuard<()>>,
 }
 
-impl Database {
+impl<S: Schema> Database<S> {
+    /// Connects as `settings` say and applies the migrations unless
+    /// `migrate_on_start = false`: what every service does at start-up.
+    ///
+    /// # Errors
+    /// A bad URL, an unreachable database or a failed migration.
+    pub async fn open(settings: &DatabaseSettings) -> Result<Self, DatabaseError> {
+        let db = Self::connect(settings.url_or::<S>(), settings.max_connections).await?;
+        if settings.migrate_on_start {
+            db.migrate().await?;
+        }
+        Ok(db)
+    }
+
     /// Opens the pool (see [`connect`]).
     ///
     /// # Errors
@@ -98,9 +201,21 @@ impl Database {
             pool,
             backend,
             transaction_gate,
+            schema: PhantomData,
         })
     }
 
+    /// Applies this schema's migrations for the pool's backend (idempotent; PostgreSQL takes
+    /// an advisory lock, so replicas starting together do not race).
+    ///
+    /// # Errors
+    /// A failed migration, or one changed after it ran.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        S::migrator(self.backend).run(&self.pool).await
+    }
+}
+
+impl<S> Database<S> {
     /// Begins a write transaction, waiting for this process's turn on SQLite. Make its
     /// first statement a write, so SQLite takes its lock up front.
     ///
@@ -117,6 +232,20 @@ impl Database {
         })
     }
 
+    /// After secrets are destroyed, SQLite's write-ahead log still holds the pages as they
+    /// were until a checkpoint; a truncating checkpoint moves the log into the file, where
+    /// `secure_delete` has zeroed the old cells, and empties it. Best effort: with readers
+    /// active the checkpoint completes later. Nothing to do on PostgreSQL.
+    pub async fn flush_old_pages(&self) {
+        if self.backend == Backend::Sqlite
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint after destroying secrets failed");
+        }
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -128,6 +257,69 @@ impl Database {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Declares a service's database type: a newtype over [`Database`] of the service's
+/// [`Schema`], so the service adds its queries as inherent methods (`impl Db { .. }` in the
+/// files of its `store` module) while opening, migrating and transactions stay here.
+///
+/// ```ignore
+/// kagi_runtime::service_database! {
+///     /// The keystore's database.
+///     pub struct Db(KeystoreSchema);
+/// }
+/// ```
+#[macro_export]
+macro_rules! service_database {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident($schema:ty);) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        $vis struct $name {
+            database: $crate::db::Database<$schema>,
+        }
+
+        impl $name {
+            /// Connects as the settings say, and migrates unless `migrate_on_start = false`.
+            ///
+            /// # Errors
+            /// A bad URL, an unreachable database or a failed migration.
+            pub async fn open(
+                settings: &$crate::db::DatabaseSettings,
+            ) -> ::std::result::Result<Self, $crate::db::DatabaseError> {
+                let database = $crate::db::Database::open(settings).await?;
+                Ok(Self { database })
+            }
+
+            /// Opens the pool without migrating.
+            ///
+            /// # Errors
+            /// A bad URL or an unreachable database.
+            pub async fn connect(
+                url: &str,
+                max_connections: u32,
+            ) -> ::std::result::Result<Self, $crate::db::sqlx::Error> {
+                let database = $crate::db::Database::connect(url, max_connections).await?;
+                Ok(Self { database })
+            }
+        }
+
+        impl ::std::ops::Deref for $name {
+            type Target = $crate::db::Database<$schema>;
+
+            fn deref(&self) -> &Self::Target {
+                &self.database
+            }
+        }
+    };
+}
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("connecting to the database")]
+    Connect(#[from] sqlx::Error),
+    #[error("applying the database migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 /// `sqlite://data/x.db` needs `data/` to exist before SQLite can create the file.
@@ -165,6 +357,47 @@ mod tests {
             Backend::Postgres
         );
         assert!(Backend::of("mysql://u@h/db").is_err());
+    }
+
+    #[test]
+    fn a_database_password_never_reaches_debug_output() {
+        let settings = DatabaseSettings {
+            url: "postgres://kagi:hunter2@db.example/kagi".into(),
+            ..DatabaseSettings::default()
+        };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("postgres://db.example/kagi"), "{printed}");
+    }
+
+    struct Demo;
+    impl Schema for Demo {
+        const EMBEDDED_URL: &'static str = "sqlite://data/demo.db?mode=rwc";
+        fn migrator(_: Backend) -> &'static Migrator {
+            static NONE: Migrator = Migrator::DEFAULT;
+            &NONE
+        }
+    }
+
+    #[test]
+    fn an_unset_url_is_the_schemas_own_file_and_partial_sections_keep_it() {
+        assert_eq!(
+            DatabaseSettings::default().url_or::<Demo>(),
+            "sqlite://data/demo.db?mode=rwc"
+        );
+        // Only max_connections given (e.g. by an environment variable): the file stays.
+        let partial: DatabaseSettings = figment::Figment::new()
+            .merge(("max_connections", 4))
+            .extract()
+            .unwrap();
+        assert_eq!(partial.url_or::<Demo>(), "sqlite://data/demo.db?mode=rwc");
+        assert_eq!(partial.max_connections, 4);
+        assert!(partial.migrate_on_start);
+        let postgres = DatabaseSettings {
+            url: "postgres://u@h/db".into(),
+            ..partial
+        };
+        assert_eq!(postgres.url_or::<Demo>(), "postgres://u@h/db");
     }
 
     #[tokio::test]

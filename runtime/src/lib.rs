@@ -1,29 +1,45 @@
-//! What every kagi service does the same way, so the keystore, reset and notifier
-//! services differ only in their domain: loading settings, telemetry with W3C trace
-//! context, health and reflection, caller authentication and graceful shutdown.
+//! What every kagi service does the same way, so the keystore, reset, notifier and portal
+//! differ only in their domain.
+//!
+//! # Layout
+//! - [`settings`]: typed settings from defaults, a TOML file and `KAGI_<SERVICE>_*`
+//!   variables, and the check that a service's shipped TOML states its real defaults.
+//! - [`cli`]: the command-line skeleton (`--config`, `serve`, `migrate`) and how a command ends.
+//! - [`telemetry`]: JSON or pretty logs, OpenTelemetry spans exported over OTLP, W3C trace
+//!   context read from and written to gRPC metadata.
+//! - [`server`]: a gRPC server bound before it serves (port 0 allowed), with health,
+//!   reflection, caller authentication and a graceful drain.
+//! - [`auth`]: bearer-token callers and per-RPC allow lists.
+//! - [`client`]: calls to another kagi service (endpoint, token, deadline, trace context).
+//! - [`db`]: SQLite or PostgreSQL by URL, one `Database<Schema>` per service with its
+//!   migrations, SQLite's write queue, the `[database]` settings section.
+//! - [`shutdown`]: SIGTERM/Ctrl-C, the grace period, background loops that stop between rounds.
+//! - [`clock`], [`random`], [`account`]: time as a parameter, the OS RNG for secrets, the
+//!   one account-ID rule.
+//!
+//! A call into any service passes, in order: [`server`] (TLS, the trace span from
+//! [`telemetry`]), [`auth`] (who is calling, may it call this RPC), the service's own `grpc`
+//! module, its domain and `store` (a [`db::Database`]), and on the way out [`client`] for
+//! calls to neighbours, carrying the same trace.
 
+pub mod account;
 pub mod auth;
+pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod db;
+pub mod random;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use account::{AccountId, InvalidAccountId};
 pub use auth::{AuthSettings, Authorizer, Caller, CallerAuthLayer};
+pub use cli::exit_code;
+pub use client::{ClientSettings, ServiceChannel};
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
+pub use db::{Database, DatabaseSettings, Schema};
 pub use server::{GrpcServer, ServerSettings};
+pub use shutdown::{BackgroundTasks, Stopping};
 pub use telemetry::{LogFormat, TelemetryGuard, TelemetrySettings};
-
-/// Ends a command: success is exit code 0; a failure is logged with its cause chain (for
-/// log collectors) and printed to stderr (for the operator at the terminal), exit code 1.
-pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "{program} failed");
-            eprintln!("{program}: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}

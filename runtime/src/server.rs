@@ -16,6 +16,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::auth::CallerAuthLayer;
+use crate::shutdown::{Stopping, with_grace};
 use crate::telemetry;
 
 /// Where and how a service listens.
@@ -128,19 +129,15 @@ impl GrpcServer {
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
         }
-        let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
-        let grace = self.grace;
+        let stopping = Stopping::on(shutdown);
         tokio::spawn({
-            let stopping = std::sync::Arc::clone(&stopping);
+            let stopping = stopping.clone();
+            let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
             async move {
-                shutdown.await;
-                // Readiness drops first, so load balancers stop sending new calls.
+                stopping.begun().await;
+                // Readiness drops, so load balancers stop sending new calls.
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 set_all(&health, &names, ServingStatus::NotServing).await;
-                stopping.notify_one();
-                let _ = stop_tx.send(());
             }
         });
 
@@ -152,16 +149,10 @@ impl GrpcServer {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            });
-        tokio::pin!(serving);
-        // Once shutdown begins, in-flight calls get `grace` to finish.
-        tokio::select! {
-            result = &mut serving => result?,
-            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls outlived the grace period");
-            }
+            .serve_with_incoming_shutdown(incoming, stopping.clone().begun());
+        // Once shutdown begins, in-flight calls get the grace period to finish.
+        if let Some(result) = with_grace(serving, stopping, self.grace, "in-flight calls").await {
+            result?;
         }
         tracing::info!("server stopped");
         Ok(())

@@ -36,6 +36,41 @@ pub fn load<T: DeserializeOwned>(
         .map_err(Box::new)
 }
 
+/// Parses a service's shipped reference TOML (the file `--help` prints).
+///
+/// # Errors
+/// Malformed TOML or a key the settings do not have.
+pub fn parse_reference<T: DeserializeOwned>(toml: &str) -> Result<T, Box<figment::Error>> {
+    Figment::new()
+        .merge(Toml::string(toml))
+        .extract()
+        .map_err(Box::new)
+}
+
+/// Checks that a service's shipped reference TOML states exactly its defaults, every field
+/// of it (their `Debug` renderings are compared, so a new setting cannot be forgotten).
+///
+/// # Errors
+/// The lines that differ, or why the file does not parse.
+pub fn reference_states_defaults<T>(toml: &str) -> Result<(), String>
+where
+    T: DeserializeOwned + Default + std::fmt::Debug,
+{
+    let from_file: T = parse_reference(toml).map_err(|e| e.to_string())?;
+    let (file, defaults) = (format!("{from_file:#?}"), format!("{:#?}", T::default()));
+    let differing: Vec<String> = file
+        .lines()
+        .zip(defaults.lines())
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("file: {}  default: {}", a.trim(), b.trim()))
+        .collect();
+    if differing.is_empty() && file.lines().count() == defaults.lines().count() {
+        Ok(())
+    } else {
+        Err(differing.join("\n"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +119,18 @@ mod tests {
             assert_eq!(from_env.name, "from-file");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_reference_file_that_drifted_from_the_defaults_is_caught() {
+        assert_eq!(
+            reference_states_defaults::<Sample>("name = \"default\"\n[nested]\nport = 1\n"),
+            Ok(())
+        );
+        let drifted =
+            reference_states_defaults::<Sample>("name = \"default\"\n[nested]\nport = 2\n")
+                .unwrap_err();
+        assert!(drifted.contains("port: 2"), "{drifted}");
     }
 
     #[test]

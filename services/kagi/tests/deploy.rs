@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use kagi_runtime::cli::ServiceSettings as _;
+
 /// The TOML block under `<file>: |` in a manifest's ConfigMap.
 fn embedded_toml(manifest: &str, file: &str) -> String {
     let text = std::fs::read_to_string(

@@ -108,10 +108,7 @@ pub async fn keystore(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Res
     let verifier = settings.totp.verifier()?;
     let lockout = settings.lockout.policy()?;
     let keyring = settings.kek.keyring()?;
-    let db = Db::connect(&settings.database.url, settings.database.max_connections).await?;
-    if settings.database.migrate_on_start {
-        db.migrate().await?;
-    }
+    let db = Db::open(&settings.database).await?;
     Ok(Keystore::new(
         db,
         keyring,

@@ -10,7 +10,7 @@ use kagi_runtime::SystemClock;
 use crate::app::{self, Application};
 use crate::config::Settings;
 use crate::service::Actor;
-use crate::store::Db;
+use crate::store::{Db, KeystoreSchema};
 
 /// kagi-keystore: TOTP setup keys, encrypted at rest, verified without replay.
 #[derive(Debug, Parser)]
@@ -44,25 +44,18 @@ pub enum Command {
 
 /// Runs one command; errors are logged and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    kagi_runtime::exit_code("kagi-keystore", run(cli).await)
+    kagi_runtime::cli::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref())?;
-    let _telemetry = kagi_runtime::telemetry::init("kagi-keystore", &settings.telemetry)?;
-    match cli.command {
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Serve => {
             Application::build(&settings)
                 .await?
                 .run_until_stopped(kagi_runtime::shutdown::signal())
                 .await
         }
-        Command::Migrate => {
-            let db = Db::connect(&settings.database.url, 1).await?;
-            db.migrate().await?;
-            tracing::info!("migrations applied");
-            Ok(())
-        }
+        Command::Migrate => kagi_runtime::cli::migrate::<KeystoreSchema>(&settings.database).await,
         Command::Rekey => {
             let keystore = app::keystore(&settings, Arc::new(SystemClock)).await?;
             let count = keystore.rekey(Actor { caller: "cli" }).await?;
@@ -77,7 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[allow(clippy::print_stdout)]
 async fn print_audit(settings: &Settings, account: Option<&str>, limit: u32) -> anyhow::Result<()> {
-    let db = Db::connect(&settings.database.url, 1).await?;
+    let db = Db::connect(settings.database.url_or::<KeystoreSchema>(), 1).await?;
     for e in db.audit_events(account, 0, i64::from(limit)).await? {
         let line = format!(
             r#"{{"seq":{},"at_ms":{},"caller":{:?},"action":{:?},"account_id":{:?},"key_id":{:?},"detail":{:?},"trace_id":{:?}}}"#,

@@ -2,13 +2,14 @@
 //! `keystore.toml` beside this crate documents every knob and is shown by `--help`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use data_encoding::BASE64;
 use ipnet::IpNet;
-use kagi_runtime::{AuthSettings, ServerSettings, TelemetrySettings};
+use kagi_runtime::cli::ServiceSettings;
+use kagi_runtime::{AuthSettings, DatabaseSettings, ServerSettings, TelemetrySettings};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -35,30 +36,12 @@ pub struct Settings {
     pub lockout: LockoutSettings,
 }
 
-impl Settings {
-    /// # Errors
-    /// A missing or malformed file or variable.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        kagi_runtime::settings::load(file, ENV_PREFIX)
-            .map_err(|e| anyhow::anyhow!("invalid keystore settings: {e}"))
-    }
-}
+impl ServiceSettings for Settings {
+    const PROGRAM: &'static str = "kagi-keystore";
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseSettings {
-    pub url: String,
-    pub max_connections: u32,
-    pub migrate_on_start: bool,
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://data/keystore.db?mode=rwc".into(),
-            max_connections: 16,
-            migrate_on_start: true,
-        }
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
     }
 }
 
@@ -213,35 +196,7 @@ mod tests {
 
     #[test]
     fn the_reference_file_states_the_real_defaults() {
-        let from_file: Settings = figment::Figment::new()
-            .merge(<figment::providers::Toml as figment::providers::Format>::string(REFERENCE))
-            .extract()
-            .unwrap();
-        let defaults = Settings::default();
-        assert_eq!(from_file.server.listen_addr, defaults.server.listen_addr);
-        assert_eq!(
-            from_file.server.shutdown_grace_secs,
-            defaults.server.shutdown_grace_secs
-        );
-        assert_eq!(from_file.database.url, defaults.database.url);
-        assert_eq!(
-            from_file.database.max_connections,
-            defaults.database.max_connections
-        );
-        assert_eq!(
-            from_file.telemetry.log_filter,
-            defaults.telemetry.log_filter
-        );
-        assert_eq!(from_file.totp.issuer, defaults.totp.issuer);
-        assert_eq!(
-            from_file.totp.params().unwrap(),
-            defaults.totp.params().unwrap()
-        );
-        assert_eq!(from_file.totp.skew_steps, defaults.totp.skew_steps);
-        assert_eq!(
-            from_file.lockout.policy().unwrap(),
-            defaults.lockout.policy().unwrap()
-        );
+        kagi_runtime::settings::reference_states_defaults::<Settings>(REFERENCE).unwrap();
     }
 
     #[test]

@@ -99,9 +99,7 @@ impl Keyring {
             .ciphers
             .get(&self.active)
             .ok_or_else(|| CryptoError::UnknownKek(self.active.clone()))?;
-        let mut nonce = [0_u8; 12];
-        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut nonce)
-            .map_err(|_| CryptoError::Seal)?;
+        let nonce: [u8; 12] = kagi_runtime::random::bytes().map_err(|_| CryptoError::Seal)?;
         let aad = associated_data(account, key_id);
         let ciphertext = cipher
             .encrypt(

@@ -381,7 +381,8 @@ impl Keystore {
                 break;
             }
             for key in batch {
-                let account = AccountId::parse(&key.account_id)?;
+                let account =
+                    AccountId::parse(&key.account_id).map_err(crate::domain::InvalidInput::from)?;
                 let secret = keyring.open(&account, &key.key_id, &key.sealed())?;
                 let sealed = keyring.seal(&account, &key.key_id, &secret)?;
                 // A key rotated meanwhile already carries the active KEK: skipped.

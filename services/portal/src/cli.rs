@@ -30,13 +30,11 @@ pub enum Command {
 
 /// Runs one command; errors are logged and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    kagi_runtime::exit_code("kagi-portal", run(cli).await)
+    kagi_runtime::cli::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref())?;
-    let _telemetry = kagi_runtime::telemetry::init("kagi-portal", &settings.telemetry)?;
-    match cli.command {
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Serve => {
             Application::build(settings)
                 .await?

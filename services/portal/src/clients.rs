@@ -1,75 +1,32 @@
 //! The portal's gRPC clients: the keystore (GetCurrentKey) and the reset service (Reset and
-//! Directory), each call carrying the portal's bearer token and the current W3C trace.
+//! Directory), built by [`kagi_runtime::client`], so each call carries the portal's bearer
+//! token and the current W3C trace.
 
 use kagi_proto::v1 as pb;
+use kagi_runtime::ServiceChannel;
+use kagi_runtime::client::{ClientError, ClientSettings, channel};
 use pb::directory_client::DirectoryClient;
 use pb::keystore_client::KeystoreClient;
 use pb::reset_client::ResetClient;
-use secrecy::ExposeSecret as _;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-
-use crate::config::Downstream;
-
-/// Adds `authorization: Bearer <token>` and `traceparent` to every call.
-#[derive(Clone)]
-pub struct CallerToken(MetadataValue<Ascii>);
-
-impl std::fmt::Debug for CallerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CallerToken(..)")
-    }
-}
-
-impl tonic::service::Interceptor for CallerToken {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        kagi_runtime::telemetry::inject_context(request.metadata_mut());
-        Ok(request)
-    }
-}
-
-type Authed = InterceptedService<Channel, CallerToken>;
 
 /// The services the portal calls. Cheap to clone; channels connect lazily, so the portal
 /// starts (and shows its top page) while a neighbour is still starting.
 #[derive(Debug, Clone)]
 pub struct Clients {
-    pub keystore: KeystoreClient<Authed>,
-    pub reset: ResetClient<Authed>,
-    pub directory: DirectoryClient<Authed>,
+    pub keystore: KeystoreClient<ServiceChannel>,
+    pub reset: ResetClient<ServiceChannel>,
+    pub directory: DirectoryClient<ServiceChannel>,
 }
 
 impl Clients {
     /// # Errors
-    /// A malformed endpoint or a missing or non-ASCII token.
-    pub fn new(keystore: &Downstream, reset: &Downstream) -> anyhow::Result<Self> {
-        let (ks_channel, ks_token) = connect(keystore)?;
-        let (reset_channel, reset_token) = connect(reset)?;
+    /// A malformed endpoint or token, or an unreadable token file.
+    pub fn new(keystore: &ClientSettings, reset: &ClientSettings) -> Result<Self, ClientError> {
+        let reset_channel = channel(reset)?;
         Ok(Self {
-            keystore: KeystoreClient::with_interceptor(ks_channel, ks_token),
-            reset: ResetClient::with_interceptor(reset_channel.clone(), reset_token.clone()),
-            directory: DirectoryClient::with_interceptor(reset_channel, reset_token),
+            keystore: KeystoreClient::new(channel(keystore)?),
+            reset: ResetClient::new(reset_channel.clone()),
+            directory: DirectoryClient::new(reset_channel),
         })
     }
-}
-
-fn connect(downstream: &Downstream) -> anyhow::Result<(Channel, CallerToken)> {
-    let channel = Endpoint::from_shared(downstream.endpoint.clone())
-        .map_err(|e| anyhow::anyhow!("endpoint {:?}: {e}", downstream.endpoint))?
-        .timeout(downstream.timeout())
-        .connect_timeout(downstream.timeout())
-        .connect_lazy();
-    let token = downstream.token()?;
-    let mut value: MetadataValue<Ascii> = format!("Bearer {}", token.expose_secret())
-        .parse()
-        .map_err(|_| anyhow::anyhow!("the token for {} is not ASCII", downstream.endpoint))?;
-    value.set_sensitive(true);
-    Ok((channel, CallerToken(value)))
 }

@@ -2,12 +2,11 @@
 //! `portal.toml` beside this crate documents every knob and is shown by `--help`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
-use kagi_runtime::TelemetrySettings;
-use secrecy::SecretString;
+use kagi_runtime::cli::ServiceSettings;
+use kagi_runtime::{ClientSettings, TelemetrySettings};
 use serde::Deserialize;
 
 /// Every knob with its default, shown by `--help`.
@@ -22,8 +21,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
-    pub keystore: Downstream,
-    pub reset: Downstream,
+    pub keystore: ClientSettings,
+    pub reset: ClientSettings,
     pub login: LoginSettings,
     pub session: SessionSettings,
     pub institution: Institution,
@@ -38,8 +37,8 @@ impl Default for Settings {
             server: ServerSettings::default(),
             database: DatabaseSettings::default(),
             telemetry: TelemetrySettings::default(),
-            keystore: Downstream::at("http://127.0.0.1:50051"),
-            reset: Downstream::at("http://127.0.0.1:50052"),
+            keystore: ClientSettings::at("http://127.0.0.1:50051"),
+            reset: ClientSettings::at("http://127.0.0.1:50052"),
             login: LoginSettings::default(),
             session: SessionSettings::default(),
             institution: Institution::default(),
@@ -48,12 +47,12 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// # Errors
-    /// A missing or malformed file or variable.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        kagi_runtime::settings::load(file, ENV_PREFIX)
-            .map_err(|e| anyhow::anyhow!("invalid portal settings: {e}"))
+impl ServiceSettings for Settings {
+    const PROGRAM: &'static str = "kagi-portal";
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
     }
 }
 
@@ -100,56 +99,6 @@ impl Default for DatabaseSettings {
             max_connections: 8,
             migrate_on_start: true,
         }
-    }
-}
-
-/// A gRPC service the portal calls, and the portal's bearer token there (caller `portal`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Downstream {
-    pub endpoint: String,
-    pub token: Option<SecretString>,
-    pub token_file: Option<PathBuf>,
-    pub timeout_ms: u64,
-}
-
-impl Default for Downstream {
-    fn default() -> Self {
-        Self {
-            endpoint: String::new(),
-            token: None,
-            token_file: None,
-            timeout_ms: 5_000,
-        }
-    }
-}
-
-impl Downstream {
-    pub fn at(endpoint: &str) -> Self {
-        Self {
-            endpoint: endpoint.into(),
-            ..Self::default()
-        }
-    }
-
-    /// The configured token, read from `token_file` when `token` is not given.
-    ///
-    /// # Errors
-    /// Neither is set, or the file cannot be read.
-    pub fn token(&self) -> anyhow::Result<SecretString> {
-        if let Some(token) = &self.token {
-            return Ok(token.clone());
-        }
-        let Some(path) = &self.token_file else {
-            anyhow::bail!("no token configured for {}", self.endpoint);
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        Ok(SecretString::from(text.trim().to_owned()))
-    }
-
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.max(1))
     }
 }
 
@@ -276,28 +225,7 @@ mod tests {
 
     #[test]
     fn the_reference_file_states_the_real_defaults() {
-        let from_file: Settings = figment::Figment::new()
-            .merge(<figment::providers::Toml as figment::providers::Format>::string(REFERENCE))
-            .extract()
-            .unwrap();
-        let d = Settings::default();
-        assert_eq!(from_file.server.listen_addr, d.server.listen_addr);
-        assert_eq!(from_file.server.public_url, d.server.public_url);
-        assert_eq!(from_file.database.url, d.database.url);
-        assert_eq!(from_file.login.mode, d.login.mode);
-        assert_eq!(from_file.login.header, d.login.header);
-        assert_eq!(from_file.login.per_account_max, d.login.per_account_max);
-        assert_eq!(from_file.login.per_ip_max, d.login.per_ip_max);
-        assert_eq!(from_file.login.window_secs, d.login.window_secs);
-        assert_eq!(
-            from_file.session.idle_timeout_secs,
-            d.session.idle_timeout_secs
-        );
-        assert_eq!(from_file.institution.name, d.institution.name);
-        assert_eq!(from_file.institution.footer, d.institution.footer);
-        assert_eq!(from_file.institution.trouble_url, d.institution.trouble_url);
-        assert_eq!(from_file.keystore.endpoint, "http://127.0.0.1:50051");
-        assert_eq!(from_file.reset.endpoint, "http://127.0.0.1:50052");
+        kagi_runtime::settings::reference_states_defaults::<Settings>(REFERENCE).unwrap();
     }
 
     #[test]

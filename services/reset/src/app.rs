@@ -153,11 +153,7 @@ impl Application {
 /// # Errors
 /// An unreachable database or a failed migration.
 pub async fn database(settings: &Settings) -> anyhow::Result<Db> {
-    let db = Db::connect(&settings.database.url, settings.database.max_connections).await?;
-    if settings.database.migrate_on_start {
-        db.migrate().await?;
-    }
-    Ok(db)
+    Ok(Db::open(&settings.database).await?)
 }
 
 /// The argon2id hasher; building it computes the dummy hash, off the async runtime.

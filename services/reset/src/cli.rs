@@ -68,13 +68,11 @@ pub enum AccountsCommand {
 
 /// Runs one command; errors are logged and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    kagi_runtime::exit_code("kagi-reset", run(cli).await)
+    kagi_runtime::cli::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref())?;
-    let _telemetry = kagi_runtime::telemetry::init("kagi-reset", &settings.telemetry)?;
-    match cli.command {
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Serve => {
             Application::build(&settings)
                 .await?
@@ -82,10 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
         }
         Command::Migrate => {
-            let db = crate::store::Db::connect(&settings.database.url, 1).await?;
-            db.migrate().await?;
-            tracing::info!("migrations applied");
-            Ok(())
+            kagi_runtime::cli::migrate::<crate::store::ResetSchema>(&settings.database).await
         }
         Command::Sweep => {
             let app = Application::build(&settings).await?;

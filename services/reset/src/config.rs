@@ -1,13 +1,15 @@
 //! The reset service's settings: defaults, then a TOML file, then `KAGI_RESET_*` variables.
 //! `reset.toml` beside this crate documents every knob and is shown by `--help`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use kagi_runtime::{AuthSettings, ServerSettings, TelemetrySettings};
+use kagi_runtime::cli::ServiceSettings;
+use kagi_runtime::{
+    AuthSettings, ClientSettings, DatabaseSettings, ServerSettings, TelemetrySettings,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -30,8 +32,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
-    pub keystore: DownstreamSettings,
-    pub notifier: DownstreamSettings,
+    pub keystore: ClientSettings,
+    pub notifier: ClientSettings,
     pub password: PasswordParams,
     pub policy: PolicySettings,
     pub sweeper: SweeperSettings,
@@ -46,8 +48,8 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             telemetry: TelemetrySettings::default(),
             auth: AuthSettings::default(),
-            keystore: DownstreamSettings::at("http://127.0.0.1:50051"),
-            notifier: DownstreamSettings::at("http://127.0.0.1:50053"),
+            keystore: ClientSettings::at("http://127.0.0.1:50051"),
+            notifier: ClientSettings::at("http://127.0.0.1:50053"),
             password: PasswordParams::default(),
             policy: PolicySettings::default(),
             sweeper: SweeperSettings::default(),
@@ -55,14 +57,16 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// # Errors
-    /// A missing or malformed file or variable.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        kagi_runtime::settings::load(file, ENV_PREFIX)
-            .map_err(|e| anyhow::anyhow!("invalid reset settings: {e}"))
-    }
+impl ServiceSettings for Settings {
+    const PROGRAM: &'static str = "kagi-reset";
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
 
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+}
+
+impl Settings {
     /// The code hasher: `code_hmac_key` if set, else the key file, created with 32 random
     /// bytes when missing.
     ///
@@ -71,99 +75,13 @@ impl Settings {
     pub fn code_hasher(&self) -> anyhow::Result<CodeHasher> {
         let encoded = match (&self.code_hmac_key, &self.code_hmac_key_file) {
             (Some(key), _) => Zeroizing::new(key.expose_secret().trim().to_owned()),
-            (None, Some(file)) => read_or_create_key(file)?,
+            (None, Some(file)) => kagi_runtime::random::read_or_create_secret_file(file, 32)?,
             (None, None) => anyhow::bail!("set code_hmac_key or code_hmac_key_file"),
         };
         let key = STANDARD
             .decode(encoded.as_bytes())
             .map_err(|_| anyhow::anyhow!("the code HMAC key is not valid base64"))?;
         CodeHasher::new(Zeroizing::new(key)).map_err(|e| anyhow::anyhow!(e))
-    }
-}
-
-fn read_or_create_key(path: &Path) -> anyhow::Result<Zeroizing<String>> {
-    if let Ok(existing) = std::fs::read_to_string(path) {
-        return Ok(Zeroizing::new(existing.trim().to_owned()));
-    }
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut raw = Zeroizing::new([0_u8; 32]);
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, raw.as_mut())
-        .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
-    let encoded = Zeroizing::new(STANDARD.encode(raw.as_ref()));
-    std::fs::write(path, encoded.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    tracing::warn!(path = %path.display(), "created a new code HMAC key");
-    Ok(encoded)
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseSettings {
-    pub url: String,
-    pub max_connections: u32,
-    pub migrate_on_start: bool,
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://data/reset.db?mode=rwc".into(),
-            max_connections: 16,
-            migrate_on_start: true,
-        }
-    }
-}
-
-/// A service this one calls: where, and the bearer token it knows us by.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DownstreamSettings {
-    pub endpoint: String,
-    pub token: Option<SecretString>,
-    pub token_file: Option<PathBuf>,
-    pub timeout_ms: u64,
-}
-
-impl Default for DownstreamSettings {
-    fn default() -> Self {
-        Self::at("http://127.0.0.1:0")
-    }
-}
-
-impl DownstreamSettings {
-    pub fn at(endpoint: &str) -> Self {
-        Self {
-            endpoint: endpoint.into(),
-            token: None,
-            token_file: None,
-            timeout_ms: 5_000,
-        }
-    }
-
-    /// The token, from `token_file` if set, else `token`.
-    ///
-    /// # Errors
-    /// An unreadable token file.
-    pub fn token(&self) -> anyhow::Result<Option<SecretString>> {
-        if let Some(file) = &self.token_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            return Ok(Some(SecretString::from(text.trim().to_owned())));
-        }
-        Ok(self.token.clone())
-    }
-
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.max(1))
     }
 }
 
@@ -242,41 +160,7 @@ mod tests {
 
     #[test]
     fn the_reference_file_states_the_real_defaults() {
-        let from_file: Settings = figment::Figment::new()
-            .merge(<figment::providers::Toml as figment::providers::Format>::string(REFERENCE))
-            .extract()
-            .unwrap();
-        let d = Settings::default();
-        assert_eq!(from_file.server.listen_addr, d.server.listen_addr);
-        assert_eq!(
-            from_file.server.shutdown_grace_secs,
-            d.server.shutdown_grace_secs
-        );
-        assert_eq!(from_file.database.url, d.database.url);
-        assert_eq!(
-            from_file.database.max_connections,
-            d.database.max_connections
-        );
-        assert_eq!(from_file.code_hmac_key_file, d.code_hmac_key_file);
-        assert_eq!(from_file.keystore.endpoint, d.keystore.endpoint);
-        assert_eq!(from_file.keystore.timeout_ms, d.keystore.timeout_ms);
-        assert_eq!(from_file.notifier.endpoint, d.notifier.endpoint);
-        assert_eq!(from_file.password, d.password);
-        assert_eq!(
-            from_file.policy.policy().unwrap(),
-            d.policy.policy().unwrap()
-        );
-        assert_eq!(from_file.policy.per_ip_max, d.policy.per_ip_max);
-        assert_eq!(from_file.policy.per_account_max, d.policy.per_account_max);
-        assert_eq!(
-            from_file.policy.per_account_window_secs,
-            d.policy.per_account_window_secs
-        );
-        assert_eq!(
-            from_file.policy.per_ip_window_secs,
-            d.policy.per_ip_window_secs
-        );
-        assert_eq!(from_file.sweeper.interval_secs, d.sweeper.interval_secs);
+        kagi_runtime::settings::reference_states_defaults::<Settings>(REFERENCE).unwrap();
     }
 
     #[test]

@@ -15,10 +15,8 @@ pub use totp::{CodeMatch, OneTimeCode, TotpVerifier};
 /// Why a value from a caller was refused; each message is shown to the caller as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInput {
-    #[error(
-        "account_id must be 1 to 64 characters of A-Z a-z 0-9 . _ @ - and start with a letter or digit"
-    )]
-    AccountId,
+    #[error(transparent)]
+    AccountId(#[from] kagi_runtime::InvalidAccountId),
     #[error("code must be exactly {0} ASCII digits")]
     Code(u32),
     #[error("idempotency_key must be 1 to 128 printable ASCII characters")]

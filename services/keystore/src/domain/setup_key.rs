@@ -110,10 +110,9 @@ impl SetupKeySecret {
     ///
     /// # Errors
     /// When the OS cannot provide randomness; no key is better than a weak one.
-    pub fn generate() -> Result<Self, rand::rngs::SysError> {
-        use rand::TryRng as _;
+    pub fn generate() -> Result<Self, kagi_runtime::random::RandomError> {
         let mut bytes = Zeroizing::new(vec![0_u8; Self::LEN]);
-        rand::rngs::SysRng.try_fill_bytes(&mut bytes)?;
+        kagi_runtime::random::fill(&mut bytes)?;
         Ok(Self(bytes))
     }
 

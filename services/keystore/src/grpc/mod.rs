@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use kagi_proto::timestamp;
 use kagi_proto::v1 as pb;
 use kagi_runtime::Caller;
 use tonic::{Request, Response, Status};
@@ -70,16 +71,9 @@ fn caller<T>(request: &Request<T>) -> Result<&str, Status> {
 /// Parses the account ID and records it on the current span (only once it is valid, so
 /// nothing a caller sends lands in logs unchecked).
 fn account(raw: &str) -> Result<AccountId, Error> {
-    let account = AccountId::parse(raw)?;
+    let account = AccountId::parse(raw).map_err(InvalidInput::from)?;
     tracing::Span::current().record("account_id", account.as_str());
     Ok(account)
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
 }
 
 #[tonic::async_trait]

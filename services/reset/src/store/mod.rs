@@ -1,16 +1,16 @@
 //! Storage through sqlx: SQLite (the embedded default) or PostgreSQL, chosen by URL.
 //!
-//! Queries are plain SQL shared by both backends through sqlx's `Any` driver (the same
-//! connection setup as the keystore's). Every multi-step change is one transaction whose
-//! first statement writes, and every saga transition is a conditional UPDATE on the
-//! reset's state and version, never a read-then-write.
+//! Queries are plain SQL shared by both backends through sqlx's `Any` driver (opened,
+//! migrated and queued for writes by [`kagi_runtime::db`]). Every multi-step change is one
+//! transaction whose first statement writes, and every saga transition is a conditional
+//! UPDATE on the reset's state and version, never a read-then-write.
 
 mod accounts;
 mod rate;
 mod resets;
 
-use kagi_runtime::db::Database;
-use sqlx::AnyPool;
+use kagi_runtime::db::Schema;
+use sqlx::migrate::Migrator;
 
 pub use accounts::AccountRow;
 pub use resets::{NewReset, ResetRow, StartOutcome};
@@ -18,57 +18,24 @@ pub use resets::{NewReset, ResetRow, StartOutcome};
 pub use kagi_runtime::db::Backend;
 pub(crate) use kagi_runtime::db::{WriteTx, is_unique_violation};
 
-/// The reset service's database.
-#[derive(Debug, Clone)]
-pub struct Db {
-    database: Database,
-}
+/// The reset service's tables: the embedded account directory, resets, rate-limit events.
+#[derive(Debug)]
+pub struct ResetSchema;
 
-impl Db {
-    /// Opens the pool (see [`kagi_runtime::db::connect`]).
-    ///
-    /// # Errors
-    /// A bad URL or an unreachable database.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            database: Database::connect(url, max_connections).await?,
-        })
-    }
+impl Schema for ResetSchema {
+    const EMBEDDED_URL: &'static str = "sqlite://data/reset.db?mode=rwc";
 
-    /// Begins a write transaction, waiting for this process's turn on SQLite.
-    pub(crate) async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        self.database.begin_write().await
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.database.backend()
-    }
-
-    pub fn pool(&self) -> &AnyPool {
-        self.database.pool()
-    }
-
-    /// Applies the embedded migrations of this backend (idempotent; PostgreSQL takes an
-    /// advisory lock so replicas starting together do not race).
-    ///
-    /// # Errors
-    /// A failed or diverged migration.
-    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        match self.backend() {
-            Backend::Sqlite => {
-                sqlx::migrate!("./migrations/sqlite")
-                    .run(self.database.pool())
-                    .await
-            }
-            Backend::Postgres => {
-                sqlx::migrate!("./migrations/postgres")
-                    .run(self.database.pool())
-                    .await
-            }
+    fn migrator(backend: Backend) -> &'static Migrator {
+        static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+        static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+        match backend {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
         }
     }
+}
 
-    pub async fn close(&self) {
-        self.database.close().await;
-    }
+kagi_runtime::service_database! {
+    /// The reset service's database.
+    pub struct Db(ResetSchema);
 }

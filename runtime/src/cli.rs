@@ -1,0 +1,73 @@
+//! What every kagi binary does around its command: load the settings (file, then
+//! environment), start telemetry, run the command, and end with an exit code that says how
+//! it went. Each service's `cli.rs` only lists its commands.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::de::DeserializeOwned;
+
+use crate::db::{Database, DatabaseSettings, Schema};
+use crate::telemetry::{self, TelemetrySettings};
+
+/// A service's settings as its binary loads them.
+pub trait ServiceSettings: DeserializeOwned {
+    /// The binary's name, in logs, traces and error messages (`kagi-keystore`).
+    const PROGRAM: &'static str;
+    /// Prefix of the environment variables that override the file (`KAGI_KEYSTORE_`).
+    const ENV_PREFIX: &'static str;
+
+    fn telemetry(&self) -> &TelemetrySettings;
+
+    /// Defaults, then `file`, then the environment.
+    ///
+    /// # Errors
+    /// A missing or malformed file or variable; the message names the key.
+    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        crate::settings::load(file, Self::ENV_PREFIX)
+            .map_err(|e| anyhow::anyhow!("invalid {} settings: {e}", Self::PROGRAM))
+    }
+}
+
+/// Loads `S` from `config`, starts telemetry, runs `command` with the settings, and turns
+/// the outcome into the process's exit code (see [`exit_code`]).
+pub async fn run<S, F, Fut>(config: Option<&Path>, command: F) -> ExitCode
+where
+    S: ServiceSettings,
+    F: FnOnce(S) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let result = async {
+        let settings = S::load(config)?;
+        let _telemetry = telemetry::init(S::PROGRAM, settings.telemetry())?;
+        command(settings).await
+    }
+    .await;
+    exit_code(S::PROGRAM, result)
+}
+
+/// The `migrate` command: apply `S`'s migrations to the configured database and exit.
+///
+/// # Errors
+/// An unreachable database or a failed migration.
+pub async fn migrate<S: Schema>(settings: &DatabaseSettings) -> anyhow::Result<()> {
+    let db = Database::<S>::connect(settings.url_or::<S>(), 1).await?;
+    db.migrate().await?;
+    db.close().await;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Ends a command: success is exit code 0; a failure is logged with its cause chain (for
+/// log collectors) and printed to stderr (for the operator at the terminal), exit code 1.
+pub fn exit_code(program: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "{program} failed");
+            eprintln!("{program}: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
