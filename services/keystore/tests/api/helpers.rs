@@ -84,7 +84,11 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the keystore stops within 30 s")
+                .unwrap()
+                .unwrap();
         }
     }
 
@@ -267,6 +271,38 @@ pub fn advance(app: &TestApp, by: Duration) {
 /// Log lines written by every service started in this test binary.
 pub fn captured_logs() -> String {
     kagi_testkit::logs::captured()
+}
+
+/// Every user table in the test's database, read from the catalogue (not from a list this
+/// test suite keeps): bare names on SQLite, `schema.table` on PostgreSQL, ready to put in SQL.
+pub async fn user_tables(db: &TestDatabase) -> Vec<String> {
+    let rows: Vec<(String,)> = match db.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(
+                "SELECT name FROM sqlite_schema \
+                 WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p', 'm') \
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND n.nspname NOT LIKE 'pg_toast%' \
+                 ORDER BY 1",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
+    };
+    rows.into_iter().map(|(name,)| name).collect()
 }
 
 /// Every row of every keystore table, as text, for scanning.
