@@ -1,12 +1,15 @@
 //! Test support shared by kagi's integration tests. Everything here is a real part started
 //! on 127.0.0.1 for one test: a fresh SQLite file or PostgreSQL database, a log capture of
-//! the service's own subscriber, an aiosmtpd SMTP server, an OTLP/gRPC receiver.
+//! the service's own subscriber, an aiosmtpd SMTP server, an OTLP/gRPC receiver; and the
+//! real programs tests drive ([`peers`]: Python with pyotp and aiosmtpd, grpcurl, Chromium),
+//! set up on first use so that `cargo test --workspace` needs no other step.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod database;
 pub mod logs;
 pub mod otlp;
+pub mod peers;
 pub mod smtp;
 
 use std::time::Duration;

@@ -52,9 +52,9 @@ impl SmtpSink {
     }
 
     async fn spawn(port: u16, script: &str, dir: PathBuf, tls: &str, auth: Option<&str>) -> Self {
-        let python = std::env::var("KAGI_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let python = crate::peers::python();
         let tls_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tls");
-        let mut child = Command::new(python)
+        let mut child = Command::new(&python)
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/smtp_sink.py"))
             .args([
                 "--port",
@@ -77,7 +77,7 @@ impl SmtpSink {
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("python3 with aiosmtpd (pip install aiosmtpd==1.4.6)");
+            .unwrap_or_else(|e| panic!("{} runs smtp_sink.py: {e}", python.display()));
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         tokio::time::timeout(

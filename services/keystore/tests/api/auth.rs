@@ -152,18 +152,22 @@ async fn health_and_reflection_answer_without_a_token(backend: Backend) {
 async fn grpcurl_lists_and_calls_the_keystore_through_reflection(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
     let addr = app.addr.to_string();
-    let grpcurl = |args: Vec<String>| async move {
-        let output = tokio::process::Command::new("grpcurl")
-            .args(&args)
-            .output()
-            .await
-            .expect("grpcurl is installed (tests/requirements.txt)");
-        assert!(
-            output.status.success(),
-            "grpcurl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+    let program = kagi_testkit::peers::grpcurl();
+    let grpcurl = |args: Vec<String>| {
+        let program = program.clone();
+        async move {
+            let output = tokio::process::Command::new(&program)
+                .args(&args)
+                .output()
+                .await
+                .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()));
+            assert!(
+                output.status.success(),
+                "grpcurl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8(output.stdout).unwrap()
+        }
     };
 
     let services = grpcurl(vec!["-plaintext".into(), addr.clone(), "list".into()]).await;

@@ -83,7 +83,8 @@ async fn codes_from_an_independent_authenticator_are_accepted(backend: Backend) 
     .await;
     let key = app.enroll("taro.yamada").await;
 
-    let output = Command::new("python3")
+    let python = kagi_testkit::peers::python();
+    let output = Command::new(&python)
         .args([
             "-c",
             "import sys, pyotp; print(pyotp.parse_uri(sys.argv[1]).at(int(sys.argv[2])))",
@@ -91,7 +92,7 @@ async fn codes_from_an_independent_authenticator_are_accepted(backend: Backend) 
         .arg(&key.otpauth_uri)
         .arg(app.clock_unix().to_string())
         .output()
-        .expect("python3 runs");
+        .unwrap_or_else(|e| panic!("{} runs: {e}", python.display()));
     assert!(
         output.status.success(),
         "pyotp failed: {}",

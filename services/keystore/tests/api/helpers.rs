@@ -84,7 +84,11 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the keystore stops within 30 s")
+                .unwrap()
+                .unwrap();
         }
     }
 
@@ -269,30 +273,76 @@ pub fn captured_logs() -> String {
     kagi_testkit::logs::captured()
 }
 
-/// Every row of every keystore table, as text, for scanning.
-pub async fn dump_tables(db: &TestDatabase) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    match db.backend {
+/// Every user table in the test's database, read from the catalogue (not from a list this
+/// test suite keeps): bare names on SQLite, `schema.table` on PostgreSQL, ready to put in SQL.
+pub async fn user_tables(db: &TestDatabase) -> Vec<String> {
+    let rows: Vec<(String,)> = match db.backend {
         Backend::Sqlite => {
-            let path = db.sqlite_dir().unwrap().join("keystore.db");
-            for suffix in ["", "-wal", "-shm"] {
-                let file = format!("{}{suffix}", path.display());
-                if let Ok(bytes) = std::fs::read(&file) {
-                    out.insert(file, bytes);
-                }
-            }
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(
+                "SELECT name FROM sqlite_schema \
+                 WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
         }
         Backend::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            for table in ["accounts", "setup_keys", "rotations", "audit_events"] {
+            sqlx::query_as(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p', 'm') \
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND n.nspname NOT LIKE 'pg_toast%' \
+                 ORDER BY 1",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
+    };
+    rows.into_iter().map(|(name,)| name).collect()
+}
+
+/// Everything the database holds, for scanning. On SQLite: every file in the database's
+/// folder (the file, its `-wal` and `-shm`, a `-journal`), byte for byte; a file that cannot
+/// be read fails the test. On PostgreSQL: every row of every user table the catalogue lists,
+/// as JSON text (`bytea` as hex).
+pub async fn dump_database(db: &TestDatabase) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    match db.backend {
+        Backend::Sqlite => {
+            let dir = db.sqlite_dir().unwrap();
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let bytes = std::fs::read(&path)
+                    .unwrap_or_else(|e| panic!("cannot scan {}: {e}", path.display()));
+                out.insert(path.display().to_string(), bytes);
+            }
+            let main = dir.join("keystore.db").display().to_string();
+            assert!(out.contains_key(&main), "{main} among {:?}", out.keys());
+        }
+        Backend::Postgres => {
+            let tables = user_tables(db).await;
+            for table in [
+                "public.accounts",
+                "public.setup_keys",
+                "public.rotations",
+                "public.audit_events",
+            ] {
+                assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+            }
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            for table in tables {
                 let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT row_to_json(t)::text FROM {table} t"
+                    "SELECT row_to_json(t.*)::text FROM {table} t"
                 )))
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
                 let text: String = rows.into_iter().map(|(r,)| r + "\n").collect();
-                out.insert(table.to_owned(), text.into_bytes());
+                out.insert(table, text.into_bytes());
             }
         }
     }

@@ -4,7 +4,7 @@
 use kagi_proto::v1::VerifyResult;
 use tonic::Code;
 
-use crate::helpers::{Backend, dump_tables, spawn_app};
+use crate::helpers::{Backend, dump_database, spawn_app};
 use kagi_testkit::both_backends;
 
 both_backends!(
@@ -141,7 +141,7 @@ async fn the_old_secret_is_wiped_but_its_metadata_kept(backend: Backend) {
     );
     pool.close().await;
     let hex: String = old_sealed.iter().map(|b| format!("{b:02x}")).collect();
-    for (table, content) in dump_tables(&db).await {
+    for (table, content) in dump_database(&db).await {
         assert!(
             !content
                 .windows(old_sealed.len())
