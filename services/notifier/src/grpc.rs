@@ -13,7 +13,7 @@ use zeroize::{Zeroize as _, Zeroizing};
 use crate::config::DeliverySettings;
 use crate::domain::{DeliveryState, MessageKind, NewMessage, NoticeFields};
 use crate::error::Error;
-use crate::store::{DeliveryRecord, Enqueued, Store};
+use crate::store::{Db, DeliveryRecord, Enqueued};
 use kagi_runtime::Clock;
 
 /// Callers admitted to each RPC unless the settings say otherwise: the reset saga.
@@ -26,7 +26,7 @@ pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
 /// The gRPC face of the queue.
 #[derive(Debug)]
 pub struct NotifierService {
-    pub store: Store,
+    pub store: Db,
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Notify>,
     pub settings: DeliverySettings,

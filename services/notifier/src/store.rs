@@ -76,11 +76,11 @@ pub enum Finish {
 
 /// The queue's connection pool.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct Db {
     pool: AnyPool,
 }
 
-impl Store {
+impl Db {
     /// Connects (see [`kagi_runtime::db::connect`]: WAL, busy timeout and `secure_delete` on
     /// SQLite, whose file and folder are created when missing).
     ///
@@ -269,9 +269,9 @@ impl Store {
         finish: &Finish,
     ) -> Result<bool, sqlx::Error> {
         let done = match finish {
-            Finish::Sent { reply } => self.close(id, owner, DeliveryState::Sent, reply, Some(now), now, 1).await?,
+            Finish::Sent { reply } => self.close_row(id, owner, DeliveryState::Sent, reply, Some(now), now, 1).await?,
             Finish::Failed { reply, attempted } => {
-                self.close(id, owner, DeliveryState::Failed, reply, None, now, i64::from(*attempted)).await?
+                self.close_row(id, owner, DeliveryState::Failed, reply, None, now, i64::from(*attempted)).await?
             }
             Finish::Retry { reply, next_attempt_at } => sqlx::query(
                 "UPDATE deliveries SET attempts = attempts + 1, last_reply = $1, next_attempt_at = $2, \
@@ -289,7 +289,7 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn close(
+    async fn close_row(
         &self,
         id: &str,
         owner: &str,
@@ -337,7 +337,7 @@ impl Store {
     }
 
     /// Closes the pool, waiting for connections to be returned.
-    pub async fn close_pool(&self) {
+    pub async fn close(&self) {
         self.pool.close().await;
     }
 }

@@ -12,14 +12,14 @@ use tracing::{Instrument as _, instrument};
 use crate::config::DeliverySettings;
 use crate::domain::{self, NextStep, Payload};
 use crate::mail::{Envelope, MailComposer};
-use crate::store::{ClaimedDelivery, Finish, Store};
+use crate::store::{ClaimedDelivery, Db, Finish};
 use crate::transport::Mailer;
 use kagi_runtime::Clock;
 
 /// Everything one delivery needs, shared by the worker's tasks.
 #[derive(Debug)]
 pub struct Worker {
-    pub store: Store,
+    pub store: Db,
     pub mailer: Mailer,
     pub composer: MailComposer,
     pub clock: Arc<dyn Clock>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kagi_notifier::config::{SmtpTls, TransportKind};
-use kagi_notifier::store::Store;
+use kagi_notifier::store::Db;
 use kagi_notifier::{Application, Settings};
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::notifier_client::NotifierClient;
@@ -72,7 +72,7 @@ pub fn test_settings(db: &TestDatabase, smtp_port: u16) -> Settings {
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: Client,
-    pub store: Store,
+    pub store: Db,
     pub clock: Arc<OffsetClock>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -82,7 +82,7 @@ impl TestApp {
     pub async fn spawn(settings: Settings) -> Self {
         kagi_testkit::logs::init();
         let clock = Arc::new(OffsetClock::default());
-        let app = Application::build_with_clock(settings, clock.clone())
+        let app = Application::build_with_clock(&settings, clock.clone())
             .await
             .expect("build");
         let addr = app.local_addr();
