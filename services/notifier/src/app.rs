@@ -97,6 +97,11 @@ impl Application {
         self.server.local_addr()
     }
 
+    /// This replica's name in the lease owners its worker writes (`None` without a worker).
+    pub fn replica(&self) -> Option<&str> {
+        self.worker.as_ref().map(|worker| worker.replica.as_str())
+    }
+
     /// The queue, for tests and tools that inspect it.
     pub fn store(&self) -> &Db {
         &self.store

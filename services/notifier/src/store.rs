@@ -256,7 +256,8 @@ impl Db {
     }
 
     /// Records the end of an attempt, if `owner` still holds the lease. A sent or failed
-    /// message loses its payload. Returns whether the row was updated.
+    /// message loses its payload and keeps `owner` as the claim that finished it (a retried
+    /// one is released for any replica). Returns whether the row was updated.
     ///
     /// # Errors
     /// Database failures.
@@ -301,7 +302,7 @@ impl Db {
     ) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
             "UPDATE deliveries SET state = $1, attempts = attempts + $2, last_reply = $3, sent_at = $4, \
-             finished_at = $5, payload = NULL, lease_owner = NULL, lease_until = NULL \
+             finished_at = $5, payload = NULL, lease_until = NULL \
              WHERE id = $6 AND lease_owner = $7 AND state = 'queued'",
         )
         .bind(state.as_str())
@@ -314,6 +315,21 @@ impl Db {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+
+    /// The claim (`<replica>/<claim id>`) holding a queued message's lease, or the one that
+    /// sent or failed it: which replica handled which message, for operators and tests.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn lease_owner(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query("SELECT lease_owner FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| row.try_get::<Option<String>, _>("lease_owner"))
+            .transpose()
+            .map(Option::flatten)
     }
 
     /// Whether a message still stores its payload (tests check the wipe).

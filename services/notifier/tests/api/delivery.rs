@@ -1,11 +1,12 @@
 //! Delivery against a real SMTP server: retries, permanent failures, outages, restarts,
 //! replicas and expiry.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use kagi_notifier::config::SmtpTls;
 use kagi_proto::v1 as pb;
+use kagi_runtime::Clock as _;
 
 use crate::helpers::*;
 use kagi_testkit::both_backends;
@@ -14,8 +15,8 @@ both_backends!(
     greylisted_twice_then_accepted_is_delivered_once,
     a_550_fails_at_once_without_a_retry_storm,
     a_server_down_then_up_still_gets_the_mail,
-    mail_queued_when_the_notifier_was_killed_is_delivered_after_restart,
-    two_replicas_never_send_the_same_message_twice,
+    mail_whose_send_was_cut_off_by_a_kill_is_delivered_after_restart,
+    two_replicas_both_deliver_and_never_send_the_same_message_twice,
     a_message_held_by_a_dead_replica_is_sent_once_its_lease_lapses,
     a_code_past_its_expiry_is_not_sent,
     starttls_and_implicit_tls_carry_the_mail,
@@ -113,38 +114,77 @@ async fn a_server_down_then_up_still_gets_the_mail(backend: Backend) {
     sink.stop().await;
 }
 
-async fn mail_queued_when_the_notifier_was_killed_is_delivered_after_restart(backend: Backend) {
+async fn mail_whose_send_was_cut_off_by_a_kill_is_delivered_after_restart(backend: Backend) {
     let db = TestDatabase::new(backend, "notifier.db").await;
     let sink = SmtpSink::start("250").await;
-    // The first notifier queues mail but dies before its worker gets to it.
-    let mut settings = test_settings(&db, sink.port);
-    settings.delivery.worker_enabled = false;
-    let first = TestApp::spawn(settings).await;
+    // The first notifier's relay takes each message's DATA and never answers it, so the
+    // notifier is killed in the middle of three real sends, holding their leases.
+    let relay = StallingRelay::start().await;
+    let mut settings = test_settings(&db, relay.port);
+    settings.transport.smtp.timeout_ms = 60_000;
+    let first = ProcessLikeApp::spawn(settings).await;
     let mut ids = Vec::new();
     for n in 0..3 {
-        ids.push(
-            first
-                .send_reset_code(&format!("restart-{n}"), "taro@example.ac.jp", "123123")
-                .await
-                .unwrap(),
+        let request = reset_request(
+            &format!("restart-{n}"),
+            "taro@example.ac.jp",
+            "123123",
+            chrono::Utc::now() + chrono::Duration::minutes(30),
         );
+        let response = first.client.clone().send_reset_code(request).await.unwrap();
+        ids.push(response.into_inner().delivery_id);
     }
+    eventually("three sends in flight", || relay.held().len() == 3).await;
+    let first_replica = first.replica.clone();
     first.kill();
+    eventually("the killed sends' connections closed", || {
+        relay.hung_up() == 3
+    })
+    .await;
     assert!(sink.mails().is_empty());
 
     let second = TestApp::spawn(test_settings(&db, sink.port)).await;
     for id in &ids {
-        assert_eq!(
-            second.wait_handled(id).await.state(),
-            pb::DeliveryState::Sent
-        );
+        let delivery = second.delivery(id).await;
+        assert_eq!(delivery.state(), pb::DeliveryState::Queued, "{delivery:?}");
+        assert_eq!(delivery.attempts, 0, "the cut-off attempt recorded nothing");
+        assert_eq!(replica_of(&second.store, id).await, first_replica);
+    }
+    // Until the 30 s lease lapses, nobody else may take the messages over.
+    let now = second.clock.utc().timestamp_millis();
+    let taken = second
+        .store
+        .claim_due("probe/1", now, now + 1_000, 10)
+        .await
+        .unwrap();
+    assert!(taken.is_empty(), "a live lease was taken over");
+    second.clock.advance(Duration::from_secs(31));
+
+    let second_replica = second.replica.clone().unwrap();
+    for id in &ids {
+        let delivery = second.wait_handled(id).await;
+        assert_eq!(delivery.state(), pb::DeliveryState::Sent);
+        // Counted: the attempt that finished. The cut-off one left no record.
+        assert_eq!(delivery.attempts, 1);
+        assert_eq!(replica_of(&second.store, id).await, second_replica);
     }
     assert_eq!(sink.mails().len(), 3);
+    // At least once, not exactly once: a send cut off after DATA may have been delivered by
+    // the first relay, so the retry carries the same Message-ID for receivers to drop it.
+    let mut resent: Vec<String> = sink
+        .transcript()
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1.to_owned())
+        .collect();
+    let mut held = relay.held();
+    resent.sort();
+    held.sort();
+    assert_eq!(resent, held);
     second.stop().await;
     sink.stop().await;
 }
 
-async fn two_replicas_never_send_the_same_message_twice(backend: Backend) {
+async fn two_replicas_both_deliver_and_never_send_the_same_message_twice(backend: Backend) {
     let sink = SmtpSink::start("250").await;
     let db = TestDatabase::new(backend, "notifier.db").await;
     let a = TestApp::spawn(test_settings(&db, sink.port)).await;
@@ -166,7 +206,16 @@ async fn two_replicas_never_send_the_same_message_twice(backend: Backend) {
     for id in &ids {
         assert_eq!(a.wait_handled(id).await.state(), pb::DeliveryState::Sent);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every row is final (sent), so nothing more can reach the relay: count it now.
+
+    // Both replicas delivered: each row names the replica whose claim sent it.
+    let mut sent_by: HashMap<String, usize> = HashMap::new();
+    for id in &ids {
+        *sent_by.entry(replica_of(&a.store, id).await).or_default() += 1;
+    }
+    let replicas: HashSet<String> = sent_by.keys().cloned().collect();
+    let expected: HashSet<String> = [a.replica.clone().unwrap(), b.replica.clone().unwrap()].into();
+    assert_eq!(replicas, expected, "messages sent per replica: {sent_by:?}");
 
     let transcript = sink.transcript();
     assert_eq!(transcript.len(), 40, "one SMTP transaction per message");
@@ -289,6 +338,14 @@ async fn a_relay_whose_certificate_is_not_trusted_gets_nothing(backend: Backend)
         delivery.state(),
         pb::DeliveryState::Queued,
         "a TLS failure is retried, not given up"
+    );
+    // It failed because of the certificate: the recorded reply says so (rustls: the
+    // sink's certificate is signed by a CA that is not trusted).
+    assert!(
+        delivery.last_reply.contains("invalid peer certificate")
+            && delivery.last_reply.contains("UnknownIssuer"),
+        "{}",
+        delivery.last_reply
     );
     assert!(sink.mails().is_empty());
     app.stop().await;

@@ -19,6 +19,7 @@ pub const TOKEN: &str = "reset-saga-test-token-0123456789";
 pub const SUBJECT_JA: &str = "[OMU二要素認証]二要素認証の再設定のご案内";
 pub const SENDER_JA: &str = "大阪公立大学 二要素認証管理システム";
 
+pub use crate::relay::StallingRelay;
 pub use kagi_testkit::smtp::{SmtpSink, test_ca};
 pub use kagi_testkit::{Backend, TestDatabase, free_port};
 
@@ -74,6 +75,8 @@ pub struct TestApp {
     pub client: Client,
     pub store: Db,
     pub clock: Arc<OffsetClock>,
+    /// The replica name its worker puts in lease owners.
+    pub replica: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -87,21 +90,18 @@ impl TestApp {
             .expect("build");
         let addr = app.local_addr();
         let store = app.store().clone();
+        let replica = app.replica().map(str::to_owned);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let client = NotifierClient::with_interceptor(channel, bearer as fn(_) -> _);
+        let client = client(addr).await;
         Self {
             addr,
             client,
             store,
             clock,
+            replica,
             stop: Some(stop),
             task,
         }
@@ -197,6 +197,88 @@ impl TestApp {
         self.wait_for(id, |d| d.state() != pb::DeliveryState::Queued)
             .await
     }
+}
+
+/// A gRPC client to a notifier at `addr`, authenticated as the reset saga.
+pub async fn client(addr: std::net::SocketAddr) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    NotifierClient::with_interceptor(channel, bearer as fn(_) -> _)
+}
+
+/// A notifier in a tokio runtime of its own, on the system clock. Killing it shuts that
+/// runtime down: the server, the worker and every send in flight end where they are, their
+/// sockets closed, as when the process is killed (aborting one task would leave the sends
+/// it spawned running).
+pub struct ProcessLikeApp {
+    pub client: Client,
+    /// The replica name its worker puts in lease owners.
+    pub replica: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl ProcessLikeApp {
+    pub async fn spawn(settings: Settings) -> Self {
+        kagi_testkit::logs::init();
+        // Built on a thread of its own: a runtime cannot be entered from this test's.
+        let (built, ready) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let app = runtime.block_on(Application::build(&settings));
+            let _ = built.send((runtime, app));
+        });
+        let (runtime, app) = ready.await.unwrap();
+        let app = app.expect("build");
+        let addr = app.local_addr();
+        let replica = app.replica().expect("worker enabled").to_owned();
+        runtime.spawn(app.run_until_stopped(std::future::pending()));
+        Self {
+            client: client(addr).await,
+            replica,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Ends everything at once; nothing gets to finish or record anything.
+    pub fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for ProcessLikeApp {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, failing the test after 15 s.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The replica that holds `id`'s lease, or that finished it: the part of its lease owner
+/// before the `/`.
+pub async fn replica_of(store: &Db, id: &str) -> String {
+    let owner = store.lease_owner(id).await.unwrap().expect("a lease owner");
+    owner.rsplit_once('/').expect("replica/claim").0.to_owned()
 }
 
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
