@@ -281,6 +281,20 @@ pub async fn replica_of(store: &Db, id: &str) -> String {
     owner.rsplit_once('/').expect("replica/claim").0.to_owned()
 }
 
+/// Asserts that the worker has nothing left to send, now or a day from now: no row is
+/// claimable, so every message is final (sent or failed). A claim is what the worker does
+/// before each send, so a message it could still send would be taken here instead.
+pub async fn assert_nothing_left_to_send(app: &TestApp) {
+    let day_later = app.clock.utc().timestamp_millis() + 86_400_000;
+    let due = app
+        .store
+        .claim_due("probe/nothing-left", day_later, day_later + 1, 1_000)
+        .await
+        .unwrap();
+    let due: Vec<_> = due.iter().map(|d| &d.record).collect();
+    assert!(due.is_empty(), "still sendable: {due:?}");
+}
+
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.timestamp(),
