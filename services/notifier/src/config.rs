@@ -252,6 +252,11 @@ pub struct DeliverySettings {
     /// code and its 5 resends each), so the manual's "resend" and "start over" never meet
     /// this limit before their own; more than that is somebody mail-bombing the address.
     pub reset_codes_per_recipient_per_hour: u32,
+    /// Days a sent or failed message's row (recipient, account, last reply) is kept for
+    /// `GetDelivery`, idempotent replays and operators before the worker deletes it; 0
+    /// keeps rows forever. 30 days outlasts any retry of a call (codes live 30 minutes,
+    /// notices a day) and the hourly rate limit, while personal data does not pile up.
+    pub retention_days: u64,
 }
 
 impl Default for DeliverySettings {
@@ -265,6 +270,7 @@ impl Default for DeliverySettings {
             backoff_max_ms: 300_000,
             notice_max_age_secs: 86_400,
             reset_codes_per_recipient_per_hour: 12,
+            retention_days: 30,
         }
     }
 }
@@ -297,6 +303,11 @@ impl DeliverySettings {
     /// How long a claim holds a message (at least 1 s).
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(1))
+    }
+
+    /// How long finished rows are kept; `None` keeps them forever.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400))
     }
 
     /// The retry schedule; `backoff_max_ms` never below `backoff_initial_ms`.

@@ -317,6 +317,22 @@ impl Db {
         .rows_affected())
     }
 
+    /// Deletes sent and failed messages finished before `finished_before` (ms): the
+    /// retention period has passed. Queued messages are never touched. Returns how many.
+    ///
+    /// # Errors
+    /// Database failures.
+    #[instrument(skip_all)]
+    pub async fn purge_finished(&self, finished_before: i64) -> Result<u64, sqlx::Error> {
+        Ok(
+            sqlx::query("DELETE FROM deliveries WHERE state <> 'queued' AND finished_at < $1")
+                .bind(finished_before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     /// The claim (`<replica>/<claim id>`) holding a queued message's lease, or the one that
     /// sent or failed it: which replica handled which message, for operators and tests.
     ///

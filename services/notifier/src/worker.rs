@@ -1,7 +1,8 @@
 //! The delivery worker: a task inside the service that claims due messages with a lease,
 //! sends them through the pooled transport a few at a time, and records the outcome. New
 //! messages wake it at once; otherwise it polls, which also picks up retries and messages
-//! left behind by a replica that died holding a lease.
+//! left behind by a replica that died holding a lease. Once an hour it also deletes sent and
+//! failed rows older than the retention period.
 
 use std::sync::Arc;
 
@@ -15,6 +16,9 @@ use crate::mail::{Envelope, MailComposer};
 use crate::store::{ClaimedDelivery, Db, Finish};
 use crate::transport::Mailer;
 use kagi_runtime::Clock;
+
+/// How often finished rows past their retention are looked for: hourly (1 h in ms).
+pub const PURGE_EVERY_MS: i64 = 3_600_000;
 
 /// Everything one delivery needs, shared by the worker's tasks.
 #[derive(Debug)]
@@ -36,7 +40,9 @@ impl Worker {
         let concurrency = self.settings.concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
         tracing::info!(replica = %self.replica, concurrency, "delivery worker started");
+        let mut next_purge_ms = i64::MIN;
         while !*stop.borrow() {
+            self.purge_if_due(&mut next_purge_ms).await;
             let free = permits.available_permits();
             if free == 0 {
                 tokio::select! {
@@ -83,6 +89,28 @@ impl Worker {
             );
         }
         tracing::info!("delivery worker stopped");
+    }
+
+    /// Deletes rows past their retention once per [`PURGE_EVERY_MS`] (on the injected clock).
+    async fn purge_if_due(&self, next_purge_ms: &mut i64) {
+        let Some(retention) = self.settings.retention() else {
+            return;
+        };
+        let now = self.clock.utc().timestamp_millis();
+        if now < *next_purge_ms {
+            return;
+        }
+        *next_purge_ms = now.saturating_add(PURGE_EVERY_MS);
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .store
+            .purge_finished(now.saturating_sub(retention_ms))
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "finished deliveries past retention deleted"),
+            Err(e) => tracing::error!(error = %e, "cannot purge finished deliveries"),
+        }
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {

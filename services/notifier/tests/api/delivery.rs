@@ -22,6 +22,7 @@ both_backends!(
     starttls_and_implicit_tls_carry_the_mail,
     a_relay_whose_certificate_is_not_trusted_gets_nothing,
     a_relay_that_requires_a_login_gets_the_credentials,
+    a_handled_mail_is_deleted_after_30_days_and_not_before,
 );
 
 async fn greylisted_twice_then_accepted_is_delivered_once(backend: Backend) {
@@ -381,6 +382,57 @@ async fn a_relay_that_requires_a_login_gets_the_credentials(backend: Backend) {
 
     assert_eq!(delivery.state(), pb::DeliveryState::Sent, "{delivery:?}");
     assert_eq!(sink.mails().len(), 1);
+    app.stop().await;
+    sink.stop().await;
+}
+
+async fn a_handled_mail_is_deleted_after_30_days_and_not_before(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+    let exists = |id: String| {
+        let mut client = app.client.clone();
+        async move {
+            let request = pb::GetDeliveryRequest { delivery_id: id };
+            match client.get_delivery(request).await {
+                Ok(_) => true,
+                Err(status) if status.code() == tonic::Code::NotFound => false,
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    };
+
+    let old = app
+        .send_reset_code("retention-old", "taro@example.ac.jp", "303030")
+        .await
+        .unwrap();
+    assert_eq!(
+        app.wait_handled(&old).await.state(),
+        pb::DeliveryState::Sent
+    );
+    app.clock.advance(Duration::from_secs(2 * 86_400));
+    let recent = app
+        .send_reset_code("retention-recent", "jiro@example.ac.jp", "404040")
+        .await
+        .unwrap();
+    assert_eq!(
+        app.wait_handled(&recent).await.state(),
+        pb::DeliveryState::Sent
+    );
+
+    // 30 days and an hour after the first was sent; the second is 2 days younger.
+    app.clock.advance(Duration::from_secs(28 * 86_400 + 3_600));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while exists(old.clone()).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a 30-day-old row was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same purge left the younger row alone.
+    assert!(exists(recent.clone()).await, "a 28-day-old row was deleted");
+    assert_eq!(sink.mails().len(), 2);
     app.stop().await;
     sink.stop().await;
 }
