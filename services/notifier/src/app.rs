@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 use crate::config::Settings;
 use crate::grpc::{DEFAULT_ALLOW, NotifierService};
 use crate::mail::MailComposer;
+use crate::seal::PayloadSeal;
 use crate::store::Db;
 use crate::transport::Mailer;
 use crate::worker::Worker;
@@ -56,6 +57,7 @@ impl Application {
         if settings.database.migrate_on_start {
             store.migrate().await?;
         }
+        let seal = Arc::new(PayloadSeal::load_or_create(&settings.sealing.key_file)?);
         let composer = MailComposer::new(&settings.mail)?;
         let mailer = Mailer::from_settings(&settings.transport)?;
         let auth =
@@ -68,6 +70,7 @@ impl Application {
             clock: Arc::clone(&clock),
             wake: Arc::clone(&wake),
             settings: settings.delivery.clone(),
+            seal: Arc::clone(&seal),
         };
         let worker = settings.delivery.worker_enabled.then(|| {
             let replica = std::env::var("HOSTNAME").unwrap_or_else(|_| "notifier".into());
@@ -79,6 +82,7 @@ impl Application {
                 clock,
                 settings: settings.delivery.clone(),
                 wake,
+                seal,
                 replica: format!("{replica}-{}", &suffix[..8]),
             })
         });

@@ -32,6 +32,7 @@ pub struct Settings {
     pub transport: TransportSettings,
     pub delivery: DeliverySettings,
     pub limits: LimitsSettings,
+    pub sealing: SealingSettings,
 }
 
 impl Default for Settings {
@@ -46,6 +47,7 @@ impl Default for Settings {
             transport: TransportSettings::default(),
             delivery: DeliverySettings::default(),
             limits: LimitsSettings::default(),
+            sealing: SealingSettings::default(),
         }
     }
 }
@@ -290,6 +292,24 @@ impl Default for LimitsSettings {
     fn default() -> Self {
         Self {
             max_request_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// How queued payloads (the reset code) are sealed at rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SealingSettings {
+    /// The AES-256-GCM key: 32 bytes, base64, in a file (a mounted Secret in production;
+    /// created with 32 random bytes, mode 0600, when missing). Every replica sharing the
+    /// queue needs the same key, or it cannot send what another queued.
+    pub key_file: PathBuf,
+}
+
+impl Default for SealingSettings {
+    fn default() -> Self {
+        Self {
+            key_file: PathBuf::from("data/notifier-payload-key"),
         }
     }
 }

@@ -16,14 +16,15 @@
 //! - [`store`]: the queue in SQLite or PostgreSQL ([`store::Db`]): idempotent enqueue with
 //!   the per-recipient limit, lease-based claims, finishing by the lease holder only.
 //! - [`worker`]: claims due messages, sends them a few at a time, records each outcome.
+//! - [`seal`]: seals queued payloads (AES-256-GCM, the delivery ID as associated data).
 //! - [`mail`]: renders the operator-editable templates into a MIME message.
 //! - [`transport`]: where mail leaves the process: pooled SMTP, or `.eml` files in development.
 //!
 //! One `SendResetCode`, end to end: [`grpc`] checks the call through
-//! [`domain::NewMessage::reset_code`] (address, 6-digit code, expiry, locale), serializes the
+//! [`domain::NewMessage::reset_code`] (address, 6-digit code, expiry, locale), serializes and seals the
 //! [`domain::Payload`] and has [`store::Db::enqueue`] insert it once per `message_id` under
 //! the hourly limit, wakes the worker and returns the delivery ID. The [`worker`] takes a
-//! lease on the row with [`store::Db::claim_due`], has [`mail::MailComposer`] render the
+//! lease on the row with [`store::Db::claim_due`], opens the payload, has [`mail::MailComposer`] render the
 //! Japanese (or English) mail, hands it to [`transport::Mailer::send`], and lets
 //! [`domain::next_step`] decide from the SMTP reply: sent, retry later, or failed. Then
 //! [`store::Db::finish`] records that outcome (only while the lease is still its own) and
@@ -36,6 +37,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod mail;
+pub mod seal;
 pub mod store;
 pub mod transport;
 pub mod worker;

@@ -13,6 +13,7 @@ use tracing::{Instrument as _, instrument};
 use crate::config::DeliverySettings;
 use crate::domain::{self, NextStep, Payload};
 use crate::mail::{Envelope, MailComposer};
+use crate::seal::PayloadSeal;
 use crate::store::{ClaimedDelivery, Db, Finish};
 use crate::transport::Mailer;
 use kagi_runtime::Clock;
@@ -30,6 +31,8 @@ pub struct Worker {
     pub settings: DeliverySettings,
     /// Notified by the gRPC handlers when a message is queued.
     pub wake: Arc<Notify>,
+    /// Opens the sealed payloads.
+    pub seal: Arc<PayloadSeal>,
     /// This replica's name in lease owners, for operators reading the table.
     pub replica: String,
 }
@@ -152,6 +155,16 @@ impl Worker {
         }
     }
 
+    /// The payload stored for `delivery_id`: sealed, or in clear when a version before
+    /// sealing queued it.
+    fn open_payload(&self, delivery_id: &str, stored: &str) -> anyhow::Result<Payload> {
+        if stored.starts_with('{') {
+            return Ok(serde_json::from_str(stored)?);
+        }
+        let json = self.seal.open(delivery_id, stored)?;
+        Ok(serde_json::from_slice(&json)?)
+    }
+
     async fn attempt(&self, delivery: &ClaimedDelivery) -> Finish {
         let record = &delivery.record;
         let not_after = DateTime::<Utc>::from_timestamp_millis(record.not_after)
@@ -162,7 +175,11 @@ impl Worker {
                 attempted: false,
             };
         }
-        let payload: Payload = match delivery.payload.as_deref().map(|p| serde_json::from_str(p)) {
+        let opened = delivery
+            .payload
+            .as_deref()
+            .map(|stored| self.open_payload(&record.id, stored));
+        let payload = match opened {
             Some(Ok(payload)) => payload,
             _ => {
                 return Finish::Failed {
