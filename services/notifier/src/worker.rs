@@ -11,15 +11,24 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument as _, instrument};
 
 use crate::config::DeliverySettings;
-use crate::domain::{self, NextStep, Payload};
+use crate::domain::{self, AttemptOutcome, NextStep, Payload};
 use crate::mail::{Envelope, MailComposer};
 use crate::seal::PayloadSeal;
-use crate::store::{ClaimedDelivery, Db, Finish};
+use crate::store::{ClaimedDelivery, Db, DeliveryRecord, Finish};
 use crate::transport::Mailer;
 use kagi_runtime::Clock;
 
 /// How often finished rows past their retention are looked for: hourly (1 h in ms).
 pub const PURGE_EVERY_MS: i64 = 3_600_000;
+
+/// Why a stored payload could not be used.
+enum OpenError {
+    /// It does not open with this replica's key (or was altered).
+    Seal(anyhow::Error),
+    /// It opened but is not a payload this version understands (the parser's message is
+    /// not kept: it may quote the code).
+    Unreadable,
+}
 
 /// Everything one delivery needs, shared by the worker's tasks.
 #[derive(Debug)]
@@ -157,12 +166,15 @@ impl Worker {
 
     /// The payload stored for `delivery_id`: sealed, or in clear when a version before
     /// sealing queued it.
-    fn open_payload(&self, delivery_id: &str, stored: &str) -> anyhow::Result<Payload> {
+    fn open_payload(&self, delivery_id: &str, stored: &str) -> Result<Payload, OpenError> {
         if stored.starts_with('{') {
-            return Ok(serde_json::from_str(stored)?);
+            return serde_json::from_str(stored).map_err(|_| OpenError::Unreadable);
         }
-        let json = self.seal.open(delivery_id, stored)?;
-        Ok(serde_json::from_slice(&json)?)
+        let json = self
+            .seal
+            .open(delivery_id, stored)
+            .map_err(OpenError::Seal)?;
+        serde_json::from_slice(&json).map_err(|_| OpenError::Unreadable)
     }
 
     async fn attempt(&self, delivery: &ClaimedDelivery) -> Finish {
@@ -181,7 +193,15 @@ impl Worker {
             .map(|stored| self.open_payload(&record.id, stored));
         let payload = match opened {
             Some(Ok(payload)) => payload,
-            _ => {
+            // Sealed under another key: a replica configured with the right one can still
+            // send it, so it is retried (until it expires) rather than failed.
+            Some(Err(OpenError::Seal(e))) => {
+                tracing::error!(error = %format!("{e:#}"), "payload does not open with this replica's key");
+                let reply = "the payload does not open with this replica's sealing key; \
+                             every replica needs the same sealing.key_file";
+                return self.decide(record, not_after, AttemptOutcome::Transient(reply.into()));
+            }
+            Some(Err(OpenError::Unreadable)) | None => {
                 return Finish::Failed {
                     reply: "stored payload missing or unreadable".into(),
                     attempted: false,
@@ -207,6 +227,16 @@ impl Worker {
             }
         };
         let outcome = self.mailer.send(message).await;
+        self.decide(record, not_after, outcome)
+    }
+
+    /// Turns how an attempt ended into the row's next state.
+    fn decide(
+        &self,
+        record: &DeliveryRecord,
+        not_after: DateTime<Utc>,
+        outcome: AttemptOutcome,
+    ) -> Finish {
         let attempt = u32::try_from(record.attempts + 1).unwrap_or(u32::MAX);
         let jitter: f64 = rand::random();
         match domain::next_step(

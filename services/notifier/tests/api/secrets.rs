@@ -11,6 +11,7 @@ use kagi_testkit::both_backends;
 both_backends!(
     the_code_never_reaches_the_logs,
     a_queued_code_is_sealed_in_the_database,
+    a_replica_with_another_payload_key_leaves_the_mail_to_one_with_the_right_key,
 );
 
 async fn the_code_never_reaches_the_logs(backend: Backend) {
@@ -109,5 +110,47 @@ async fn a_queued_code_is_sealed_in_the_database(backend: Backend) {
     let text = mail.body_text(0).unwrap();
     assert!(text.contains(code), "{text}");
     sender.stop().await;
+    sink.stop().await;
+}
+
+async fn a_replica_with_another_payload_key_leaves_the_mail_to_one_with_the_right_key(
+    backend: Backend,
+) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
+    let mut settings = test_settings(&db, sink.port);
+    settings.delivery.worker_enabled = false;
+    let queue_only = TestApp::spawn(settings).await;
+    let id = queue_only
+        .send_reset_code(&unique("other-key"), "taro@example.ac.jp", "192837")
+        .await
+        .unwrap();
+    queue_only.stop().await;
+
+    // A misconfigured replica with a key of its own cannot open it: it says why, keeps the
+    // payload and leaves the message queued instead of failing it.
+    let other_key = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, sink.port);
+    settings.sealing.key_file = other_key.path().join("payload-key");
+    let misconfigured = TestApp::spawn(settings).await;
+    let deferred = misconfigured.wait_for(&id, |d| d.attempts >= 1).await;
+    assert_eq!(deferred.state(), pb::DeliveryState::Queued);
+    assert!(
+        deferred.last_reply.contains("sealing.key_file"),
+        "{}",
+        deferred.last_reply
+    );
+    assert!(misconfigured.store.has_payload(&id).await.unwrap());
+    misconfigured.stop().await;
+    assert!(sink.mails().is_empty());
+
+    // A replica with the queue's key sends it.
+    let right = TestApp::spawn(test_settings(&db, sink.port)).await;
+    assert_eq!(
+        right.wait_handled(&id).await.state(),
+        pb::DeliveryState::Sent
+    );
+    assert_eq!(sink.mails().len(), 1);
+    right.stop().await;
     sink.stop().await;
 }
