@@ -1,6 +1,8 @@
 //! The durable mail queue in SQLite or PostgreSQL (sqlx `Any` driver, runtime queries with
 //! `$n` placeholders in order, times as unix milliseconds). Replicas share it safely: rows are
-//! claimed with a lease by conditional updates, and finished only by the lease holder.
+//! claimed with a lease by conditional updates, and finished only by the lease holder, whose
+//! claim stays on the finished row (which replica sent what). [`Db`] is the notifier's
+//! database, named as in the other services.
 
 use anyhow::Context as _;
 use sqlx::any::AnyRow;
