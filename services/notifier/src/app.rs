@@ -1,6 +1,8 @@
 //! Wires the notifier together: database, templates, transport, the gRPC server and the
-//! delivery worker, started and stopped as one.
+//! delivery worker, started and stopped as one. Tests, the benchmark, the all-in-one
+//! launcher and `kagi-notifier serve` all start it through [`Application::build`].
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use tokio::sync::{Notify, watch};
 use crate::config::Settings;
 use crate::grpc::{DEFAULT_ALLOW, NotifierService};
 use crate::mail::MailComposer;
-use crate::store::Store;
+use crate::seal::PayloadSeal;
+use crate::store::Db;
 use crate::transport::Mailer;
 use crate::worker::Worker;
 use kagi_runtime::{Clock, SystemClock};
@@ -25,16 +28,19 @@ pub struct Application {
     service: NotifierService,
     worker: Option<Arc<Worker>>,
     auth: CallerAuthLayer,
-    store: Store,
+    store: Db,
+    max_request_bytes: usize,
 }
 
 impl Application {
-    /// Builds the notifier on the system clock.
+    /// Builds the notifier on the system clock. Takes `&Settings` like the other services;
+    /// an owned `Settings` is still accepted so callers elsewhere in the workspace keep
+    /// compiling until they pass a reference.
     ///
     /// # Errors
     /// See [`Application::build_with_clock`].
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    pub async fn build(settings: impl Borrow<Settings>) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings.borrow(), Arc::new(SystemClock)).await
     }
 
     /// Connects the database (migrating it when configured), loads and checks the templates,
@@ -44,24 +50,27 @@ impl Application {
     /// # Errors
     /// Any of those steps failing.
     pub async fn build_with_clock(
-        settings: Settings,
+        settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let store = Store::connect(&settings.database).await?;
+        let store = Db::connect(&settings.database).await?;
         if settings.database.migrate_on_start {
             store.migrate().await?;
         }
+        let seal = Arc::new(PayloadSeal::load_or_create(&settings.sealing.key_file)?);
         let composer = MailComposer::new(&settings.mail)?;
         let mailer = Mailer::from_settings(&settings.transport)?;
         let auth =
             CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
         let server = GrpcServer::bind(&settings.server).await?;
+        tracing::info!(addr = %server.local_addr(), "kagi-notifier listening");
         let wake = Arc::new(Notify::new());
         let service = NotifierService {
             store: store.clone(),
             clock: Arc::clone(&clock),
             wake: Arc::clone(&wake),
             settings: settings.delivery.clone(),
+            seal: Arc::clone(&seal),
         };
         let worker = settings.delivery.worker_enabled.then(|| {
             let replica = std::env::var("HOSTNAME").unwrap_or_else(|_| "notifier".into());
@@ -73,6 +82,7 @@ impl Application {
                 clock,
                 settings: settings.delivery.clone(),
                 wake,
+                seal,
                 replica: format!("{replica}-{}", &suffix[..8]),
             })
         });
@@ -82,6 +92,7 @@ impl Application {
             worker,
             auth,
             store,
+            max_request_bytes: settings.limits.max_request_bytes,
         })
     }
 
@@ -90,8 +101,13 @@ impl Application {
         self.server.local_addr()
     }
 
+    /// This replica's name in the lease owners its worker writes (`None` without a worker).
+    pub fn replica(&self) -> Option<&str> {
+        self.worker.as_ref().map(|worker| worker.replica.as_str())
+    }
+
     /// The queue, for tests and tools that inspect it.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Db {
         &self.store
     }
 
@@ -117,7 +133,8 @@ impl Application {
             }
         };
         // Its messages are a few hundred bytes; refuse megabytes before decoding them.
-        let service = NotifierServer::new(self.service).max_decoding_message_size(64 * 1024);
+        let service =
+            NotifierServer::new(self.service).max_decoding_message_size(self.max_request_bytes);
         let routes = tonic::service::Routes::new(service);
         let serving = async {
             let result = self
@@ -139,7 +156,7 @@ impl Application {
             }
         };
         let (result, ()) = tokio::join!(serving, delivering);
-        self.store.close_pool().await;
+        self.store.close().await;
         result
     }
 }

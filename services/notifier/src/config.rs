@@ -1,18 +1,29 @@
 //! The notifier's settings: defaults that run locally with nothing installed (SQLite under
 //! `./data`, mail written as `.eml` files to `./data/outbox`), overlaid by a TOML file and
-//! `KAGI_NOTIFIER_*` environment variables.
+//! `KAGI_NOTIFIER_*` environment variables. `notifier.toml` beside this crate documents every
+//! knob and is shown by `--help`; a key the notifier does not know is an error, not ignored.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kagi_runtime::{AuthSettings, ServerSettings, TelemetrySettings};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+/// Every knob with its default, shown by `--help`.
+pub const REFERENCE: &str = include_str!("../notifier.toml");
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "KAGI_NOTIFIER_";
+
 /// Everything the notifier can be told.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// The settings file named by `KAGI_NOTIFIER_CONFIG`. The command line reads that
+    /// variable; it is accepted here only so that the variable, which also carries the
+    /// `KAGI_NOTIFIER_` prefix, is not refused as an unknown key.
+    pub config: Option<PathBuf>,
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub telemetry: TelemetrySettings,
@@ -20,11 +31,14 @@ pub struct Settings {
     pub mail: MailSettings,
     pub transport: TransportSettings,
     pub delivery: DeliverySettings,
+    pub limits: LimitsSettings,
+    pub sealing: SealingSettings,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            config: None,
             server: ServerSettings::on(std::net::SocketAddr::from(([127, 0, 0, 1], 50053))),
             auth: AuthSettings::default(),
             telemetry: TelemetrySettings::default(),
@@ -32,7 +46,21 @@ impl Default for Settings {
             mail: MailSettings::default(),
             transport: TransportSettings::default(),
             delivery: DeliverySettings::default(),
+            limits: LimitsSettings::default(),
+            sealing: SealingSettings::default(),
         }
+    }
+}
+
+impl Settings {
+    /// Loads the defaults, then `file` (when given), then `KAGI_NOTIFIER_*` variables.
+    ///
+    /// # Errors
+    /// A missing or malformed file or variable, or a key the notifier does not know (named
+    /// in the error).
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        kagi_runtime::settings::load(file, ENV_PREFIX)
+            .map_err(|e| anyhow::anyhow!("invalid notifier settings: {e}"))
     }
 }
 
@@ -60,7 +88,7 @@ impl Default for DatabaseSettings {
 
 /// What the mails say about who sends them: everything another university changes.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MailSettings {
     /// The envelope and `From:` address.
     pub from_address: String,
@@ -109,7 +137,7 @@ impl Default for MailSettings {
 
 /// The institution's names in one language.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Branding {
     pub institution: String,
     /// Display name of the sender (RFC 2047-encoded in the `From:` header).
@@ -146,7 +174,7 @@ pub enum SmtpTls {
 
 /// Where and how to send mail.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TransportSettings {
     pub kind: TransportKind,
     /// Outbox folder of the `file` transport.
@@ -166,7 +194,7 @@ impl Default for TransportSettings {
 
 /// The SMTP relay.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
@@ -206,7 +234,7 @@ impl Default for SmtpSettings {
 
 /// The delivery worker and the limits on what callers may queue.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeliverySettings {
     /// Run the delivery worker in this process.
     pub worker_enabled: bool,
@@ -226,6 +254,11 @@ pub struct DeliverySettings {
     /// code and its 5 resends each), so the manual's "resend" and "start over" never meet
     /// this limit before their own; more than that is somebody mail-bombing the address.
     pub reset_codes_per_recipient_per_hour: u32,
+    /// Days a sent or failed message's row (recipient, account, last reply) is kept for
+    /// `GetDelivery`, idempotent replays and operators before the worker deletes it; 0
+    /// keeps rows forever. 30 days outlasts any retry of a call (codes live 30 minutes,
+    /// notices a day) and the hourly rate limit, while personal data does not pile up.
+    pub retention_days: u64,
 }
 
 impl Default for DeliverySettings {
@@ -239,23 +272,126 @@ impl Default for DeliverySettings {
             backoff_max_ms: 300_000,
             notice_max_age_secs: 86_400,
             reset_codes_per_recipient_per_hour: 12,
+            retention_days: 30,
+        }
+    }
+}
+
+/// Bounds on what a caller may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Largest gRPC request decoded, in bytes. The notifier's requests are a few hundred
+    /// bytes (an address of at most 254, IDs of at most 128, a 6-digit code), so 64 KiB is
+    /// two orders of magnitude of headroom while a megabyte-sized request is refused with
+    /// `OUT_OF_RANGE` before it is decoded or held in memory.
+    pub max_request_bytes: usize,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// How queued payloads (the reset code) are sealed at rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SealingSettings {
+    /// The AES-256-GCM key: 32 bytes, base64, in a file (a mounted Secret in production;
+    /// created with 32 random bytes, mode 0600, when missing). Every replica sharing the
+    /// queue needs the same key, or it cannot send what another queued.
+    pub key_file: PathBuf,
+}
+
+impl Default for SealingSettings {
+    fn default() -> Self {
+        Self {
+            key_file: PathBuf::from("data/notifier-payload-key"),
         }
     }
 }
 
 impl DeliverySettings {
+    /// The pause between polls when nothing wakes the worker (at least 1 ms).
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms.max(1))
     }
 
+    /// How long a claim holds a message (at least 1 s).
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(1))
     }
 
+    /// How long finished rows are kept; `None` keeps them forever.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400))
+    }
+
+    /// The retry schedule; `backoff_max_ms` never below `backoff_initial_ms`.
     pub fn backoff(&self) -> crate::domain::Backoff {
         crate::domain::Backoff {
             initial: Duration::from_millis(self.backoff_initial_ms.max(1)),
             max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_initial_ms).max(1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn load_text(toml: &str) -> anyhow::Result<Settings> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        Settings::load(Some(file.path()))
+    }
+
+    #[test]
+    fn the_shipped_notifier_toml_states_the_real_defaults() {
+        let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/notifier.toml"));
+        let from_file = Settings::load(Some(shipped)).unwrap();
+        // Every field, nested ones included, through its Debug form (secrets print redacted,
+        // and the defaults have none).
+        assert_eq!(
+            format!("{from_file:#?}"),
+            format!("{:#?}", Settings::default())
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_in_notifier_toml_is_refused_and_named() {
+        for (right, wrong) in [
+            ("lease_secs = 120", "lease_sec = 120"),
+            ("[delivery]", "[delivry]"),
+            ("pool_max_size = 8", "pool_max_sise = 8"),
+            ("max_request_bytes = 65536", "max_request_byte = 65536"),
+            (
+                "subject_prefix = \"OMU 2FA\"",
+                "subject_prefx = \"OMU 2FA\"",
+            ),
+        ] {
+            assert!(REFERENCE.contains(right), "{right}");
+            let error = load_text(&REFERENCE.replacen(right, wrong, 1)).unwrap_err();
+            let text = format!("{error:#}");
+            let key = wrong.trim_matches(['[', ']']).split(' ').next().unwrap();
+            assert!(
+                text.contains("unknown field") && text.contains(key),
+                "{wrong}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_from_the_file_overrides_its_default() {
+        let settings =
+            load_text("[delivery]\nlease_secs = 7\n[limits]\nmax_request_bytes = 1024\n").unwrap();
+        assert_eq!(settings.delivery.lease_secs, 7);
+        assert_eq!(settings.limits.max_request_bytes, 1024);
+        assert_eq!(settings.delivery.concurrency, 16);
     }
 }

@@ -13,7 +13,8 @@ use zeroize::{Zeroize as _, Zeroizing};
 use crate::config::DeliverySettings;
 use crate::domain::{DeliveryState, MessageKind, NewMessage, NoticeFields};
 use crate::error::Error;
-use crate::store::{DeliveryRecord, Enqueued, Store};
+use crate::seal::PayloadSeal;
+use crate::store::{Db, DeliveryRecord, Enqueued};
 use kagi_runtime::Clock;
 
 /// Callers admitted to each RPC unless the settings say otherwise: the reset saga.
@@ -26,10 +27,12 @@ pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
 /// The gRPC face of the queue.
 #[derive(Debug)]
 pub struct NotifierService {
-    pub store: Store,
+    pub store: Db,
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Notify>,
     pub settings: DeliverySettings,
+    /// Seals each payload before it is stored.
+    pub seal: Arc<PayloadSeal>,
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -37,13 +40,14 @@ const HOUR_MS: i64 = 3_600_000;
 impl NotifierService {
     /// Queues a validated message once per message ID and returns its delivery ID.
     async fn enqueue(&self, message: NewMessage, now: DateTime<Utc>) -> Result<String, Error> {
-        let payload =
+        let id = uuid::Uuid::new_v4().to_string();
+        let json =
             Zeroizing::new(serde_json::to_string(&message.payload).map_err(anyhow::Error::from)?);
+        let payload = self.seal.seal(&id, json.as_bytes())?;
         let now_ms = now.timestamp_millis();
         let limit = self.settings.reset_codes_per_recipient_per_hour;
         let rate_limit = (message.kind == MessageKind::ResetCode && limit > 0)
             .then(|| (now_ms - HOUR_MS, i64::from(limit)));
-        let id = uuid::Uuid::new_v4().to_string();
         match self
             .store
             .enqueue(&id, &message, &payload, now_ms, rate_limit)

@@ -1,6 +1,8 @@
 //! The durable mail queue in SQLite or PostgreSQL (sqlx `Any` driver, runtime queries with
 //! `$n` placeholders in order, times as unix milliseconds). Replicas share it safely: rows are
-//! claimed with a lease by conditional updates, and finished only by the lease holder.
+//! claimed with a lease by conditional updates, and finished only by the lease holder, whose
+//! claim stays on the finished row (which replica sent what). [`Db`] is the notifier's
+//! database, named as in the other services.
 
 use anyhow::Context as _;
 use sqlx::any::AnyRow;
@@ -76,11 +78,11 @@ pub enum Finish {
 
 /// The queue's connection pool.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct Db {
     pool: AnyPool,
 }
 
-impl Store {
+impl Db {
     /// Connects (see [`kagi_runtime::db::connect`]: WAL, busy timeout and `secure_delete` on
     /// SQLite, whose file and folder are created when missing).
     ///
@@ -256,7 +258,8 @@ impl Store {
     }
 
     /// Records the end of an attempt, if `owner` still holds the lease. A sent or failed
-    /// message loses its payload. Returns whether the row was updated.
+    /// message loses its payload and keeps `owner` as the claim that finished it (a retried
+    /// one is released for any replica). Returns whether the row was updated.
     ///
     /// # Errors
     /// Database failures.
@@ -269,9 +272,9 @@ impl Store {
         finish: &Finish,
     ) -> Result<bool, sqlx::Error> {
         let done = match finish {
-            Finish::Sent { reply } => self.close(id, owner, DeliveryState::Sent, reply, Some(now), now, 1).await?,
+            Finish::Sent { reply } => self.close_row(id, owner, DeliveryState::Sent, reply, Some(now), now, 1).await?,
             Finish::Failed { reply, attempted } => {
-                self.close(id, owner, DeliveryState::Failed, reply, None, now, i64::from(*attempted)).await?
+                self.close_row(id, owner, DeliveryState::Failed, reply, None, now, i64::from(*attempted)).await?
             }
             Finish::Retry { reply, next_attempt_at } => sqlx::query(
                 "UPDATE deliveries SET attempts = attempts + 1, last_reply = $1, next_attempt_at = $2, \
@@ -289,7 +292,7 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn close(
+    async fn close_row(
         &self,
         id: &str,
         owner: &str,
@@ -301,7 +304,7 @@ impl Store {
     ) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
             "UPDATE deliveries SET state = $1, attempts = attempts + $2, last_reply = $3, sent_at = $4, \
-             finished_at = $5, payload = NULL, lease_owner = NULL, lease_until = NULL \
+             finished_at = $5, payload = NULL, lease_until = NULL \
              WHERE id = $6 AND lease_owner = $7 AND state = 'queued'",
         )
         .bind(state.as_str())
@@ -314,6 +317,37 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+
+    /// Deletes sent and failed messages finished before `finished_before` (ms): the
+    /// retention period has passed. Queued messages are never touched. Returns how many.
+    ///
+    /// # Errors
+    /// Database failures.
+    #[instrument(skip_all)]
+    pub async fn purge_finished(&self, finished_before: i64) -> Result<u64, sqlx::Error> {
+        Ok(
+            sqlx::query("DELETE FROM deliveries WHERE state <> 'queued' AND finished_at < $1")
+                .bind(finished_before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// The claim (`<replica>/<claim id>`) holding a queued message's lease, or the one that
+    /// sent or failed it: which replica handled which message, for operators and tests.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn lease_owner(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query("SELECT lease_owner FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| row.try_get::<Option<String>, _>("lease_owner"))
+            .transpose()
+            .map(Option::flatten)
     }
 
     /// Whether a message still stores its payload (tests check the wipe).
@@ -337,7 +371,7 @@ impl Store {
     }
 
     /// Closes the pool, waiting for connections to be returned.
-    pub async fn close_pool(&self) {
+    pub async fn close(&self) {
         self.pool.close().await;
     }
 }

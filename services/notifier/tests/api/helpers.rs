@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kagi_notifier::config::{SmtpTls, TransportKind};
-use kagi_notifier::store::Store;
+use kagi_notifier::store::Db;
 use kagi_notifier::{Application, Settings};
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::notifier_client::NotifierClient;
@@ -19,6 +19,7 @@ pub const TOKEN: &str = "reset-saga-test-token-0123456789";
 pub const SUBJECT_JA: &str = "[OMU二要素認証]二要素認証の再設定のご案内";
 pub const SENDER_JA: &str = "大阪公立大学 二要素認証管理システム";
 
+pub use crate::relay::StallingRelay;
 pub use kagi_testkit::smtp::{SmtpSink, test_ca};
 pub use kagi_testkit::{Backend, TestDatabase, free_port};
 
@@ -52,6 +53,15 @@ pub fn test_settings(db: &TestDatabase, smtp_port: u16) -> Settings {
         .tokens
         .insert("reset".into(), SecretString::from(TOKEN));
     settings.database.url = db.url.clone();
+    // Every notifier on this queue shares one payload key, created on first use.
+    let queue = {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::hash::DefaultHasher::new();
+        db.url.hash(&mut hasher);
+        hasher.finish()
+    };
+    settings.sealing.key_file =
+        std::env::temp_dir().join(format!("kagi-notifier-test-key-{queue:016x}"));
     settings.database.max_connections = 4;
     settings.mail.templates_dir = None;
     settings.transport.kind = TransportKind::Smtp;
@@ -72,8 +82,10 @@ pub fn test_settings(db: &TestDatabase, smtp_port: u16) -> Settings {
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: Client,
-    pub store: Store,
+    pub store: Db,
     pub clock: Arc<OffsetClock>,
+    /// The replica name its worker puts in lease owners.
+    pub replica: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -82,26 +94,23 @@ impl TestApp {
     pub async fn spawn(settings: Settings) -> Self {
         kagi_testkit::logs::init();
         let clock = Arc::new(OffsetClock::default());
-        let app = Application::build_with_clock(settings, clock.clone())
+        let app = Application::build_with_clock(&settings, clock.clone())
             .await
             .expect("build");
         let addr = app.local_addr();
         let store = app.store().clone();
+        let replica = app.replica().map(str::to_owned);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let client = NotifierClient::with_interceptor(channel, bearer as fn(_) -> _);
+        let client = client(addr).await;
         Self {
             addr,
             client,
             store,
             clock,
+            replica,
             stop: Some(stop),
             task,
         }
@@ -197,6 +206,102 @@ impl TestApp {
         self.wait_for(id, |d| d.state() != pb::DeliveryState::Queued)
             .await
     }
+}
+
+/// A gRPC client to a notifier at `addr`, authenticated as the reset saga.
+pub async fn client(addr: std::net::SocketAddr) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    NotifierClient::with_interceptor(channel, bearer as fn(_) -> _)
+}
+
+/// A notifier in a tokio runtime of its own, on the system clock. Killing it shuts that
+/// runtime down: the server, the worker and every send in flight end where they are, their
+/// sockets closed, as when the process is killed (aborting one task would leave the sends
+/// it spawned running).
+pub struct ProcessLikeApp {
+    pub client: Client,
+    /// The replica name its worker puts in lease owners.
+    pub replica: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl ProcessLikeApp {
+    pub async fn spawn(settings: Settings) -> Self {
+        kagi_testkit::logs::init();
+        // Built on a thread of its own: a runtime cannot be entered from this test's.
+        let (built, ready) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let app = runtime.block_on(Application::build(&settings));
+            let _ = built.send((runtime, app));
+        });
+        let (runtime, app) = ready.await.unwrap();
+        let app = app.expect("build");
+        let addr = app.local_addr();
+        let replica = app.replica().expect("worker enabled").to_owned();
+        runtime.spawn(app.run_until_stopped(std::future::pending()));
+        Self {
+            client: client(addr).await,
+            replica,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Ends everything at once; nothing gets to finish or record anything.
+    pub fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for ProcessLikeApp {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, failing the test after 15 s.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The replica that holds `id`'s lease, or that finished it: the part of its lease owner
+/// before the `/`.
+pub async fn replica_of(store: &Db, id: &str) -> String {
+    let owner = store.lease_owner(id).await.unwrap().expect("a lease owner");
+    owner.rsplit_once('/').expect("replica/claim").0.to_owned()
+}
+
+/// Asserts that the worker has nothing left to send, now or a day from now: no row is
+/// claimable, so every message is final (sent or failed). A claim is what the worker does
+/// before each send, so a message it could still send would be taken here instead.
+pub async fn assert_nothing_left_to_send(app: &TestApp) {
+    let day_later = app.clock.utc().timestamp_millis() + 86_400_000;
+    let due = app
+        .store
+        .claim_due("probe/nothing-left", day_later, day_later + 1, 1_000)
+        .await
+        .unwrap();
+    let due: Vec<_> = due.iter().map(|d| &d.record).collect();
+    assert!(due.is_empty(), "still sendable: {due:?}");
 }
 
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {

@@ -10,5 +10,6 @@
 mod delivery;
 mod helpers;
 mod mail_content;
+mod relay;
 mod requests;
 mod secrets;

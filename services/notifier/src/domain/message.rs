@@ -1,0 +1,219 @@
+//! A request turned into a message worth queuing: which mail, to whom, in which language,
+//! what it says ([`Payload`]) and until when it is worth sending.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{ConfirmationCode, InvalidInput, Locale};
+
+/// Which e-mail a delivery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    ResetCode,
+    KeyReissuedNotice,
+}
+
+impl MessageKind {
+    /// The name stored in the queue and used in template names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ResetCode => "reset_code",
+            Self::KeyReissuedNotice => "key_reissued_notice",
+        }
+    }
+
+    /// The kind a stored name stands for, if any.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "reset_code" => Some(Self::ResetCode),
+            "key_reissued_notice" => Some(Self::KeyReissuedNotice),
+            _ => None,
+        }
+    }
+}
+
+/// What the mail says beyond its addressing; stored with the queued message and wiped once
+/// the message is sent, failed or expired.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Payload {
+    ResetCode {
+        code: ConfirmationCode,
+        expires_at_ms: i64,
+    },
+    KeyReissuedNotice {
+        reissued_at_ms: i64,
+        client_ip: String,
+    },
+}
+
+/// The fields of a key-reissued notice request, as the caller sent them.
+#[derive(Debug, Clone, Copy)]
+pub struct NoticeFields<'a> {
+    pub message_id: &'a str,
+    pub recipient: &'a str,
+    pub account_id: &'a str,
+    pub reissued_at: Option<DateTime<Utc>>,
+    pub client_ip: &'a str,
+    pub locale: &'a str,
+}
+
+/// A validated message, ready to be queued.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub message_id: String,
+    pub kind: MessageKind,
+    pub recipient: lettre::Address,
+    pub account_id: String,
+    pub locale: Locale,
+    pub payload: Payload,
+    /// After this instant the mail is useless and is not sent.
+    pub not_after: DateTime<Utc>,
+}
+
+impl NewMessage {
+    /// Validates a reset-code request. The mail is useful until the code expires.
+    ///
+    /// # Errors
+    /// The first invalid field.
+    pub fn reset_code(
+        message_id: &str,
+        recipient: &str,
+        account_id: &str,
+        code: &str,
+        expires_at: Option<DateTime<Utc>>,
+        locale: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self, InvalidInput> {
+        let message_id = parse_message_id(message_id)?;
+        let recipient = parse_recipient(recipient)?;
+        let account_id = parse_account_id(account_id)?;
+        let code = ConfirmationCode::parse(code)?;
+        let expires_at = expires_at.ok_or(InvalidInput::MissingExpiry)?;
+        if expires_at <= now {
+            return Err(InvalidInput::ExpiryInPast);
+        }
+        let locale = Locale::parse(locale)?;
+        Ok(Self {
+            message_id,
+            kind: MessageKind::ResetCode,
+            recipient,
+            account_id,
+            locale,
+            payload: Payload::ResetCode {
+                code,
+                expires_at_ms: expires_at.timestamp_millis(),
+            },
+            not_after: expires_at,
+        })
+    }
+
+    /// Validates a key-reissued notice. It stays worth sending for `max_age`.
+    ///
+    /// # Errors
+    /// The first invalid field.
+    pub fn key_reissued_notice(
+        notice: &NoticeFields<'_>,
+        now: DateTime<Utc>,
+        max_age: Duration,
+    ) -> Result<Self, InvalidInput> {
+        let message_id = parse_message_id(notice.message_id)?;
+        let recipient = parse_recipient(notice.recipient)?;
+        let account_id = parse_account_id(notice.account_id)?;
+        let reissued_at = notice.reissued_at.ok_or(InvalidInput::MissingReissuedAt)?;
+        let client_ip: IpAddr = notice
+            .client_ip
+            .trim()
+            .parse()
+            .map_err(|_| InvalidInput::ClientIp)?;
+        let locale = Locale::parse(notice.locale)?;
+        let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
+        Ok(Self {
+            message_id,
+            kind: MessageKind::KeyReissuedNotice,
+            recipient,
+            account_id,
+            locale,
+            payload: Payload::KeyReissuedNotice {
+                reissued_at_ms: reissued_at.timestamp_millis(),
+                client_ip: client_ip.to_string(),
+            },
+            not_after: now + max_age,
+        })
+    }
+
+    /// The key a per-recipient rate limit counts under: the address, case-folded.
+    pub fn rate_key(&self) -> String {
+        self.recipient.to_string().to_lowercase()
+    }
+}
+
+fn parse_message_id(raw: &str) -> Result<String, InvalidInput> {
+    let ok = (1..=128).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| raw.to_owned()).ok_or(InvalidInput::MessageId)
+}
+
+fn parse_recipient(raw: &str) -> Result<lettre::Address, InvalidInput> {
+    if raw.len() > 254 {
+        return Err(InvalidInput::Recipient);
+    }
+    raw.parse::<lettre::Address>()
+        .map_err(|_| InvalidInput::Recipient)
+}
+
+fn parse_account_id(raw: &str) -> Result<String, InvalidInput> {
+    let ok = !raw.is_empty() && raw.chars().count() <= 128 && !raw.chars().any(char::is_control);
+    ok.then(|| raw.to_owned()).ok_or(InvalidInput::AccountId)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 7, 8, 7, 15, 52).unwrap()
+    }
+
+    #[test]
+    fn a_valid_reset_request_defaults_to_japanese() {
+        let expires = now() + chrono::Duration::minutes(30);
+        let m = NewMessage::reset_code(
+            "m-1",
+            "taro@example.ac.jp",
+            "a123",
+            "012345",
+            Some(expires),
+            "",
+            now(),
+        )
+        .unwrap();
+        assert_eq!(m.locale, Locale::Ja);
+        assert_eq!(m.not_after, expires);
+    }
+
+    #[test]
+    fn bad_input_is_refused_field_by_field() {
+        let later = Some(now() + chrono::Duration::minutes(30));
+        let bad = |r: &str, c: &str, e, l: &str| {
+            NewMessage::reset_code("m", r, "a", c, e, l, now()).unwrap_err()
+        };
+        assert_eq!(
+            bad("not-an-address", "123456", later, "ja"),
+            InvalidInput::Recipient
+        );
+        assert_eq!(bad("a@b.jp", "", later, "ja"), InvalidInput::Code);
+        assert_eq!(bad("a@b.jp", "12345a", later, "ja"), InvalidInput::Code);
+        assert_eq!(
+            bad("a@b.jp", "123456", Some(now()), "ja"),
+            InvalidInput::ExpiryInPast
+        );
+        assert_eq!(
+            bad("a@b.jp", "123456", later, "fr"),
+            InvalidInput::Locale("fr".into())
+        );
+    }
+}
