@@ -213,9 +213,33 @@ mod tests {
         );
     }
 
+    /// What a guesser would exploit: codes that repeat, or digit positions that favour
+    /// some values. 3000 fresh codes: all 6 ASCII digits, almost all distinct (about 4.5
+    /// collisions are expected among 10^6 values), and every digit at every position near
+    /// its 300 expected draws (±90 is more than 5 standard deviations).
     #[test]
-    fn codes_come_from_the_os_rng() {
-        let a = new_code().unwrap();
-        assert_eq!(a.expose().len(), 6);
+    fn codes_are_six_digits_spread_evenly_over_every_position() {
+        const N: usize = 3000;
+        let codes: Vec<String> = (0..N)
+            .map(|_| new_code().unwrap().expose().to_owned())
+            .collect();
+        for code in &codes {
+            assert_eq!(code.len(), 6, "{code:?}");
+            assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code:?}");
+        }
+        let distinct: std::collections::HashSet<&String> = codes.iter().collect();
+        assert!(distinct.len() >= N - 20, "only {} distinct", distinct.len());
+        for position in 0..6 {
+            let mut counts = [0_usize; 10];
+            for code in &codes {
+                counts[usize::from(code.as_bytes()[position] - b'0')] += 1;
+            }
+            for (digit, &n) in counts.iter().enumerate() {
+                assert!(
+                    (210..=390).contains(&n),
+                    "digit {digit} at position {position}: {n} of {N} ({counts:?})"
+                );
+            }
+        }
     }
 }

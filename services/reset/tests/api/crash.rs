@@ -109,7 +109,7 @@ async fn a_reset_process_killed_after_verify_confirms_after_restart(backend: Bac
         .unwrap()
         .into_inner();
     let mails = stack.sink.wait_for_mails(1).await;
-    let code = crate::helpers::code_in(&mails[0].1).unwrap();
+    let code = crate::helpers::code_in(&mails[0].body).unwrap();
     let verified = client
         .verify_code(portal(pb::VerifyResetCodeRequest {
             reset_id: started.reset_id.clone(),
@@ -142,9 +142,9 @@ async fn a_reset_process_killed_after_verify_confirms_after_restart(backend: Bac
     );
     let mails = stack.sink.wait_for_mails(2).await;
     assert!(
-        mails[1].0.contains("reissued") || mails[1].0.contains("再発行"),
+        mails[1].subject.contains("reissued") || mails[1].subject.contains("再発行"),
         "{}",
-        mails[1].0
+        mails[1].subject
     );
 }
 

@@ -47,13 +47,31 @@ pub struct SmtpSink {
     inner: kagi_testkit::smtp::SmtpSink,
 }
 
-/// (subject, text body) of a raw message.
-fn parse_mail(raw: &[u8]) -> (String, String) {
+/// One message as the user's mail client shows it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// The addresses of the `To:` header.
+    pub to: Vec<String>,
+    pub subject: String,
+    /// The text body.
+    pub body: String,
+}
+
+fn parse_mail(raw: &[u8]) -> Mail {
     let mail = mail_parser::MessageParser::default().parse(raw).unwrap();
-    (
-        mail.subject().unwrap_or_default().to_owned(),
-        mail.body_text(0).unwrap_or_default().into_owned(),
-    )
+    Mail {
+        to: mail
+            .to()
+            .map(|to| {
+                to.iter()
+                    .filter_map(|a| a.address())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        subject: mail.subject().unwrap_or_default().to_owned(),
+        body: mail.body_text(0).unwrap_or_default().into_owned(),
+    }
 }
 
 impl SmtpSink {
@@ -65,12 +83,12 @@ impl SmtpSink {
         }
     }
 
-    /// The messages accepted so far, in order: (subject, text body).
-    pub fn mails(&self) -> Vec<(String, String)> {
+    /// The messages accepted so far, in order.
+    pub fn mails(&self) -> Vec<Mail> {
         self.inner.mails().iter().map(|m| parse_mail(m)).collect()
     }
 
-    pub async fn wait_for_mails(&self, n: usize) -> Vec<(String, String)> {
+    pub async fn wait_for_mails(&self, n: usize) -> Vec<Mail> {
         self.inner
             .wait_for_mails(n)
             .await
@@ -82,7 +100,7 @@ impl SmtpSink {
     /// The confirmation code in the `n`-th mail (1-based), read as the user reads it.
     pub async fn code_in_mail(&self, n: usize) -> String {
         let mails = self.wait_for_mails(n).await;
-        let (subject, body) = &mails[n - 1];
+        let Mail { subject, body, .. } = &mails[n - 1];
         assert!(subject.contains("二要素認証の再設定のご案内"), "{subject}");
         code_in(body).unwrap_or_else(|| panic!("no code in mail:\n{body}"))
     }
