@@ -1,7 +1,48 @@
 //! The `resets` table: one row per saga, moved between states by conditional UPDATEs.
 //! Each transition function returns whether it won; a loser re-reads and decides again.
 
+use crate::domain::ResetState;
+
 use super::{Db, WriteTx, is_unique_violation};
+
+/// The one place a [`ResetState`] becomes the text of the `state` column.
+fn state_column(state: ResetState) -> &'static str {
+    match state {
+        ResetState::CodeSent => "code_sent",
+        ResetState::Verified => "verified",
+        ResetState::Confirming => "confirming",
+        ResetState::Completed => "completed",
+        ResetState::Cancelled => "cancelled",
+        ResetState::Expired => "expired",
+        ResetState::Locked => "locked",
+        ResetState::Superseded => "superseded",
+    }
+}
+
+/// A `state` column this version does not know (a database written by a newer one).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown reset state {0:?}")]
+pub struct UnknownState(String);
+
+impl TryFrom<String> for ResetState {
+    type Error = UnknownState;
+
+    fn try_from(column: String) -> Result<Self, UnknownState> {
+        [
+            Self::CodeSent,
+            Self::Verified,
+            Self::Confirming,
+            Self::Completed,
+            Self::Cancelled,
+            Self::Expired,
+            Self::Locked,
+            Self::Superseded,
+        ]
+        .into_iter()
+        .find(|s| state_column(*s) == column)
+        .ok_or(UnknownState(column))
+    }
+}
 
 /// One reset as stored.
 #[derive(Clone, sqlx::FromRow)]
@@ -13,7 +54,8 @@ pub struct ResetRow {
     pub locale: String,
     pub client_ip: String,
     pub user_agent: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: ResetState,
     pub code_hash: Vec<u8>,
     pub code_expires_at: i64,
     pub last_sent_at: Option<i64>,
@@ -162,18 +204,18 @@ impl Db {
         &self,
         token_hash: &str,
         version: i64,
-        from: &str,
-        to: &str,
+        from: ResetState,
+        to: ResetState,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE resets SET state = $1, updated_at = $2, version = version + 1 \
              WHERE token_hash = $3 AND state = $4 AND version = $5",
         )
-        .bind(to)
+        .bind(state_column(to))
         .bind(now)
         .bind(token_hash)
-        .bind(from)
+        .bind(state_column(from))
         .bind(version)
         .execute(self.pool())
         .await?;
@@ -361,5 +403,27 @@ impl Db {
         .bind(limit)
         .fetch_all(self.pool())
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ResetState, state_column};
+
+    #[test]
+    fn every_state_round_trips_through_its_column_text() {
+        for s in [
+            ResetState::CodeSent,
+            ResetState::Verified,
+            ResetState::Confirming,
+            ResetState::Completed,
+            ResetState::Cancelled,
+            ResetState::Expired,
+            ResetState::Locked,
+            ResetState::Superseded,
+        ] {
+            assert_eq!(ResetState::try_from(state_column(s).to_owned()).unwrap(), s);
+        }
+        assert!(ResetState::try_from("paused".to_owned()).is_err());
     }
 }
