@@ -218,7 +218,6 @@ pub fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Se
     settings.delivery.poll_interval_ms = 25;
     settings.delivery.backoff_initial_ms = 40;
     settings.delivery.backoff_max_ms = 200;
-    settings.delivery.reset_codes_per_recipient_per_hour = 0;
     settings
 }
 
@@ -236,7 +235,8 @@ pub async fn start_notifier(settings: kagi_notifier::Settings) -> Running {
 }
 
 /// Reset settings for the test stack: cheap argon2 (tests hash often; production strength
-/// is tested on its own), generous rate limits, no background sweeper.
+/// is tested on its own), no background sweeper, and every limit at its shipped default
+/// (the notifier's too: see [`notifier_settings`]).
 pub fn reset_settings(
     db: &TestDatabase,
     keystore: std::net::SocketAddr,
@@ -263,8 +263,6 @@ pub fn reset_settings(
     settings.notifier.timeout_ms = 2_000;
     settings.password.memory_kib = 1024;
     settings.password.iterations = 1;
-    settings.policy.per_account_max = 100;
-    settings.policy.per_ip_max = 100;
     settings.sweeper.interval_secs = 0;
     settings
 }
