@@ -282,7 +282,7 @@ pub struct Stack {
     pub accounts: AccountAdmin,
     pub settings: kagi_reset::Settings,
     pub client: ResetClient<Channel>,
-    _notifier_db: TestDatabase,
+    pub notifier_db: TestDatabase,
 }
 
 impl Stack {
@@ -326,8 +326,31 @@ impl Stack {
             accounts,
             settings,
             client,
-            _notifier_db: notifier_db,
+            notifier_db,
         }
+    }
+
+    /// Waits until every message the notifier has queued reached the SMTP server, then
+    /// checks there were exactly `n`: with nothing left in the queue, no other mail can
+    /// still arrive.
+    pub async fn assert_exactly_mailed(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let (queued, sent) = loop {
+            let rows = sql(
+                &self.notifier_db,
+                "SELECT COUNT(*) AS queued, COUNT(sent_at) AS sent FROM deliveries",
+            )
+            .await;
+            let queued: i64 = sqlx::Row::get(&rows[0], "queued");
+            let sent: i64 = sqlx::Row::get(&rows[0], "sent");
+            if queued == sent || tokio::time::Instant::now() > deadline {
+                break (queued, sent);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        assert_eq!(sent, queued, "every queued mail delivered");
+        assert_eq!(usize::try_from(queued).unwrap(), n, "mails queued");
+        assert_eq!(self.sink.wait_for_mails(n).await.len(), n, "mails received");
     }
 
     /// An account in the directory, enrolled at the keystore; returns its first key.
