@@ -5,7 +5,8 @@ use crate::domain::ResetState;
 
 use super::{Db, WriteTx, is_unique_violation};
 
-/// The one place a [`ResetState`] becomes the text of the `state` column.
+/// The one place a [`ResetState`] becomes the text of the `state` column: every query
+/// binds its states through it.
 fn state_column(state: ResetState) -> &'static str {
     match state {
         ResetState::CodeSent => "code_sent",
@@ -128,19 +129,22 @@ impl Db {
             turn: _turn,
         } = self.begin_write().await?;
         sqlx::query(
-            "UPDATE resets SET state = 'superseded', updated_at = $1, version = version + 1 \
-             WHERE account_id = $2 AND state IN ('code_sent', 'verified')",
+            "UPDATE resets SET state = $1, updated_at = $2, version = version + 1 \
+             WHERE account_id = $3 AND state IN ($4, $5)",
         )
+        .bind(state_column(ResetState::Superseded))
         .bind(new.now)
         .bind(new.account_id)
+        .bind(state_column(ResetState::CodeSent))
+        .bind(state_column(ResetState::Verified))
         .execute(&mut *tx)
         .await?;
-        let (confirming,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM resets WHERE account_id = $1 AND state = 'confirming'",
-        )
-        .bind(new.account_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (confirming,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM resets WHERE account_id = $1 AND state = $2")
+                .bind(new.account_id)
+                .bind(state_column(ResetState::Confirming))
+                .fetch_one(&mut *tx)
+                .await?;
         if confirming > 0 {
             return Ok(StartOutcome::ConfirmingElsewhere);
         }
@@ -148,7 +152,7 @@ impl Db {
             "INSERT INTO resets (token_hash, saga_id, account_id, recipient, locale, client_ip, user_agent, \
              state, code_hash, code_expires_at, last_sent_at, sends, wrong_attempts, notice_sent, created_at, \
              updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'code_sent', $8, $9, $10, 1, 0, 0, $10, $10, 0)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $11, $8, $9, $10, 1, 0, 0, $10, $10, 0)",
         )
         .bind(new.token_hash)
         .bind(new.saga_id)
@@ -160,6 +164,7 @@ impl Db {
         .bind(new.code_hash)
         .bind(new.code_expires_at)
         .bind(new.now)
+        .bind(state_column(ResetState::CodeSent))
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -235,14 +240,16 @@ impl Db {
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE resets SET wrong_attempts = wrong_attempts + 1, \
-             state = CASE WHEN wrong_attempts + 1 >= $1 THEN 'locked' ELSE state END, \
+             state = CASE WHEN wrong_attempts + 1 >= $1 THEN $5 ELSE state END, \
              updated_at = $2, version = version + 1 \
-             WHERE token_hash = $3 AND state = 'code_sent' AND version = $4",
+             WHERE token_hash = $3 AND state = $6 AND version = $4",
         )
         .bind(i64::from(max))
         .bind(now)
         .bind(token_hash)
         .bind(version)
+        .bind(state_column(ResetState::Locked))
+        .bind(state_column(ResetState::CodeSent))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -259,12 +266,14 @@ impl Db {
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE resets SET state = 'verified', verified_at = $1, updated_at = $1, version = version + 1 \
-             WHERE token_hash = $2 AND state = 'code_sent' AND version = $3",
+            "UPDATE resets SET state = $4, verified_at = $1, updated_at = $1, version = version + 1 \
+             WHERE token_hash = $2 AND state = $5 AND version = $3",
         )
         .bind(now)
         .bind(token_hash)
         .bind(version)
+        .bind(state_column(ResetState::Verified))
+        .bind(state_column(ResetState::CodeSent))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -285,13 +294,14 @@ impl Db {
         let done = sqlx::query(
             "UPDATE resets SET code_hash = $1, code_expires_at = $2, last_sent_at = $3, updated_at = $3, \
              sends = sends + 1, version = version + 1 \
-             WHERE token_hash = $4 AND state = 'code_sent' AND version = $5",
+             WHERE token_hash = $4 AND state = $6 AND version = $5",
         )
         .bind(code_hash)
         .bind(code_expires_at)
         .bind(now)
         .bind(token_hash)
         .bind(version)
+        .bind(state_column(ResetState::CodeSent))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -310,11 +320,12 @@ impl Db {
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE resets SET last_sent_at = NULL, updated_at = $1, version = version + 1 \
-             WHERE token_hash = $2 AND sends = $3 AND state = 'code_sent'",
+             WHERE token_hash = $2 AND sends = $3 AND state = $4",
         )
         .bind(now)
         .bind(token_hash)
         .bind(sends)
+        .bind(state_column(ResetState::CodeSent))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -331,12 +342,14 @@ impl Db {
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE resets SET state = 'completed', new_key_id = $1, completed_at = $2, updated_at = $2, \
-             version = version + 1 WHERE saga_id = $3 AND state = 'confirming'",
+            "UPDATE resets SET state = $4, new_key_id = $1, completed_at = $2, updated_at = $2, \
+             version = version + 1 WHERE saga_id = $3 AND state = $5",
         )
         .bind(new_key_id)
         .bind(now)
         .bind(saga_id)
+        .bind(state_column(ResetState::Completed))
+        .bind(state_column(ResetState::Confirming))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -349,11 +362,13 @@ impl Db {
     /// Database failures.
     pub async fn record_abandoned(&self, saga_id: &str, now: i64) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE resets SET state = 'cancelled', updated_at = $1, version = version + 1 \
-             WHERE saga_id = $2 AND state = 'confirming'",
+            "UPDATE resets SET state = $3, updated_at = $1, version = version + 1 \
+             WHERE saga_id = $2 AND state = $4",
         )
         .bind(now)
         .bind(saga_id)
+        .bind(state_column(ResetState::Cancelled))
+        .bind(state_column(ResetState::Confirming))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -377,9 +392,10 @@ impl Db {
         sqlx::query_as(concat!(
             "SELECT ",
             reset_columns!(),
-            " FROM resets WHERE state = 'confirming' ORDER BY updated_at LIMIT $1"
+            " FROM resets WHERE state = $2 ORDER BY updated_at LIMIT $1"
         ))
         .bind(limit)
+        .bind(state_column(ResetState::Confirming))
         .fetch_all(self.pool())
         .await
     }
@@ -396,11 +412,12 @@ impl Db {
         sqlx::query_as(concat!(
             "SELECT ",
             reset_columns!(),
-            " FROM resets WHERE state = 'completed' AND notice_sent = 0 AND completed_at > $1 \
+            " FROM resets WHERE state = $3 AND notice_sent = 0 AND completed_at > $1 \
              ORDER BY completed_at LIMIT $2"
         ))
         .bind(completed_since)
         .bind(limit)
+        .bind(state_column(ResetState::Completed))
         .fetch_all(self.pool())
         .await
     }
