@@ -14,7 +14,9 @@ use crate::config::Settings;
 use crate::directory::{PasswordHasher, SqlDirectory};
 use crate::downstream;
 use crate::grpc::{DirectoryGrpc, ResetGrpc};
-use crate::saga::{RateLimits, ResetSaga};
+use crate::limits::{AttemptLimiter, RateLimits};
+use crate::login::LocalLogin;
+use crate::saga::ResetSaga;
 use crate::store::Db;
 
 /// Only the portal drives resets unless `auth.allow` says otherwise.
@@ -36,6 +38,7 @@ pub const SERVICE_NAMES: [&str; 2] = ["kagi.v1.Reset", "kagi.v1.Directory"];
 pub struct Application {
     server: GrpcServer,
     saga: ResetSaga,
+    login: LocalLogin,
     accounts: AccountAdmin,
     auth: CallerAuthLayer,
     sweep_every: Option<Duration>,
@@ -69,13 +72,15 @@ impl Application {
             per_ip_max: p.per_ip_max,
             per_ip_window_ms: secs_ms(p.per_ip_window_secs),
         };
+        let limiter = AttemptLimiter::new(db.clone(), limits);
+        let login = LocalLogin::new(directory.clone(), limiter.clone(), Arc::clone(&clock));
         let saga = ResetSaga::new(
             db.clone(),
             directory,
             settings.code_hasher()?,
             clock,
             settings.policy.policy()?,
-            limits,
+            limiter,
             downstream::keystore(&settings.keystore)?,
             downstream::notifier(&settings.notifier)?,
         );
@@ -88,6 +93,7 @@ impl Application {
         Ok(Self {
             server,
             saga,
+            login,
             accounts: AccountAdmin::new(db, hasher),
             auth,
             sweep_every,
@@ -129,7 +135,7 @@ impl Application {
             })
         });
         let routes = tonic::service::Routes::new(ResetGrpc::new(self.saga.clone()).into_server())
-            .add_service(DirectoryGrpc::new(self.saga.clone()).into_server());
+            .add_service(DirectoryGrpc::new(self.login).into_server());
         let served = self
             .server
             .serve(

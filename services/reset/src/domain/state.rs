@@ -1,6 +1,5 @@
 //! Where a reset stands, and the policy knobs that bound each step.
 
-use std::fmt;
 use std::time::Duration;
 
 /// The states of one reset. Live states (`CodeSent`, `Verified`, `Confirming`) are at most
@@ -18,36 +17,6 @@ pub enum ResetState {
 }
 
 impl ResetState {
-    /// The name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CodeSent => "code_sent",
-            Self::Verified => "verified",
-            Self::Confirming => "confirming",
-            Self::Completed => "completed",
-            Self::Cancelled => "cancelled",
-            Self::Expired => "expired",
-            Self::Locked => "locked",
-            Self::Superseded => "superseded",
-        }
-    }
-
-    /// # Errors
-    /// An unknown name (a database written by a newer version).
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        Ok(match raw {
-            "code_sent" => Self::CodeSent,
-            "verified" => Self::Verified,
-            "confirming" => Self::Confirming,
-            "completed" => Self::Completed,
-            "cancelled" => Self::Cancelled,
-            "expired" => Self::Expired,
-            "locked" => Self::Locked,
-            "superseded" => Self::Superseded,
-            other => return Err(format!("unknown reset state {other:?}")),
-        })
-    }
-
     /// Why a step other than the one a state expects is refused, in words the portal can
     /// show (or map to its own).
     pub fn refusal(self) -> &'static str {
@@ -81,12 +50,6 @@ impl ResetState {
             }
             other => other,
         }
-    }
-}
-
-impl fmt::Display for ResetState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -128,22 +91,6 @@ pub fn ms(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_state_round_trips_through_its_stored_name() {
-        for s in [
-            ResetState::CodeSent,
-            ResetState::Verified,
-            ResetState::Confirming,
-            ResetState::Completed,
-            ResetState::Cancelled,
-            ResetState::Expired,
-            ResetState::Locked,
-            ResetState::Superseded,
-        ] {
-            assert_eq!(ResetState::parse(s.as_str()).unwrap(), s);
-        }
-    }
 
     #[test]
     fn a_code_is_expired_at_thirty_minutes_and_a_verification_at_ten() {

@@ -1,23 +1,23 @@
 //! `kagi.v1.Directory` over tonic: the portal's `local` login checks a user's ID and
-//! password against the same accounts the reset saga uses. Nothing but the account ID (once
-//! valid) enters a span.
+//! password ([`LocalLogin`]) against the same accounts the reset saga uses. Nothing but the
+//! account ID (once valid) enters a span.
 
 use kagi_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::{MAX_REQUEST_BYTES, credentials};
-use crate::saga::ResetSaga;
+use crate::login::LocalLogin;
 
 /// The gRPC face of the account directory.
 #[derive(Debug, Clone)]
 pub struct DirectoryGrpc {
-    saga: ResetSaga,
+    login: LocalLogin,
 }
 
 impl DirectoryGrpc {
-    pub fn new(saga: ResetSaga) -> Self {
-        Self { saga }
+    pub fn new(login: LocalLogin) -> Self {
+        Self { login }
     }
 
     pub fn into_server(self) -> pb::directory_server::DirectoryServer<Self> {
@@ -36,7 +36,7 @@ impl pb::directory_server::Directory for DirectoryGrpc {
         let mut req = request.into_inner();
         let (password, client_ip) =
             credentials(&req.account_id, &mut req.password, &req.client_ip)?;
-        self.saga
+        self.login
             .check_password(&req.account_id, &password, client_ip)
             .await?;
         Ok(Response::new(pb::AuthenticateResponse {}))

@@ -1,11 +1,25 @@
 //! The reissue saga: each use case of `kagi.v1.Reset`, over the directory, the store and
-//! the two downstream services. Every transition is written before its side effect, and
-//! every side effect is idempotent downstream (the saga ID is the keystore's idempotency
-//! key and names each notifier message), so retries and crashes rotate once and mail once
-//! per send.
+//! the two downstream services, one file per step of the manual's menu 2:
+//!
+//! - [`start`](ResetSaga::start) — "1. 二要素認証のリセット": password, new reset, first code mail;
+//! - [`resend`](ResetSaga::resend) — "メールを再送信する": a new code, the old one dead;
+//! - [`verify`](ResetSaga::verify) — "2. 再設定メールを送信" / "コードを確認する";
+//! - [`confirm`](ResetSaga::confirm) — "3. 最終確認" → "4. リセット完了": the rotation and
+//!   the notice;
+//! - [`cancel`](ResetSaga::cancel) and [`get`](ResetSaga::get) — "最初からやり直す" and a
+//!   page reload;
+//! - [`sweep`](ResetSaga::sweep) — finishing what a crash or an outage interrupted.
+//!
+//! Every transition is written before its side effect, and every side effect is idempotent
+//! downstream (the saga ID is the keystore's idempotency key and names each notifier
+//! message), so retries and crashes rotate once and mail once per send.
 
-mod finish;
+mod cancel;
+mod confirm;
+mod resend;
 mod start;
+mod sweep;
+mod verify;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,20 +30,11 @@ use secrecy::SecretString;
 use tonic::Code;
 
 use crate::directory::Directory;
-use crate::domain::state::ms;
-use crate::domain::{CodeHasher, ConfirmationCode, Policy, ResetState, ResetToken, mask_email};
+use crate::domain::{CodeHasher, ConfirmationCode, Policy, ResetState, ResetToken};
 use crate::downstream::{KeystoreClient, NotifierClient, timestamp};
 use crate::error::Error;
-use crate::store::{Db, NewReset, ResetRow, StartOutcome};
-
-/// Per-account and per-IP limits on StartReset attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimits {
-    pub per_account_max: u32,
-    pub per_account_window_ms: i64,
-    pub per_ip_max: u32,
-    pub per_ip_window_ms: i64,
-}
+use crate::limits::AttemptLimiter;
+use crate::store::{Db, ResetRow};
 
 /// What StartReset hands back.
 #[derive(Debug)]
@@ -92,26 +97,9 @@ struct Inner {
     hasher: CodeHasher,
     clock: Arc<dyn Clock>,
     policy: Policy,
-    limits: RateLimits,
+    limiter: AttemptLimiter,
     keystore: KeystoreClient,
     notifier: NotifierClient,
-}
-
-/// Which attempts a rate limit counts: resets and portal logins have separate counters.
-#[derive(Debug, Clone, Copy)]
-enum RateScope {
-    Reset,
-    Login,
-}
-
-impl RateScope {
-    /// The `rate_events.scope` names for the per-IP and per-account counters.
-    fn names(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Reset => ("ip", "account"),
-            Self::Login => ("login_ip", "login_account"),
-        }
-    }
 }
 
 /// How many times a step re-reads after losing a race before giving up.
@@ -125,7 +113,7 @@ impl ResetSaga {
         hasher: CodeHasher,
         clock: Arc<dyn Clock>,
         policy: Policy,
-        limits: RateLimits,
+        limiter: AttemptLimiter,
         keystore: KeystoreClient,
         notifier: NotifierClient,
     ) -> Self {
@@ -136,7 +124,7 @@ impl ResetSaga {
                 hasher,
                 clock,
                 policy,
-                limits,
+                limiter,
                 keystore,
                 notifier,
             }),
@@ -151,6 +139,7 @@ impl ResetSaga {
         self.inner.clock.now_ms()
     }
 
+    /// The reset behind a handle, its saga and account recorded on the current span.
     async fn load(&self, token: &ResetToken) -> Result<ResetRow, Error> {
         let row = self
             .inner
@@ -163,25 +152,42 @@ impl ResetSaga {
         span.record("account_id", row.account_id.as_str());
         Ok(row)
     }
-}
 
-fn stored_state(row: &ResetRow) -> Result<ResetState, Error> {
-    ResetState::parse(&row.state).map_err(|e| Error::Internal(anyhow::anyhow!(e)))
-}
-
-fn effective(row: &ResetRow, now: i64, policy: &Policy) -> Result<ResetState, Error> {
-    Ok(stored_state(row)?.effective(now, row.code_expires_at, row.verified_at, policy))
-}
-
-/// IPv6 clients are limited per /64, the block one subscriber usually holds.
-fn rate_subject(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+    /// Hands code mail number `send` of a saga to the notifier (StartReset and ResendCode).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_code(
+        &self,
+        saga_id: &str,
+        send: i64,
+        recipient: &str,
+        account_id: &str,
+        code: &ConfirmationCode,
+        expires_at: i64,
+        locale: &str,
+    ) -> Result<(), Error> {
+        let request = pb::SendResetCodeRequest {
+            message_id: format!("{saga_id}:code:{send}"),
+            recipient: recipient.to_owned(),
+            account_id: account_id.to_owned(),
+            code: code.expose().to_owned(),
+            expires_at: Some(timestamp(expires_at)),
+            locale: locale.to_owned(),
+        };
+        match self.inner.notifier.clone().send_reset_code(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::ResourceExhausted => Err(Error::MailRateLimited),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), "reset code mail not queued");
+                Err(Error::MailUnavailable)
+            }
         }
     }
+}
+
+/// What a reset's stored state means now (a code past its expiry is expired).
+fn effective(row: &ResetRow, now: i64, policy: &Policy) -> ResetState {
+    row.state
+        .effective(now, row.code_expires_at, row.verified_at, policy)
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
@@ -191,6 +197,7 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
     Ok(out)
 }
 
+/// A fresh confirmation code from the OS CSPRNG.
 fn new_code() -> Result<ConfirmationCode, Error> {
     let bytes = zeroize::Zeroizing::new(random_bytes::<64>()?);
     let draws = bytes
@@ -202,20 +209,35 @@ fn new_code() -> Result<ConfirmationCode, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::new_code;
 
+    /// What a guesser would exploit: codes that repeat, or digit positions that favour
+    /// some values. 3000 fresh codes: all 6 ASCII digits, almost all distinct (about 4.5
+    /// collisions are expected among 10^6 values), and every digit at every position near
+    /// its 300 expected draws (±90 is more than 5 standard deviations).
     #[test]
-    fn ipv6_clients_share_a_limit_per_64() {
-        assert_eq!(rate_subject("192.0.2.7".parse().unwrap()), "192.0.2.7");
-        assert_eq!(
-            rate_subject("2001:db8:1:2:aaaa::1".parse().unwrap()),
-            "2001:db8:1:2::/64"
-        );
-    }
-
-    #[test]
-    fn codes_come_from_the_os_rng() {
-        let a = new_code().unwrap();
-        assert_eq!(a.expose().len(), 6);
+    fn codes_are_six_digits_spread_evenly_over_every_position() {
+        const N: usize = 3000;
+        let codes: Vec<String> = (0..N)
+            .map(|_| new_code().unwrap().expose().to_owned())
+            .collect();
+        for code in &codes {
+            assert_eq!(code.len(), 6, "{code:?}");
+            assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code:?}");
+        }
+        let distinct: std::collections::HashSet<&String> = codes.iter().collect();
+        assert!(distinct.len() >= N - 20, "only {} distinct", distinct.len());
+        for position in 0..6 {
+            let mut counts = [0_usize; 10];
+            for code in &codes {
+                counts[usize::from(code.as_bytes()[position] - b'0')] += 1;
+            }
+            for (digit, &n) in counts.iter().enumerate() {
+                assert!(
+                    (210..=390).contains(&n),
+                    "digit {digit} at position {position}: {n} of {N} ({counts:?})"
+                );
+            }
+        }
     }
 }

@@ -1,7 +1,49 @@
 //! The `resets` table: one row per saga, moved between states by conditional UPDATEs.
 //! Each transition function returns whether it won; a loser re-reads and decides again.
 
+use crate::domain::ResetState;
+
 use super::{Db, WriteTx, is_unique_violation};
+
+/// The one place a [`ResetState`] becomes the text of the `state` column: every query
+/// binds its states through it.
+fn state_column(state: ResetState) -> &'static str {
+    match state {
+        ResetState::CodeSent => "code_sent",
+        ResetState::Verified => "verified",
+        ResetState::Confirming => "confirming",
+        ResetState::Completed => "completed",
+        ResetState::Cancelled => "cancelled",
+        ResetState::Expired => "expired",
+        ResetState::Locked => "locked",
+        ResetState::Superseded => "superseded",
+    }
+}
+
+/// A `state` column this version does not know (a database written by a newer one).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown reset state {0:?}")]
+pub struct UnknownState(String);
+
+impl TryFrom<String> for ResetState {
+    type Error = UnknownState;
+
+    fn try_from(column: String) -> Result<Self, UnknownState> {
+        [
+            Self::CodeSent,
+            Self::Verified,
+            Self::Confirming,
+            Self::Completed,
+            Self::Cancelled,
+            Self::Expired,
+            Self::Locked,
+            Self::Superseded,
+        ]
+        .into_iter()
+        .find(|s| state_column(*s) == column)
+        .ok_or(UnknownState(column))
+    }
+}
 
 /// One reset as stored.
 #[derive(Clone, sqlx::FromRow)]
@@ -13,7 +55,8 @@ pub struct ResetRow {
     pub locale: String,
     pub client_ip: String,
     pub user_agent: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: ResetState,
     pub code_hash: Vec<u8>,
     pub code_expires_at: i64,
     pub last_sent_at: Option<i64>,
@@ -86,19 +129,22 @@ impl Db {
             turn: _turn,
         } = self.begin_write().await?;
         sqlx::query(
-            "UPDATE resets SET state = 'superseded', updated_at = $1, version = version + 1 \
-             WHERE account_id = $2 AND state IN ('code_sent', 'verified')",
+            "UPDATE resets SET state = $1, updated_at = $2, version = version + 1 \
+             WHERE account_id = $3 AND state IN ($4, $5)",
         )
+        .bind(state_column(ResetState::Superseded))
         .bind(new.now)
         .bind(new.account_id)
+        .bind(state_column(ResetState::CodeSent))
+        .bind(state_column(ResetState::Verified))
         .execute(&mut *tx)
         .await?;
-        let (confirming,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM resets WHERE account_id = $1 AND state = 'confirming'",
-        )
-        .bind(new.account_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (confirming,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM resets WHERE account_id = $1 AND state = $2")
+                .bind(new.account_id)
+                .bind(state_column(ResetState::Confirming))
+                .fetch_one(&mut *tx)
+                .await?;
         if confirming > 0 {
             return Ok(StartOutcome::ConfirmingElsewhere);
         }
@@ -106,7 +152,7 @@ impl Db {
             "INSERT INTO resets (token_hash, saga_id, account_id, recipient, locale, client_ip, user_agent, \
              state, code_hash, code_expires_at, last_sent_at, sends, wrong_attempts, notice_sent, created_at, \
              updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'code_sent', $8, $9, $10, 1, 0, 0, $10, $10, 0)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $11, $8, $9, $10, 1, 0, 0, $10, $10, 0)",
         )
         .bind(new.token_hash)
         .bind(new.saga_id)
@@ -118,6 +164,7 @@ impl Db {
         .bind(new.code_hash)
         .bind(new.code_expires_at)
         .bind(new.now)
+        .bind(state_column(ResetState::CodeSent))
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -162,18 +209,18 @@ impl Db {
         &self,
         token_hash: &str,
         version: i64,
-        from: &str,
-        to: &str,
+        from: ResetState,
+        to: ResetState,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE resets SET state = $1, updated_at = $2, version = version + 1 \
              WHERE token_hash = $3 AND state = $4 AND version = $5",
         )
-        .bind(to)
+        .bind(state_column(to))
         .bind(now)
         .bind(token_hash)
-        .bind(from)
+        .bind(state_column(from))
         .bind(version)
         .execute(self.pool())
         .await?;
@@ -193,14 +240,16 @@ impl Db {
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE resets SET wrong_attempts = wrong_attempts + 1, \
-             state = CASE WHEN wrong_attempts + 1 >= $1 THEN 'locked' ELSE state END, \
+             state = CASE WHEN wrong_attempts + 1 >= $1 THEN $5 ELSE state END, \
              updated_at = $2, version = version + 1 \
-             WHERE token_hash = $3 AND state = 'code_sent' AND version = $4",
+             WHERE token_hash = $3 AND state = $6 AND version = $4",
         )
         .bind(i64::from(max))
         .bind(now)
         .bind(token_hash)
         .bind(version)
+        .bind(state_column(ResetState::Locked))
+        .bind(state_column(ResetState::CodeSent))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -217,12 +266,14 @@ impl Db {
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE resets SET state = 'verified', verified_at = $1, updated_at = $1, version = version + 1 \
-             WHERE token_hash = $2 AND state = 'code_sent' AND version = $3",
+            "UPDATE resets SET state = $4, verified_at = $1, updated_at = $1, version = version + 1 \
+             WHERE token_hash = $2 AND state = $5 AND version = $3",
         )
         .bind(now)
         .bind(token_hash)
         .bind(version)
+        .bind(state_column(ResetState::Verified))
+        .bind(state_column(ResetState::CodeSent))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -243,13 +294,14 @@ impl Db {
         let done = sqlx::query(
             "UPDATE resets SET code_hash = $1, code_expires_at = $2, last_sent_at = $3, updated_at = $3, \
              sends = sends + 1, version = version + 1 \
-             WHERE token_hash = $4 AND state = 'code_sent' AND version = $5",
+             WHERE token_hash = $4 AND state = $6 AND version = $5",
         )
         .bind(code_hash)
         .bind(code_expires_at)
         .bind(now)
         .bind(token_hash)
         .bind(version)
+        .bind(state_column(ResetState::CodeSent))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -268,11 +320,12 @@ impl Db {
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE resets SET last_sent_at = NULL, updated_at = $1, version = version + 1 \
-             WHERE token_hash = $2 AND sends = $3 AND state = 'code_sent'",
+             WHERE token_hash = $2 AND sends = $3 AND state = $4",
         )
         .bind(now)
         .bind(token_hash)
         .bind(sends)
+        .bind(state_column(ResetState::CodeSent))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -289,12 +342,14 @@ impl Db {
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE resets SET state = 'completed', new_key_id = $1, completed_at = $2, updated_at = $2, \
-             version = version + 1 WHERE saga_id = $3 AND state = 'confirming'",
+            "UPDATE resets SET state = $4, new_key_id = $1, completed_at = $2, updated_at = $2, \
+             version = version + 1 WHERE saga_id = $3 AND state = $5",
         )
         .bind(new_key_id)
         .bind(now)
         .bind(saga_id)
+        .bind(state_column(ResetState::Completed))
+        .bind(state_column(ResetState::Confirming))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -307,11 +362,13 @@ impl Db {
     /// Database failures.
     pub async fn record_abandoned(&self, saga_id: &str, now: i64) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE resets SET state = 'cancelled', updated_at = $1, version = version + 1 \
-             WHERE saga_id = $2 AND state = 'confirming'",
+            "UPDATE resets SET state = $3, updated_at = $1, version = version + 1 \
+             WHERE saga_id = $2 AND state = $4",
         )
         .bind(now)
         .bind(saga_id)
+        .bind(state_column(ResetState::Cancelled))
+        .bind(state_column(ResetState::Confirming))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -335,9 +392,10 @@ impl Db {
         sqlx::query_as(concat!(
             "SELECT ",
             reset_columns!(),
-            " FROM resets WHERE state = 'confirming' ORDER BY updated_at LIMIT $1"
+            " FROM resets WHERE state = $2 ORDER BY updated_at LIMIT $1"
         ))
         .bind(limit)
+        .bind(state_column(ResetState::Confirming))
         .fetch_all(self.pool())
         .await
     }
@@ -354,12 +412,35 @@ impl Db {
         sqlx::query_as(concat!(
             "SELECT ",
             reset_columns!(),
-            " FROM resets WHERE state = 'completed' AND notice_sent = 0 AND completed_at > $1 \
+            " FROM resets WHERE state = $3 AND notice_sent = 0 AND completed_at > $1 \
              ORDER BY completed_at LIMIT $2"
         ))
         .bind(completed_since)
         .bind(limit)
+        .bind(state_column(ResetState::Completed))
         .fetch_all(self.pool())
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ResetState, state_column};
+
+    #[test]
+    fn every_state_round_trips_through_its_column_text() {
+        for s in [
+            ResetState::CodeSent,
+            ResetState::Verified,
+            ResetState::Confirming,
+            ResetState::Completed,
+            ResetState::Cancelled,
+            ResetState::Expired,
+            ResetState::Locked,
+            ResetState::Superseded,
+        ] {
+            assert_eq!(ResetState::try_from(state_column(s).to_owned()).unwrap(), s);
+        }
+        assert!(ResetState::try_from("paused".to_owned()).is_err());
     }
 }

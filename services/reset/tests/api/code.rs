@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use kagi_proto::v1 as pb;
 
-use crate::helpers::{Backend, Stack, wrong};
+use crate::helpers::{Backend, EMAIL, Stack, wrong};
 use kagi_testkit::both_backends;
 
 both_backends!(
     a_code_expires_after_thirty_minutes,
     resend_is_refused_before_three_minutes_and_kills_the_old_code,
     at_most_five_resends,
+    every_resend_the_policy_allows_arrives_and_so_do_those_after_starting_over,
     confirm_is_refused_before_the_code_is_verified,
     confirm_is_refused_ten_minutes_after_the_verify,
 );
@@ -86,6 +87,65 @@ async fn at_most_five_resends(backend: Backend) {
         stack.verify(&reset_id, &last).await.unwrap().result(),
         pb::CodeCheck::Verified
     );
+}
+
+/// "メールを再送信する" under the shipped limits of both services: the first code and every
+/// resend the reset allows reach the recovery address, each code working in its turn; then
+/// "最初からやり直す" and the same again, all within the notifier's hourly limit per recipient.
+async fn every_resend_the_policy_allows_arrives_and_so_do_those_after_starting_over(
+    backend: Backend,
+) {
+    let stack = Stack::start(backend).await;
+    let max_resends = stack.settings.policy.max_resends;
+    assert_eq!(max_resends, 5, "the shipped policy");
+    stack.account("a6").await;
+
+    let mut mails = 0;
+    for round in 1..=2 {
+        let (reset_id, first) = stack.start_and_read_code("a6").await;
+        mails += 1;
+        let mut codes = vec![first];
+        for left in (0..max_resends).rev() {
+            // "3分経ってもメールが来なければ": the injected clock passes the 3 minutes.
+            stack.clock.advance(Duration::from_secs(3 * 60));
+            let resent = stack
+                .resend(&reset_id)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {left} left: {e:?}"));
+            assert_eq!(resent.resends_remaining, left);
+            mails += 1;
+            codes.push(stack.sink.code_in_mail(mails).await);
+        }
+        let all = stack.sink.mails();
+        assert_eq!(all.len(), mails, "one mail per send, no more");
+        assert!(
+            all.iter().all(|m| m.to == [EMAIL]),
+            "all to the recovery address"
+        );
+        // Only the last code works; an earlier one counts as a wrong guess.
+        let last = codes.pop().unwrap();
+        if let Some(earlier) = codes.iter().find(|c| **c != last) {
+            assert_eq!(
+                stack.verify(&reset_id, earlier).await.unwrap().result(),
+                pb::CodeCheck::WrongCode
+            );
+        }
+        assert_eq!(
+            stack.verify(&reset_id, &last).await.unwrap().result(),
+            pb::CodeCheck::Verified,
+            "round {round}"
+        );
+        if round == 1 {
+            // "最初からやり直す".
+            assert_eq!(
+                stack.cancel(&reset_id).await.unwrap(),
+                pb::ResetState::Cancelled
+            );
+        } else {
+            stack.confirm(&reset_id).await.unwrap();
+        }
+    }
+    assert_eq!(stack.rotations("a6").await, 1);
 }
 
 async fn confirm_is_refused_before_the_code_is_verified(backend: Backend) {

@@ -47,13 +47,31 @@ pub struct SmtpSink {
     inner: kagi_testkit::smtp::SmtpSink,
 }
 
-/// (subject, text body) of a raw message.
-fn parse_mail(raw: &[u8]) -> (String, String) {
+/// One message as the user's mail client shows it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// The addresses of the `To:` header.
+    pub to: Vec<String>,
+    pub subject: String,
+    /// The text body.
+    pub body: String,
+}
+
+fn parse_mail(raw: &[u8]) -> Mail {
     let mail = mail_parser::MessageParser::default().parse(raw).unwrap();
-    (
-        mail.subject().unwrap_or_default().to_owned(),
-        mail.body_text(0).unwrap_or_default().into_owned(),
-    )
+    Mail {
+        to: mail
+            .to()
+            .map(|to| {
+                to.iter()
+                    .filter_map(|a| a.address())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        subject: mail.subject().unwrap_or_default().to_owned(),
+        body: mail.body_text(0).unwrap_or_default().into_owned(),
+    }
 }
 
 impl SmtpSink {
@@ -65,12 +83,12 @@ impl SmtpSink {
         }
     }
 
-    /// The messages accepted so far, in order: (subject, text body).
-    pub fn mails(&self) -> Vec<(String, String)> {
+    /// The messages accepted so far, in order.
+    pub fn mails(&self) -> Vec<Mail> {
         self.inner.mails().iter().map(|m| parse_mail(m)).collect()
     }
 
-    pub async fn wait_for_mails(&self, n: usize) -> Vec<(String, String)> {
+    pub async fn wait_for_mails(&self, n: usize) -> Vec<Mail> {
         self.inner
             .wait_for_mails(n)
             .await
@@ -82,7 +100,7 @@ impl SmtpSink {
     /// The confirmation code in the `n`-th mail (1-based), read as the user reads it.
     pub async fn code_in_mail(&self, n: usize) -> String {
         let mails = self.wait_for_mails(n).await;
-        let (subject, body) = &mails[n - 1];
+        let Mail { subject, body, .. } = &mails[n - 1];
         assert!(subject.contains("二要素認証の再設定のご案内"), "{subject}");
         code_in(body).unwrap_or_else(|| panic!("no code in mail:\n{body}"))
     }
@@ -200,7 +218,6 @@ pub fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Se
     settings.delivery.poll_interval_ms = 25;
     settings.delivery.backoff_initial_ms = 40;
     settings.delivery.backoff_max_ms = 200;
-    settings.delivery.reset_codes_per_recipient_per_hour = 0;
     settings
 }
 
@@ -218,7 +235,8 @@ pub async fn start_notifier(settings: kagi_notifier::Settings) -> Running {
 }
 
 /// Reset settings for the test stack: cheap argon2 (tests hash often; production strength
-/// is tested on its own), generous rate limits, no background sweeper.
+/// is tested on its own), no background sweeper, and every limit at its shipped default
+/// (the notifier's too: see [`notifier_settings`]).
 pub fn reset_settings(
     db: &TestDatabase,
     keystore: std::net::SocketAddr,
@@ -245,8 +263,6 @@ pub fn reset_settings(
     settings.notifier.timeout_ms = 2_000;
     settings.password.memory_kib = 1024;
     settings.password.iterations = 1;
-    settings.policy.per_account_max = 100;
-    settings.policy.per_ip_max = 100;
     settings.sweeper.interval_secs = 0;
     settings
 }
@@ -266,7 +282,7 @@ pub struct Stack {
     pub accounts: AccountAdmin,
     pub settings: kagi_reset::Settings,
     pub client: ResetClient<Channel>,
-    _notifier_db: TestDatabase,
+    pub notifier_db: TestDatabase,
 }
 
 impl Stack {
@@ -310,8 +326,31 @@ impl Stack {
             accounts,
             settings,
             client,
-            _notifier_db: notifier_db,
+            notifier_db,
         }
+    }
+
+    /// Waits until every message the notifier has queued reached the SMTP server, then
+    /// checks there were exactly `n`: with nothing left in the queue, no other mail can
+    /// still arrive.
+    pub async fn assert_exactly_mailed(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let (queued, sent) = loop {
+            let rows = sql(
+                &self.notifier_db,
+                "SELECT COUNT(*) AS queued, COUNT(sent_at) AS sent FROM deliveries",
+            )
+            .await;
+            let queued: i64 = sqlx::Row::get(&rows[0], "queued");
+            let sent: i64 = sqlx::Row::get(&rows[0], "sent");
+            if queued == sent || tokio::time::Instant::now() > deadline {
+                break (queued, sent);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        assert_eq!(sent, queued, "every queued mail delivered");
+        assert_eq!(usize::try_from(queued).unwrap(), n, "mails queued");
+        assert_eq!(self.sink.wait_for_mails(n).await.len(), n, "mails received");
     }
 
     /// An account in the directory, enrolled at the keystore; returns its first key.

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_proto::v1::reset_client::ResetClient;
+use kagi_testkit::otlp::ExportedSpan;
 use tonic::transport::Channel;
 
 use crate::helpers::{Backend, CODE_KEY, EMAIL, PASSWORD, SmtpSink, TestDatabase, token_of};
@@ -229,55 +230,97 @@ async fn one_reset_is_one_trace_across_the_three_services(backend: Backend) {
 
     let spans = collector.spans();
     let ours: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
-    let names = |service: &str| -> Vec<String> {
+    let dump = || {
         ours.iter()
-            .filter(|s| s.service == service)
-            .map(|s| s.name.clone())
-            .collect()
+            .map(|s| {
+                format!(
+                    "{} {} {} <- {} {:?}",
+                    s.service, s.name, s.span_id, s.parent_span_id, s.attributes
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     };
-    let reset_spans = names("kagi-reset");
-    for rpc in [
-        "kagi.v1.Reset/StartReset",
-        "kagi.v1.Reset/VerifyCode",
-        "kagi.v1.Reset/ConfirmReset",
-    ] {
-        assert!(
-            reset_spans.iter().any(|n| n == rpc),
-            "{rpc} missing: {reset_spans:?}"
-        );
-    }
-    let keystore_spans = names("kagi-keystore");
-    assert!(
-        keystore_spans
+    let span = |service: &str, name: &str| -> &ExportedSpan {
+        let found: Vec<_> = ours
             .iter()
-            .any(|n| n == "kagi.v1.Keystore/RotateKey"),
-        "{keystore_spans:?}"
-    );
-    // The keystore's span hangs under one of the reset service's spans: propagated, not
-    // merely sharing the id by accident.
-    let rotate = ours
-        .iter()
-        .find(|s| s.name == "kagi.v1.Keystore/RotateKey")
-        .unwrap();
-    assert!(
-        ours.iter()
-            .any(|s| s.service == "kagi-reset" && s.span_id == rotate.parent_span_id),
-        "RotateKey's parent is a kagi-reset span"
-    );
-    assert!(
-        ours.iter()
-            .all(|s| !s.attributes.is_empty() || !s.name.is_empty())
-    );
-    let notifier_spans = names("kagi-notifier");
-    for rpc in [
-        "kagi.v1.Notifier/SendResetCode",
-        "kagi.v1.Notifier/SendKeyReissuedNotice",
-    ] {
+            .filter(|s| s.service == service && s.name == name)
+            .collect();
+        assert_eq!(found.len(), 1, "one {service} span {name}:\n{}", dump());
+        found[0]
+    };
+    let has = |s: &ExportedSpan, attribute: &str| {
         assert!(
-            notifier_spans.iter().any(|n| n == rpc),
-            "{rpc} missing: {notifier_spans:?}"
+            s.attributes.iter().any(|a| a == attribute),
+            "{} lacks {attribute}: {:?}",
+            s.name,
+            s.attributes
         );
+    };
+    let child_of = |child: &ExportedSpan, parent: &ExportedSpan| {
+        assert_eq!(
+            child.parent_span_id,
+            parent.span_id,
+            "{}/{} is a child of {}/{}:\n{}",
+            child.service,
+            child.name,
+            parent.service,
+            parent.name,
+            dump()
+        );
+    };
+
+    // Each call's server span joins the caller's span (the portal's, here), and the
+    // handler's span below it carries the account and the saga, never anything secret.
+    let mut saga_ids = Vec::new();
+    for (rpc, handler) in [
+        ("StartReset", "Reset.StartReset"),
+        ("VerifyCode", "Reset.VerifyCode"),
+        ("ConfirmReset", "Reset.ConfirmReset"),
+    ] {
+        let server = span("kagi-reset", &format!("kagi.v1.Reset/{rpc}"));
+        assert_eq!(
+            server.parent_span_id, parent,
+            "{rpc} joins the caller's span"
+        );
+        has(server, "rpc.system=grpc");
+        has(server, &format!("rpc.method=/kagi.v1.Reset/{rpc}"));
+        let handled = span("kagi-reset", handler);
+        child_of(handled, server);
+        has(handled, "account_id=traced");
+        let saga_id = handled
+            .attributes
+            .iter()
+            .find_map(|a| a.strip_prefix("saga_id="))
+            .unwrap_or_else(|| panic!("{handler} has no saga_id: {:?}", handled.attributes));
+        saga_ids.push(saga_id.to_owned());
     }
+    assert!(
+        saga_ids.iter().all(|id| *id == saga_ids[0]),
+        "one saga across the three calls: {saga_ids:?}"
+    );
+    has(
+        span("kagi-reset", "Reset.VerifyCode"),
+        "result=CODE_CHECK_VERIFIED",
+    );
+
+    // Downstream, the W3C context travels from inside the reset service's handler: the
+    // reset service has no client spans of its own, so the keystore's and the notifier's
+    // server spans are children of the handler span that made the call.
+    let rotate = span("kagi-keystore", "kagi.v1.Keystore/RotateKey");
+    child_of(rotate, span("kagi-reset", "Reset.ConfirmReset"));
+    has(rotate, "rpc.method=/kagi.v1.Keystore/RotateKey");
+    let rotate_handler = span("kagi-keystore", "Keystore.RotateKey");
+    child_of(rotate_handler, rotate);
+    has(rotate_handler, "account_id=traced");
+    child_of(
+        span("kagi-notifier", "kagi.v1.Notifier/SendResetCode"),
+        span("kagi-reset", "Reset.StartReset"),
+    );
+    child_of(
+        span("kagi-notifier", "kagi.v1.Notifier/SendKeyReissuedNotice"),
+        span("kagi-reset", "Reset.ConfirmReset"),
+    );
     let everything = format!("{spans:?}");
     for secret in [
         PASSWORD,

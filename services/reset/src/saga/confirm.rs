@@ -1,0 +1,178 @@
+//! "3. 最終確認" → "4. リセット完了": VERIFIED → CONFIRMING → the keystore's rotation →
+//! COMPLETED → the "key reissued" notice. [`ResetSaga::finish`] is also how the sweeper
+//! completes a reissue a crash interrupted.
+
+use kagi_proto::v1 as pb;
+use tonic::Code;
+
+use crate::domain::state::ms;
+use crate::domain::{ResetState, ResetToken};
+use crate::downstream::timestamp;
+use crate::error::Error;
+use crate::store::ResetRow;
+
+use super::{ROUNDS, ResetSaga};
+
+impl ResetSaga {
+    /// "セットアップキーを再発行する": VERIFIED → CONFIRMING → keystore rotation →
+    /// COMPLETED → notice. A retry (CONFIRMING after a crash, or COMPLETED within the view
+    /// window) replays the same rotation and returns the same key.
+    ///
+    /// # Errors
+    /// [`Error::IllegalStep`] before a verify or after the windows,
+    /// [`Error::KeystoreUnavailable`] (retry), storage failures.
+    pub async fn confirm(&self, token: &ResetToken) -> Result<pb::SetupKey, Error> {
+        let policy = &self.inner.policy;
+        for _ in 0..ROUNDS {
+            let row = self.load(token).await?;
+            let now = self.now();
+            match row.state {
+                ResetState::Verified => {
+                    let deadline = row.verified_at.unwrap_or(0) + ms(policy.confirm_within);
+                    if now >= deadline {
+                        self.inner
+                            .db
+                            .move_state(
+                                &row.token_hash,
+                                row.version,
+                                ResetState::Verified,
+                                ResetState::Expired,
+                                now,
+                            )
+                            .await?;
+                        return Err(Error::IllegalStep(
+                            "the 10 minutes to confirm have passed; start again",
+                        ));
+                    }
+                    if !self
+                        .inner
+                        .db
+                        .move_state(
+                            &row.token_hash,
+                            row.version,
+                            ResetState::Verified,
+                            ResetState::Confirming,
+                            now,
+                        )
+                        .await?
+                    {
+                        continue;
+                    }
+                    tracing::info!("reissue confirmed");
+                    return self.finish(&row).await;
+                }
+                ResetState::Confirming => return self.finish(&row).await,
+                ResetState::Completed => {
+                    let until = row.completed_at.unwrap_or(0) + ms(policy.completed_view);
+                    if now >= until {
+                        return Err(Error::IllegalStep(
+                            "the new key was issued and can no longer be shown here; view it with 現在のセットアップキーを表示する",
+                        ));
+                    }
+                    return self.finish(&row).await;
+                }
+                other => return Err(Error::IllegalStep(other.refusal())),
+            }
+        }
+        Err(Error::Contended)
+    }
+
+    /// The rotation (replayed when it already happened), its record, and the notice.
+    pub(super) async fn finish(&self, row: &ResetRow) -> Result<pb::SetupKey, Error> {
+        let request = pb::RotateKeyRequest {
+            account_id: row.account_id.clone(),
+            idempotency_key: row.saga_id.clone(),
+        };
+        let reply = match self
+            .inner
+            .keystore
+            .clone()
+            .rotate_key(request)
+            .await
+            .map_err(keystore_error)
+        {
+            Ok(reply) => reply.into_inner(),
+            Err(refused @ Error::IllegalStep(_)) => {
+                // Retrying cannot help; leaving the saga in CONFIRMING would block start-over.
+                if self
+                    .inner
+                    .db
+                    .record_abandoned(&row.saga_id, self.now())
+                    .await?
+                {
+                    tracing::warn!(saga_id = %row.saga_id, error = %refused, "reissue abandoned: the keystore refused it");
+                }
+                return Err(refused);
+            }
+            Err(e) => return Err(e),
+        };
+        let key = reply
+            .key
+            .ok_or_else(|| anyhow::anyhow!("the keystore returned no key"))?;
+        if let Some(recorded) = &row.new_key_id
+            && *recorded != key.key_id
+        {
+            return Err(
+                anyhow::anyhow!("the keystore replayed a different key for this saga").into(),
+            );
+        }
+        if self
+            .inner
+            .db
+            .record_completed(&row.saga_id, &key.key_id, self.now())
+            .await?
+        {
+            tracing::info!(saga_id = %row.saga_id, key_id = %key.key_id, replayed = reply.replayed, "setup key reissued");
+        }
+        // The notice names the time the completion was recorded, whoever recorded it.
+        if let Some(done) = self.inner.db.find_saga(&row.saga_id).await? {
+            self.send_notice(&done).await;
+        }
+        Ok(key)
+    }
+
+    /// Queues the "key reissued" notice once; a failure is logged and left to the sweeper,
+    /// the confirmation itself has succeeded.
+    pub(super) async fn send_notice(&self, row: &ResetRow) {
+        if row.notice_sent != 0 {
+            return;
+        }
+        let request = pb::SendKeyReissuedNoticeRequest {
+            message_id: format!("{}:notice", row.saga_id),
+            recipient: row.recipient.clone(),
+            account_id: row.account_id.clone(),
+            reissued_at: Some(timestamp(row.completed_at.unwrap_or(row.updated_at))),
+            client_ip: row.client_ip.clone(),
+            locale: row.locale.clone(),
+        };
+        match self
+            .inner
+            .notifier
+            .clone()
+            .send_key_reissued_notice(request)
+            .await
+        {
+            Ok(_) => {
+                if let Err(e) = self.inner.db.record_notice_sent(&row.saga_id).await {
+                    tracing::warn!(error = %e, "notice queued but not recorded; it will be queued again (same message ID)");
+                }
+            }
+            Err(status) => {
+                tracing::warn!(saga_id = %row.saga_id, code = ?status.code(), "reissue notice not queued yet");
+            }
+        }
+    }
+}
+
+fn keystore_error(status: tonic::Status) -> Error {
+    match status.code() {
+        Code::FailedPrecondition => Error::IllegalStep(
+            "the setup key was reissued again since; view it with 現在のセットアップキーを表示する",
+        ),
+        Code::NotFound => Error::IllegalStep("this account has no setup key to reissue"),
+        code => {
+            tracing::warn!(code = ?code, "keystore RotateKey failed");
+            Error::KeystoreUnavailable
+        }
+    }
+}
