@@ -130,17 +130,69 @@ async fn get_reset(state: &AppState, reset_id: &str) -> Result<pb::GetResetRespo
         .map_err(|s| from_status(&s))
 }
 
-/// Where a reset in `state` belongs, when not on the page asked for.
-fn page_of(reset: ResetState) -> Result<&'static str, UserMessage> {
-    match reset {
-        ResetState::CodeSent => Ok("/reset/code"),
-        ResetState::Verified => Ok("/reset/confirm"),
-        ResetState::Confirming | ResetState::Completed => Ok("/reset/done"),
-        ResetState::Expired => Err(UserMessage::CodeExpired),
-        ResetState::Locked => Err(UserMessage::CodeLocked),
-        ResetState::Cancelled => Err(UserMessage::Cancelled),
-        ResetState::Superseded => Err(UserMessage::Superseded),
-        ResetState::Unspecified => Err(UserMessage::NoReset),
+/// The screens of menu 2 that show a reset in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Screen {
+    /// "2. 再設定メールを送信": waiting for the code.
+    Code,
+    /// "3. 最終確認": the code was right; waiting for the confirmation.
+    Confirm,
+    /// "4. リセット完了": the new key.
+    Done,
+}
+
+impl Screen {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Code => "/reset/code",
+            Self::Confirm => "/reset/confirm",
+            Self::Done => "/reset/done",
+        }
+    }
+
+    /// The screen a reset in `state` belongs on, or why there is none (start again).
+    fn of(state: ResetState) -> Result<Self, UserMessage> {
+        match state {
+            ResetState::CodeSent => Ok(Self::Code),
+            ResetState::Verified => Ok(Self::Confirm),
+            ResetState::Confirming | ResetState::Completed => Ok(Self::Done),
+            ResetState::Expired => Err(UserMessage::CodeExpired),
+            ResetState::Locked => Err(UserMessage::CodeLocked),
+            ResetState::Cancelled => Err(UserMessage::Cancelled),
+            ResetState::Superseded => Err(UserMessage::Superseded),
+            ResetState::Unspecified => Err(UserMessage::NoReset),
+        }
+    }
+}
+
+/// Loads the reset and, when it belongs on `wanted`, returns it; otherwise the response
+/// to send instead: a redirect to the screen it belongs on, or the message saying why it
+/// is over. `failed` is what the step just tried said: when that already ended the reset
+/// (a wrong code that locked it, say), it is the message shown.
+async fn reset_on(
+    state: &AppState,
+    ctx: &Ctx,
+    session: &Session,
+    reset_id: &str,
+    wanted: Screen,
+    failed: Option<UserMessage>,
+) -> Result<Result<pb::GetResetResponse, axum::response::Response>, super::PageError> {
+    let reset = match get_reset(state, reset_id).await {
+        Ok(reset) => reset,
+        Err(m) => {
+            let page =
+                state.message_page(ctx, Some(session), status_of(m), m, m.must_start_again())?;
+            return Ok(Err(page));
+        }
+    };
+    match Screen::of(reset.state()) {
+        Ok(screen) if screen == wanted => Ok(Ok(reset)),
+        Ok(other) => Ok(Err(see_other(other.path()))),
+        Err(m) => {
+            let shown = failed.filter(|f| f.must_start_again()).unwrap_or(m);
+            let page = state.message_page(ctx, Some(session), status_of(shown), shown, true)?;
+            Ok(Err(page))
+        }
     }
 }
 
@@ -185,21 +237,11 @@ async fn code_page(
     message: Option<UserMessage>,
     notice: Option<&'static str>,
 ) -> PageResult {
-    let reset = match get_reset(state, reset_id).await {
+    // A wrong code that locked or outlived the reset says why first.
+    let reset = match reset_on(state, ctx, session, reset_id, Screen::Code, message).await? {
         Ok(reset) => reset,
-        Err(m) => {
-            return state.message_page(ctx, Some(session), status_of(m), m, m.must_start_again());
-        }
+        Err(elsewhere) => return Ok(elsewhere),
     };
-    match page_of(reset.state()) {
-        Ok("/reset/code") => {}
-        Ok(other) => return Ok(see_other(other)),
-        Err(m) => {
-            // A wrong code that locked or outlived the reset says why first.
-            let shown = message.filter(|m| m.must_start_again()).unwrap_or(m);
-            return state.message_page(ctx, Some(session), status_of(shown), shown, true);
-        }
-    }
     let resend_after = reset
         .resend_after
         .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
@@ -233,7 +275,6 @@ pub struct CodeForm {
     code: String,
 }
 
-/// "確認する": VerifyCode.
 /// For a POST: the CSRF-checked session and its reset's handle, or the response to send
 /// instead (the refusal, or back to step 1 when no reset is in progress).
 async fn posted_reset(
@@ -251,6 +292,7 @@ async fn posted_reset(
     })
 }
 
+/// "確認する": VerifyCode.
 pub async fn verify(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -373,16 +415,10 @@ async fn confirm_page(
     reset_id: &str,
     message: Option<UserMessage>,
 ) -> PageResult {
-    let reset = match get_reset(state, reset_id).await {
-        Ok(reset) => reset,
-        Err(m) => {
-            return state.message_page(ctx, Some(session), status_of(m), m, m.must_start_again());
-        }
-    };
-    match page_of(reset.state()) {
-        Ok("/reset/confirm") => {}
-        Ok(other) => return Ok(see_other(other)),
-        Err(m) => return state.message_page(ctx, Some(session), status_of(m), m, true),
+    if let Err(elsewhere) =
+        reset_on(state, ctx, session, reset_id, Screen::Confirm, message).await?
+    {
+        return Ok(elsewhere);
     }
     let status = message.map_or(StatusCode::OK, status_of);
     let page = Reset3Page {
@@ -430,16 +466,8 @@ pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
-    let reset = match get_reset(&state, &reset_id).await {
-        Ok(reset) => reset,
-        Err(m) => {
-            return state.message_page(&ctx, Some(&session), status_of(m), m, m.must_start_again());
-        }
-    };
-    match page_of(reset.state()) {
-        Ok("/reset/done") => {}
-        Ok(other) => return Ok(see_other(other)),
-        Err(m) => return state.message_page(&ctx, Some(&session), status_of(m), m, true),
+    if let Err(elsewhere) = reset_on(&state, &ctx, &session, &reset_id, Screen::Done, None).await? {
+        return Ok(elsewhere);
     }
     let request = pb::ConfirmResetRequest { reset_id };
     match state.clients.reset.clone().confirm_reset(request).await {

@@ -127,7 +127,7 @@ impl Stack {
 
         let mut settings = portal_settings(&portal_db, keystore_addr, reset_addr);
         tweak(&mut settings);
-        let portal = kagi_portal::Application::build_with_clock(settings, clock.clone())
+        let portal = kagi_portal::Application::build_with_clock(&settings, clock.clone())
             .await
             .expect("portal starts");
         let portal_addr = portal.local_addr();
