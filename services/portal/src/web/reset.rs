@@ -1,6 +1,8 @@
 //! Menu 2, "セットアップキーを再発行する": the manual's four screens over `kagi.v1.Reset`.
-//! The reset's bearer handle stays in the server-side session; pages ask the reset service
-//! where the reset stands on every view, so a reload or a second tab shows the truth.
+//! The reset's bearer handle stays in the server-side session (sealed under the cookie),
+//! in a session issued fresh when the reset starts; pages ask the reset service where the
+//! reset stands on every view, so a reload or a second tab shows the truth. The new key is
+//! shown once, in the answer to the confirmation, and the session forgets the reset then.
 
 use axum::Form;
 use axum::extract::{Query, State};
@@ -62,7 +64,8 @@ pub struct StartForm {
     password: String,
 }
 
-/// "送信": StartReset mails the code; the reset's handle goes into the session.
+/// "送信": StartReset mails the code; the reset's handle goes into a session issued
+/// fresh for it (never the one the request arrived with, which may have been planted).
 pub async fn start(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -83,11 +86,15 @@ pub async fn start(
     match state.clients.reset.clone().start_reset(request).await {
         Ok(reply) => {
             let reply = reply.into_inner();
+            let (cookie, fresh) = state
+                .fresh_session(Some(&session), session.account_id.as_deref())
+                .await?;
             state
                 .db
-                .set_reset(&session.id_hash, Some((&reply.reset_id, &account)))
+                .set_reset(&fresh.id_hash, &cookie, &reply.reset_id, &account)
                 .await?;
-            Ok(see_other("/reset/code"))
+            let cookie = state.session_cookie(&cookie)?;
+            Ok(with_cookie(see_other("/reset/code"), Some(cookie)))
         }
         Err(status) => {
             let message = from_status(&status);
@@ -137,7 +144,7 @@ enum Screen {
     Code,
     /// "3. 最終確認": the code was right; waiting for the confirmation.
     Confirm,
-    /// "4. リセット完了": the new key.
+    /// "4. リセット完了": the key was issued (and shown once, on confirming).
     Done,
 }
 
@@ -154,8 +161,9 @@ impl Screen {
     fn of(state: ResetState) -> Result<Self, UserMessage> {
         match state {
             ResetState::CodeSent => Ok(Self::Code),
-            ResetState::Verified => Ok(Self::Confirm),
-            ResetState::Confirming | ResetState::Completed => Ok(Self::Done),
+            // A confirmation cut short finishes when the user confirms again.
+            ResetState::Verified | ResetState::Confirming => Ok(Self::Confirm),
+            ResetState::Completed => Ok(Self::Done),
             ResetState::Expired => Err(UserMessage::CodeExpired),
             ResetState::Locked => Err(UserMessage::CodeLocked),
             ResetState::Cancelled => Err(UserMessage::Cancelled),
@@ -394,7 +402,7 @@ pub async fn cancel(
         if let Err(status) = state.clients.reset.clone().cancel_reset(request).await {
             tracing::info!(code = ?status.code(), "cancel refused; forgetting the reset anyway");
         }
-        state.db.set_reset(&session.id_hash, None).await?;
+        state.db.forget_reset(&session.id_hash).await?;
     }
     Ok(see_other("/reset"))
 }
@@ -428,7 +436,9 @@ async fn confirm_page(
     render(status, &page)
 }
 
-/// "セットアップキーを再発行する": ConfirmReset, then the new key on step 4.
+/// "セットアップキーを再発行する": ConfirmReset, and step 4 with the new key from its answer.
+/// The session forgets the reset before the key is sent: the key is shown this once, and
+/// neither a reload, nor the back button, nor anyone else holding the session sees it again.
 pub async fn confirm(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -442,36 +452,8 @@ pub async fn confirm(
         reset_id: reset_id.clone(),
     };
     match state.clients.reset.clone().confirm_reset(request).await {
-        Ok(_) => Ok(see_other("/reset/done")),
-        Err(status) => {
-            let message = from_status(&status);
-            if message == UserMessage::KeystoreUnavailable || message == UserMessage::Busy {
-                return confirm_page(&state, &ctx, &session, &reset_id, Some(message)).await;
-            }
-            state.message_page(
-                &ctx,
-                Some(&session),
-                status_of(message),
-                message,
-                message.must_start_again(),
-            )
-        }
-    }
-}
-
-/// "4. リセット完了": the new key. A reload shows it again while the reset service still
-/// replays it (ConfirmReset on a completed reset issues nothing new).
-pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
-    let (session, reset_id) = match with_reset(&state, &ctx).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
-    };
-    if let Err(elsewhere) = reset_on(&state, &ctx, &session, &reset_id, Screen::Done, None).await? {
-        return Ok(elsewhere);
-    }
-    let request = pb::ConfirmResetRequest { reset_id };
-    match state.clients.reset.clone().confirm_reset(request).await {
         Ok(reply) => {
+            state.db.forget_reset(&session.id_hash).await?;
             let Some(key) = reply.into_inner().key else {
                 return state.message_page(
                     &ctx,
@@ -488,8 +470,38 @@ pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
             render(StatusCode::OK, &page)
         }
         Err(status) => {
-            let m = from_status(&status);
-            state.message_page(&ctx, Some(&session), status_of(m), m, m.must_start_again())
+            let message = from_status(&status);
+            if message == UserMessage::KeystoreUnavailable || message == UserMessage::Busy {
+                return confirm_page(&state, &ctx, &session, &reset_id, Some(message)).await;
+            }
+            state.message_page(
+                &ctx,
+                Some(&session),
+                status_of(message),
+                message,
+                message.must_start_again(),
+            )
         }
     }
+}
+
+/// "4. リセット完了" asked for again (a reload, another tab): the key was shown once, on
+/// confirming, and is not shown again; the page says where to see it (menu 1) and the
+/// session forgets the reset.
+pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let (session, reset_id) = match with_reset(&state, &ctx).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    if let Err(elsewhere) = reset_on(&state, &ctx, &session, &reset_id, Screen::Done, None).await? {
+        return Ok(elsewhere);
+    }
+    state.db.forget_reset(&session.id_hash).await?;
+    state.message_page(
+        &ctx,
+        Some(&session),
+        StatusCode::OK,
+        UserMessage::AlreadyIssued,
+        false,
+    )
 }

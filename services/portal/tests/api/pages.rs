@@ -32,7 +32,7 @@ fn session_cookie(reply: &Reply) -> String {
     reply
         .headers("set-cookie")
         .into_iter()
-        .find(|c| c.starts_with("kagi_session="))
+        .find(|c| c.starts_with("kagi_session=") || c.starts_with("__Host-kagi_session="))
         .expect("a session cookie")
         .to_owned()
 }
@@ -143,7 +143,25 @@ async fn the_session_cookie_is_secure_behind_https() {
     .await;
     let mut client = Client::new(stack.portal);
     let reply = client.get("/reset").await;
-    assert!(session_cookie(&reply).contains("; Secure"));
+    let cookie = session_cookie(&reply);
+    assert!(cookie.contains("; Secure"));
+    assert!(
+        cookie.starts_with("__Host-kagi_session=")
+            && cookie.contains("Path=/")
+            && !cookie.contains("Domain"),
+        "a __Host- cookie no sibling host can plant: {cookie}"
+    );
+    // The portal reads the cookie back under that name.
+    let csrf = csrf_in(&reply.text());
+    let refused = client
+        .post("/reset/start", &[("csrf", &csrf), ("account_id", ACCOUNT)])
+        .await;
+    assert_ne!(
+        refused.status,
+        403,
+        "the session was found: {}",
+        refused.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,7 +404,8 @@ async fn two_whole_reissues_with_every_resend_fit_the_default_limits(backend: Ba
         .await;
     assert_eq!(verified.header("location"), Some("/reset/confirm"));
     let csrf = csrf_in(&client.get("/reset/confirm").await.text());
-    client.post("/reset/confirm", &[("csrf", &csrf)]).await;
+    let confirmed = client.post("/reset/confirm", &[("csrf", &csrf)]).await;
+    assert_eq!(confirmed.status, 200, "step 4 with the new key");
     assert_ne!(
         stack.current_key().await.secret_base32,
         stack.first_key.secret_base32,
@@ -412,7 +431,7 @@ async fn the_session_store_works(backend: kagi_testkit::Backend) {
     assert_eq!(loaded.account_id.as_deref(), Some(ACCOUNT));
     assert_eq!(loaded.csrf, created.csrf);
     store
-        .set_reset(&loaded.id_hash, Some(("reset-handle", ACCOUNT)))
+        .set_reset(&loaded.id_hash, &cookie, "reset-handle", ACCOUNT)
         .await
         .unwrap();
     let loaded = store
@@ -421,7 +440,30 @@ async fn the_session_store_works(backend: kagi_testkit::Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(loaded.reset_id.as_deref(), Some("reset-handle"));
-    store.set_reset(&loaded.id_hash, None).await.unwrap();
+    // At rest the handle is sealed under the cookie, which only the browser has.
+    let (pool, _) = kagi_runtime::db::connect(&db.url, 1).await.unwrap();
+    let (at_rest,): (String,) = sqlx::query_as("SELECT reset_id FROM sessions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(!at_rest.contains("reset-handle"), "{at_rest}");
+    let other_cookie = {
+        let (other, created) = store.create_session(None, 3_000).await.unwrap();
+        sqlx_copy_reset(&db.url, &loaded.id_hash, &created.id_hash).await;
+        other
+    };
+    assert_eq!(
+        store
+            .load_session(&other_cookie, 3_000, 900_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .reset_id,
+        None,
+        "a sealed handle copied into another session opens to nothing"
+    );
+    store.forget_reset(&loaded.id_hash).await.unwrap();
     assert!(
         store
             .load_session(&cookie, 4_000, 900_000)
@@ -488,4 +530,112 @@ async fn the_session_store_works(backend: kagi_testkit::Backend) {
     store.close().await;
 }
 
+/// Copies the stored (sealed) reset of session `from` into session `to`, as someone who
+/// can write the database would.
+async fn sqlx_copy_reset(url: &str, from: &str, to: &str) {
+    let (pool, _) = kagi_runtime::db::connect(url, 1).await.unwrap();
+    let (sealed,): (String,) = sqlx::query_as("SELECT reset_id FROM sessions WHERE id_hash = $1")
+        .bind(from)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sessions SET reset_id = $1, reset_account = 'taro' WHERE id_hash = $2")
+        .bind(sealed)
+        .bind(to)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
 kagi_testkit::both_backends!(the_session_store_works);
+
+/// Runs menu 2 in `client` from the code in mail `n` to the confirmation; returns the
+/// reply to "セットアップキーを再発行する".
+async fn verify_and_confirm(stack: &Stack, client: &mut Client, n: usize) -> Reply {
+    let code = stack.code_in_mail(n).await;
+    let csrf = csrf_in(&client.get("/reset/code").await.text());
+    let verified = client
+        .post("/reset/verify", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(verified.header("location"), Some("/reset/confirm"));
+    let csrf = csrf_in(&client.get("/reset/confirm").await.text());
+    client.post("/reset/confirm", &[("csrf", &csrf)]).await
+}
+
+/// Session fixation, from the attacker's side: the attacker gets a session ID from the
+/// portal and plants it in the victim's browser; the victim reissues the key. The reset
+/// runs in a session issued fresh at "送信", so the planted ID never sees it.
+async fn a_planted_session_id_does_not_carry_into_the_victims_reset(backend: Backend) {
+    let stack = Box::pin(Stack::start_on(backend)).await;
+    let mut attacker = Client::new(stack.portal);
+    attacker.get("/reset").await;
+    let planted = attacker.cookies["kagi_session"].clone();
+
+    let mut victim = Client::new(stack.portal);
+    victim
+        .cookies
+        .insert("kagi_session".into(), planted.clone());
+    let started = start_reset(&mut victim).await;
+    assert_eq!(started.header("location"), Some("/reset/code"));
+    assert!(
+        session_cookie(&started).starts_with("kagi_session="),
+        "a new session cookie at 送信"
+    );
+    assert_ne!(
+        victim.cookies["kagi_session"], planted,
+        "not the planted ID"
+    );
+
+    // The attacker, holding the planted ID, follows the victim's reset page by page.
+    for path in ["/reset/code", "/reset/confirm", "/reset/done"] {
+        let seen = attacker.get(path).await;
+        assert_eq!(seen.status, 303, "{path}");
+        assert_eq!(seen.header("location"), Some("/reset"), "{path}");
+    }
+    let key_page = verify_and_confirm(&stack, &mut victim, 1).await;
+    assert_eq!(key_page.status, 200);
+    let new_key = stack.current_key().await;
+    assert_ne!(new_key.secret_base32, stack.first_key.secret_base32);
+    let grouped = common::ShownSecret(&new_key.secret_base32).grouped();
+    assert!(
+        key_page.text().contains(&grouped),
+        "the victim sees the new key"
+    );
+    for path in ["/reset/code", "/reset/confirm", "/reset/done", "/key"] {
+        let seen = attacker.get(path).await.text();
+        assert!(
+            !seen.contains(&grouped),
+            "{path} shows the attacker the key"
+        );
+        assert!(!seen.contains(&new_key.secret_base32), "{path}");
+    }
+}
+
+/// The new key is shown once, in the answer to "セットアップキーを再発行する": reloading
+/// step 4, or sending the confirmation again, shows it no more (menu 1 is where to see it).
+async fn reloading_step_4_does_not_show_the_key_again(backend: Backend) {
+    let stack = Box::pin(Stack::start_on(backend)).await;
+    let mut client = Client::new(stack.portal);
+    start_reset(&mut client).await;
+    let shown = verify_and_confirm(&stack, &mut client, 1).await;
+    let new_key = stack.current_key().await;
+    let grouped = common::ShownSecret(&new_key.secret_base32).grouped();
+    assert_eq!(shown.status, 200);
+    assert!(shown.text().contains("4. リセット完了"));
+    assert!(shown.text().contains(&grouped), "shown once");
+
+    let reloaded = client.get("/reset/done").await;
+    assert!(!reloaded.text().contains(&grouped), "not on a reload");
+    assert!(!reloaded.text().contains(&new_key.secret_base32));
+    let csrf = csrf_in(&client.get("/reset").await.text());
+    let again = client.post("/reset/confirm", &[("csrf", &csrf)]).await;
+    assert_eq!(again.status, 303, "no reset left to confirm");
+    assert_eq!(again.header("location"), Some("/reset"));
+    assert!(!again.text().contains(&grouped));
+}
+
+kagi_testkit::both_backends!(
+    a_planted_session_id_does_not_carry_into_the_victims_reset,
+    reloading_step_4_does_not_show_the_key_again,
+);
