@@ -1,5 +1,5 @@
 //! kagi's portal: the manual's three menus ("現在のセットアップキーを表示する",
-//! "セットアップキーを再発行する", "[Apple端末向け] ワンタイムパスワードの自動入力を設定する") as
+//! "セットアップキーを再発行する", "\[Apple端末向け\] ワンタイムパスワードの自動入力を設定する") as
 //! server-rendered pages that work without JavaScript, over the keystore and reset services.
 //!
 //! Stateless: sessions, CSRF tokens and login rate limits live in the portal's database.
