@@ -151,7 +151,8 @@ impl Default for LoginSettings {
 pub struct SessionSettings {
     /// A session unused this long is over (the user logs in again).
     pub idle_timeout_secs: u64,
-    /// Name of the session cookie.
+    /// Name of the session cookie; over https (`server.public_url`) it is sent as
+    /// `__Host-` + this name.
     pub cookie_name: String,
 }
 

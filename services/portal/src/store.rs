@@ -1,10 +1,11 @@
 //! The portal's database: server-side sessions (with their CSRF token and the menu-2 reset
-//! in progress) and the login rate-limit counters. SQLite or PostgreSQL by URL, through
-//! kagi-runtime's `Any` pool; plain SQL shared by both.
+//! in progress, its handle sealed under the session's cookie) and the login rate-limit
+//! counters. SQLite or PostgreSQL by URL, through kagi-runtime's `Any` pool; plain SQL
+//! shared by both.
 
 use base64::Engine as _;
 use kagi_runtime::db::Backend;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use sqlx::AnyPool;
 
 /// The portal's database.
@@ -14,8 +15,9 @@ pub struct Db {
     backend: Backend,
 }
 
-/// One browser session as stored. `reset_id` is a bearer secret: never log this struct's
-/// fields (its `Debug` hides them).
+/// One browser session as loaded. `reset_id` is a bearer secret, unsealed with the cookie
+/// it was loaded by (the row holds it sealed): never log this struct's fields (its `Debug`
+/// hides them).
 #[derive(Clone, sqlx::FromRow)]
 pub struct Session {
     pub id_hash: String,
@@ -50,6 +52,57 @@ pub fn random_token() -> anyhow::Result<String> {
 /// usable session.
 pub fn hash_id(cookie_value: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(cookie_value.as_bytes()))
+}
+
+/// Seals a reset's handle under the session's cookie value: the database row holds only
+/// `nonce || handle XOR keystream`, the keystream being SHA-256 in counter mode over the
+/// cookie value and a fresh nonce. The cookie value lives only in the browser (the row is
+/// keyed by its hash), so a copy of the database does not reveal any reset in progress.
+/// A changed row unseals to a handle the reset service refuses, never to another reset.
+///
+/// # Errors
+/// The OS has no randomness.
+fn seal(cookie: &str, reset_id: &str) -> anyhow::Result<String> {
+    let mut nonce = [0_u8; NONCE_LEN];
+    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut nonce)
+        .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
+    let mut sealed = nonce.to_vec();
+    sealed.extend(xor_keystream(cookie, &nonce, reset_id.as_bytes()));
+    Ok(format!(
+        "{SEALED_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+    ))
+}
+
+/// The handle [`seal`] sealed under `cookie`; none for anything else.
+fn unseal(cookie: &str, sealed: &str) -> Option<String> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sealed.strip_prefix(SEALED_PREFIX)?)
+        .ok()?;
+    let (nonce, body) = raw.split_at_checked(NONCE_LEN)?;
+    String::from_utf8(xor_keystream(cookie, nonce, body)).ok()
+}
+
+const SEALED_PREFIX: &str = "s1.";
+const NONCE_LEN: usize = 16;
+
+fn xor_keystream(cookie: &str, nonce: &[u8], data: &[u8]) -> Vec<u8> {
+    data.chunks(32)
+        .zip(0_u32..)
+        .flat_map(|(chunk, counter)| {
+            let block = Sha256::new()
+                .chain_update(b"kagi-portal reset_id seal\0")
+                .chain_update(cookie.as_bytes())
+                .chain_update(nonce)
+                .chain_update(counter.to_be_bytes())
+                .finalize();
+            chunk
+                .iter()
+                .zip(block)
+                .map(|(b, k)| b ^ k)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 const SESSION_COLUMNS: &str = "id_hash, csrf, account_id, reset_id, reset_account, last_seen";
@@ -134,6 +187,10 @@ impl Db {
         let Some(mut session) = row else {
             return Ok(None);
         };
+        session.reset_id = session
+            .reset_id
+            .as_deref()
+            .and_then(|sealed| unseal(cookie, sealed));
         if now >= session.last_seen + idle_ms {
             self.delete_session(&id_hash).await?;
             return Ok(None);
@@ -161,19 +218,35 @@ impl Db {
         Ok(())
     }
 
-    /// Remembers the menu-2 reset this session drives (replacing any earlier one).
+    /// Remembers the menu-2 reset the session `id_hash` (whose cookie value is `cookie`)
+    /// drives, replacing any earlier one. The handle is stored sealed under `cookie`.
     ///
     /// # Errors
-    /// A database failure.
+    /// No randomness, or a database failure.
     #[tracing::instrument(skip_all)]
     pub async fn set_reset(
         &self,
         id_hash: &str,
-        reset: Option<(&str, &str)>,
-    ) -> Result<(), sqlx::Error> {
+        cookie: &str,
+        reset_id: &str,
+        account: &str,
+    ) -> anyhow::Result<()> {
         sqlx::query("UPDATE sessions SET reset_id = $1, reset_account = $2 WHERE id_hash = $3")
-            .bind(reset.map(|(id, _)| id.to_owned()))
-            .bind(reset.map(|(_, account)| account.to_owned()))
+            .bind(seal(cookie, reset_id)?)
+            .bind(account.to_owned())
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the session's menu-2 reset.
+    ///
+    /// # Errors
+    /// A database failure.
+    #[tracing::instrument(skip_all)]
+    pub async fn forget_reset(&self, id_hash: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE sessions SET reset_id = NULL, reset_account = NULL WHERE id_hash = $1")
             .bind(id_hash)
             .execute(&self.pool)
             .await?;

@@ -1,4 +1,4 @@
-//! Menu 3, "[Apple端末向け] ワンタイムパスワードの自動入力を設定する": offered only to Safari on
+//! Menu 3, "\[Apple端末向け\] ワンタイムパスワードの自動入力を設定する": offered only to Safari on
 //! iPhone, iPad (including iPadOS's desktop-style user agent, which says "Macintosh") and
 //! macOS. Every other browser, including the other browsers on iOS, sees the menu greyed out.
 

@@ -29,6 +29,7 @@ pub enum UserMessage {
     AlreadyIssued,
     NoSetupKey,
     NotVerifiedYet,
+    AlreadyVerified,
     InvalidInput,
     FormExpired,
     Busy,
@@ -79,6 +80,8 @@ impl UserMessage {
             Self::NoSetupKey
         } else if has("not been verified") {
             Self::NotVerifiedYet
+        } else if has("already verified") {
+            Self::AlreadyVerified
         } else if has("reissued") || has("no longer be shown") || has("already") {
             Self::AlreadyIssued
         } else {
@@ -197,6 +200,10 @@ impl UserMessage {
                 "確認コードの確認が済んでいません。",
                 "The confirmation code has not been confirmed yet.",
             ),
+            Self::AlreadyVerified => (
+                "確認コードは確認済みです。「セットアップキーを再発行する」を押して手続きを完了してください。",
+                "The confirmation code was already confirmed. Press \"Reissue the setup key\" to finish.",
+            ),
             Self::InvalidInput => (
                 "入力内容に誤りがあります。確認してください。",
                 "Some of the input is invalid. Please check it.",
@@ -223,128 +230,195 @@ impl UserMessage {
 
 #[cfg(test)]
 mod tests {
+    use kagi_reset::directory::DirectoryError;
+    use kagi_reset::domain::{InvalidInput, ResetState};
+    use kagi_reset::error::Error;
+
     use super::*;
 
-    /// The reset service's messages, as its `error.rs` and state refusals word them.
+    /// What the user reads when the reset service fails with `error`: the error becomes the
+    /// `tonic::Status` the reset service really sends, and the portal maps that.
+    fn shown_for(error: Error) -> String {
+        let status = tonic::Status::from(error);
+        UserMessage::from_reset_status(status.code(), status.message()).text(Lang::Ja)
+    }
+
+    const START_AGAIN_NOT_FOUND: &str =
+        "この手続きは見つからないか、終了しています。最初からやり直してください。";
+    const ALREADY_ISSUED: &str = "新しいセットアップキーは発行済みです。「現在のセットアップキーを表示する」で確認してください。";
+    const INVALID_INPUT: &str = "入力内容に誤りがあります。確認してください。";
+
     #[test]
-    fn each_reset_service_answer_has_its_japanese_message() {
+    fn each_reset_service_error_has_its_japanese_message() {
         let cases = [
+            (Error::BadCredentials, "IDまたはパスワードが違います。"),
             (
-                Code::Unauthenticated,
-                "the account ID or password is incorrect",
-                "IDまたはパスワードが違います。",
-            ),
-            (
-                Code::ResourceExhausted,
-                "too many reset attempts; try again later",
+                Error::RateLimited,
                 "試行回数が上限に達しました。しばらく時間をおいてからやり直してください。",
             ),
             (
-                Code::ResourceExhausted,
-                "no more codes can be sent for this reset; start again",
+                Error::ResendLimit,
                 "これ以上メールを再送信できません。最初からやり直してください。",
             ),
             (
-                Code::ResourceExhausted,
-                "the notifier refused more reset mails to this address for now; try again later",
+                Error::MailRateLimited,
                 "このメールアドレスへの送信回数が上限に達しました。しばらく時間をおいてからやり直してください。",
             ),
+            (Error::UnknownReset, START_AGAIN_NOT_FOUND),
             (
-                Code::NotFound,
-                "no such reset; start again",
-                "この手続きは見つからないか、終了しています。最初からやり直してください。",
-            ),
-            (
-                Code::FailedPrecondition,
-                "a new code can be sent 3 minutes after the last one; try again in 120 s",
+                Error::ResendTooSoon { wait_secs: 120 },
                 "メールの再送信は、前回の送信から3分経過後に可能です。",
             ),
             (
-                Code::FailedPrecondition,
-                "this reset has expired; start again",
-                "確認コードの有効期限（30分）が切れました。最初からやり直してください。",
+                Error::MailUnavailable,
+                "再設定メールを送信できませんでした。数分後に最初からやり直してください。",
             ),
             (
-                Code::FailedPrecondition,
-                "too many wrong codes; this reset is locked, start again",
-                "確認コードを続けて間違えたため、この手続きは無効になりました。最初からやり直してください。",
+                Error::KeystoreUnavailable,
+                "セットアップキーの再発行を完了できませんでした。数分後にもう一度「セットアップキーを再発行する」を押してください。",
             ),
             (
-                Code::FailedPrecondition,
-                "this reset was cancelled; start again",
+                Error::Directory(DirectoryError::Unavailable(anyhow::anyhow!("ldap down"))),
+                "システムに接続できません。しばらく時間をおいてからやり直してください。",
+            ),
+            (
+                Error::Database(sqlx::Error::PoolTimedOut),
+                "システムに接続できません。しばらく時間をおいてからやり直してください。",
+            ),
+            (
+                Error::Contended,
+                "混み合っています。もう一度お試しください。",
+            ),
+            (
+                Error::Internal(anyhow::anyhow!("a bug")),
+                "システムエラーが発生しました。しばらく時間をおいてからやり直してください。",
+            ),
+        ];
+        for (error, expected) in cases {
+            let name = format!("{error:?}");
+            assert_eq!(shown_for(error), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn each_refused_input_has_its_japanese_message() {
+        let cases = [
+            (InvalidInput::AccountId, INVALID_INPUT),
+            (InvalidInput::Password, INVALID_INPUT),
+            (InvalidInput::ClientIp, INVALID_INPUT),
+            (InvalidInput::Locale, INVALID_INPUT),
+            (InvalidInput::Email, INVALID_INPUT),
+            (InvalidInput::ResetId, START_AGAIN_NOT_FOUND),
+            (
+                InvalidInput::Code,
+                "確認コードは数字6桁で入力してください。",
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(shown_for(Error::InvalidInput(input)), expected, "{input:?}");
+        }
+    }
+
+    /// A step the reset's state does not allow, refused with that state's own words.
+    #[test]
+    fn a_step_refused_in_each_state_has_its_japanese_message() {
+        let cases = [
+            (ResetState::CodeSent, "確認コードの確認が済んでいません。"),
+            (
+                ResetState::Verified,
+                "確認コードは確認済みです。「セットアップキーを再発行する」を押して手続きを完了してください。",
+            ),
+            (
+                ResetState::Confirming,
+                "このIDのセットアップキーは再発行の処理中です。1分ほどしてからやり直してください。",
+            ),
+            (ResetState::Completed, ALREADY_ISSUED),
+            (
+                ResetState::Cancelled,
                 "この手続きは取り消されました。最初からやり直してください。",
             ),
             (
-                Code::FailedPrecondition,
-                "a newer reset for this account replaced this one; use the newest",
-                "新しい再発行の手続きが始まったため、この手続きは無効になりました。最新のメールの確認コードを使ってください。",
+                ResetState::Expired,
+                "確認コードの有効期限（30分）が切れました。最初からやり直してください。",
             ),
             (
-                Code::FailedPrecondition,
+                ResetState::Locked,
+                "確認コードを続けて間違えたため、この手続きは無効になりました。最初からやり直してください。",
+            ),
+            (
+                ResetState::Superseded,
+                "新しい再発行の手続きが始まったため、この手続きは無効になりました。最新のメールの確認コードを使ってください。",
+            ),
+        ];
+        for (state, expected) in cases {
+            assert_eq!(
+                shown_for(Error::IllegalStep(state.refusal())),
+                expected,
+                "{state:?}"
+            );
+        }
+    }
+
+    /// Every `.rs` file of the reset service's sources, concatenated.
+    fn reset_service_sources() -> String {
+        fn walk(dir: &std::path::Path, out: &mut String) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push_str(&std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../reset/src");
+        let mut sources = String::new();
+        walk(&root, &mut sources);
+        assert!(sources.contains("IllegalStep"), "read {}", root.display());
+        sources
+    }
+
+    /// The refusals the saga words inline (not reachable as values from outside the reset
+    /// crate): each is checked to be, word for word, in the reset service's sources, so a
+    /// reworded refusal fails here instead of drifting.
+    #[test]
+    fn each_refusal_worded_inside_the_saga_has_its_japanese_message() {
+        let sources = reset_service_sources();
+        let cases = [
+            (
                 "the 10 minutes to confirm have passed; start again",
                 "確認から10分が経過したため、この手続きは無効になりました。最初からやり直してください。",
             ),
             (
-                Code::FailedPrecondition,
                 "a reissue for this account is being completed; try again in a minute",
                 "このIDのセットアップキーは再発行の処理中です。1分ほどしてからやり直してください。",
             ),
             (
-                Code::FailedPrecondition,
-                "the confirmation code has not been verified yet",
-                "確認コードの確認が済んでいません。",
-            ),
-            (
-                Code::FailedPrecondition,
                 "this account has no setup key to reissue",
                 "このIDにはセットアップキーが登録されていません。先に利用開始手続きを行ってください。",
             ),
             (
-                Code::FailedPrecondition,
                 "the setup key was reissued again since; view it with 現在のセットアップキーを表示する",
-                "新しいセットアップキーは発行済みです。「現在のセットアップキーを表示する」で確認してください。",
+                ALREADY_ISSUED,
             ),
             (
-                Code::FailedPrecondition,
+                "the new key was issued and can no longer be shown here; view it with 現在のセットアップキーを表示する",
+                ALREADY_ISSUED,
+            ),
+            (
                 "the reissue was already confirmed and cannot be cancelled",
-                "新しいセットアップキーは発行済みです。「現在のセットアップキーを表示する」で確認してください。",
-            ),
-            (
-                Code::Unavailable,
-                "the mail service cannot be reached; start again in a few minutes",
-                "再設定メールを送信できませんでした。数分後に最初からやり直してください。",
-            ),
-            (
-                Code::Unavailable,
-                "the key service cannot be reached; retry the confirmation in a few minutes",
-                "セットアップキーの再発行を完了できませんでした。数分後にもう一度「セットアップキーを再発行する」を押してください。",
-            ),
-            (
-                Code::Unavailable,
-                "the reset database is unavailable; retry later",
-                "システムに接続できません。しばらく時間をおいてからやり直してください。",
-            ),
-            (
-                Code::Aborted,
-                "too many concurrent changes to this reset; retry",
-                "混み合っています。もう一度お試しください。",
-            ),
-            (
-                Code::Internal,
-                "internal error",
-                "システムエラーが発生しました。しばらく時間をおいてからやり直してください。",
-            ),
-            (
-                Code::InvalidArgument,
-                "code must be 6 ASCII digits",
-                "確認コードは数字6桁で入力してください。",
+                ALREADY_ISSUED,
             ),
         ];
-        for (code, message, expected) in cases {
+        for (refusal, expected) in cases {
+            assert!(
+                sources.contains(&format!("\"{refusal}\"")),
+                "the reset service no longer says {refusal:?}"
+            );
             assert_eq!(
-                UserMessage::from_reset_status(code, message).text(Lang::Ja),
+                shown_for(Error::IllegalStep(refusal)),
                 expected,
-                "{code:?} {message}"
+                "{refusal}"
             );
         }
     }

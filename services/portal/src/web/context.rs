@@ -54,6 +54,18 @@ pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The session cookie's name: `__Host-` + the configured name when served over https, so
+/// the browser keeps it only if it is `Secure`, `Path=/` and set by this very host (no
+/// sibling subdomain can plant or overwrite it); the plain name on http (`kagi dev`, tests),
+/// where browsers refuse `__Host-` cookies.
+pub fn session_cookie_name(settings: &crate::config::Settings) -> String {
+    if settings.server.secure_cookies() {
+        format!("__Host-{}", settings.session.cookie_name)
+    } else {
+        settings.session.cookie_name.clone()
+    }
+}
+
 /// An account ID as the SSO proxy may send it: 1–64 printable ASCII characters.
 fn plausible_account(value: &str) -> Option<String> {
     let value = value.trim();
@@ -100,7 +112,7 @@ impl FromRequestParts<AppState> for Ctx {
         };
         Ok(Self {
             lang: cookie(&parts.headers, "lang").map_or(Lang::Ja, Lang::from_code),
-            session_cookie: cookie(&parts.headers, &settings.session.cookie_name)
+            session_cookie: cookie(&parts.headers, &session_cookie_name(settings))
                 .map(str::to_owned),
             client_ip,
             user_agent: header_str("user-agent").unwrap_or_default(),

@@ -1,6 +1,8 @@
 //! Menu 2, "セットアップキーを再発行する": the manual's four screens over `kagi.v1.Reset`.
-//! The reset's bearer handle stays in the server-side session; pages ask the reset service
-//! where the reset stands on every view, so a reload or a second tab shows the truth.
+//! The reset's bearer handle stays in the server-side session (sealed under the cookie),
+//! in a session issued fresh when the reset starts; pages ask the reset service where the
+//! reset stands on every view, so a reload or a second tab shows the truth. The new key is
+//! shown once, in the answer to the confirmation, and the session forgets the reset then.
 
 use axum::Form;
 use axum::extract::{Query, State};
@@ -62,7 +64,8 @@ pub struct StartForm {
     password: String,
 }
 
-/// "送信": StartReset mails the code; the reset's handle goes into the session.
+/// "送信": StartReset mails the code; the reset's handle goes into a session issued
+/// fresh for it (never the one the request arrived with, which may have been planted).
 pub async fn start(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -83,11 +86,15 @@ pub async fn start(
     match state.clients.reset.clone().start_reset(request).await {
         Ok(reply) => {
             let reply = reply.into_inner();
+            let (cookie, fresh) = state
+                .fresh_session(Some(&session), session.account_id.as_deref())
+                .await?;
             state
                 .db
-                .set_reset(&session.id_hash, Some((&reply.reset_id, &account)))
+                .set_reset(&fresh.id_hash, &cookie, &reply.reset_id, &account)
                 .await?;
-            Ok(see_other("/reset/code"))
+            let cookie = state.session_cookie(&cookie)?;
+            Ok(with_cookie(see_other("/reset/code"), Some(cookie)))
         }
         Err(status) => {
             let message = from_status(&status);
@@ -130,17 +137,70 @@ async fn get_reset(state: &AppState, reset_id: &str) -> Result<pb::GetResetRespo
         .map_err(|s| from_status(&s))
 }
 
-/// Where a reset in `state` belongs, when not on the page asked for.
-fn page_of(reset: ResetState) -> Result<&'static str, UserMessage> {
-    match reset {
-        ResetState::CodeSent => Ok("/reset/code"),
-        ResetState::Verified => Ok("/reset/confirm"),
-        ResetState::Confirming | ResetState::Completed => Ok("/reset/done"),
-        ResetState::Expired => Err(UserMessage::CodeExpired),
-        ResetState::Locked => Err(UserMessage::CodeLocked),
-        ResetState::Cancelled => Err(UserMessage::Cancelled),
-        ResetState::Superseded => Err(UserMessage::Superseded),
-        ResetState::Unspecified => Err(UserMessage::NoReset),
+/// The screens of menu 2 that show a reset in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Screen {
+    /// "2. 再設定メールを送信": waiting for the code.
+    Code,
+    /// "3. 最終確認": the code was right; waiting for the confirmation.
+    Confirm,
+    /// "4. リセット完了": the key was issued (and shown once, on confirming).
+    Done,
+}
+
+impl Screen {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Code => "/reset/code",
+            Self::Confirm => "/reset/confirm",
+            Self::Done => "/reset/done",
+        }
+    }
+
+    /// The screen a reset in `state` belongs on, or why there is none (start again).
+    fn of(state: ResetState) -> Result<Self, UserMessage> {
+        match state {
+            ResetState::CodeSent => Ok(Self::Code),
+            // A confirmation cut short finishes when the user confirms again.
+            ResetState::Verified | ResetState::Confirming => Ok(Self::Confirm),
+            ResetState::Completed => Ok(Self::Done),
+            ResetState::Expired => Err(UserMessage::CodeExpired),
+            ResetState::Locked => Err(UserMessage::CodeLocked),
+            ResetState::Cancelled => Err(UserMessage::Cancelled),
+            ResetState::Superseded => Err(UserMessage::Superseded),
+            ResetState::Unspecified => Err(UserMessage::NoReset),
+        }
+    }
+}
+
+/// Loads the reset and, when it belongs on `wanted`, returns it; otherwise the response
+/// to send instead: a redirect to the screen it belongs on, or the message saying why it
+/// is over. `failed` is what the step just tried said: when that already ended the reset
+/// (a wrong code that locked it, say), it is the message shown.
+async fn reset_on(
+    state: &AppState,
+    ctx: &Ctx,
+    session: &Session,
+    reset_id: &str,
+    wanted: Screen,
+    failed: Option<UserMessage>,
+) -> Result<Result<pb::GetResetResponse, axum::response::Response>, super::PageError> {
+    let reset = match get_reset(state, reset_id).await {
+        Ok(reset) => reset,
+        Err(m) => {
+            let page =
+                state.message_page(ctx, Some(session), status_of(m), m, m.must_start_again())?;
+            return Ok(Err(page));
+        }
+    };
+    match Screen::of(reset.state()) {
+        Ok(screen) if screen == wanted => Ok(Ok(reset)),
+        Ok(other) => Ok(Err(see_other(other.path()))),
+        Err(m) => {
+            let shown = failed.filter(|f| f.must_start_again()).unwrap_or(m);
+            let page = state.message_page(ctx, Some(session), status_of(shown), shown, true)?;
+            Ok(Err(page))
+        }
     }
 }
 
@@ -185,21 +245,11 @@ async fn code_page(
     message: Option<UserMessage>,
     notice: Option<&'static str>,
 ) -> PageResult {
-    let reset = match get_reset(state, reset_id).await {
+    // A wrong code that locked or outlived the reset says why first.
+    let reset = match reset_on(state, ctx, session, reset_id, Screen::Code, message).await? {
         Ok(reset) => reset,
-        Err(m) => {
-            return state.message_page(ctx, Some(session), status_of(m), m, m.must_start_again());
-        }
+        Err(elsewhere) => return Ok(elsewhere),
     };
-    match page_of(reset.state()) {
-        Ok("/reset/code") => {}
-        Ok(other) => return Ok(see_other(other)),
-        Err(m) => {
-            // A wrong code that locked or outlived the reset says why first.
-            let shown = message.filter(|m| m.must_start_again()).unwrap_or(m);
-            return state.message_page(ctx, Some(session), status_of(shown), shown, true);
-        }
-    }
     let resend_after = reset
         .resend_after
         .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
@@ -233,7 +283,6 @@ pub struct CodeForm {
     code: String,
 }
 
-/// "確認する": VerifyCode.
 /// For a POST: the CSRF-checked session and its reset's handle, or the response to send
 /// instead (the refusal, or back to step 1 when no reset is in progress).
 async fn posted_reset(
@@ -251,6 +300,7 @@ async fn posted_reset(
     })
 }
 
+/// "確認する": VerifyCode.
 pub async fn verify(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -352,7 +402,7 @@ pub async fn cancel(
         if let Err(status) = state.clients.reset.clone().cancel_reset(request).await {
             tracing::info!(code = ?status.code(), "cancel refused; forgetting the reset anyway");
         }
-        state.db.set_reset(&session.id_hash, None).await?;
+        state.db.forget_reset(&session.id_hash).await?;
     }
     Ok(see_other("/reset"))
 }
@@ -373,16 +423,10 @@ async fn confirm_page(
     reset_id: &str,
     message: Option<UserMessage>,
 ) -> PageResult {
-    let reset = match get_reset(state, reset_id).await {
-        Ok(reset) => reset,
-        Err(m) => {
-            return state.message_page(ctx, Some(session), status_of(m), m, m.must_start_again());
-        }
-    };
-    match page_of(reset.state()) {
-        Ok("/reset/confirm") => {}
-        Ok(other) => return Ok(see_other(other)),
-        Err(m) => return state.message_page(ctx, Some(session), status_of(m), m, true),
+    if let Err(elsewhere) =
+        reset_on(state, ctx, session, reset_id, Screen::Confirm, message).await?
+    {
+        return Ok(elsewhere);
     }
     let status = message.map_or(StatusCode::OK, status_of);
     let page = Reset3Page {
@@ -392,7 +436,9 @@ async fn confirm_page(
     render(status, &page)
 }
 
-/// "セットアップキーを再発行する": ConfirmReset, then the new key on step 4.
+/// "セットアップキーを再発行する": ConfirmReset, and step 4 with the new key from its answer.
+/// The session forgets the reset before the key is sent: the key is shown this once, and
+/// neither a reload, nor the back button, nor anyone else holding the session sees it again.
 pub async fn confirm(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -406,44 +452,8 @@ pub async fn confirm(
         reset_id: reset_id.clone(),
     };
     match state.clients.reset.clone().confirm_reset(request).await {
-        Ok(_) => Ok(see_other("/reset/done")),
-        Err(status) => {
-            let message = from_status(&status);
-            if message == UserMessage::KeystoreUnavailable || message == UserMessage::Busy {
-                return confirm_page(&state, &ctx, &session, &reset_id, Some(message)).await;
-            }
-            state.message_page(
-                &ctx,
-                Some(&session),
-                status_of(message),
-                message,
-                message.must_start_again(),
-            )
-        }
-    }
-}
-
-/// "4. リセット完了": the new key. A reload shows it again while the reset service still
-/// replays it (ConfirmReset on a completed reset issues nothing new).
-pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
-    let (session, reset_id) = match with_reset(&state, &ctx).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
-    };
-    let reset = match get_reset(&state, &reset_id).await {
-        Ok(reset) => reset,
-        Err(m) => {
-            return state.message_page(&ctx, Some(&session), status_of(m), m, m.must_start_again());
-        }
-    };
-    match page_of(reset.state()) {
-        Ok("/reset/done") => {}
-        Ok(other) => return Ok(see_other(other)),
-        Err(m) => return state.message_page(&ctx, Some(&session), status_of(m), m, true),
-    }
-    let request = pb::ConfirmResetRequest { reset_id };
-    match state.clients.reset.clone().confirm_reset(request).await {
         Ok(reply) => {
+            state.db.forget_reset(&session.id_hash).await?;
             let Some(key) = reply.into_inner().key else {
                 return state.message_page(
                     &ctx,
@@ -460,8 +470,38 @@ pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
             render(StatusCode::OK, &page)
         }
         Err(status) => {
-            let m = from_status(&status);
-            state.message_page(&ctx, Some(&session), status_of(m), m, m.must_start_again())
+            let message = from_status(&status);
+            if message == UserMessage::KeystoreUnavailable || message == UserMessage::Busy {
+                return confirm_page(&state, &ctx, &session, &reset_id, Some(message)).await;
+            }
+            state.message_page(
+                &ctx,
+                Some(&session),
+                status_of(message),
+                message,
+                message.must_start_again(),
+            )
         }
     }
+}
+
+/// "4. リセット完了" asked for again (a reload, another tab): the key was shown once, on
+/// confirming, and is not shown again; the page says where to see it (menu 1) and the
+/// session forgets the reset.
+pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
+    let (session, reset_id) = match with_reset(&state, &ctx).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    if let Err(elsewhere) = reset_on(&state, &ctx, &session, &reset_id, Screen::Done, None).await? {
+        return Ok(elsewhere);
+    }
+    state.db.forget_reset(&session.id_hash).await?;
+    state.message_page(
+        &ctx,
+        Some(&session),
+        StatusCode::OK,
+        UserMessage::AlreadyIssued,
+        false,
+    )
 }

@@ -4,6 +4,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use subtle::ConstantTimeEq as _;
 
+use super::context::session_cookie_name;
 use super::templates::{Chrome, MessagePage};
 use super::texts::Texts;
 use super::{AppState, Ctx};
@@ -122,12 +123,26 @@ impl AppState {
         old: Option<&Session>,
         account: &str,
     ) -> Result<HeaderValue, PageError> {
+        let (cookie, _) = self.fresh_session(old, Some(account)).await?;
+        tracing::info!(account_id = account, "logged in");
+        self.session_cookie(&cookie)
+    }
+
+    /// A new session (a new cookie value) for `account`, the `old` one deleted: whatever
+    /// session ID arrived, perhaps planted by someone else, is worth nothing afterwards.
+    /// Returns the new cookie value and session.
+    ///
+    /// # Errors
+    /// No randomness, or a database failure.
+    pub async fn fresh_session(
+        &self,
+        old: Option<&Session>,
+        account: Option<&str>,
+    ) -> Result<(String, Session), PageError> {
         if let Some(old) = old {
             self.db.delete_session(&old.id_hash).await?;
         }
-        let (cookie, _) = self.db.create_session(Some(account), self.now()).await?;
-        tracing::info!(account_id = account, "logged in");
-        self.session_cookie(&cookie)
+        Ok(self.db.create_session(account, self.now()).await?)
     }
 
     /// `Set-Cookie` for the session: HttpOnly, SameSite=Strict, Secure behind https.
@@ -142,7 +157,7 @@ impl AppState {
         };
         Ok(HeaderValue::from_str(&format!(
             "{}={value}; Path=/; HttpOnly; SameSite=Strict{secure}",
-            self.settings.session.cookie_name
+            session_cookie_name(&self.settings)
         ))?)
     }
 
@@ -158,7 +173,7 @@ impl AppState {
         };
         Ok(HeaderValue::from_str(&format!(
             "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
-            self.settings.session.cookie_name
+            session_cookie_name(&self.settings)
         ))?)
     }
 

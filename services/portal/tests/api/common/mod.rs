@@ -1,6 +1,7 @@
-//! What the portal's test binaries share: the whole system on 127.0.0.1:0 (a keystore, a
-//! notifier delivering to a real SMTP server, the reset service and the portal under
-//! test), and a tiny HTTP/1.1 client (for the pages and for chromedriver).
+//! What the portal's tests share: the whole system on 127.0.0.1:0 (a keystore, a notifier
+//! delivering to a real SMTP server, the reset service and the portal under test), all four
+//! on fresh SQLite files or all four on fresh PostgreSQL databases, every limit at its
+//! production default; and a tiny HTTP/1.1 client (for the pages and for chromedriver).
 
 #![allow(dead_code)]
 
@@ -67,23 +68,41 @@ pub struct Stack {
     pub sink: SmtpSink,
     pub accounts: kagi_reset::accounts::AccountAdmin,
     pub first_key: pb::SetupKey,
+    /// The reset service's database (to check what it recorded).
+    pub reset_db: String,
+    /// The notifier's database (to check what it queued).
+    pub notifier_db: String,
     _services: Vec<Running>,
     _dbs: Vec<TestDatabase>,
 }
 
 impl Stack {
+    /// Everything on SQLite.
     pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
+        Self::start_on(Backend::Sqlite).await
     }
 
-    /// Starts everything, letting the test change the portal's settings first.
+    /// Everything on `backend`: the four services each on a fresh database of it.
+    pub async fn start_on(backend: Backend) -> Self {
+        Self::start_with_on(backend, |_| {}).await
+    }
+
+    /// Everything on SQLite, letting the test change the portal's settings first.
     pub async fn start_with(tweak: impl FnOnce(&mut kagi_portal::Settings)) -> Self {
+        Self::start_with_on(Backend::Sqlite, tweak).await
+    }
+
+    /// Everything on `backend`, letting the test change the portal's settings first.
+    pub async fn start_with_on(
+        backend: Backend,
+        tweak: impl FnOnce(&mut kagi_portal::Settings),
+    ) -> Self {
         kagi_testkit::logs::init();
         let sink = SmtpSink::start("250").await;
-        let keystore_db = TestDatabase::new(Backend::Sqlite, "keystore.db").await;
-        let notifier_db = TestDatabase::new(Backend::Sqlite, "notifier.db").await;
-        let reset_db = TestDatabase::new(Backend::Sqlite, "reset.db").await;
-        let portal_db = TestDatabase::new(Backend::Sqlite, "portal.db").await;
+        let keystore_db = TestDatabase::new(backend, "keystore.db").await;
+        let notifier_db = TestDatabase::new(backend, "notifier.db").await;
+        let reset_db = TestDatabase::new(backend, "reset.db").await;
+        let portal_db = TestDatabase::new(backend, "portal.db").await;
 
         let keystore_clock = Arc::new(ManualClock::new(SystemTime::now()));
         let keystore = kagi_keystore::Application::build_with_clock(
@@ -127,7 +146,7 @@ impl Stack {
 
         let mut settings = portal_settings(&portal_db, keystore_addr, reset_addr);
         tweak(&mut settings);
-        let portal = kagi_portal::Application::build_with_clock(settings, clock.clone())
+        let portal = kagi_portal::Application::build_with_clock(&settings, clock.clone())
             .await
             .expect("portal starts");
         let portal_addr = portal.local_addr();
@@ -162,9 +181,30 @@ impl Stack {
             sink,
             accounts,
             first_key,
+            reset_db: reset_db.url.clone(),
+            notifier_db: notifier_db.url.clone(),
             _services: vec![portal, reset, notifier, keystore],
             _dbs: vec![keystore_db, notifier_db, reset_db, portal_db],
         }
+    }
+
+    /// How many rows `table` of the database at `url` holds.
+    pub async fn rows(url: &str, table: &str) -> i64 {
+        let (pool, _) = kagi_runtime::db::connect(url, 1).await.unwrap();
+        let (n,): (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        n
+    }
+
+    /// True when the reset service holds no reset and the notifier has queued nothing: no
+    /// mail is on its way, now or later.
+    pub async fn nothing_was_started(&self) -> bool {
+        Self::rows(&self.reset_db, "resets").await == 0
+            && Self::rows(&self.notifier_db, "deliveries").await == 0
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -328,7 +368,7 @@ fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Settin
     settings.delivery.poll_interval_ms = 25;
     settings.delivery.backoff_initial_ms = 40;
     settings.delivery.backoff_max_ms = 200;
-    settings.delivery.reset_codes_per_recipient_per_hour = 0;
+    // Every limit stays at its production default (reset mails per recipient included).
     settings
 }
 
@@ -356,8 +396,8 @@ fn reset_settings(
     settings.notifier.token = Some(SecretString::from(token_of("reset")));
     settings.password.memory_kib = 1024;
     settings.password.iterations = 1;
-    settings.policy.per_account_max = 100;
-    settings.policy.per_ip_max = 100;
+    // The reset policy (resends, attempts per account and per address) stays at its
+    // production defaults.
     settings.sweeper.interval_secs = 0;
     settings
 }

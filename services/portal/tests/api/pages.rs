@@ -1,0 +1,641 @@
+//! The portal over HTTP, as a browser without JavaScript sees it, against the real
+//! keystore, notifier and reset services: security headers, cookies, CSRF, both login
+//! modes, the idle timeout (on an injected clock), the login rate limit, and menu 2's
+//! resends under the production limits.
+
+use std::time::Duration;
+
+use kagi_portal::config::LoginMode;
+use kagi_testkit::Backend;
+
+use crate::common::http::{Client, Reply, csrf_in};
+use crate::common::{self, ACCOUNT, PASSWORD, Stack};
+
+/// Logs in through the local form; returns the reply to the POST.
+async fn log_in(client: &mut Client, password: &str) -> Reply {
+    let form = client.get("/login?next=/key").await;
+    let csrf = csrf_in(&form.text());
+    client
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("account_id", ACCOUNT),
+                ("password", password),
+                ("next", "/key"),
+            ],
+        )
+        .await
+}
+
+fn session_cookie(reply: &Reply) -> String {
+    reply
+        .headers("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("kagi_session=") || c.starts_with("__Host-kagi_session="))
+        .expect("a session cookie")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_carries_the_security_headers_and_stays_small() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut client = Client::new(stack.portal);
+    for path in ["/", "/key", "/reset", "/apple", "/login", "/no-such-page"] {
+        let reply = client.get(path).await;
+        assert_eq!(
+            reply.header("content-security-policy"),
+            Some(kagi_portal::web::CONTENT_SECURITY_POLICY),
+            "{path}"
+        );
+        assert!(kagi_portal::web::CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
+        assert!(!kagi_portal::web::CONTENT_SECURITY_POLICY.contains("unsafe-inline"));
+        assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(
+            reply.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(reply.header("cache-control"), Some("no-store"), "{path}");
+        assert!(
+            reply.body.len() < 100 * 1024,
+            "{path} weighs {} bytes",
+            reply.body.len()
+        );
+        let html = reply.text();
+        assert!(
+            !html.contains("<script") && !html.contains("style="),
+            "{path}: no inline script or style"
+        );
+    }
+    let css = client.get("/static/portal.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").unwrap().starts_with("text/css"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_top_page_reads_as_in_the_manual_in_japanese_and_switches_to_english() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut client = Client::new(stack.portal);
+    let top = client.get("/").await.text();
+    for words in [
+        "二要素認証管理システム",
+        "現在のセットアップキーを表示する",
+        "セットアップキーを再発行する",
+        "ワンタイムパスワードの自動入力を設定する",
+        "トラブル・問い合わせ",
+        "マニュアル",
+        "© サンプル大学 情報基盤センター",
+    ] {
+        assert!(top.contains(words), "{words}");
+    }
+    let switched = client.get("/lang?to=en&next=/").await;
+    assert_eq!(switched.status, 303);
+    assert_eq!(switched.header("location"), Some("/"));
+    let top = client.get("/").await.text();
+    assert!(top.contains("Two-factor authentication manager"));
+    assert!(top.contains("lang=\"en\""));
+    // No open redirect through the language switch.
+    let evil = client.get("/lang?to=ja&next=//evil.example/").await;
+    assert_eq!(evil.header("location"), Some("/"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_login_sets_a_new_strict_http_only_cookie_and_the_key_page_is_not_stored() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut client = Client::new(stack.portal);
+    let wrong = log_in(&mut client, "not-the-password").await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.text().contains("IDまたはパスワードが違います。"));
+    let before = client.cookies["kagi_session"].clone();
+
+    let reply = log_in(&mut client, PASSWORD).await;
+    assert_eq!(reply.status, 303);
+    assert_eq!(reply.header("location"), Some("/key"));
+    let cookie = session_cookie(&reply);
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "plain http in tests: {cookie}");
+    assert_ne!(
+        client.cookies["kagi_session"], before,
+        "a new session ID at login"
+    );
+
+    let page = client.get("/key").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let key = stack.current_key().await;
+    assert!(
+        page.text()
+            .contains(&common::ShownSecret(&key.secret_base32).grouped())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_secure_behind_https() {
+    let stack = Box::pin(Stack::start_with(|s| {
+        s.server.public_url = "https://mfa.example.ac.jp".into()
+    }))
+    .await;
+    let mut client = Client::new(stack.portal);
+    let reply = client.get("/reset").await;
+    let cookie = session_cookie(&reply);
+    assert!(cookie.contains("; Secure"));
+    assert!(
+        cookie.starts_with("__Host-kagi_session=")
+            && cookie.contains("Path=/")
+            && !cookie.contains("Domain"),
+        "a __Host- cookie no sibling host can plant: {cookie}"
+    );
+    // The portal reads the cookie back under that name.
+    let csrf = csrf_in(&reply.text());
+    let refused = client
+        .post("/reset/start", &[("csrf", &csrf), ("account_id", ACCOUNT)])
+        .await;
+    assert_ne!(
+        refused.status,
+        403,
+        "the session was found: {}",
+        refused.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_without_the_sessions_csrf_token_are_refused() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut victim = Client::new(stack.portal);
+    log_in(&mut victim, PASSWORD).await;
+    let mut attacker = Client::new(stack.portal);
+    let attackers_token = csrf_in(&attacker.get("/reset").await.text());
+
+    let fields = [("account_id", ACCOUNT), ("password", PASSWORD)];
+    let no_token = victim.post("/reset/start", &fields).await;
+    assert_eq!(no_token.status, 403);
+    assert!(no_token.text().contains("ページの有効期限が切れました"));
+    let foreign = victim
+        .post(
+            "/reset/start",
+            &[("csrf", attackers_token.as_str()), fields[0], fields[1]],
+        )
+        .await;
+    assert_eq!(foreign.status, 403);
+    for path in [
+        "/logout",
+        "/reset/verify",
+        "/reset/resend",
+        "/reset/cancel",
+        "/reset/confirm",
+        "/login",
+    ] {
+        assert_eq!(
+            victim.post(path, &[("csrf", "")]).await.status,
+            403,
+            "{path}"
+        );
+    }
+    // Nothing happened: the reset service was never asked, nothing is queued for mail (so
+    // none can arrive later), no mail came, and the victim is still logged in.
+    assert!(stack.nothing_was_started().await);
+    assert!(stack.sink.mails().is_empty());
+    assert!(victim.get("/key").await.text().contains("id=\"secret\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sso_proxys_header_logs_the_user_in() {
+    let stack = Box::pin(Stack::start_with(|s| {
+        s.login.mode = LoginMode::TrustedHeader;
+        s.login.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    }))
+    .await;
+    let mut client = Client::new(stack.portal);
+    let reply = client
+        .get_with("/login?next=/key", &[("X-Remote-User", ACCOUNT)])
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .text()
+            .contains("http-equiv=\"refresh\" content=\"0;url=/key\"")
+    );
+    session_cookie(&reply);
+    let page = client.get("/key").await.text();
+    assert!(page.contains("id=\"secret\""), "the key is shown");
+    assert!(page.contains(ACCOUNT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_identity_header_from_anyone_but_the_proxy_is_ignored() {
+    let stack = Box::pin(Stack::start_with(|s| {
+        s.login.mode = LoginMode::TrustedHeader;
+        s.login.trusted_proxies = vec!["10.20.0.0/16".parse().unwrap()];
+    }))
+    .await;
+    let mut client = Client::new(stack.portal);
+    let reply = client
+        .get_with(
+            "/login?next=/key",
+            &[("X-Remote-User", ACCOUNT), ("X-Forwarded-For", "10.20.0.5")],
+        )
+        .await;
+    assert_eq!(reply.status, 401);
+    let page = client
+        .get_with("/key", &[("X-Remote-User", ACCOUNT)])
+        .await
+        .text();
+    assert!(!page.contains("id=\"secret\""));
+    assert!(page.contains("システムにログインしていません"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_ends_after_the_timeout() {
+    let stack = Box::pin(Stack::start_with(|s| s.session.idle_timeout_secs = 900)).await;
+    let mut client = Client::new(stack.portal);
+    log_in(&mut client, PASSWORD).await;
+
+    stack.clock.advance(Duration::from_secs(899));
+    assert!(
+        client.get("/key").await.text().contains("id=\"secret\""),
+        "still in use: the session lives on"
+    );
+    stack.clock.advance(Duration::from_secs(899));
+    assert!(
+        client.get("/key").await.text().contains("id=\"secret\""),
+        "each use restarts the idle time"
+    );
+    stack.clock.advance(Duration::from_secs(900));
+    let page = client.get("/key").await.text();
+    assert!(
+        page.contains("システムにログインしていません"),
+        "15 idle minutes end the session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_attempts_are_rate_limited_per_address() {
+    let stack = Box::pin(Stack::start_with(|s| {
+        s.login.per_ip_max = 3;
+        s.login.per_account_max = 100;
+    }))
+    .await;
+    let mut client = Client::new(stack.portal);
+    for _ in 0..3 {
+        assert_eq!(log_in(&mut client, "not-the-password").await.status, 401);
+    }
+    let limited = log_in(&mut client, PASSWORD).await;
+    assert_eq!(
+        limited.status, 429,
+        "even the right password waits for the window"
+    );
+    assert!(
+        limited
+            .text()
+            .contains("ログインの試行回数が上限に達しました")
+    );
+
+    stack.clock.advance(Duration::from_secs(901));
+    assert_eq!(
+        log_in(&mut client, PASSWORD).await.status,
+        303,
+        "a new window admits the user"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_attempts_are_rate_limited_per_account() {
+    let stack = Box::pin(Stack::start_with(|s| {
+        s.login.per_ip_max = 100;
+        s.login.per_account_max = 2;
+    }))
+    .await;
+    let mut client = Client::new(stack.portal);
+    for _ in 0..2 {
+        assert_eq!(log_in(&mut client, "not-the-password").await.status, 401);
+    }
+    assert_eq!(log_in(&mut client, PASSWORD).await.status, 429);
+}
+
+/// Starts menu 2 with the account's ID and password; returns the reply to the POST.
+async fn start_reset(client: &mut Client) -> Reply {
+    let form = client.get("/reset").await;
+    let csrf = csrf_in(&form.text());
+    client
+        .post(
+            "/reset/start",
+            &[
+                ("csrf", &csrf),
+                ("account_id", ACCOUNT),
+                ("password", PASSWORD),
+            ],
+        )
+        .await
+}
+
+/// Presses "メールを再送信する" on step 2; returns the reply to the POST.
+async fn press_resend(client: &mut Client) -> Reply {
+    let csrf = csrf_in(&client.get("/reset/code").await.text());
+    client.post("/reset/resend", &[("csrf", &csrf)]).await
+}
+
+/// Step 2 with a first mail and its 5 resends, each 3 minutes after the last, every mail
+/// checked to arrive; then the 6th resend, refused by the reset's own cap. `mails_before`
+/// counts the mails of earlier reissues.
+async fn send_every_code_a_reissue_allows(stack: &Stack, client: &mut Client, mails_before: usize) {
+    let started = start_reset(client).await;
+    assert_eq!(started.status, 303, "{}", started.text());
+    assert_eq!(started.header("location"), Some("/reset/code"));
+    stack.code_in_mail(mails_before + 1).await;
+    for resend in 1..=5 {
+        stack.clock.advance(Duration::from_secs(181));
+        let reply = press_resend(client).await;
+        assert_eq!(
+            reply.header("location"),
+            Some("/reset/code?resent=1"),
+            "resend {resend}: {}",
+            reply.text()
+        );
+        stack.code_in_mail(mails_before + 1 + resend).await;
+    }
+    stack.clock.advance(Duration::from_secs(181));
+    let refused = press_resend(client).await;
+    assert_eq!(refused.status, 429);
+    let page = refused.text();
+    assert!(
+        page.contains("これ以上メールを再送信できません。最初からやり直してください。"),
+        "the reset's own cap, not the mail limit: {page}"
+    );
+    assert!(!page.contains("このメールアドレスへの送信回数が上限に達しました"));
+}
+
+/// The manual's "メールを再送信する" under the production defaults of every limit: a first
+/// mail and 5 resends, then starting again and doing it all once more, every mail arrives;
+/// the refusals the user meets are the reset's own ("no more resends, start again"), never
+/// the notifier's per-address limit; the last code still reissues the key.
+async fn two_whole_reissues_with_every_resend_fit_the_default_limits(backend: Backend) {
+    let stack = Box::pin(Stack::start_on(backend)).await;
+    let mut client = Client::new(stack.portal);
+
+    send_every_code_a_reissue_allows(&stack, &mut client, 0).await;
+    let csrf = csrf_in(&client.get("/reset").await.text());
+    assert_eq!(
+        client
+            .post("/reset/cancel", &[("csrf", &csrf)])
+            .await
+            .header("location"),
+        Some("/reset"),
+        "最初からやり直す"
+    );
+    send_every_code_a_reissue_allows(&stack, &mut client, 6).await;
+    assert_eq!(
+        Stack::rows(&stack.notifier_db, "deliveries").await,
+        12,
+        "12 mails queued, 12 delivered"
+    );
+    assert_eq!(stack.sink.mails().len(), 12);
+
+    // The second reissue was refused more resends, not ended: its newest code still works.
+    let code = stack.code_in_mail(12).await;
+    let csrf = csrf_in(&client.get("/reset/code").await.text());
+    let verified = client
+        .post("/reset/verify", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(verified.header("location"), Some("/reset/confirm"));
+    let csrf = csrf_in(&client.get("/reset/confirm").await.text());
+    let confirmed = client.post("/reset/confirm", &[("csrf", &csrf)]).await;
+    assert_eq!(confirmed.status, 200, "step 4 with the new key");
+    assert_ne!(
+        stack.current_key().await.secret_base32,
+        stack.first_key.secret_base32,
+        "the key was reissued"
+    );
+}
+
+kagi_testkit::both_backends!(two_whole_reissues_with_every_resend_fit_the_default_limits);
+
+/// The store's SQL on both backends: sessions, the idle timeout, the reset handle and the
+/// fixed-window login counter.
+async fn the_session_store_works(backend: kagi_testkit::Backend) {
+    let db = kagi_testkit::TestDatabase::new(backend, "portal.db").await;
+    let store = kagi_portal::store::Db::connect(&db.url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+
+    let (cookie, created) = store.create_session(Some(ACCOUNT), 1_000).await.unwrap();
+    let loaded = store
+        .load_session(&cookie, 2_000, 900_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.account_id.as_deref(), Some(ACCOUNT));
+    assert_eq!(loaded.csrf, created.csrf);
+    store
+        .set_reset(&loaded.id_hash, &cookie, "reset-handle", ACCOUNT)
+        .await
+        .unwrap();
+    let loaded = store
+        .load_session(&cookie, 3_000, 900_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.reset_id.as_deref(), Some("reset-handle"));
+    // At rest the handle is sealed under the cookie, which only the browser has.
+    let (pool, _) = kagi_runtime::db::connect(&db.url, 1).await.unwrap();
+    let (at_rest,): (String,) = sqlx::query_as("SELECT reset_id FROM sessions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(!at_rest.contains("reset-handle"), "{at_rest}");
+    let other_cookie = {
+        let (other, created) = store.create_session(None, 3_000).await.unwrap();
+        sqlx_copy_reset(&db.url, &loaded.id_hash, &created.id_hash).await;
+        other
+    };
+    assert_eq!(
+        store
+            .load_session(&other_cookie, 3_000, 900_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .reset_id,
+        None,
+        "a sealed handle copied into another session opens to nothing"
+    );
+    store.forget_reset(&loaded.id_hash).await.unwrap();
+    assert!(
+        store
+            .load_session(&cookie, 4_000, 900_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .reset_id
+            .is_none()
+    );
+    assert!(
+        store
+            .load_session("not-a-session", 4_000, 900_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .load_session(&cookie, 4_000 + 900_000, 900_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "idle too long"
+    );
+    assert!(
+        store
+            .load_session(&cookie, 5_000, 900_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "and deleted"
+    );
+
+    assert_eq!(
+        store
+            .count_attempt("ip:192.0.2.1", 10_000, 60_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_attempt("ip:192.0.2.1", 20_000, 60_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_attempt("ip:192.0.2.2", 20_000, 60_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_attempt("ip:192.0.2.1", 70_000, 60_000)
+            .await
+            .unwrap(),
+        1,
+        "a new window"
+    );
+    store.purge(1_000_000, 900_000, 60_000).await.unwrap();
+    store.close().await;
+}
+
+/// Copies the stored (sealed) reset of session `from` into session `to`, as someone who
+/// can write the database would.
+async fn sqlx_copy_reset(url: &str, from: &str, to: &str) {
+    let (pool, _) = kagi_runtime::db::connect(url, 1).await.unwrap();
+    let (sealed,): (String,) = sqlx::query_as("SELECT reset_id FROM sessions WHERE id_hash = $1")
+        .bind(from)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sessions SET reset_id = $1, reset_account = 'taro' WHERE id_hash = $2")
+        .bind(sealed)
+        .bind(to)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+kagi_testkit::both_backends!(the_session_store_works);
+
+/// Runs menu 2 in `client` from the code in mail `n` to the confirmation; returns the
+/// reply to "セットアップキーを再発行する".
+async fn verify_and_confirm(stack: &Stack, client: &mut Client, n: usize) -> Reply {
+    let code = stack.code_in_mail(n).await;
+    let csrf = csrf_in(&client.get("/reset/code").await.text());
+    let verified = client
+        .post("/reset/verify", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(verified.header("location"), Some("/reset/confirm"));
+    let csrf = csrf_in(&client.get("/reset/confirm").await.text());
+    client.post("/reset/confirm", &[("csrf", &csrf)]).await
+}
+
+/// Session fixation, from the attacker's side: the attacker gets a session ID from the
+/// portal and plants it in the victim's browser; the victim reissues the key. The reset
+/// runs in a session issued fresh at "送信", so the planted ID never sees it.
+async fn a_planted_session_id_does_not_carry_into_the_victims_reset(backend: Backend) {
+    let stack = Box::pin(Stack::start_on(backend)).await;
+    let mut attacker = Client::new(stack.portal);
+    attacker.get("/reset").await;
+    let planted = attacker.cookies["kagi_session"].clone();
+
+    let mut victim = Client::new(stack.portal);
+    victim
+        .cookies
+        .insert("kagi_session".into(), planted.clone());
+    let started = start_reset(&mut victim).await;
+    assert_eq!(started.header("location"), Some("/reset/code"));
+    assert!(
+        session_cookie(&started).starts_with("kagi_session="),
+        "a new session cookie at 送信"
+    );
+    assert_ne!(
+        victim.cookies["kagi_session"], planted,
+        "not the planted ID"
+    );
+
+    // The attacker, holding the planted ID, follows the victim's reset page by page.
+    for path in ["/reset/code", "/reset/confirm", "/reset/done"] {
+        let seen = attacker.get(path).await;
+        assert_eq!(seen.status, 303, "{path}");
+        assert_eq!(seen.header("location"), Some("/reset"), "{path}");
+    }
+    let key_page = verify_and_confirm(&stack, &mut victim, 1).await;
+    assert_eq!(key_page.status, 200);
+    let new_key = stack.current_key().await;
+    assert_ne!(new_key.secret_base32, stack.first_key.secret_base32);
+    let grouped = common::ShownSecret(&new_key.secret_base32).grouped();
+    assert!(
+        key_page.text().contains(&grouped),
+        "the victim sees the new key"
+    );
+    for path in ["/reset/code", "/reset/confirm", "/reset/done", "/key"] {
+        let seen = attacker.get(path).await.text();
+        assert!(
+            !seen.contains(&grouped),
+            "{path} shows the attacker the key"
+        );
+        assert!(!seen.contains(&new_key.secret_base32), "{path}");
+    }
+}
+
+/// The new key is shown once, in the answer to "セットアップキーを再発行する": reloading
+/// step 4, or sending the confirmation again, shows it no more (menu 1 is where to see it).
+async fn reloading_step_4_does_not_show_the_key_again(backend: Backend) {
+    let stack = Box::pin(Stack::start_on(backend)).await;
+    let mut client = Client::new(stack.portal);
+    start_reset(&mut client).await;
+    let shown = verify_and_confirm(&stack, &mut client, 1).await;
+    let new_key = stack.current_key().await;
+    let grouped = common::ShownSecret(&new_key.secret_base32).grouped();
+    assert_eq!(shown.status, 200);
+    assert!(shown.text().contains("4. リセット完了"));
+    assert!(shown.text().contains(&grouped), "shown once");
+
+    let reloaded = client.get("/reset/done").await;
+    assert!(!reloaded.text().contains(&grouped), "not on a reload");
+    assert!(!reloaded.text().contains(&new_key.secret_base32));
+    let csrf = csrf_in(&client.get("/reset").await.text());
+    let again = client.post("/reset/confirm", &[("csrf", &csrf)]).await;
+    assert_eq!(again.status, 303, "no reset left to confirm");
+    assert_eq!(again.header("location"), Some("/reset"));
+    assert!(!again.text().contains(&grouped));
+}
+
+kagi_testkit::both_backends!(
+    a_planted_session_id_does_not_carry_into_the_victims_reset,
+    reloading_step_4_does_not_show_the_key_again,
+);
