@@ -31,7 +31,8 @@ pub fn load<T: DeserializeOwned>(
         figment = figment.merge(Toml::file(file));
     }
     figment
-        .merge(Env::prefixed(env_prefix).split("__"))
+        // `<PREFIX>CONFIG` names the file itself (read by the command line), not a setting.
+        .merge(Env::prefixed(env_prefix).ignore(&["config"]).split("__"))
         .extract()
         .map_err(Box::new)
 }
@@ -76,7 +77,7 @@ mod tests {
     use super::*;
 
     #[derive(serde::Deserialize, Debug, PartialEq)]
-    #[serde(default)]
+    #[serde(default, deny_unknown_fields)]
     struct Sample {
         name: String,
         nested: Nested,
@@ -113,6 +114,8 @@ mod tests {
             );
 
             jail.set_env("KAGI_T_NESTED__PORT", "9");
+            // The file's own variable is not a setting (Sample refuses unknown keys).
+            jail.set_env("KAGI_T_CONFIG", "k.toml");
             let from_env: Sample =
                 load(Some(Path::new("k.toml")), "KAGI_T_").map_err(|e| e.to_string())?;
             assert_eq!(from_env.nested.port, 9);

@@ -102,7 +102,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
         addrs.keystore,
     )?)
     .await?;
-    let notifier = kagi_notifier::Application::build(notifier_settings(
+    let notifier = kagi_notifier::Application::build(&notifier_settings(
         data_dir,
         &callers_dir,
         addrs.notifier,
@@ -123,7 +123,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
         keystore.local_addr(),
         reset.local_addr(),
     );
-    let portal = kagi_portal::Application::build(portal_settings).await?;
+    let portal = kagi_portal::Application::build(&portal_settings).await?;
 
     let account = AccountId::parse(account)?;
     let actor = Actor {

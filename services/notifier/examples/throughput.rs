@@ -177,7 +177,7 @@ fn settings(db_url: &str, smtp_port: u16, concurrency: usize, worker: bool) -> S
 async fn spawn(
     settings: Settings,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
-    let app = Application::build(settings).await?;
+    let app = Application::build(&settings).await?;
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {

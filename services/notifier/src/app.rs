@@ -2,7 +2,6 @@
 //! delivery worker, started and stopped as one. Tests, the benchmark, the all-in-one
 //! launcher and `kagi-notifier serve` all start it through [`Application::build`].
 
-use std::borrow::Borrow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,8 +38,8 @@ impl Application {
     ///
     /// # Errors
     /// See [`Application::build_with_clock`].
-    pub async fn build(settings: impl Borrow<Settings>) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings.borrow(), Arc::new(SystemClock)).await
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
     /// Connects the database (migrating it when configured), loads and checks the templates,
@@ -53,10 +52,7 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let store = Db::connect(&settings.database).await?;
-        if settings.database.migrate_on_start {
-            store.migrate().await?;
-        }
+        let store = Db::open(&settings.database).await?;
         let seal = Arc::new(PayloadSeal::load_or_create(&settings.sealing.key_file)?);
         let composer = MailComposer::new(&settings.mail)?;
         let mailer = Mailer::from_settings(&settings.transport)?;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::Application;
 use crate::config::Settings;
-use crate::store::Db;
+use crate::store::NotifierSchema;
 
 /// kagi-notifier: queues kagi's e-mails durably and delivers each one over SMTP.
 #[derive(Debug, Parser)]
@@ -30,26 +30,18 @@ pub enum Command {
 
 /// Runs one command; errors are logged and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
-    kagi_runtime::exit_code("kagi-notifier", run(cli).await)
+    kagi_runtime::cli::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref())?;
-    let _telemetry = kagi_runtime::telemetry::init("kagi-notifier", &settings.telemetry)?;
-    match cli.command {
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Serve => {
             Application::build(&settings)
                 .await?
                 .run_until_stopped(kagi_runtime::shutdown::signal())
                 .await
         }
-        Command::Migrate => {
-            let db = Db::connect(&settings.database).await?;
-            db.migrate().await?;
-            tracing::info!("migrations applied");
-            db.close().await;
-            Ok(())
-        }
+        Command::Migrate => kagi_runtime::cli::migrate::<NotifierSchema>(&settings.database).await,
     }
 }
 

@@ -3,10 +3,11 @@
 //! `KAGI_NOTIFIER_*` environment variables. `notifier.toml` beside this crate documents every
 //! knob and is shown by `--help`; a key the notifier does not know is an error, not ignored.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use kagi_runtime::{AuthSettings, ServerSettings, TelemetrySettings};
+use kagi_runtime::cli::ServiceSettings;
+use kagi_runtime::{AuthSettings, DatabaseSettings, ServerSettings, TelemetrySettings};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -20,10 +21,6 @@ pub const ENV_PREFIX: &str = "KAGI_NOTIFIER_";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// The settings file named by `KAGI_NOTIFIER_CONFIG`. The command line reads that
-    /// variable; it is accepted here only so that the variable, which also carries the
-    /// `KAGI_NOTIFIER_` prefix, is not refused as an unknown key.
-    pub config: Option<PathBuf>,
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub telemetry: TelemetrySettings,
@@ -38,7 +35,6 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            config: None,
             server: ServerSettings::on(std::net::SocketAddr::from(([127, 0, 0, 1], 50053))),
             auth: AuthSettings::default(),
             telemetry: TelemetrySettings::default(),
@@ -52,37 +48,12 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// Loads the defaults, then `file` (when given), then `KAGI_NOTIFIER_*` variables.
-    ///
-    /// # Errors
-    /// A missing or malformed file or variable, or a key the notifier does not know (named
-    /// in the error).
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        kagi_runtime::settings::load(file, ENV_PREFIX)
-            .map_err(|e| anyhow::anyhow!("invalid notifier settings: {e}"))
-    }
-}
+impl ServiceSettings for Settings {
+    const PROGRAM: &'static str = "kagi-notifier";
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
 
-/// The queue's database.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct DatabaseSettings {
-    /// `sqlite://…` or `postgres://…`.
-    pub url: String,
-    pub max_connections: u32,
-    /// Run migrations when `serve` starts (convenient in development; production runs
-    /// `kagi-notifier migrate` as a separate step).
-    pub migrate_on_start: bool,
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://data/notifier.db?mode=rwc".into(),
-            max_connections: 8,
-            migrate_on_start: true,
-        }
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
     }
 }
 

@@ -4,17 +4,15 @@
 //! claim stays on the finished row (which replica sent what). [`Db`] is the notifier's
 //! database, named as in the other services.
 
-use anyhow::Context as _;
+use kagi_runtime::db::{Backend, Schema};
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::migrate::Migrator;
 use tracing::instrument;
 use zeroize::Zeroizing;
 
-use crate::config::DatabaseSettings;
 use crate::domain::{DeliveryState, Locale, MessageKind, NewMessage};
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// The columns of [`DeliveryRecord`], spliced into queries at compile time.
 macro_rules! columns {
@@ -76,43 +74,29 @@ pub enum Finish {
     Retry { reply: String, next_attempt_at: i64 },
 }
 
-/// The queue's connection pool.
-#[derive(Debug, Clone)]
-pub struct Db {
-    pool: AnyPool,
+/// The notifier's tables: the delivery queue and its per-recipient counts.
+#[derive(Debug)]
+pub struct NotifierSchema;
+
+impl Schema for NotifierSchema {
+    const EMBEDDED_URL: &'static str = "sqlite://data/notifier.db?mode=rwc";
+
+    fn migrator(backend: Backend) -> &'static Migrator {
+        static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+        static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+        match backend {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        }
+    }
+}
+
+kagi_runtime::service_database! {
+    /// The queue's database.
+    pub struct Db(NotifierSchema);
 }
 
 impl Db {
-    /// Connects (see [`kagi_runtime::db::connect`]: WAL, busy timeout and `secure_delete` on
-    /// SQLite, whose file and folder are created when missing).
-    ///
-    /// # Errors
-    /// An unreachable or unusable database.
-    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let (pool, _backend) = kagi_runtime::db::connect(&settings.url, settings.max_connections)
-            .await
-            .context("connecting to the database")?;
-        Ok(Self { pool })
-    }
-
-    /// Applies the migrations of the pool's backend.
-    ///
-    /// # Errors
-    /// A migration that fails or was changed after it ran.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        let migrator = if conn.backend_name() == "SQLite" {
-            &SQLITE_MIGRATIONS
-        } else {
-            &POSTGRES_MIGRATIONS
-        };
-        migrator
-            .run(&mut *conn)
-            .await
-            .context("running migrations")?;
-        Ok(())
-    }
-
     /// Queues `message` under `id` unless its message ID is known (idempotent replay) or the
     /// recipient already had `limit` messages of this kind since `window_start` (both ms).
     /// One insert does it all (the limit is counted inside it); only when nothing was inserted
@@ -131,11 +115,11 @@ impl Db {
     ) -> Result<Enqueued, sqlx::Error> {
         let (window_start, limit) = rate_limit.unwrap_or((i64::MIN, i64::MAX));
         let rate_key = message.rate_key();
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         // Under READ COMMITTED two concurrent inserts could both count below the limit, so on
         // PostgreSQL they are serialized per recipient. SQLite runs one writing statement at
         // a time, and the count happens inside the insert.
-        let lock = rate_limit.is_some() && conn.backend_name() == "PostgreSQL";
+        let lock = rate_limit.is_some() && self.backend() == Backend::Postgres;
         let insert = sqlx::query(
             "INSERT INTO deliveries (id, message_id, kind, recipient, rate_key, account_id, locale, payload, \
                                      state, attempts, created_at, not_after, next_attempt_at) \
@@ -186,7 +170,7 @@ impl Db {
     #[instrument(skip_all, fields(delivery_id = %id))]
     pub async fn get(&self, id: &str) -> Result<Option<DeliveryRecord>, sqlx::Error> {
         let sql = concat!("SELECT ", columns!(), " FROM deliveries WHERE id = $1");
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sql).bind(id).fetch_optional(self.pool()).await?;
         row.as_ref().map(record).transpose()
     }
 
@@ -201,7 +185,7 @@ impl Db {
         );
         let row = sqlx::query(sql)
             .bind(message_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(record).transpose()
     }
@@ -233,7 +217,7 @@ impl Db {
         .bind(now)
         .bind(limit)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         if claimed.rows_affected() == 0 {
             return Ok(Vec::new());
@@ -243,7 +227,7 @@ impl Db {
             columns!(),
             ", payload FROM deliveries WHERE lease_owner = $1 AND state = 'queued'"
         );
-        let rows = sqlx::query(sql).bind(owner).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sql).bind(owner).fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| {
                 Ok(ClaimedDelivery {
@@ -284,7 +268,7 @@ impl Db {
             .bind(*next_attempt_at)
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?
             .rows_affected(),
         };
@@ -314,7 +298,7 @@ impl Db {
         .bind(now)
         .bind(id)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?
         .rows_affected())
     }
@@ -329,7 +313,7 @@ impl Db {
         Ok(
             sqlx::query("DELETE FROM deliveries WHERE state <> 'queued' AND finished_at < $1")
                 .bind(finished_before)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?
                 .rows_affected(),
         )
@@ -343,7 +327,7 @@ impl Db {
     pub async fn lease_owner(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
         let row = sqlx::query("SELECT lease_owner FROM deliveries WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         row.map(|row| row.try_get::<Option<String>, _>("lease_owner"))
             .transpose()
@@ -357,22 +341,12 @@ impl Db {
     pub async fn has_payload(&self, id: &str) -> Result<bool, sqlx::Error> {
         let row = sqlx::query("SELECT payload FROM deliveries WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(match row {
             Some(row) => row.try_get::<Option<String>, _>("payload")?.is_some(),
             None => false,
         })
-    }
-
-    /// The underlying pool, for tools and tests that inspect the queue.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    /// Closes the pool, waiting for connections to be returned.
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 }
 

@@ -1,7 +1,6 @@
 //! Wires settings, the database, the gRPC clients and the router into a running portal.
 //! Tests, `kagi dev` and `kagi-portal serve` all start it through [`Application::build`].
 
-use std::borrow::Borrow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,14 +26,10 @@ pub struct Application {
 impl Application {
     /// Builds with the system clock.
     ///
-    /// Takes `&Settings` like the other services' `build`; an owned `Settings` is accepted
-    /// too until the callers outside this crate's reach (`cli.rs`, `kagi dev`) pass a
-    /// reference.
-    ///
     /// # Errors
     /// See [`Application::build_with_clock`].
-    pub async fn build(settings: impl Borrow<Settings>) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings.borrow(), Arc::new(SystemClock)).await
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
     /// Connects the database (migrating it when configured), prepares the gRPC clients and

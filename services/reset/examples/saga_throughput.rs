@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     nt.transport.smtp.tls = kagi_notifier::config::SmtpTls::None;
     nt.delivery.poll_interval_ms = 25;
     nt.delivery.reset_codes_per_recipient_per_hour = 0;
-    let notifier = kagi_notifier::Application::build(nt).await?;
+    let notifier = kagi_notifier::Application::build(&nt).await?;
     let nt_addr = notifier.local_addr();
     tokio::spawn(notifier.run_until_stopped(std::future::pending()));
 

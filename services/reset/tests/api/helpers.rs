@@ -223,7 +223,7 @@ pub fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Se
 
 pub async fn start_notifier(settings: kagi_notifier::Settings) -> Running {
     kagi_testkit::logs::init();
-    let app = kagi_notifier::Application::build(settings)
+    let app = kagi_notifier::Application::build(&settings)
         .await
         .expect("notifier starts");
     let addr = app.local_addr();

@@ -119,7 +119,7 @@ impl Stack {
         });
 
         let notifier =
-            kagi_notifier::Application::build(notifier_settings(&notifier_db, sink.port))
+            kagi_notifier::Application::build(&notifier_settings(&notifier_db, sink.port))
                 .await
                 .expect("notifier starts");
         let notifier_addr = notifier.local_addr();
