@@ -26,8 +26,10 @@ pub fn bytes<const N: usize>() -> Result<[u8; N], RandomError> {
 }
 
 /// A base64 secret of `len` random bytes kept in `path`, created on first use: readable by
-/// its owner only from the moment it exists (mode 0600 at creation, never a chmod later).
-/// Replicas starting together agree on one secret: only one creation can win.
+/// its owner only from its first byte (mode 0600 at creation, never a chmod later), and
+/// written whole under a temporary name before it is linked into place, so a replica
+/// starting at the same moment either links its own or reads the complete secret of the
+/// first, never half of one.
 ///
 /// # Errors
 /// The file cannot be read or written, or the OS RNG fails.
@@ -38,21 +40,20 @@ pub fn read_or_create_secret_file(
     use base64::Engine as _;
     use std::io::Write as _;
 
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path)
-            .map(|text| zeroize::Zeroizing::new(text.trim().to_owned()))
-            .map_err(|source| SecretFileError::Io {
-                path: path.to_owned(),
-                source,
-            })
-    };
-    if path.exists() {
-        return read(path);
-    }
     let io = |source| SecretFileError::Io {
         path: path.to_owned(),
         source,
     };
+    let read = || {
+        std::fs::read_to_string(path)
+            .map(|text| zeroize::Zeroizing::new(text.trim().to_owned()))
+            .map_err(io)
+    };
+    match std::fs::metadata(path) {
+        Ok(_) => return read(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
@@ -62,19 +63,26 @@ pub fn read_or_create_secret_file(
     fill(&mut raw)?;
     let encoded =
         zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw.as_slice()));
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = std::path::PathBuf::from(temporary);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(encoded.as_bytes()).map_err(io)?;
-            file.sync_all().map_err(io)?;
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(encoded.as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => {
             tracing::warn!(path = %path.display(), "created a new secret file");
             Ok(encoded)
         }
-        // Somebody else created it first: theirs is the secret.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
+        // Somebody else linked theirs first: theirs is the secret.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(),
         Err(e) => Err(io(e)),
     }
 }
@@ -109,6 +117,24 @@ mod tests {
         }
         let again = read_or_create_secret_file(&path, 32).unwrap();
         assert_eq!(*first, *again, "a second start must not replace the secret");
+    }
+
+    #[test]
+    fn replicas_starting_together_agree_on_one_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared");
+        let secrets: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| read_or_create_secret_file(&path, 32).unwrap().to_string()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            secrets.iter().all(|s| s == &secrets[0] && s.len() == 44),
+            "{secrets:?}"
+        );
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "temporary files were left behind");
     }
 
     #[test]

@@ -98,6 +98,11 @@ impl GrpcServer {
         self.local_addr
     }
 
+    /// How long in-flight work may run on after shutdown begins.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// Serves `routes` plus health and reflection until `shutdown` resolves, then reports
     /// NOT_SERVING, stops accepting and waits for in-flight calls (up to the grace period).
     ///

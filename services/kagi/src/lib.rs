@@ -4,8 +4,6 @@
 //! key-encryption key, one generated bearer token per calling service, and the notifier's
 //! outbox of `.eml` files instead of an SMTP server.
 
-mod secrets;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +12,7 @@ use clap::{Parser, Subcommand};
 use kagi_keystore::domain::AccountId;
 use kagi_keystore::service::{self, Actor};
 use kagi_runtime::LogFormat;
+use kagi_runtime::random::read_or_create_secret_file;
 use secrecy::SecretString;
 use tokio::sync::watch;
 
@@ -88,7 +87,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
     std::fs::create_dir_all(data_dir)?;
     let callers_dir = data_dir.join("callers");
     for caller in CALLERS {
-        secrets::read_or_create(&callers_dir.join(caller), 24)?;
+        read_or_create_secret_file(&callers_dir.join(caller), 24)?;
     }
     let telemetry = kagi_runtime::TelemetrySettings {
         log_format: LogFormat::Pretty,
@@ -172,7 +171,7 @@ async fn demo_login(
     data_dir: &Path,
     account: &str,
 ) -> anyhow::Result<String> {
-    let password = secrets::read_or_create(&data_dir.join("demo-password"), 12)?;
+    let password = read_or_create_secret_file(&data_dir.join("demo-password"), 12)?.to_string();
     let now = kagi_runtime::clock::unix_ms(std::time::SystemTime::now());
     match reset
         .accounts()
@@ -237,11 +236,11 @@ fn keystore_settings(
     settings.server.listen_addr = addr;
     settings.database.url = format!("sqlite://{}/keystore.db?mode=rwc", data_dir.display());
     settings.auth.tokens_dir = Some(callers_dir.to_owned());
-    let kek = secrets::read_or_create(&data_dir.join("keystore-kek").join("dev"), 32)?;
+    let kek = read_or_create_secret_file(&data_dir.join("keystore-kek").join("dev"), 32)?;
     settings
         .kek
         .keys
-        .insert("dev".into(), SecretString::from(kek));
+        .insert("dev".into(), SecretString::from(kek.as_str()));
     Ok(settings)
 }
 
@@ -256,6 +255,7 @@ fn notifier_settings(
     settings.auth.tokens_dir = Some(callers_dir.to_owned());
     settings.transport.outbox_dir = data_dir.join("outbox");
     settings.mail.templates_dir = Some(data_dir.join("notifier-templates"));
+    settings.sealing.key_file = data_dir.join("notifier-payload-key");
     settings
 }
 

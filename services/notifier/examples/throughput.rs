@@ -161,6 +161,8 @@ fn settings(db_url: &str, smtp_port: u16, concurrency: usize, worker: bool) -> S
     settings.telemetry.log_filter = "warn".into();
     settings.database.url = db_url.to_owned();
     settings.database.max_connections = 8;
+    settings.sealing.key_file =
+        std::env::temp_dir().join(format!("kagi-throughput-key-{}", std::process::id()));
     settings.mail.templates_dir = None;
     settings.transport.kind = TransportKind::Smtp;
     settings.transport.smtp.host = "127.0.0.1".into();

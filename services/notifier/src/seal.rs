@@ -2,12 +2,10 @@
 //! delivery ID as associated data, so the code is never in the database in clear and a
 //! sealed payload cannot be moved to another row.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
@@ -44,11 +42,7 @@ impl PayloadSeal {
     /// # Errors
     /// An unreadable or unwritable file, bad base64 or a key of the wrong length.
     pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
-        let encoded = match std::fs::read_to_string(path) {
-            Ok(text) => Zeroizing::new(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(path)?,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
+        let encoded = kagi_runtime::random::read_or_create_secret_file(path, 32)?;
         let key = Zeroizing::new(
             STANDARD
                 .decode(encoded.trim().as_bytes())
@@ -62,9 +56,7 @@ impl PayloadSeal {
     /// # Errors
     /// The OS RNG failing.
     pub fn seal(&self, delivery_id: &str, plain: &[u8]) -> anyhow::Result<String> {
-        let mut nonce = [0_u8; 12];
-        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut nonce)
-            .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
+        let nonce: [u8; 12] = kagi_runtime::random::bytes()?;
         let aad = associated_data(delivery_id);
         let ciphertext = self
             .cipher
@@ -114,45 +106,6 @@ fn associated_data(delivery_id: &str) -> Vec<u8> {
     let mut aad = b"kagi-notifier payload v1\0".to_vec();
     aad.extend_from_slice(delivery_id.as_bytes());
     aad
-}
-
-/// Writes a new random key to `path`, readable by its owner only from the first byte. It is
-/// written whole under a temporary name and then linked into place, so a process starting at
-/// the same moment either links its own or reads the complete key of the first.
-fn create_key(path: &Path) -> anyhow::Result<Zeroizing<String>> {
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let mut raw = Zeroizing::new([0_u8; 32]);
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, raw.as_mut())
-        .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
-    let encoded = Zeroizing::new(STANDARD.encode(raw.as_ref()));
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-    let temporary = std::path::PathBuf::from(temporary);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&temporary).and_then(|mut file| {
-        file.write_all(encoded.as_bytes())?;
-        file.sync_all()
-    });
-    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
-    let _ = std::fs::remove_file(&temporary);
-    match linked {
-        Ok(()) => {
-            tracing::warn!(path = %path.display(), "created a new payload key");
-            Ok(encoded)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Zeroizing::new(
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        )),
-        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use zeroize::Zeroizing;
 
 use crate::domain::{DeliveryState, Locale, MessageKind, NewMessage};
 
-
 /// The columns of [`DeliveryRecord`], spliced into queries at compile time.
 macro_rules! columns {
     () => {
@@ -170,7 +169,10 @@ impl Db {
     #[instrument(skip_all, fields(delivery_id = %id))]
     pub async fn get(&self, id: &str) -> Result<Option<DeliveryRecord>, sqlx::Error> {
         let sql = concat!("SELECT ", columns!(), " FROM deliveries WHERE id = $1");
-        let row = sqlx::query(sql).bind(id).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(record).transpose()
     }
 

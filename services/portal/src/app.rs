@@ -1,13 +1,14 @@
 //! Wires settings, the database, the gRPC clients and the router into a running portal.
 //! Tests, `kagi dev` and `kagi-portal serve` all start it through [`Application::build`].
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kagi_runtime::{Clock, SystemClock};
+use kagi_runtime::shutdown::with_grace;
+use kagi_runtime::{BackgroundTasks, Clock, Stopping, SystemClock};
 use tokio::net::TcpListener;
 
 use crate::clients::Clients;
@@ -85,36 +86,31 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state;
         let grace = Duration::from_secs(state.settings.server.shutdown_grace_secs);
-        let purger = tokio::spawn(purge_forever(state.clone()));
+        let stopping = Stopping::on(shutdown);
+        let mut background = BackgroundTasks::new(stopping.clone());
+        background.every("session purge", Duration::from_secs(60), {
+            let state = state.clone();
+            move || {
+                let state = state.clone();
+                async move { purge(&state).await }
+            }
+        });
         let app = web::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let stopping = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn({
-            let stopping = Arc::clone(&stopping);
-            async move {
-                shutdown.await;
-                stopping.notify_one();
-                let _ = stop_tx.send(());
-            }
-        });
-        let serving = axum::serve(self.listener, app).with_graceful_shutdown(async {
-            let _ = stop_rx.await;
-        });
-        tokio::select! {
-            result = serving => result?,
-            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the grace period");
-            }
+        let serving = axum::serve(self.listener, app)
+            .with_graceful_shutdown(stopping.clone().begun())
+            .into_future();
+        if let Some(result) = with_grace(serving, stopping, grace, "in-flight requests").await {
+            result?;
         }
-        purger.abort();
+        background.join(grace).await;
         state.db.close().await;
         tracing::info!("portal stopped");
         Ok(())
     }
 }
 
-/// Deletes idle sessions and spent rate-limit windows once a minute.
-async fn purge_forever(state: AppState) {
+/// Deletes idle sessions and spent rate-limit windows (run once a minute).
+async fn purge(state: &AppState) {
     let idle = i64::try_from(
         state
             .settings
@@ -125,10 +121,7 @@ async fn purge_forever(state: AppState) {
     .unwrap_or(i64::MAX);
     let window =
         i64::try_from(state.settings.login.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    loop {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        if let Err(e) = state.db.purge(state.clock.now_ms(), idle, window).await {
-            tracing::warn!(error = %e, "purging idle sessions failed");
-        }
+    if let Err(e) = state.db.purge(state.clock.now_ms(), idle, window).await {
+        tracing::warn!(error = %e, "purging idle sessions failed");
     }
 }

@@ -42,9 +42,7 @@ impl std::fmt::Debug for Session {
 /// # Errors
 /// The OS has no randomness.
 pub fn random_token() -> anyhow::Result<String> {
-    let mut raw = [0_u8; 32];
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut raw)
-        .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
+    let raw: [u8; 32] = kagi_runtime::random::bytes()?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
 }
 

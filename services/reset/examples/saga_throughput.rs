@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         "/../../tests/kit/smtp_sink.py"
     ));
     let maildir = dir.path().join("mail");
-    let mut sink = tokio::process::Command::new("python3")
+    let mut sink = tokio::process::Command::new(kagi_testkit::peers::python())
         .arg(script)
         .args(["--port", "0", "--maildir", maildir.to_str().unwrap()])
         .stdin(std::process::Stdio::piped())
@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         .insert("reset".into(), SecretString::from(TOKEN));
     nt.database.url = format!("sqlite://{}/notifier.db?mode=rwc", dir.path().display());
     nt.mail.templates_dir = None;
+    nt.sealing.key_file = dir.path().join("notifier-payload-key");
     nt.transport.kind = kagi_notifier::config::TransportKind::Smtp;
     nt.transport.smtp.host = "127.0.0.1".into();
     nt.transport.smtp.port = smtp_port;

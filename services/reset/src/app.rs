@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kagi_runtime::{Authorizer, CallerAuthLayer, Clock, GrpcServer, SystemClock};
+use kagi_runtime::{
+    Authorizer, BackgroundTasks, CallerAuthLayer, Clock, GrpcServer, Stopping, SystemClock,
+};
 
 use crate::accounts::AccountAdmin;
 use crate::config::Settings;
@@ -113,7 +115,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, sweeping at start and then periodically, then
-    /// drains in-flight calls and closes the pool.
+    /// drains in-flight calls, lets a sweep in progress finish, and closes the pool.
     ///
     /// # Errors
     /// Transport failures.
@@ -121,19 +123,21 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let sweeper = self.sweep_every.map(|every| {
+        let stopping = Stopping::on(shutdown);
+        let mut background = BackgroundTasks::new(stopping.clone());
+        if let Some(every) = self.sweep_every {
             let saga = self.saga.clone();
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                loop {
-                    // The first tick is immediate: a restart finishes what a crash left.
-                    ticks.tick().await;
+            // The first round is immediate: a restart finishes what a crash left.
+            background.every("sweeper", every, move || {
+                let saga = saga.clone();
+                async move {
                     if let Err(e) = saga.sweep().await {
                         tracing::warn!(error = %e, "sweep failed");
                     }
                 }
-            })
-        });
+            });
+        }
+        let grace = self.server.grace();
         let routes = tonic::service::Routes::new(ResetGrpc::new(self.saga.clone()).into_server())
             .add_service(DirectoryGrpc::new(self.login).into_server());
         let served = self
@@ -143,12 +147,11 @@ impl Application {
                 &SERVICE_NAMES,
                 kagi_proto::FILE_DESCRIPTOR_SET,
                 self.auth,
-                shutdown,
+                stopping.begun(),
             )
             .await;
-        if let Some(sweeper) = sweeper {
-            sweeper.abort();
-        }
+        // A sweep in progress finishes its saga before the pool closes.
+        background.join(grace).await;
         self.saga.db().close().await;
         served
     }

@@ -18,6 +18,8 @@ pub struct TestDatabase {
     pub backend: Backend,
     dir: Option<tempfile::TempDir>,
     pg_name: Option<String>,
+    /// Files that belong with this database and go with it (a key every service on it shares).
+    scratch: tempfile::TempDir,
 }
 
 /// The PostgreSQL server the tests use.
@@ -50,6 +52,7 @@ impl TestDatabase {
                     backend,
                     dir: Some(dir),
                     pg_name: None,
+                    scratch: tempfile::tempdir().unwrap(),
                 }
             }
             Backend::Postgres => {
@@ -67,9 +70,16 @@ impl TestDatabase {
                     backend,
                     dir: None,
                     pg_name: Some(name),
+                    scratch: tempfile::tempdir().unwrap(),
                 }
             }
         }
+    }
+
+    /// A path for a file that belongs with this database (e.g. the notifier's payload key,
+    /// which every replica on one queue shares), deleted with it.
+    pub fn side_file(&self, name: &str) -> std::path::PathBuf {
+        self.scratch.path().join(name)
     }
 
     /// The SQLite file's folder (the file plus its `-wal` and `-shm`), for scanning bytes.

@@ -164,9 +164,10 @@ fn parse_recipient(raw: &str) -> Result<lettre::Address, InvalidInput> {
         .map_err(|_| InvalidInput::Recipient)
 }
 
+/// The same rule as every other kagi service: an ID the keystore would refuse is no
+/// account to mail about.
 fn parse_account_id(raw: &str) -> Result<String, InvalidInput> {
-    let ok = !raw.is_empty() && raw.chars().count() <= 128 && !raw.chars().any(char::is_control);
-    ok.then(|| raw.to_owned()).ok_or(InvalidInput::AccountId)
+    Ok(kagi_runtime::AccountId::parse(raw)?.into_string())
 }
 
 #[cfg(test)]

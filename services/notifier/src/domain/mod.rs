@@ -28,8 +28,8 @@ pub enum InvalidInput {
     MessageId,
     #[error("recipient is not a valid e-mail address")]
     Recipient,
-    #[error("account_id must be 1 to 128 characters without control characters")]
-    AccountId,
+    #[error(transparent)]
+    AccountId(#[from] kagi_runtime::InvalidAccountId),
     #[error("code must be exactly 6 digits")]
     Code,
     #[error("expires_at is missing")]

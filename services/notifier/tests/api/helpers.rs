@@ -54,14 +54,7 @@ pub fn test_settings(db: &TestDatabase, smtp_port: u16) -> Settings {
         .insert("reset".into(), SecretString::from(TOKEN));
     settings.database.url = db.url.clone();
     // Every notifier on this queue shares one payload key, created on first use.
-    let queue = {
-        use std::hash::{Hash as _, Hasher as _};
-        let mut hasher = std::hash::DefaultHasher::new();
-        db.url.hash(&mut hasher);
-        hasher.finish()
-    };
-    settings.sealing.key_file =
-        std::env::temp_dir().join(format!("kagi-notifier-test-key-{queue:016x}"));
+    settings.sealing.key_file = db.side_file("notifier-payload-key");
     settings.database.max_connections = 4;
     settings.mail.templates_dir = None;
     settings.transport.kind = TransportKind::Smtp;

@@ -303,7 +303,10 @@ mod tests {
     #[test]
     fn each_refused_input_has_its_japanese_message() {
         let cases = [
-            (InvalidInput::AccountId, INVALID_INPUT),
+            (
+                InvalidInput::AccountId(kagi_runtime::InvalidAccountId),
+                INVALID_INPUT,
+            ),
             (InvalidInput::Password, INVALID_INPUT),
             (InvalidInput::ClientIp, INVALID_INPUT),
             (InvalidInput::Locale, INVALID_INPUT),

@@ -28,16 +28,13 @@ impl Browser {
     /// Starts chromedriver and a browser claiming to be `user_agent`, sized like a phone.
     pub async fn start(user_agent: &str) -> Self {
         let port = kagi_testkit::free_port();
-        let chromedriver = Command::new(
-            std::env::var("KAGI_TEST_CHROMEDRIVER")
-                .unwrap_or_else(|_| "/usr/bin/chromedriver".into()),
-        )
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromedriver (apt-get install chromium chromium-driver)");
+        let chromedriver = Command::new(kagi_testkit::peers::chromedriver())
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver (apt-get install chromium chromium-driver)");
         let driver = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(driver).await.is_err() {
@@ -65,7 +62,7 @@ impl Browser {
         ];
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": std::env::var("KAGI_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()), "args": args}
+            "goog:chromeOptions": {"binary": kagi_testkit::peers::chromium(), "args": args}
         }}});
         let reply = call(driver, "POST", "/session", Some(&capabilities)).await;
         let session = reply["sessionId"]

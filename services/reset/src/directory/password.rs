@@ -81,9 +81,7 @@ fn argon2(params: &Params) -> Argon2<'static> {
 }
 
 fn hash_with(params: &Params, password: &[u8]) -> anyhow::Result<String> {
-    let mut salt = [0_u8; 16];
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut salt)
-        .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
+    let salt: [u8; 16] = kagi_runtime::random::bytes()?;
     let hash = argon2(params)
         .hash_password_with_salt(password, &salt)
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;

@@ -14,8 +14,8 @@ pub use token::ResetToken;
 /// A request field that cannot be used; its message goes back to the caller as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInput {
-    #[error("account_id must be 1-64 characters of letters, digits, '.', '_', '@' or '-'")]
-    AccountId,
+    #[error(transparent)]
+    AccountId(#[from] kagi_runtime::InvalidAccountId),
     #[error("password must be 1-1024 bytes")]
     Password,
     #[error("client_ip must be an IPv4 or IPv6 address")]
@@ -30,20 +30,13 @@ pub enum InvalidInput {
     Email,
 }
 
-/// Checks an account ID with the keystore's rules, so every ID accepted here is one the
-/// keystore accepts too.
+/// Checks an account ID with the rule every kagi service shares
+/// ([`kagi_runtime::AccountId`]), so every ID accepted here is one the keystore accepts too.
 ///
 /// # Errors
 /// [`InvalidInput::AccountId`].
 pub fn check_account_id(raw: &str) -> Result<(), InvalidInput> {
-    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
-    let starts_well = raw
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if raw.len() > 64 || !starts_well || !raw.chars().all(valid_char) {
-        return Err(InvalidInput::AccountId);
-    }
+    kagi_runtime::AccountId::parse(raw)?;
     Ok(())
 }
 

@@ -191,10 +191,7 @@ fn effective(row: &ResetRow, now: i64, policy: &Policy) -> ResetState {
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
-    let mut out = [0_u8; N];
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut out)
-        .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
-    Ok(out)
+    Ok(kagi_runtime::random::bytes().map_err(anyhow::Error::from)?)
 }
 
 /// A fresh confirmation code from the OS CSPRNG.

@@ -208,6 +208,7 @@ pub fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Se
         .insert("reset".into(), SecretString::from(token_of("reset")));
     settings.database.url = db.url.clone();
     settings.database.max_connections = 4;
+    settings.sealing.key_file = db.side_file("notifier-payload-key");
     settings.mail.templates_dir = None;
     settings.transport.kind = TransportKind::Smtp;
     settings.transport.smtp.host = "127.0.0.1".into();
