@@ -30,6 +30,16 @@ pub trait ServiceSettings: DeserializeOwned {
     }
 }
 
+/// The commands every service has. A service with more lists them beside these
+/// (`#[command(flatten)] Service(ServiceCommand)` in its own enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum ServiceCommand {
+    /// Serve until SIGTERM or Ctrl-C, then drain in-flight work and stop.
+    Serve,
+    /// Apply the database migrations and exit (a Kubernetes Job before a rollout).
+    Migrate,
+}
+
 /// Loads `S` from `config`, starts telemetry, runs `command` with the settings, and turns
 /// the outcome into the process's exit code (see [`exit_code`]).
 pub async fn run<S, F, Fut>(config: Option<&Path>, command: F) -> ExitCode

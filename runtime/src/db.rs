@@ -259,19 +259,41 @@ impl<S> Database<S> {
     }
 }
 
-/// Declares a service's database type: a newtype over [`Database`] of the service's
-/// [`Schema`], so the service adds its queries as inherent methods (`impl Db { .. }` in the
-/// files of its `store` module) while opening, migrating and transactions stay here.
+/// Declares a service's database: its [`Schema`] (the embedded SQLite file and the
+/// migrations under the crate's `migrations/sqlite` and `migrations/postgres`) and a newtype
+/// over [`Database`] of it, so the service adds its queries as inherent methods (`impl Db {
+/// .. }` in the files of its `store` module) while opening, migrating and transactions stay
+/// here.
 ///
 /// ```ignore
 /// kagi_runtime::service_database! {
 ///     /// The keystore's database.
-///     pub struct Db(KeystoreSchema);
+///     pub struct Db(KeystoreSchema, embedded = "sqlite://data/keystore.db?mode=rwc");
 /// }
 /// ```
 #[macro_export]
 macro_rules! service_database {
-    ($(#[$meta:meta])* $vis:vis struct $name:ident($schema:ty);) => {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident($schema:ident, embedded = $url:literal);) => {
+        /// The tables of
+        #[doc = concat!("[`", stringify!($name), "`].")]
+        #[derive(Debug)]
+        $vis struct $schema;
+
+        impl $crate::db::Schema for $schema {
+            const EMBEDDED_URL: &'static str = $url;
+
+            fn migrator(backend: $crate::db::Backend) -> &'static $crate::db::sqlx::migrate::Migrator {
+                static SQLITE: $crate::db::sqlx::migrate::Migrator =
+                    ::sqlx::migrate!("./migrations/sqlite");
+                static POSTGRES: $crate::db::sqlx::migrate::Migrator =
+                    ::sqlx::migrate!("./migrations/postgres");
+                match backend {
+                    $crate::db::Backend::Sqlite => &SQLITE,
+                    $crate::db::Backend::Postgres => &POSTGRES,
+                }
+            }
+        }
+
         $(#[$meta])*
         #[derive(Debug, Clone)]
         $vis struct $name {

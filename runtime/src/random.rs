@@ -64,7 +64,9 @@ pub fn read_or_create_secret_file(
     let encoded =
         zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw.as_slice()));
     let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}.tmp", std::process::id()));
+    // Unique per attempt, so concurrent creators (processes or threads) never share one.
+    let nonce: [u8; 8] = bytes()?;
+    temporary.push(format!(".{}.tmp", u64::from_le_bytes(nonce)));
     let temporary = std::path::PathBuf::from(temporary);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -66,6 +66,18 @@ fn the_notifier_manifest_settings_load() {
         kagi_notifier::config::TransportKind::Smtp
     );
     assert_eq!(settings.transport.smtp.port, 587);
+    // The pods' root filesystem is read-only: the payload key must come from the Secret,
+    // the one every replica mounts, never be generated per pod.
+    assert_eq!(
+        settings.sealing.key_file,
+        Path::new("/etc/kagi/payload-key/key")
+    );
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/notifier.yaml"),
+    )
+    .unwrap();
+    assert!(manifest.contains("mountPath: /etc/kagi/payload-key"));
+    assert!(manifest.contains("secretName: kagi-notifier-payload-key"));
 }
 
 #[test]

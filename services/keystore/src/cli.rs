@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `rekey`, `audit` and `dev`.
+//! The command line: `serve`, `migrate`, `rekey` and `audit`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kagi_runtime::SystemClock;
+use kagi_runtime::cli::ServiceCommand;
 
 use crate::app::{self, Application};
 use crate::config::Settings;
@@ -25,10 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the kagi.v1.Keystore gRPC API until SIGTERM.
-    Serve,
-    /// Apply the database migrations and exit.
-    Migrate,
+    #[command(flatten)]
+    Service(ServiceCommand),
     /// Re-encrypt every stored key under the active key-encryption key, while the
     /// service keeps serving (load the old and new KEKs in both).
     Rekey,
@@ -49,13 +48,15 @@ pub async fn main(cli: Cli) -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => {
+        Command::Service(ServiceCommand::Serve) => {
             Application::build(&settings)
                 .await?
                 .run_until_stopped(kagi_runtime::shutdown::signal())
                 .await
         }
-        Command::Migrate => kagi_runtime::cli::migrate::<KeystoreSchema>(&settings.database).await,
+        Command::Service(ServiceCommand::Migrate) => {
+            kagi_runtime::cli::migrate::<KeystoreSchema>(&settings.database).await
+        }
         Command::Rekey => {
             let keystore = app::keystore(&settings, Arc::new(SystemClock)).await?;
             let count = keystore.rekey(Actor { caller: "cli" }).await?;

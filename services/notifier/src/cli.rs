@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use kagi_runtime::cli::ServiceCommand;
 
 use crate::app::Application;
 use crate::config::Settings;
@@ -17,15 +18,7 @@ pub struct Cli {
     #[arg(long, short, global = true, env = "KAGI_NOTIFIER_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve kagi.v1.Notifier and deliver queued mail until SIGTERM.
-    Serve,
-    /// Apply the database migrations and exit.
-    Migrate,
+    pub command: ServiceCommand,
 }
 
 /// Runs one command; errors are logged and become exit code 1.
@@ -33,15 +26,17 @@ pub async fn main(cli: Cli) -> ExitCode {
     kagi_runtime::cli::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+async fn run(command: ServiceCommand, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => {
+        ServiceCommand::Serve => {
             Application::build(&settings)
                 .await?
                 .run_until_stopped(kagi_runtime::shutdown::signal())
                 .await
         }
-        Command::Migrate => kagi_runtime::cli::migrate::<NotifierSchema>(&settings.database).await,
+        ServiceCommand::Migrate => {
+            kagi_runtime::cli::migrate::<NotifierSchema>(&settings.database).await
+        }
     }
 }
 

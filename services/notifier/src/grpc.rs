@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use kagi_proto::timestamp;
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::notifier_server::Notifier;
+use kagi_runtime::Clock;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -15,7 +17,6 @@ use crate::domain::{DeliveryState, MessageKind, NewMessage, NoticeFields};
 use crate::error::Error;
 use crate::seal::PayloadSeal;
 use crate::store::{Db, DeliveryRecord, Enqueued};
-use kagi_runtime::Clock;
 
 /// Callers admitted to each RPC unless the settings say otherwise: the reset saga.
 pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
@@ -148,14 +149,6 @@ impl Notifier for NotifierService {
 
 fn to_datetime(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    let nanos = i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0);
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos,
-    }
 }
 
 fn to_proto(record: DeliveryRecord) -> pb::Delivery {

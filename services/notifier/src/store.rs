@@ -4,10 +4,9 @@
 //! claim stays on the finished row (which replica sent what). [`Db`] is the notifier's
 //! database, named as in the other services.
 
-use kagi_runtime::db::{Backend, Schema};
+use kagi_runtime::db::Backend;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::migrate::Migrator;
 use tracing::instrument;
 use zeroize::Zeroizing;
 
@@ -73,26 +72,9 @@ pub enum Finish {
     Retry { reply: String, next_attempt_at: i64 },
 }
 
-/// The notifier's tables: the delivery queue and its per-recipient counts.
-#[derive(Debug)]
-pub struct NotifierSchema;
-
-impl Schema for NotifierSchema {
-    const EMBEDDED_URL: &'static str = "sqlite://data/notifier.db?mode=rwc";
-
-    fn migrator(backend: Backend) -> &'static Migrator {
-        static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-        static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-        match backend {
-            Backend::Sqlite => &SQLITE,
-            Backend::Postgres => &POSTGRES,
-        }
-    }
-}
-
 kagi_runtime::service_database! {
-    /// The queue's database.
-    pub struct Db(NotifierSchema);
+    /// The queue's database: deliveries and their per-recipient counts.
+    pub struct Db(NotifierSchema, embedded = "sqlite://data/notifier.db?mode=rwc");
 }
 
 impl Db {

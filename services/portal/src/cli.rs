@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use kagi_runtime::cli::ServiceCommand;
 
 use crate::app::Application;
 use crate::config::Settings;
@@ -17,15 +18,7 @@ pub struct Cli {
     #[arg(long, short, global = true, env = "KAGI_PORTAL_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the portal's pages until SIGTERM.
-    Serve,
-    /// Apply the database migrations and exit.
-    Migrate,
+    pub command: ServiceCommand,
 }
 
 /// Runs one command; errors are logged and become exit code 1.
@@ -33,15 +26,15 @@ pub async fn main(cli: Cli) -> ExitCode {
     kagi_runtime::cli::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+async fn run(command: ServiceCommand, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => {
+        ServiceCommand::Serve => {
             Application::build(&settings)
                 .await?
                 .run_until_stopped(kagi_runtime::shutdown::signal())
                 .await
         }
-        Command::Migrate => {
+        ServiceCommand::Migrate => {
             let db = Db::connect(&settings.database.url, 1).await?;
             db.migrate().await?;
             tracing::info!("migrations applied");

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use kagi_runtime::cli::ServiceCommand;
 use kagi_runtime::{Clock as _, SystemClock};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -27,10 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the kagi.v1.Reset gRPC API until SIGTERM.
-    Serve,
-    /// Apply the database migrations and exit.
-    Migrate,
+    #[command(flatten)]
+    Service(ServiceCommand),
     /// Finish interrupted reissues and queue pending notices once, then exit.
     Sweep,
     /// Manage the embedded account directory.
@@ -73,13 +72,13 @@ pub async fn main(cli: Cli) -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => {
+        Command::Service(ServiceCommand::Serve) => {
             Application::build(&settings)
                 .await?
                 .run_until_stopped(kagi_runtime::shutdown::signal())
                 .await
         }
-        Command::Migrate => {
+        Command::Service(ServiceCommand::Migrate) => {
             kagi_runtime::cli::migrate::<crate::store::ResetSchema>(&settings.database).await
         }
         Command::Sweep => {

@@ -19,5 +19,3 @@ pub fn keystore(settings: &ClientSettings) -> Result<KeystoreClient, ClientError
 pub fn notifier(settings: &ClientSettings) -> Result<NotifierClient, ClientError> {
     Ok(NotifierClient::new(channel(settings)?))
 }
-
-pub use kagi_proto::timestamp;

@@ -8,33 +8,13 @@
 mod audit;
 mod keys;
 
-use kagi_runtime::db::Schema;
-use sqlx::migrate::Migrator;
-
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use keys::{CurrentKey, KeyRecord, NewKey, RotateOutcome, VerifyRow};
 
 pub use kagi_runtime::db::Backend;
 pub(crate) use kagi_runtime::db::is_unique_violation;
 
-/// The keystore's tables: accounts with their current key, rotations, the audit trail.
-#[derive(Debug)]
-pub struct KeystoreSchema;
-
-impl Schema for KeystoreSchema {
-    const EMBEDDED_URL: &'static str = "sqlite://data/keystore.db?mode=rwc";
-
-    fn migrator(backend: Backend) -> &'static Migrator {
-        static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-        static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-        match backend {
-            Backend::Sqlite => &SQLITE,
-            Backend::Postgres => &POSTGRES,
-        }
-    }
-}
-
 kagi_runtime::service_database! {
-    /// The keystore's database.
-    pub struct Db(KeystoreSchema);
+    /// The keystore's database: accounts with their current key, rotations, the audit trail.
+    pub struct Db(KeystoreSchema, embedded = "sqlite://data/keystore.db?mode=rwc");
 }

@@ -8,13 +8,13 @@ pub use directory::DirectoryGrpc;
 
 use std::net::IpAddr;
 
+use kagi_proto::timestamp;
 use kagi_proto::v1 as pb;
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::domain::{self, ConfirmationCode, InvalidInput, ResetState, ResetToken};
-use crate::downstream::timestamp;
 use crate::error::Error;
 use crate::saga::{CodeOutcome, ResetSaga, StartRequest};
 

@@ -2,12 +2,12 @@
 //! COMPLETED → the "key reissued" notice. [`ResetSaga::finish`] is also how the sweeper
 //! completes a reissue a crash interrupted.
 
+use kagi_proto::timestamp;
 use kagi_proto::v1 as pb;
 use tonic::Code;
 
 use crate::domain::state::ms;
 use crate::domain::{ResetState, ResetToken};
-use crate::downstream::timestamp;
 use crate::error::Error;
 use crate::store::ResetRow;
 

@@ -24,6 +24,7 @@ mod verify;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use kagi_proto::timestamp;
 use kagi_proto::v1 as pb;
 use kagi_runtime::Clock;
 use secrecy::SecretString;
@@ -31,7 +32,7 @@ use tonic::Code;
 
 use crate::directory::Directory;
 use crate::domain::{CodeHasher, ConfirmationCode, Policy, ResetState, ResetToken};
-use crate::downstream::{KeystoreClient, NotifierClient, timestamp};
+use crate::downstream::{KeystoreClient, NotifierClient};
 use crate::error::Error;
 use crate::limits::AttemptLimiter;
 use crate::store::{Db, ResetRow};

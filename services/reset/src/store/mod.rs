@@ -9,33 +9,13 @@ mod accounts;
 mod rate;
 mod resets;
 
-use kagi_runtime::db::Schema;
-use sqlx::migrate::Migrator;
-
 pub use accounts::AccountRow;
 pub use resets::{NewReset, ResetRow, StartOutcome};
 
 pub use kagi_runtime::db::Backend;
 pub(crate) use kagi_runtime::db::{WriteTx, is_unique_violation};
 
-/// The reset service's tables: the embedded account directory, resets, rate-limit events.
-#[derive(Debug)]
-pub struct ResetSchema;
-
-impl Schema for ResetSchema {
-    const EMBEDDED_URL: &'static str = "sqlite://data/reset.db?mode=rwc";
-
-    fn migrator(backend: Backend) -> &'static Migrator {
-        static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-        static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-        match backend {
-            Backend::Sqlite => &SQLITE,
-            Backend::Postgres => &POSTGRES,
-        }
-    }
-}
-
 kagi_runtime::service_database! {
-    /// The reset service's database.
-    pub struct Db(ResetSchema);
+    /// The reset service's database: the embedded account directory, resets, rate-limit events.
+    pub struct Db(ResetSchema, embedded = "sqlite://data/reset.db?mode=rwc");
 }
