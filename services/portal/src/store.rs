@@ -1,11 +1,14 @@
 //! The portal's database: server-side sessions (with their CSRF token and the menu-2 reset
-//! in progress, its handle sealed under the session's cookie) and the login rate-limit
+//! in progress, its handle sealed with AES-256-GCM under a key from the session's cookie,
+//! see `domain::sealed_handle`) and the login rate-limit
 //! counters. SQLite or PostgreSQL by URL, through kagi-runtime's `Any` pool; plain SQL
 //! shared by both.
 
 use base64::Engine as _;
 use kagi_runtime::db::Backend;
 use sha2::{Digest as _, Sha256};
+
+use crate::domain::sealed_handle;
 use sqlx::AnyPool;
 
 /// The portal's database.
@@ -52,57 +55,6 @@ pub fn random_token() -> anyhow::Result<String> {
 /// usable session.
 pub fn hash_id(cookie_value: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(cookie_value.as_bytes()))
-}
-
-/// Seals a reset's handle under the session's cookie value: the database row holds only
-/// `nonce || handle XOR keystream`, the keystream being SHA-256 in counter mode over the
-/// cookie value and a fresh nonce. The cookie value lives only in the browser (the row is
-/// keyed by its hash), so a copy of the database does not reveal any reset in progress.
-/// A changed row unseals to a handle the reset service refuses, never to another reset.
-///
-/// # Errors
-/// The OS has no randomness.
-fn seal(cookie: &str, reset_id: &str) -> anyhow::Result<String> {
-    let mut nonce = [0_u8; NONCE_LEN];
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut nonce)
-        .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
-    let mut sealed = nonce.to_vec();
-    sealed.extend(xor_keystream(cookie, &nonce, reset_id.as_bytes()));
-    Ok(format!(
-        "{SEALED_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
-    ))
-}
-
-/// The handle [`seal`] sealed under `cookie`; none for anything else.
-fn unseal(cookie: &str, sealed: &str) -> Option<String> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(sealed.strip_prefix(SEALED_PREFIX)?)
-        .ok()?;
-    let (nonce, body) = raw.split_at_checked(NONCE_LEN)?;
-    String::from_utf8(xor_keystream(cookie, nonce, body)).ok()
-}
-
-const SEALED_PREFIX: &str = "s1.";
-const NONCE_LEN: usize = 16;
-
-fn xor_keystream(cookie: &str, nonce: &[u8], data: &[u8]) -> Vec<u8> {
-    data.chunks(32)
-        .zip(0_u32..)
-        .flat_map(|(chunk, counter)| {
-            let block = Sha256::new()
-                .chain_update(b"kagi-portal reset_id seal\0")
-                .chain_update(cookie.as_bytes())
-                .chain_update(nonce)
-                .chain_update(counter.to_be_bytes())
-                .finalize();
-            chunk
-                .iter()
-                .zip(block)
-                .map(|(b, k)| b ^ k)
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 const SESSION_COLUMNS: &str = "id_hash, csrf, account_id, reset_id, reset_account, last_seen";
@@ -190,7 +142,7 @@ impl Db {
         session.reset_id = session
             .reset_id
             .as_deref()
-            .and_then(|sealed| unseal(cookie, sealed));
+            .and_then(|sealed| sealed_handle::open(cookie, &id_hash, sealed));
         if now >= session.last_seen + idle_ms {
             self.delete_session(&id_hash).await?;
             return Ok(None);
@@ -219,7 +171,8 @@ impl Db {
     }
 
     /// Remembers the menu-2 reset the session `id_hash` (whose cookie value is `cookie`)
-    /// drives, replacing any earlier one. The handle is stored sealed under `cookie`.
+    /// drives, replacing any earlier one. The handle is stored sealed under a key derived
+    /// from `cookie`, bound to the row `id_hash`.
     ///
     /// # Errors
     /// No randomness, or a database failure.
@@ -231,8 +184,10 @@ impl Db {
         reset_id: &str,
         account: &str,
     ) -> anyhow::Result<()> {
+        let nonce = kagi_runtime::random::bytes::<{ sealed_handle::NONCE_LEN }>()?;
+        let sealed = sealed_handle::seal(cookie, id_hash, reset_id, nonce)?;
         sqlx::query("UPDATE sessions SET reset_id = $1, reset_account = $2 WHERE id_hash = $3")
-            .bind(seal(cookie, reset_id)?)
+            .bind(sealed)
             .bind(account.to_owned())
             .bind(id_hash)
             .execute(&self.pool)
