@@ -53,6 +53,7 @@ impl Application {
             db.migrate().await?;
         }
         let clients = Clients::new(&settings.keystore, &settings.reset)?;
+        let proxy_secret = settings.login.proxy_secret()?.map(Arc::new);
         let listener = TcpListener::bind(settings.server.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen_addr))?;
@@ -66,6 +67,7 @@ impl Application {
                 clients,
                 clock,
                 settings: Arc::new(settings.clone()),
+                proxy_secret,
             },
         })
     }

@@ -121,8 +121,15 @@ pub struct LoginSettings {
     /// The header carrying the authenticated account ID (trusted-header mode).
     pub header: String,
     /// Networks the SSO proxy connects from; the header (and `X-Forwarded-For`) from any
-    /// other peer is ignored.
+    /// other peer is ignored. `X-Forwarded-For` is read from the right, skipping these
+    /// networks: the first other address is the client.
     pub trusted_proxies: Vec<IpNet>,
+    /// Trusted-header mode: a file holding a secret the proxy sends in
+    /// `proxy_secret_header` on every request; when set, the identity header is believed
+    /// only alongside it (so another host inside `trusted_proxies` cannot log anyone in).
+    pub proxy_secret_file: Option<PathBuf>,
+    /// The header carrying that secret.
+    pub proxy_secret_header: String,
     /// Where "ログアウト" sends the browser after ending the portal session (the SSO's
     /// logout page, trusted-header mode); empty for the top page.
     pub logout_url: String,
@@ -138,11 +145,32 @@ impl Default for LoginSettings {
             mode: LoginMode::Local,
             header: "x-remote-user".into(),
             trusted_proxies: Vec::new(),
+            proxy_secret_file: None,
+            proxy_secret_header: "x-kagi-proxy-secret".into(),
             logout_url: String::new(),
             per_account_max: 10,
             per_ip_max: 50,
             window_secs: 900,
         }
+    }
+}
+
+impl LoginSettings {
+    /// The proxy's shared secret from `proxy_secret_file` (trimmed), if one is set.
+    ///
+    /// # Errors
+    /// The file cannot be read, or holds nothing.
+    pub fn proxy_secret(&self) -> anyhow::Result<Option<secrecy::SecretString>> {
+        let Some(path) = &self.proxy_secret_file else {
+            return Ok(None);
+        };
+        let text = secrecy::zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+        );
+        let secret = text.trim();
+        anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
+        Ok(Some(secret.to_owned().into()))
     }
 }
 

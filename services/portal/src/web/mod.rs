@@ -29,6 +29,8 @@ pub struct AppState {
     pub clients: Clients,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
+    /// The SSO proxy's shared secret (`login.proxy_secret_file`), when one is required.
+    pub proxy_secret: Option<Arc<secrecy::SecretString>>,
 }
 
 /// The Content-Security-Policy of every response: no script at all, styles and images
