@@ -132,9 +132,21 @@ async fn purge_forever(state: AppState) {
     .unwrap_or(i64::MAX);
     let window =
         i64::try_from(state.settings.login.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let max_age = i64::try_from(
+        state
+            .settings
+            .session
+            .absolute_timeout_secs
+            .saturating_mul(1000),
+    )
+    .unwrap_or(i64::MAX);
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        if let Err(e) = state.db.purge(state.clock.now_ms(), idle, window).await {
+        if let Err(e) = state
+            .db
+            .purge(state.clock.now_ms(), idle, max_age, window)
+            .await
+        {
             tracing::warn!(error = %e, "purging idle sessions failed");
         }
     }

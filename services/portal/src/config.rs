@@ -62,7 +62,8 @@ pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen_addr: SocketAddr,
     /// The address users type, e.g. `https://mfa.example.ac.jp`. An `https` URL makes the
-    /// session cookie `Secure` (TLS is terminated by the proxy in front of the portal).
+    /// session cookie `Secure` and every response carry `Strict-Transport-Security` (TLS is
+    /// terminated by the proxy in front of the portal).
     pub public_url: String,
     /// Requests still running this long after SIGTERM are abandoned.
     pub shutdown_grace_secs: u64,
@@ -179,6 +180,10 @@ impl LoginSettings {
 pub struct SessionSettings {
     /// A session unused this long is over (the user logs in again).
     pub idle_timeout_secs: u64,
+    /// A session this old is over however busy it was (a stolen cookie kept alive by
+    /// polling dies with it). Counted from the login, or from the first page of a session
+    /// with no login.
+    pub absolute_timeout_secs: u64,
     /// Name of the session cookie; over https (`server.public_url`) it is sent as
     /// `__Host-` + this name.
     pub cookie_name: String,
@@ -188,6 +193,7 @@ impl Default for SessionSettings {
     fn default() -> Self {
         Self {
             idle_timeout_secs: 900,
+            absolute_timeout_secs: 8 * 3600,
             cookie_name: "kagi_session".into(),
         }
     }

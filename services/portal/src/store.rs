@@ -28,6 +28,9 @@ pub struct Session {
     pub account_id: Option<String>,
     pub reset_id: Option<String>,
     pub reset_account: Option<String>,
+    /// When the session began (its login, for a logged-in one): its absolute lifetime
+    /// counts from here.
+    pub created_at: i64,
     pub last_seen: i64,
 }
 
@@ -57,7 +60,8 @@ pub fn hash_id(cookie_value: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(cookie_value.as_bytes()))
 }
 
-const SESSION_COLUMNS: &str = "id_hash, csrf, account_id, reset_id, reset_account, last_seen";
+const SESSION_COLUMNS: &str =
+    "id_hash, csrf, account_id, reset_id, reset_account, created_at, last_seen";
 
 impl Db {
     /// # Errors
@@ -103,6 +107,7 @@ impl Db {
             account_id: account_id.map(str::to_owned),
             reset_id: None,
             reset_account: None,
+            created_at: now,
             last_seen: now,
         };
         sqlx::query(
@@ -117,8 +122,9 @@ impl Db {
         Ok((cookie, session))
     }
 
-    /// The live session behind a cookie value. A session idle for `idle_ms` or longer is
-    /// deleted and reads as none; a live one is touched (at most every `touch_ms`).
+    /// The live session behind a cookie value. A session idle for `idle_ms` or longer, or
+    /// begun `max_age_ms` or longer ago, is deleted and reads as none; a live one is
+    /// touched (at most every `touch_ms`).
     ///
     /// # Errors
     /// A database failure.
@@ -128,6 +134,7 @@ impl Db {
         cookie: &str,
         now: i64,
         idle_ms: i64,
+        max_age_ms: i64,
     ) -> Result<Option<Session>, sqlx::Error> {
         let id_hash = hash_id(cookie);
         let row: Option<Session> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -143,7 +150,9 @@ impl Db {
             .reset_id
             .as_deref()
             .and_then(|sealed| sealed_handle::open(cookie, &id_hash, sealed));
-        if now >= session.last_seen + idle_ms {
+        let idle = now >= session.last_seen.saturating_add(idle_ms);
+        let too_old = now >= session.created_at.saturating_add(max_age_ms);
+        if idle || too_old {
             self.delete_session(&id_hash).await?;
             return Ok(None);
         }
@@ -168,6 +177,46 @@ impl Db {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Replaces `old` by a session with a new cookie value (returned) that keeps its
+    /// account and its start, so renewing the cookie never extends the absolute lifetime.
+    ///
+    /// # Errors
+    /// No randomness, or a database failure.
+    #[tracing::instrument(skip_all)]
+    pub async fn renew_session(
+        &self,
+        old: &Session,
+        now: i64,
+    ) -> anyhow::Result<(String, Session)> {
+        let cookie = random_token()?;
+        let session = Session {
+            id_hash: hash_id(&cookie),
+            csrf: random_token()?,
+            account_id: old.account_id.clone(),
+            reset_id: None,
+            reset_account: None,
+            created_at: old.created_at,
+            last_seen: now,
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, csrf, account_id, created_at, last_seen) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.csrf)
+        .bind(session.account_id.clone())
+        .bind(session.created_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(&old.id_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((cookie, session))
     }
 
     /// Remembers the menu-2 reset the session `id_hash` (whose cookie value is `cookie`)
@@ -235,16 +284,24 @@ impl Db {
         Ok(attempts)
     }
 
-    /// Deletes idle sessions and spent rate-limit windows.
+    /// Deletes idle and too old sessions and spent rate-limit windows.
     ///
     /// # Errors
     /// A database failure.
-    pub async fn purge(&self, now: i64, idle_ms: i64, window_ms: i64) -> Result<u64, sqlx::Error> {
-        let sessions = sqlx::query("DELETE FROM sessions WHERE last_seen <= $1")
-            .bind(now - idle_ms)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+    pub async fn purge(
+        &self,
+        now: i64,
+        idle_ms: i64,
+        max_age_ms: i64,
+        window_ms: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let sessions =
+            sqlx::query("DELETE FROM sessions WHERE last_seen <= $1 OR created_at <= $2")
+                .bind(now.saturating_sub(idle_ms))
+                .bind(now.saturating_sub(max_age_ms))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         sqlx::query("DELETE FROM login_attempts WHERE window_start <= $1")
             .bind(now - window_ms)
             .execute(&self.pool)

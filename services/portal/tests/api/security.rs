@@ -2,6 +2,8 @@
 //! or identity headers, a host inside the proxy network without the proxy's secret, a
 //! session kept alive past its absolute lifetime, a stale login asking for the key.
 
+use std::time::Duration;
+
 use kagi_portal::config::LoginMode;
 
 use crate::common::http::{Client, Reply, csrf_in};
@@ -157,4 +159,33 @@ async fn without_the_proxys_secret_the_identity_header_is_not_believed() {
         .await;
     assert_eq!(reply.status, 200);
     assert!(user.get("/key").await.text().contains("id=\"secret\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_eight_hours_after_login_however_active() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut thief = Client::new(stack.portal);
+    assert_eq!(log_in_via(&mut thief, PASSWORD, &[]).await.status, 303);
+
+    // Whoever holds the cookie keeps it busy, a page every 14 minutes (inside the
+    // 15-minute idle timeout), for the 8 hours of its absolute lifetime.
+    let mut elapsed = Duration::ZERO;
+    while elapsed + Duration::from_secs(14 * 60) < Duration::from_secs(8 * 3600) {
+        stack.clock.advance(Duration::from_secs(14 * 60));
+        elapsed += Duration::from_secs(14 * 60);
+        let top = thief.get("/").await.text();
+        assert!(
+            top.contains("id=\"who\""),
+            "still logged in after {elapsed:?}"
+        );
+    }
+    stack.clock.advance(Duration::from_secs(8 * 3600) - elapsed);
+    let top = thief.get("/").await.text();
+    assert!(
+        !top.contains("id=\"who\""),
+        "8 hours after login the session is over"
+    );
+    let page = thief.get("/key").await.text();
+    assert!(page.contains("システムにログインしていません"));
+    assert!(!page.contains("id=\"secret\""));
 }
