@@ -184,6 +184,10 @@ pub struct SessionSettings {
     /// polling dies with it). Counted from the login, or from the first page of a session
     /// with no login.
     pub absolute_timeout_secs: u64,
+    /// Step-up: the setup key (menus 1 and 3) is shown only this soon after the login; an
+    /// older login is asked to log in again first, so a cookie left open on a shared
+    /// computer does not show the key to the next person.
+    pub key_view_max_age_secs: u64,
     /// Name of the session cookie; over https (`server.public_url`) it is sent as
     /// `__Host-` + this name.
     pub cookie_name: String,
@@ -194,6 +198,7 @@ impl Default for SessionSettings {
         Self {
             idle_timeout_secs: 900,
             absolute_timeout_secs: 8 * 3600,
+            key_view_max_age_secs: 300,
             cookie_name: "kagi_session".into(),
         }
     }

@@ -34,6 +34,14 @@ pub struct Session {
     pub last_seen: i64,
 }
 
+impl Session {
+    /// When the account logged in: a logged-in session is only ever created by its login
+    /// (and a renewed cookie keeps the start), so that is when the session began.
+    pub fn logged_in_at(&self) -> Option<i64> {
+        self.account_id.as_ref().map(|_| self.created_at)
+    }
+}
+
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")

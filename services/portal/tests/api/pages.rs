@@ -267,7 +267,12 @@ async fn the_identity_header_from_anyone_but_the_proxy_is_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_ends_after_the_timeout() {
-    let stack = Box::pin(Stack::start_with(|s| s.session.idle_timeout_secs = 900)).await;
+    let stack = Box::pin(Stack::start_with(|s| {
+        s.session.idle_timeout_secs = 900;
+        // The key stays viewable for the whole test: this one is about the idle timeout.
+        s.session.key_view_max_age_secs = 3600;
+    }))
+    .await;
     let mut client = Client::new(stack.portal);
     log_in(&mut client, PASSWORD).await;
 

@@ -189,3 +189,75 @@ async fn a_session_ends_eight_hours_after_login_however_active() {
     assert!(page.contains("システムにログインしていません"));
     assert!(!page.contains("id=\"secret\""));
 }
+
+const IPHONE_SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+
+/// What the page says when the login is too old to show the key.
+const LOG_IN_AGAIN: &str = "セットアップキーを表示するには、もう一度ログインしてください";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_is_shown_only_within_5_minutes_of_login_then_after_logging_in_again() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut user = Client::new(stack.portal);
+    user.user_agent = IPHONE_SAFARI.into();
+    assert_eq!(log_in_via(&mut user, PASSWORD, &[]).await.status, 303);
+    assert!(user.get("/key").await.text().contains("id=\"secret\""));
+
+    stack.clock.advance(Duration::from_secs(299));
+    assert!(
+        user.get("/key").await.text().contains("id=\"secret\""),
+        "within 5 minutes of the login"
+    );
+
+    // Someone finds the browser left open: still logged in, but the key is not shown.
+    stack.clock.advance(Duration::from_secs(2));
+    let stale = user.get("/key").await;
+    let page = stale.text();
+    assert_eq!(stale.status, 200);
+    assert!(!page.contains("id=\"secret\""), "the key is not shown");
+    assert!(!page.contains(&stack.first_key.secret_base32));
+    assert!(page.contains(LOG_IN_AGAIN), "the reason is shown");
+    assert!(
+        page.contains("href=\"/login?next=/key\""),
+        "log in, then back"
+    );
+    assert!(page.contains("id=\"who\""), "the session itself lives on");
+    let apple = user.get("/apple").await.text();
+    assert!(!apple.contains("apple-otpauth://"), "nor in menu 3");
+    assert!(apple.contains(LOG_IN_AGAIN));
+
+    // Whoever knows the password logs in again and comes back to the key.
+    let again = log_in_via(&mut user, PASSWORD, &[]).await;
+    assert_eq!(again.status, 303);
+    assert_eq!(again.header("location"), Some("/key"));
+    let page = user.get("/key").await.text();
+    assert!(page.contains("id=\"secret\""));
+    assert!(!page.contains(LOG_IN_AGAIN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_view_age_is_configurable_and_the_sso_login_comes_back_to_the_key() {
+    let stack = Box::pin(Stack::start_with(|s| {
+        trusted_header_mode(s);
+        s.session.key_view_max_age_secs = 60;
+    }))
+    .await;
+    let mut user = Client::new(stack.portal);
+    let sso = [("X-Remote-User", ACCOUNT)];
+    assert_eq!(user.get_with("/login?next=/key", &sso).await.status, 200);
+    assert!(user.get("/key").await.text().contains("id=\"secret\""));
+
+    stack.clock.advance(Duration::from_secs(61));
+    let page = user.get("/key").await.text();
+    assert!(!page.contains("id=\"secret\""));
+    assert!(page.contains(LOG_IN_AGAIN));
+
+    // The login button goes through the SSO and back to the key.
+    let back = user.get_with("/login?next=/key", &sso).await;
+    assert_eq!(back.status, 200);
+    assert!(
+        back.text()
+            .contains("http-equiv=\"refresh\" content=\"0;url=/key\"")
+    );
+    assert!(user.get("/key").await.text().contains("id=\"secret\""));
+}
