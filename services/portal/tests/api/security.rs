@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use kagi_portal::config::LoginMode;
+use kagi_testkit::Backend;
 
 use crate::common::http::{Client, Reply, csrf_in};
 use crate::common::{ACCOUNT, PASSWORD, Stack};
@@ -28,9 +29,8 @@ async fn log_in_via(client: &mut Client, password: &str, extra: &[(&str, &str)])
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_forging_forwarded_hops_is_still_limited_by_its_real_address() {
-    let stack = Box::pin(Stack::start_with(|s| {
+async fn a_client_forging_forwarded_hops_is_still_limited_by_its_real_address(backend: Backend) {
+    let stack = Box::pin(Stack::start_with_on(backend, |s| {
         // The test connects from 127.0.0.1, as the institution's proxy would.
         s.login.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
         s.login.per_ip_max = 3;
@@ -161,9 +161,8 @@ async fn without_the_proxys_secret_the_identity_header_is_not_believed() {
     assert!(user.get("/key").await.text().contains("id=\"secret\""));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_ends_eight_hours_after_login_however_active() {
-    let stack = Box::pin(Stack::start()).await;
+async fn a_session_ends_eight_hours_after_login_however_active(backend: Backend) {
+    let stack = Box::pin(Stack::start_on(backend)).await;
     let mut thief = Client::new(stack.portal);
     assert_eq!(log_in_via(&mut thief, PASSWORD, &[]).await.status, 303);
 
@@ -195,9 +194,10 @@ const IPHONE_SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS
 /// What the page says when the login is too old to show the key.
 const LOG_IN_AGAIN: &str = "セットアップキーを表示するには、もう一度ログインしてください";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_key_is_shown_only_within_5_minutes_of_login_then_after_logging_in_again() {
-    let stack = Box::pin(Stack::start()).await;
+async fn the_key_is_shown_only_within_5_minutes_of_login_then_after_logging_in_again(
+    backend: Backend,
+) {
+    let stack = Box::pin(Stack::start_on(backend)).await;
     let mut user = Client::new(stack.portal);
     user.user_agent = IPHONE_SAFARI.into();
     assert_eq!(log_in_via(&mut user, PASSWORD, &[]).await.status, 303);
@@ -261,3 +261,9 @@ async fn the_key_view_age_is_configurable_and_the_sso_login_comes_back_to_the_ke
     );
     assert!(user.get("/key").await.text().contains("id=\"secret\""));
 }
+
+kagi_testkit::both_backends!(
+    a_client_forging_forwarded_hops_is_still_limited_by_its_real_address,
+    a_session_ends_eight_hours_after_login_however_active,
+    the_key_is_shown_only_within_5_minutes_of_login_then_after_logging_in_again,
+);
