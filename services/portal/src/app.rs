@@ -49,6 +49,7 @@ impl Application {
             db.migrate().await?;
         }
         let clients = Clients::new(&settings.keystore, &settings.reset)?;
+        let proxy_secret = settings.login.proxy_secret()?.map(Arc::new);
         let listener = TcpListener::bind(settings.server.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen_addr))?;
@@ -62,6 +63,7 @@ impl Application {
                 clients,
                 clock,
                 settings: Arc::new(settings.clone()),
+                proxy_secret,
             },
         })
     }
@@ -109,19 +111,20 @@ impl Application {
     }
 }
 
-/// Deletes idle sessions and spent rate-limit windows (run once a minute).
+/// Deletes idle and expired sessions and spent rate-limit windows (run once a minute).
 async fn purge(state: &AppState) {
-    let idle = i64::try_from(
-        state
-            .settings
-            .session
-            .idle_timeout_secs
-            .saturating_mul(1000),
-    )
-    .unwrap_or(i64::MAX);
-    let window =
-        i64::try_from(state.settings.login.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    if let Err(e) = state.db.purge(state.clock.now_ms(), idle, window).await {
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let session = &state.settings.session;
+    let (idle, max_age) = (
+        ms(session.idle_timeout_secs),
+        ms(session.absolute_timeout_secs),
+    );
+    let window = ms(state.settings.login.window_secs);
+    if let Err(e) = state
+        .db
+        .purge(state.clock.now_ms(), idle, max_age, window)
+        .await
+    {
         tracing::warn!(error = %e, "purging idle sessions failed");
     }
 }

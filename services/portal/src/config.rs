@@ -62,7 +62,8 @@ pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen_addr: SocketAddr,
     /// The address users type, e.g. `https://mfa.example.ac.jp`. An `https` URL makes the
-    /// session cookie `Secure` (TLS is terminated by the proxy in front of the portal).
+    /// session cookie `Secure` and every response carry `Strict-Transport-Security` (TLS is
+    /// terminated by the proxy in front of the portal).
     pub public_url: String,
     /// Requests still running this long after SIGTERM are abandoned.
     pub shutdown_grace_secs: u64,
@@ -121,8 +122,15 @@ pub struct LoginSettings {
     /// The header carrying the authenticated account ID (trusted-header mode).
     pub header: String,
     /// Networks the SSO proxy connects from; the header (and `X-Forwarded-For`) from any
-    /// other peer is ignored.
+    /// other peer is ignored. `X-Forwarded-For` is read from the right, skipping these
+    /// networks: the first other address is the client.
     pub trusted_proxies: Vec<IpNet>,
+    /// Trusted-header mode: a file holding a secret the proxy sends in
+    /// `proxy_secret_header` on every request; when set, the identity header is believed
+    /// only alongside it (so another host inside `trusted_proxies` cannot log anyone in).
+    pub proxy_secret_file: Option<PathBuf>,
+    /// The header carrying that secret.
+    pub proxy_secret_header: String,
     /// Where "ログアウト" sends the browser after ending the portal session (the SSO's
     /// logout page, trusted-header mode); empty for the top page.
     pub logout_url: String,
@@ -138,6 +146,8 @@ impl Default for LoginSettings {
             mode: LoginMode::Local,
             header: "x-remote-user".into(),
             trusted_proxies: Vec::new(),
+            proxy_secret_file: None,
+            proxy_secret_header: "x-kagi-proxy-secret".into(),
             logout_url: String::new(),
             per_account_max: 10,
             per_ip_max: 50,
@@ -146,11 +156,38 @@ impl Default for LoginSettings {
     }
 }
 
+impl LoginSettings {
+    /// The proxy's shared secret from `proxy_secret_file` (trimmed), if one is set.
+    ///
+    /// # Errors
+    /// The file cannot be read, or holds nothing.
+    pub fn proxy_secret(&self) -> anyhow::Result<Option<secrecy::SecretString>> {
+        let Some(path) = &self.proxy_secret_file else {
+            return Ok(None);
+        };
+        let text = secrecy::zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+        );
+        let secret = text.trim();
+        anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
+        Ok(Some(secret.to_owned().into()))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionSettings {
     /// A session unused this long is over (the user logs in again).
     pub idle_timeout_secs: u64,
+    /// A session this old is over however busy it was (a stolen cookie kept alive by
+    /// polling dies with it). Counted from the login, or from the first page of a session
+    /// with no login.
+    pub absolute_timeout_secs: u64,
+    /// Step-up: the setup key (menus 1 and 3) is shown only this soon after the login; an
+    /// older login is asked to log in again first, so a cookie left open on a shared
+    /// computer does not show the key to the next person.
+    pub key_view_max_age_secs: u64,
     /// Name of the session cookie; over https (`server.public_url`) it is sent as
     /// `__Host-` + this name.
     pub cookie_name: String,
@@ -160,6 +197,8 @@ impl Default for SessionSettings {
     fn default() -> Self {
         Self {
             idle_timeout_secs: 900,
+            absolute_timeout_secs: 8 * 3600,
+            key_view_max_age_secs: 300,
             cookie_name: "kagi_session".into(),
         }
     }

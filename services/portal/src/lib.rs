@@ -17,7 +17,8 @@
 //!   the menu-2 reset in progress, and the login rate-limit counters.
 //! - [`domain`]: pure decisions with no I/O: which Japanese/English [`domain::UserMessage`]
 //!   a service's answer becomes, the language, how a setup key is shown, whether the
-//!   browser can use Apple's autofill (menu 3).
+//!   browser can use Apple's autofill (menu 3), how a reset's handle is sealed in the
+//!   session row (`domain::sealed_handle`, AES-256-GCM).
 //! - [`web`]: the HTTP side. `web::context` reads what a handler needs from the request
 //!   (language, session cookie, client address, identity header), `web::response` holds
 //!   sessions, CSRF, cookies and rendering, `web::pages` the top page, menu 1, menu 3 and

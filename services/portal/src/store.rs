@@ -1,11 +1,14 @@
 //! The portal's database: server-side sessions (with their CSRF token and the menu-2 reset
-//! in progress, its handle sealed under the session's cookie) and the login rate-limit
+//! in progress, its handle sealed with AES-256-GCM under a key from the session's cookie,
+//! see `domain::sealed_handle`) and the login rate-limit
 //! counters. SQLite or PostgreSQL by URL, through kagi-runtime's `Any` pool; plain SQL
 //! shared by both.
 
 use base64::Engine as _;
 use kagi_runtime::db::Backend;
 use sha2::{Digest as _, Sha256};
+
+use crate::domain::sealed_handle;
 use sqlx::AnyPool;
 
 /// The portal's database.
@@ -25,7 +28,18 @@ pub struct Session {
     pub account_id: Option<String>,
     pub reset_id: Option<String>,
     pub reset_account: Option<String>,
+    /// When the session began (its login, for a logged-in one): its absolute lifetime
+    /// counts from here.
+    pub created_at: i64,
     pub last_seen: i64,
+}
+
+impl Session {
+    /// When the account logged in: a logged-in session is only ever created by its login
+    /// (and a renewed cookie keeps the start), so that is when the session began.
+    pub fn logged_in_at(&self) -> Option<i64> {
+        self.account_id.as_ref().map(|_| self.created_at)
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -52,58 +66,8 @@ pub fn hash_id(cookie_value: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(cookie_value.as_bytes()))
 }
 
-/// Seals a reset's handle under the session's cookie value: the database row holds only
-/// `nonce || handle XOR keystream`, the keystream being SHA-256 in counter mode over the
-/// cookie value and a fresh nonce. The cookie value lives only in the browser (the row is
-/// keyed by its hash), so a copy of the database does not reveal any reset in progress.
-/// A changed row unseals to a handle the reset service refuses, never to another reset.
-///
-/// # Errors
-/// The OS has no randomness.
-fn seal(cookie: &str, reset_id: &str) -> anyhow::Result<String> {
-    let mut nonce = [0_u8; NONCE_LEN];
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut nonce)
-        .map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
-    let mut sealed = nonce.to_vec();
-    sealed.extend(xor_keystream(cookie, &nonce, reset_id.as_bytes()));
-    Ok(format!(
-        "{SEALED_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
-    ))
-}
-
-/// The handle [`seal`] sealed under `cookie`; none for anything else.
-fn unseal(cookie: &str, sealed: &str) -> Option<String> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(sealed.strip_prefix(SEALED_PREFIX)?)
-        .ok()?;
-    let (nonce, body) = raw.split_at_checked(NONCE_LEN)?;
-    String::from_utf8(xor_keystream(cookie, nonce, body)).ok()
-}
-
-const SEALED_PREFIX: &str = "s1.";
-const NONCE_LEN: usize = 16;
-
-fn xor_keystream(cookie: &str, nonce: &[u8], data: &[u8]) -> Vec<u8> {
-    data.chunks(32)
-        .zip(0_u32..)
-        .flat_map(|(chunk, counter)| {
-            let block = Sha256::new()
-                .chain_update(b"kagi-portal reset_id seal\0")
-                .chain_update(cookie.as_bytes())
-                .chain_update(nonce)
-                .chain_update(counter.to_be_bytes())
-                .finalize();
-            chunk
-                .iter()
-                .zip(block)
-                .map(|(b, k)| b ^ k)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-const SESSION_COLUMNS: &str = "id_hash, csrf, account_id, reset_id, reset_account, last_seen";
+const SESSION_COLUMNS: &str =
+    "id_hash, csrf, account_id, reset_id, reset_account, created_at, last_seen";
 
 impl Db {
     /// # Errors
@@ -149,6 +113,7 @@ impl Db {
             account_id: account_id.map(str::to_owned),
             reset_id: None,
             reset_account: None,
+            created_at: now,
             last_seen: now,
         };
         sqlx::query(
@@ -163,8 +128,9 @@ impl Db {
         Ok((cookie, session))
     }
 
-    /// The live session behind a cookie value. A session idle for `idle_ms` or longer is
-    /// deleted and reads as none; a live one is touched (at most every `touch_ms`).
+    /// The live session behind a cookie value. A session idle for `idle_ms` or longer, or
+    /// begun `max_age_ms` or longer ago, is deleted and reads as none; a live one is
+    /// touched (at most every `touch_ms`).
     ///
     /// # Errors
     /// A database failure.
@@ -174,6 +140,7 @@ impl Db {
         cookie: &str,
         now: i64,
         idle_ms: i64,
+        max_age_ms: i64,
     ) -> Result<Option<Session>, sqlx::Error> {
         let id_hash = hash_id(cookie);
         let row: Option<Session> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -188,8 +155,10 @@ impl Db {
         session.reset_id = session
             .reset_id
             .as_deref()
-            .and_then(|sealed| unseal(cookie, sealed));
-        if now >= session.last_seen + idle_ms {
+            .and_then(|sealed| sealed_handle::open(cookie, &id_hash, sealed));
+        let idle = now >= session.last_seen.saturating_add(idle_ms);
+        let too_old = now >= session.created_at.saturating_add(max_age_ms);
+        if idle || too_old {
             self.delete_session(&id_hash).await?;
             return Ok(None);
         }
@@ -216,8 +185,49 @@ impl Db {
         Ok(())
     }
 
+    /// Replaces `old` by a session with a new cookie value (returned) that keeps its
+    /// account and its start, so renewing the cookie never extends the absolute lifetime.
+    ///
+    /// # Errors
+    /// No randomness, or a database failure.
+    #[tracing::instrument(skip_all)]
+    pub async fn renew_session(
+        &self,
+        old: &Session,
+        now: i64,
+    ) -> anyhow::Result<(String, Session)> {
+        let cookie = random_token()?;
+        let session = Session {
+            id_hash: hash_id(&cookie),
+            csrf: random_token()?,
+            account_id: old.account_id.clone(),
+            reset_id: None,
+            reset_account: None,
+            created_at: old.created_at,
+            last_seen: now,
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, csrf, account_id, created_at, last_seen) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.csrf)
+        .bind(session.account_id.clone())
+        .bind(session.created_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(&old.id_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((cookie, session))
+    }
+
     /// Remembers the menu-2 reset the session `id_hash` (whose cookie value is `cookie`)
-    /// drives, replacing any earlier one. The handle is stored sealed under `cookie`.
+    /// drives, replacing any earlier one. The handle is stored sealed under a key derived
+    /// from `cookie`, bound to the row `id_hash`.
     ///
     /// # Errors
     /// No randomness, or a database failure.
@@ -229,8 +239,10 @@ impl Db {
         reset_id: &str,
         account: &str,
     ) -> anyhow::Result<()> {
+        let nonce = kagi_runtime::random::bytes::<{ sealed_handle::NONCE_LEN }>()?;
+        let sealed = sealed_handle::seal(cookie, id_hash, reset_id, nonce)?;
         sqlx::query("UPDATE sessions SET reset_id = $1, reset_account = $2 WHERE id_hash = $3")
-            .bind(seal(cookie, reset_id)?)
+            .bind(sealed)
             .bind(account.to_owned())
             .bind(id_hash)
             .execute(&self.pool)
@@ -278,16 +290,24 @@ impl Db {
         Ok(attempts)
     }
 
-    /// Deletes idle sessions and spent rate-limit windows.
+    /// Deletes idle and too old sessions and spent rate-limit windows.
     ///
     /// # Errors
     /// A database failure.
-    pub async fn purge(&self, now: i64, idle_ms: i64, window_ms: i64) -> Result<u64, sqlx::Error> {
-        let sessions = sqlx::query("DELETE FROM sessions WHERE last_seen <= $1")
-            .bind(now - idle_ms)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+    pub async fn purge(
+        &self,
+        now: i64,
+        idle_ms: i64,
+        max_age_ms: i64,
+        window_ms: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let sessions =
+            sqlx::query("DELETE FROM sessions WHERE last_seen <= $1 OR created_at <= $2")
+                .bind(now.saturating_sub(idle_ms))
+                .bind(now.saturating_sub(max_age_ms))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         sqlx::query("DELETE FROM login_attempts WHERE window_start <= $1")
             .bind(now - window_ms)
             .execute(&self.pool)

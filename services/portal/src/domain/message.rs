@@ -12,7 +12,9 @@ pub enum UserMessage {
     BadCredentials,
     TooManyLogins,
     TooManyAttempts,
-    WrongCode { attempts_remaining: u32 },
+    WrongCode {
+        attempts_remaining: u32,
+    },
     CodeFormat,
     CodeExpired,
     CodeLocked,
@@ -32,6 +34,8 @@ pub enum UserMessage {
     AlreadyVerified,
     InvalidInput,
     FormExpired,
+    /// Step-up: the login is too old to show the setup key; log in again.
+    LoginAgainToShowKey,
     Busy,
     Unavailable,
     Internal,
@@ -219,6 +223,10 @@ impl UserMessage {
             Self::Unavailable => (
                 "システムに接続できません。しばらく時間をおいてからやり直してください。",
                 "The system cannot be reached. Please try again later.",
+            ),
+            Self::LoginAgainToShowKey => (
+                "セットアップキーを表示するには、もう一度ログインしてください（安全のため、ログインから時間が経っている場合は再度のログインが必要です）。",
+                "Please log in again to see the setup key (for your safety, it is shown only shortly after logging in).",
             ),
             Self::Internal => (
                 "システムエラーが発生しました。しばらく時間をおいてからやり直してください。",

@@ -4,6 +4,7 @@
 pub mod autofill;
 pub mod lang;
 pub mod message;
+pub mod sealed_handle;
 pub mod setup_key;
 
 pub use autofill::AppleAutofill;

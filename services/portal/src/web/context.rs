@@ -1,16 +1,23 @@
 //! What a handler knows about the request before reading its body: the language, the
-//! session cookie, the client's address (believing `X-Forwarded-For` only from a trusted
-//! proxy), its browser, and in trusted-header mode the account the SSO proxy vouches for.
+//! session cookie, the client's address (the right-most hop of `X-Forwarded-For` that is
+//! not one of our proxies, believed only from a trusted proxy), its browser, and in
+//! trusted-header mode the account the SSO proxy vouches for (only from a trusted proxy,
+//! only with the proxy's shared secret when one is set, and never from a request carrying
+//! the identity header twice).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use http::header;
+use axum::response::{IntoResponse as _, Response};
 use http::request::Parts;
+use http::{StatusCode, header};
+use ipnet::IpNet;
+use secrecy::ExposeSecret as _;
+use subtle::ConstantTimeEq as _;
 
 use super::AppState;
 use crate::config::LoginMode;
-use crate::domain::{AppleAutofill, Lang};
+use crate::domain::{AppleAutofill, Lang, UserMessage};
 
 /// The request as the pages see it.
 #[derive(Clone)]
@@ -73,23 +80,69 @@ fn plausible_account(value: &str) -> Option<String> {
         .then(|| value.to_owned())
 }
 
+/// The client's address behind our proxies: `X-Forwarded-For` (every header line, in
+/// order, joined) read from the right, skipping the hops that are our own proxies. Each
+/// proxy appends the address it saw, so everything left of the first untrusted hop was
+/// written by the client and may be forged. `peer` (a trusted proxy) when the header says
+/// nothing usable; the last trusted hop when the next one is not an address at all.
+fn client_address<'a>(
+    forwarded: impl DoubleEndedIterator<Item = &'a str>,
+    peer: IpAddr,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let mut last = peer;
+    for hop in forwarded.rev().flat_map(|line| line.rsplit(',')) {
+        let hop = hop.trim();
+        let Some(ip) = hop
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        else {
+            return last;
+        };
+        if !trusted.iter().any(|net| net.contains(&ip)) {
+            return ip;
+        }
+        last = ip;
+    }
+    last
+}
+
+impl AppState {
+    /// Whether the request carries the proxy's shared secret, when one is configured
+    /// (compared in constant time); true when none is.
+    fn proxy_secret_ok(&self, parts: &Parts) -> bool {
+        let Some(secret) = &self.proxy_secret else {
+            return true;
+        };
+        let mut sent = parts
+            .headers
+            .get_all(self.settings.login.proxy_secret_header.as_str())
+            .iter();
+        match (sent.next(), sent.next()) {
+            (Some(value), None) => {
+                bool::from(value.as_bytes().ct_eq(secret.expose_secret().as_bytes()))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for Ctx {
-    type Rejection = std::convert::Infallible;
+    /// 400 for a request carrying the identity header more than once (trusted-header mode).
+    type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let settings = &state.settings;
+        let trusted = &settings.login.trusted_proxies;
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let from_proxy = settings
-            .login
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&peer));
+        let from_proxy = trusted.iter().any(|net| net.contains(&peer));
         let header_str = |name: &str| {
             parts
                 .headers
@@ -97,20 +150,30 @@ impl FromRequestParts<AppState> for Ctx {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        // The proxy appends the address it saw: the rightmost entry is the one to trust.
         let client_ip = if from_proxy {
-            header_str("x-forwarded-for")
-                .and_then(|v| v.rsplit(',').next().and_then(|ip| ip.trim().parse().ok()))
-                .unwrap_or(peer)
+            let lines: Vec<&str> = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            client_address(lines.into_iter(), peer, trusted)
         } else {
             peer
         };
-        let vouched_account = if settings.login.mode == LoginMode::TrustedHeader && from_proxy {
-            header_str(&settings.login.header).and_then(|v| plausible_account(&v))
-        } else {
-            None
-        };
-        Ok(Self {
+        let trusted_header = settings.login.mode == LoginMode::TrustedHeader;
+        let identities = parts
+            .headers
+            .get_all(settings.login.header.as_str())
+            .iter()
+            .count();
+        let vouched_account =
+            if trusted_header && from_proxy && identities == 1 && state.proxy_secret_ok(parts) {
+                header_str(&settings.login.header).and_then(|v| plausible_account(&v))
+            } else {
+                None
+            };
+        let ctx = Self {
             lang: cookie(&parts.headers, "lang").map_or(Lang::Ja, Lang::from_code),
             session_cookie: cookie(&parts.headers, &session_cookie_name(settings))
                 .map(str::to_owned),
@@ -118,7 +181,21 @@ impl FromRequestParts<AppState> for Ctx {
             user_agent: header_str("user-agent").unwrap_or_default(),
             vouched_account,
             path: parts.uri.path().to_owned(),
-        })
+        };
+        if trusted_header && identities > 1 {
+            // Which line would the proxy have meant? Neither is believed.
+            tracing::warn!(client_ip = %ctx.client_ip, "identity header sent more than once");
+            return Err(state
+                .message_page(
+                    &ctx,
+                    None,
+                    StatusCode::BAD_REQUEST,
+                    UserMessage::InvalidInput,
+                    false,
+                )
+                .unwrap_or_else(|e| e.into_response()));
+        }
+        Ok(ctx)
     }
 }
 
@@ -144,5 +221,61 @@ mod tests {
         assert_eq!(plausible_account(""), None);
         assert_eq!(plausible_account("a b"), None);
         assert_eq!(plausible_account(&"x".repeat(65)), None);
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_hop_that_is_not_our_proxy() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let peer = ip("10.0.0.1");
+        // The client wrote the first hop itself; our proxy appended what it saw.
+        let one_line = ["6.6.6.6, 203.0.113.7"];
+        assert_eq!(
+            client_address(one_line.into_iter(), peer, &trusted),
+            ip("203.0.113.7")
+        );
+        // A second proxy of ours in the chain is skipped.
+        let chain = ["6.6.6.6, 203.0.113.7, 10.1.2.3"];
+        assert_eq!(
+            client_address(chain.into_iter(), peer, &trusted),
+            ip("203.0.113.7")
+        );
+        // The client's own header line comes first, the proxy's line after it.
+        let lines = ["6.6.6.6", "203.0.113.7"];
+        assert_eq!(
+            client_address(lines.into_iter(), peer, &trusted),
+            ip("203.0.113.7")
+        );
+        // Garbage at the left is never reached; garbage right after our proxy stops there.
+        let garbage = ["not-an-ip, 203.0.113.7"];
+        assert_eq!(
+            client_address(garbage.into_iter(), peer, &trusted),
+            ip("203.0.113.7")
+        );
+        let after_proxy = ["203.0.113.7, junk, 10.1.2.3"];
+        assert_eq!(
+            client_address(after_proxy.into_iter(), peer, &trusted),
+            ip("10.1.2.3")
+        );
+        // No header: the proxy itself; only proxies: the left-most of them.
+        assert_eq!(client_address(std::iter::empty(), peer, &trusted), peer);
+        let only_proxies = ["10.9.9.9, 10.1.2.3"];
+        assert_eq!(
+            client_address(only_proxies.into_iter(), peer, &trusted),
+            ip("10.9.9.9")
+        );
+        // Ports and IPv6 as some proxies write them.
+        let v6 = ["[2001:db8::1]:4711"];
+        assert_eq!(
+            client_address(v6.into_iter(), peer, &trusted),
+            ip("2001:db8::1")
+        );
     }
 }

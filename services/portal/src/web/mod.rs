@@ -29,6 +29,8 @@ pub struct AppState {
     pub clients: Clients,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
+    /// The SSO proxy's shared secret (`login.proxy_secret_file`), when one is required.
+    pub proxy_secret: Option<Arc<secrecy::SecretString>>,
 }
 
 /// The Content-Security-Policy of every response: no script at all, styles and images
@@ -60,7 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/static/portal.css", get(stylesheet))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(pages::not_found)
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response_with_state(
+            state.settings.server.secure_cookies(),
+            security_headers,
+        ))
         .with_state(state)
 }
 
@@ -74,10 +79,24 @@ async fn stylesheet() -> impl axum::response::IntoResponse {
     )
 }
 
+/// `Strict-Transport-Security` when served over https: a year, so a hostile network cannot
+/// strip TLS from a returning browser.
+pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
+
 /// Headers on every response. Pages are `no-store` (several show a setup key, and none
 /// should outlive the session in a shared computer's cache) unless a handler said otherwise.
-async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+/// `https` (the public URL is https) adds HSTS.
+async fn security_headers(
+    axum::extract::State(https): axum::extract::State<bool>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
     let headers = response.headers_mut();
+    if https {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+        );
+    }
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),

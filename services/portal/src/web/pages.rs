@@ -32,8 +32,9 @@ pub async fn top(State(state): State<AppState>, ctx: Ctx) -> PageResult {
 /// Menu 1, "現在のセットアップキーを表示する".
 pub async fn current_key(State(state): State<AppState>, ctx: Ctx) -> PageResult {
     let session = state.session(&ctx).await?;
-    let Some(account) = session.as_ref().and_then(|s| s.account_id.clone()) else {
-        return login_prompt(&state, &ctx, session.as_ref(), "/key");
+    let account = match state.key_viewer(session.as_ref()) {
+        Ok(account) => account,
+        Err(reason) => return login_prompt(&state, &ctx, session.as_ref(), "/key", reason),
     };
     match fetch_key(&state, &account).await {
         Ok(key) => render(
@@ -63,8 +64,9 @@ pub async fn apple(State(state): State<AppState>, ctx: Ctx) -> PageResult {
         };
         return render(StatusCode::OK, &page);
     }
-    let Some(account) = session.as_ref().and_then(|s| s.account_id.clone()) else {
-        return login_prompt(&state, &ctx, session.as_ref(), "/apple");
+    let account = match state.key_viewer(session.as_ref()) {
+        Ok(account) => account,
+        Err(reason) => return login_prompt(&state, &ctx, session.as_ref(), "/apple", reason),
     };
     match fetch_key(&state, &account).await {
         Ok(key) => render(
@@ -121,12 +123,39 @@ pub fn shown(key: &pb::SetupKey) -> ShownKey {
     )
 }
 
-/// The manual's "ログインしていない場合はログインボタンが表示されます".
+impl AppState {
+    /// The account whose setup key this session may see: logged in, no longer ago than
+    /// `session.key_view_max_age_secs` (step-up). Otherwise what to say on the login
+    /// prompt: nothing (not logged in) or why to log in again.
+    fn key_viewer(&self, session: Option<&Session>) -> Result<String, Option<UserMessage>> {
+        let Some((account, logged_in_at)) =
+            session.and_then(|s| s.account_id.clone().zip(s.logged_in_at()))
+        else {
+            return Err(None);
+        };
+        let max_age = i64::try_from(
+            self.settings
+                .session
+                .key_view_max_age_secs
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX);
+        if self.now() > logged_in_at.saturating_add(max_age) {
+            tracing::info!(account_id = %account, "login too old to show the setup key: step-up");
+            return Err(Some(UserMessage::LoginAgainToShowKey));
+        }
+        Ok(account)
+    }
+}
+
+/// The manual's "ログインしていない場合はログインボタンが表示されます"; with a `reason` when
+/// a logged-in user must log in again first (step-up). The login comes back to `next`.
 fn login_prompt(
     state: &AppState,
     ctx: &Ctx,
     session: Option<&Session>,
     next: &'static str,
+    reason: Option<UserMessage>,
 ) -> PageResult {
     let c = state.chrome(ctx, session);
     let heading = if next == "/apple" {
@@ -134,7 +163,16 @@ fn login_prompt(
     } else {
         c.t.menu1_title
     };
-    render(StatusCode::OK, &LoginPromptPage { c, heading, next })
+    let reason = reason.map(|r| r.text(ctx.lang));
+    render(
+        StatusCode::OK,
+        &LoginPromptPage {
+            c,
+            heading,
+            next,
+            reason,
+        },
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -86,9 +86,7 @@ pub async fn start(
     match state.clients.reset.clone().start_reset(request).await {
         Ok(reply) => {
             let reply = reply.into_inner();
-            let (cookie, fresh) = state
-                .fresh_session(Some(&session), session.account_id.as_deref())
-                .await?;
+            let (cookie, fresh) = state.db.renew_session(&session, state.now()).await?;
             state
                 .db
                 .set_reset(&fresh.id_hash, &cookie, &reply.reset_id, &account)

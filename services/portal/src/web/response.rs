@@ -83,6 +83,16 @@ impl AppState {
             .unwrap_or(i64::MAX)
     }
 
+    fn max_age_ms(&self) -> i64 {
+        i64::try_from(
+            self.settings
+                .session
+                .absolute_timeout_secs
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX)
+    }
+
     /// The request's live session, if any.
     ///
     /// # Errors
@@ -93,7 +103,7 @@ impl AppState {
         };
         Ok(self
             .db
-            .load_session(cookie, self.now(), self.idle_ms())
+            .load_session(cookie, self.now(), self.idle_ms(), self.max_age_ms())
             .await?)
     }
 

@@ -39,6 +39,8 @@ pub struct LoginPromptPage {
     pub c: Chrome,
     pub heading: &'static str,
     pub next: &'static str,
+    /// Why a logged-in user must log in again (step-up), in place of "not logged in".
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Template)]

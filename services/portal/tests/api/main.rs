@@ -2,11 +2,12 @@
 //! `pages` drives the portal over plain HTTP, as a browser without JavaScript sees it;
 //! `browser` drives it in headless Chromium through `webdriver`. Both run against the real
 //! keystore, notifier (delivering to a real SMTP server) and reset service that `common`
-//! starts for each test, on SQLite or PostgreSQL.
+//! starts for each test, on SQLite or PostgreSQL. `security` plays the attacker (issue 9).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
 mod common;
 mod pages;
+mod security;
 mod webdriver;

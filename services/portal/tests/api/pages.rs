@@ -57,6 +57,11 @@ async fn every_page_carries_the_security_headers_and_stays_small() {
             "{path}"
         );
         assert_eq!(reply.header("cache-control"), Some("no-store"), "{path}");
+        assert_eq!(
+            reply.header("strict-transport-security"),
+            None,
+            "no HSTS over plain http: {path}"
+        );
         assert!(
             reply.body.len() < 100 * 1024,
             "{path} weighs {} bytes",
@@ -143,6 +148,16 @@ async fn the_session_cookie_is_secure_behind_https() {
     .await;
     let mut client = Client::new(stack.portal);
     let reply = client.get("/reset").await;
+    let hsts = reply
+        .header("strict-transport-security")
+        .expect("HSTS over https");
+    let max_age: u64 = hsts
+        .strip_prefix("max-age=")
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(max_age >= 365 * 24 * 3600, "at least a year: {hsts}");
     let cookie = session_cookie(&reply);
     assert!(cookie.contains("; Secure"));
     assert!(
@@ -252,7 +267,12 @@ async fn the_identity_header_from_anyone_but_the_proxy_is_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_ends_after_the_timeout() {
-    let stack = Box::pin(Stack::start_with(|s| s.session.idle_timeout_secs = 900)).await;
+    let stack = Box::pin(Stack::start_with(|s| {
+        s.session.idle_timeout_secs = 900;
+        // The key stays viewable for the whole test: this one is about the idle timeout.
+        s.session.key_view_max_age_secs = 3600;
+    }))
+    .await;
     let mut client = Client::new(stack.portal);
     log_in(&mut client, PASSWORD).await;
 
@@ -415,8 +435,11 @@ async fn two_whole_reissues_with_every_resend_fit_the_default_limits(backend: Ba
 
 kagi_testkit::both_backends!(two_whole_reissues_with_every_resend_fit_the_default_limits);
 
-/// The store's SQL on both backends: sessions, the idle timeout, the reset handle and the
-/// fixed-window login counter.
+/// The absolute session lifetime the store tests use (the default, in milliseconds).
+const EIGHT_HOURS: i64 = 8 * 3600 * 1000;
+
+/// The store's SQL on both backends: sessions, the idle and absolute timeouts, the reset
+/// handle and the fixed-window login counter.
 async fn the_session_store_works(backend: kagi_testkit::Backend) {
     let db = kagi_testkit::TestDatabase::new(backend, "portal.db").await;
     let store = kagi_portal::store::Db::connect(&db.url, 2).await.unwrap();
@@ -424,7 +447,7 @@ async fn the_session_store_works(backend: kagi_testkit::Backend) {
 
     let (cookie, created) = store.create_session(Some(ACCOUNT), 1_000).await.unwrap();
     let loaded = store
-        .load_session(&cookie, 2_000, 900_000)
+        .load_session(&cookie, 2_000, 900_000, EIGHT_HOURS)
         .await
         .unwrap()
         .unwrap();
@@ -435,7 +458,7 @@ async fn the_session_store_works(backend: kagi_testkit::Backend) {
         .await
         .unwrap();
     let loaded = store
-        .load_session(&cookie, 3_000, 900_000)
+        .load_session(&cookie, 3_000, 900_000, EIGHT_HOURS)
         .await
         .unwrap()
         .unwrap();
@@ -455,7 +478,7 @@ async fn the_session_store_works(backend: kagi_testkit::Backend) {
     };
     assert_eq!(
         store
-            .load_session(&other_cookie, 3_000, 900_000)
+            .load_session(&other_cookie, 3_000, 900_000, EIGHT_HOURS)
             .await
             .unwrap()
             .unwrap()
@@ -466,23 +489,56 @@ async fn the_session_store_works(backend: kagi_testkit::Backend) {
     store.forget_reset(&loaded.id_hash).await.unwrap();
     assert!(
         store
-            .load_session(&cookie, 4_000, 900_000)
+            .load_session(&cookie, 4_000, 900_000, EIGHT_HOURS)
             .await
             .unwrap()
             .unwrap()
             .reset_id
             .is_none()
     );
+    // A renewed cookie keeps the session's start; however busy, it ends 8 hours on.
+    let (busy_cookie, busy) = store.create_session(Some(ACCOUNT), 10_000).await.unwrap();
+    let (renewed_cookie, renewed) = store.renew_session(&busy, 20_000).await.unwrap();
+    assert_ne!(renewed_cookie, busy_cookie);
+    assert_eq!(renewed.created_at, 10_000);
     assert!(
         store
-            .load_session("not-a-session", 4_000, 900_000)
+            .load_session(&busy_cookie, 20_000, 900_000, EIGHT_HOURS)
+            .await
+            .unwrap()
+            .is_none(),
+        "the old cookie is gone"
+    );
+    let mut now = 20_000;
+    while now < 10_000 + EIGHT_HOURS - 600_000 {
+        now += 600_000;
+        assert!(
+            store
+                .load_session(&renewed_cookie, now, 900_000, EIGHT_HOURS)
+                .await
+                .unwrap()
+                .is_some(),
+            "busy and younger than 8 hours at {now}"
+        );
+    }
+    assert!(
+        store
+            .load_session(&renewed_cookie, 10_000 + EIGHT_HOURS, 900_000, EIGHT_HOURS)
+            .await
+            .unwrap()
+            .is_none(),
+        "8 hours after its start, however busy"
+    );
+    assert!(
+        store
+            .load_session("not-a-session", 4_000, 900_000, EIGHT_HOURS)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .load_session(&cookie, 4_000 + 900_000, 900_000)
+            .load_session(&cookie, 4_000 + 900_000, 900_000, EIGHT_HOURS)
             .await
             .unwrap()
             .is_none(),
@@ -490,7 +546,7 @@ async fn the_session_store_works(backend: kagi_testkit::Backend) {
     );
     assert!(
         store
-            .load_session(&cookie, 5_000, 900_000)
+            .load_session(&cookie, 5_000, 900_000, EIGHT_HOURS)
             .await
             .unwrap()
             .is_none(),
@@ -526,7 +582,10 @@ async fn the_session_store_works(backend: kagi_testkit::Backend) {
         1,
         "a new window"
     );
-    store.purge(1_000_000, 900_000, 60_000).await.unwrap();
+    store
+        .purge(1_000_000, 900_000, EIGHT_HOURS, 60_000)
+        .await
+        .unwrap();
     store.close().await;
 }
 

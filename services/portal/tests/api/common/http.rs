@@ -201,13 +201,23 @@ impl Client {
     }
 
     pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        self.post_with(path, fields, &[]).await
+    }
+
+    pub async fn post_with(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> Reply {
         let cookie = self.cookie_header();
         let ua = self.user_agent.clone();
-        let headers = [
+        let mut headers = vec![
             ("Cookie", cookie.as_str()),
             ("User-Agent", ua.as_str()),
             ("Content-Type", "application/x-www-form-urlencoded"),
         ];
+        headers.extend_from_slice(extra);
         let reply = send(self.addr, "POST", path, &headers, form(fields).as_bytes()).await;
         self.remember(&reply);
         reply
