@@ -16,5 +16,6 @@ mod code;
 mod confirm;
 mod crash;
 mod happy_path;
+mod limits;
 mod login;
 mod trace;

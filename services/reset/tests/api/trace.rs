@@ -177,6 +177,7 @@ async fn one_reset_is_one_trace_across_the_three_services(backend: Backend) {
             memory_kib: 1024,
             iterations: 1,
             parallelism: 1,
+            max_concurrent: 1,
         })
         .unwrap();
     kagi_reset::accounts::AccountAdmin::new(directory.clone(), std::sync::Arc::new(hasher))
