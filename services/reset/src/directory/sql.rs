@@ -50,4 +50,16 @@ impl Directory for SqlDirectory {
             _ => None,
         })
     }
+
+    async fn lookup(&self, account_id: &str) -> Result<Option<DirectoryAccount>, DirectoryError> {
+        let row = self
+            .db
+            .find_account(account_id)
+            .await
+            .map_err(|e| DirectoryError::Unavailable(e.into()))?;
+        Ok(row.filter(|r| r.enabled != 0).map(|r| DirectoryAccount {
+            account_id: r.account_id,
+            recovery_email: r.recovery_email,
+        }))
+    }
 }

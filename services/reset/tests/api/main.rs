@@ -11,6 +11,7 @@
 
 mod helpers;
 
+mod account_changes;
 mod attacker;
 mod code;
 mod confirm;
