@@ -6,6 +6,7 @@ use kagi_proto::v1 as pb;
 use tonic::Code;
 
 use crate::domain::state::ms;
+use crate::domain::token::{saga_message_stem, saga_tag};
 use crate::domain::{ResetState, ResetToken};
 use crate::downstream::timestamp;
 use crate::error::Error;
@@ -122,7 +123,7 @@ impl ResetSaga {
                     .record_abandoned(&row.saga_id, self.now())
                     .await?
                 {
-                    tracing::warn!(saga_id = %row.saga_id, error = %refused, "reissue abandoned: the keystore refused it");
+                    tracing::warn!(saga = %saga_tag(&row.saga_id), error = %refused, "reissue abandoned: the keystore refused it");
                 }
                 return Err(refused);
             }
@@ -144,7 +145,7 @@ impl ResetSaga {
             .record_completed(&row.saga_id, &key.key_id, self.now())
             .await?
         {
-            tracing::info!(saga_id = %row.saga_id, key_id = %key.key_id, replayed = reply.replayed, "setup key reissued");
+            tracing::info!(saga = %saga_tag(&row.saga_id), key_id = %key.key_id, replayed = reply.replayed, "setup key reissued");
         }
         // The notice names the time the completion was recorded, whoever recorded it.
         if let Some(done) = self.inner.db.find_saga(&row.saga_id).await? {
@@ -206,7 +207,7 @@ impl ResetSaga {
 
 /// The notifier's message ID of a saga's notice (`suffix` tells a second recipient apart).
 fn notice_message_id(row: &ResetRow, suffix: &str) -> String {
-    format!("{}:notice{suffix}", row.saga_id)
+    format!("{}:notice{suffix}", saga_message_stem(&row.saga_id))
 }
 
 fn keystore_error(status: tonic::Status) -> Error {

@@ -74,7 +74,7 @@ pub struct ResetRow {
 impl std::fmt::Debug for ResetRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResetRow")
-            .field("saga_id", &self.saga_id)
+            .field("saga", &crate::domain::token::saga_tag(&self.saga_id))
             .field("account_id", &self.account_id)
             .field("state", &self.state)
             .field("sends", &self.sends)
