@@ -117,5 +117,6 @@ pub async fn keystore(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Res
         verifier,
         lockout,
         settings.campus(),
+        settings.rotation.replay_window(),
     ))
 }

@@ -34,6 +34,7 @@ pub struct Settings {
     pub kek: KekSettings,
     pub totp: TotpSettings,
     pub lockout: LockoutSettings,
+    pub rotation: RotationSettings,
 }
 
 impl ServiceSettings for Settings {
@@ -181,6 +182,29 @@ impl LockoutSettings {
             base: Duration::from_secs(self.lock_secs),
             max: Duration::from_secs(self.max_lock_secs.max(self.lock_secs)),
         })
+    }
+}
+
+/// RotateKey retries: the reset service repeats a rotation (same idempotency key) to show
+/// the new key again while its confirmation page is open; after that a retry is refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotationSettings {
+    /// The reset service's confirm/completed view window (10 minutes by default).
+    pub replay_window_secs: u64,
+}
+
+impl Default for RotationSettings {
+    fn default() -> Self {
+        Self {
+            replay_window_secs: 600,
+        }
+    }
+}
+
+impl RotationSettings {
+    pub fn replay_window(&self) -> Duration {
+        Duration::from_secs(self.replay_window_secs)
     }
 }
 

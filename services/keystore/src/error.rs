@@ -15,6 +15,12 @@ pub enum Error {
         "the key issued under this idempotency key has since been replaced by a later rotation"
     )]
     RotationSuperseded,
+    /// A replay of a rotation after its window: the rotation stands, its secret is not
+    /// handed out again (the owner views the current key instead, which is audited).
+    #[error(
+        "the key issued under this idempotency key can no longer be shown by a retry; view the current key instead"
+    )]
+    ReplayWindowClosed,
     #[error("too many concurrent changes to this account; retry")]
     Contended,
     #[error("database error")]
@@ -32,7 +38,9 @@ impl From<Error> for tonic::Status {
             Error::InvalidInput(e) => Status::invalid_argument(e.to_string()),
             Error::AlreadyEnrolled => Status::already_exists(err.to_string()),
             Error::NoKey => Status::not_found(err.to_string()),
-            Error::RotationSuperseded => Status::failed_precondition(err.to_string()),
+            Error::RotationSuperseded | Error::ReplayWindowClosed => {
+                Status::failed_precondition(err.to_string())
+            }
             Error::Contended => Status::aborted(err.to_string()),
             Error::Database(source) => {
                 tracing::error!(error = %source, "database failure");

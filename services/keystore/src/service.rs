@@ -68,6 +68,8 @@ struct Inner {
     verifier: TotpVerifier,
     lockout: LockoutPolicy,
     campus: CampusNetworks,
+    /// How long a retried RotateKey hands out the rotation's secret again (ms).
+    replay_window_ms: i64,
 }
 
 /// Who is asking, for the audit trail.
@@ -77,6 +79,9 @@ pub struct Actor<'a> {
 }
 
 impl Keystore {
+    /// `replay_window`: how long after a rotation a retry with its idempotency key gets the
+    /// new secret again.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: Db,
         keyring: Keyring,
@@ -85,6 +90,7 @@ impl Keystore {
         verifier: TotpVerifier,
         lockout: LockoutPolicy,
         campus: CampusNetworks,
+        replay_window: std::time::Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -95,6 +101,7 @@ impl Keystore {
                 verifier,
                 lockout,
                 campus,
+                replay_window_ms: i64::try_from(replay_window.as_millis()).unwrap_or(i64::MAX),
             }),
         }
     }
@@ -161,11 +168,13 @@ impl Keystore {
         Ok(key)
     }
 
-    /// Replaces the current key by a new one and destroys the old; idempotent per key.
+    /// Replaces the current key by a new one and destroys the old; idempotent per key. A
+    /// retry within the replay window gets the same new key again, audited as a view.
     ///
     /// # Errors
     /// [`Error::NoKey`], [`Error::RotationSuperseded`] when the idempotency key's rotation
-    /// was itself rotated away, [`Error::Contended`]; storage or crypto failures.
+    /// was itself rotated away, [`Error::ReplayWindowClosed`] for a retry after the window,
+    /// [`Error::Contended`]; storage or crypto failures.
     pub async fn rotate(
         &self,
         actor: Actor<'_>,
@@ -173,7 +182,7 @@ impl Keystore {
         idempotency: IdempotencyKey,
     ) -> Result<Rotation, Error> {
         for _ in 0..8 {
-            if let Some(done) = self.replay_rotation(&account, &idempotency).await? {
+            if let Some(done) = self.replay_rotation(actor, &account, &idempotency).await? {
                 return Ok(done);
             }
             let current = self
@@ -217,12 +226,17 @@ impl Keystore {
         Err(Error::Contended)
     }
 
+    /// The result of an earlier rotation with this idempotency key, if there was one. The
+    /// secret goes out again only within the replay window, and every time it does is
+    /// audited as a view of the key: an idempotency key is not a standing licence to read
+    /// the current secret.
     async fn replay_rotation(
         &self,
+        actor: Actor<'_>,
         account: &AccountId,
         idempotency: &IdempotencyKey,
     ) -> Result<Option<Rotation>, Error> {
-        let Some(key_id) = self
+        let Some((key_id, rotated_at)) = self
             .inner
             .db
             .find_rotation(account, idempotency.as_str())
@@ -239,7 +253,21 @@ impl Keystore {
         if current.key_id != key_id {
             return Err(Error::RotationSuperseded);
         }
+        let now = self.inner.clock.now_ms();
+        if now.saturating_sub(rotated_at) >= self.inner.replay_window_ms {
+            tracing::warn!(account = %account, key_id = %key_id, "rotation replay refused: past the replay window");
+            return Err(Error::ReplayWindowClosed);
+        }
         let key = self.reveal(account.clone(), &current)?;
+        let audit = self.audit_event(
+            actor,
+            "view",
+            account.as_str(),
+            &key.key_id,
+            "rotation_replay".into(),
+        );
+        self.inner.db.audit(&audit).await?;
+        tracing::info!(account = %account, key_id = %key.key_id, "rotation replayed");
         Ok(Some(Rotation {
             key,
             previous_key_id: None,

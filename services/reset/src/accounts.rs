@@ -111,10 +111,7 @@ impl AccountAdmin {
         if !(8..=1024).contains(&len) {
             return Err(AccountError::WeakPassword);
         }
-        let hasher = Arc::clone(&self.hasher);
-        let hash = tokio::task::spawn_blocking(move || hasher.hash(&password))
-            .await
-            .map_err(anyhow::Error::from)??;
+        let hash = self.hasher.hash_gated(password).await?;
         Ok(hash)
     }
 }

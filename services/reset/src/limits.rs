@@ -103,9 +103,11 @@ impl AttemptLimiter {
     }
 }
 
-/// IPv6 clients are limited per /64, the block one subscriber usually holds.
+/// IPv6 clients are limited per /64, the block one subscriber usually holds. An IPv4
+/// client reaching a dual-stack listener arrives as `::ffff:a.b.c.d`: it is counted as the
+/// IPv4 address it is, not in the one /64 every IPv4 client would then share.
 fn rate_subject(ip: IpAddr) -> String {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -125,5 +127,14 @@ mod tests {
             rate_subject("2001:db8:1:2:aaaa::1".parse().unwrap()),
             "2001:db8:1:2::/64"
         );
+    }
+
+    #[test]
+    fn ipv4_clients_of_a_dual_stack_listener_are_limited_per_ipv4_address() {
+        let mapped = |s: &str| rate_subject(s.parse().unwrap());
+        assert_eq!(mapped("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(mapped("::ffff:198.51.100.9"), "198.51.100.9");
+        assert_ne!(mapped("::ffff:192.0.2.7"), mapped("::ffff:192.0.2.8"));
+        assert_eq!(mapped("::ffff:192.0.2.7"), mapped("192.0.2.7"));
     }
 }

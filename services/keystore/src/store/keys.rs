@@ -251,7 +251,8 @@ impl Db {
         Ok(true)
     }
 
-    /// The new key ID of an earlier rotation with this idempotency key.
+    /// The new key ID of an earlier rotation with this idempotency key, and when it was
+    /// made (Unix milliseconds).
     ///
     /// # Errors
     /// Database failures.
@@ -259,9 +260,9 @@ impl Db {
         &self,
         account: &AccountId,
         idempotency_key: &str,
-    ) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT new_key_id FROM rotations WHERE account_id = $1 AND idempotency_key = $2",
+    ) -> Result<Option<(String, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT new_key_id, created_at FROM rotations WHERE account_id = $1 AND idempotency_key = $2",
         )
         .bind(account.as_str())
         .bind(idempotency_key)

@@ -37,4 +37,12 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
         account_id: &str,
         password: &SecretString,
     ) -> Result<Option<DirectoryAccount>, DirectoryError>;
+
+    /// The account as it stands now, without a password: `None` when it is unknown or
+    /// disabled. ConfirmReset asks this before rotating, so a reset outlives no account
+    /// change the directory made without telling the saga.
+    ///
+    /// # Errors
+    /// [`DirectoryError::Unavailable`] when the directory cannot be asked.
+    async fn lookup(&self, account_id: &str) -> Result<Option<DirectoryAccount>, DirectoryError>;
 }

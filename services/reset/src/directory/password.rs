@@ -1,5 +1,7 @@
 //! argon2id password hashing at production strength, off the async runtime.
 
+use std::sync::Arc;
+
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -13,6 +15,9 @@ pub struct PasswordParams {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
+    /// How many hashes may run at once; each holds `memory_kib` of memory, so a flood of
+    /// password attempts queues here instead of exhausting the machine's memory.
+    pub max_concurrent: u32,
 }
 
 impl Default for PasswordParams {
@@ -21,6 +26,7 @@ impl Default for PasswordParams {
             memory_kib: 19_456,
             iterations: 2,
             parallelism: 1,
+            max_concurrent: 4,
         }
     }
 }
@@ -31,12 +37,17 @@ impl Default for PasswordParams {
 pub struct PasswordHasher {
     params: Params,
     dummy: String,
+    /// One permit per hash allowed to run ([`PasswordParams::max_concurrent`]).
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl PasswordHasher {
     /// # Errors
     /// Parameters argon2 refuses.
     pub fn new(params: PasswordParams) -> anyhow::Result<Self> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(params.max_concurrent.max(1)).unwrap_or(1),
+        ));
         let params = Params::new(
             params.memory_kib,
             params.iterations,
@@ -45,7 +56,50 @@ impl PasswordHasher {
         )
         .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
         let dummy = hash_with(&params, b"kagi-reset dummy password")?;
-        Ok(Self { params, dummy })
+        Ok(Self {
+            params,
+            dummy,
+            permits,
+        })
+    }
+
+    /// [`PasswordHasher::verify`] on the blocking pool, waiting for a permit first.
+    ///
+    /// # Errors
+    /// The blocking task failed.
+    pub async fn verify_gated(
+        self: &Arc<Self>,
+        password: SecretString,
+        stored: Option<String>,
+    ) -> anyhow::Result<bool> {
+        self.gated(move |h| Ok(h.verify(&password, stored.as_deref())))
+            .await
+    }
+
+    /// [`PasswordHasher::hash`] on the blocking pool, waiting for a permit first.
+    ///
+    /// # Errors
+    /// OS RNG failure, or the blocking task failed.
+    pub async fn hash_gated(self: &Arc<Self>, password: SecretString) -> anyhow::Result<String> {
+        self.gated(move |h| h.hash(&password)).await
+    }
+
+    /// Runs one argon2id computation off the async runtime, at most `max_concurrent` at
+    /// once, in the caller's span. The permit moves into the blocking task, so a caller
+    /// that goes away does not free it while the hash still holds its memory.
+    async fn gated<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Self) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let permit = Arc::clone(&self.permits).acquire_owned().await?;
+        let hasher = Arc::clone(self);
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _entered = span.enter();
+            work(&hasher)
+        })
+        .await?
     }
 
     /// A PHC string for `password`, with a fresh random salt. Blocking: call from
@@ -97,6 +151,7 @@ mod tests {
             memory_kib: 64,
             iterations: 1,
             parallelism: 1,
+            max_concurrent: 2,
         })
         .unwrap()
     }
@@ -110,6 +165,42 @@ mod tests {
         assert!(!h.verify(&SecretString::from("wrong"), Some(&stored)));
         assert!(!h.verify(&SecretString::from("kagi-reset dummy password"), None));
         assert!(!h.verify(&SecretString::from("x"), Some("not a phc string")));
+    }
+
+    /// Eight hashes asked for at once with two permits: never more than two run together.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_hashes_run_at_once_than_the_setting_allows() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let h = Arc::new(cheap());
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (h, running, most) = (Arc::clone(&h), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    h.gated(move |_| {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "{most:?} ran at once");
+        assert_eq!(h.permits.available_permits(), 2);
+        let stored = h.hash_gated(SecretString::from("pw")).await.unwrap();
+        assert!(
+            h.verify_gated(SecretString::from("pw"), Some(stored))
+                .await
+                .unwrap()
+        );
     }
 
     #[test]

@@ -37,15 +37,11 @@ impl Directory for SqlDirectory {
             .as_ref()
             .filter(|r| r.enabled != 0)
             .map(|r| r.password_hash.clone());
-        let hasher = Arc::clone(&self.hasher);
-        let password = password.clone();
-        let span = tracing::Span::current();
-        let ok = tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            hasher.verify(&password, stored.as_deref())
-        })
-        .await
-        .map_err(|e| DirectoryError::Unavailable(e.into()))?;
+        let ok = self
+            .hasher
+            .verify_gated(password.clone(), stored)
+            .await
+            .map_err(DirectoryError::Unavailable)?;
         Ok(match (ok, row) {
             (true, Some(row)) => Some(DirectoryAccount {
                 account_id: row.account_id,
@@ -53,5 +49,17 @@ impl Directory for SqlDirectory {
             }),
             _ => None,
         })
+    }
+
+    async fn lookup(&self, account_id: &str) -> Result<Option<DirectoryAccount>, DirectoryError> {
+        let row = self
+            .db
+            .find_account(account_id)
+            .await
+            .map_err(|e| DirectoryError::Unavailable(e.into()))?;
+        Ok(row.filter(|r| r.enabled != 0).map(|r| DirectoryAccount {
+            account_id: r.account_id,
+            recovery_email: r.recovery_email,
+        }))
     }
 }

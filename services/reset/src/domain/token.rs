@@ -60,9 +60,41 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// How a saga is named outside the database: in logs, spans and messages. The saga ID is
+/// the keystore's idempotency key for the rotation, so a copy of it could replay the
+/// rotation; this is the first 16 hex digits of its SHA-256, enough to tell sagas apart
+/// and to find one (`resets` by `saga_id`, hashed the same way), useless for a replay.
+pub fn saga_tag(saga_id: &str) -> String {
+    let mut tag = saga_message_stem(saga_id);
+    tag.truncate(16);
+    tag
+}
+
+/// The stem of the notifier's message IDs for a saga's mails: the hex SHA-256 of the saga
+/// ID, unique per saga, stable across retries (so the notifier deduplicates them), and no
+/// use for replaying the rotation.
+pub fn saga_message_stem(saga_id: &str) -> String {
+    Sha256::digest(saga_id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saga_is_named_by_a_hash_prefix_never_by_its_id() {
+        let id = "0b6f3c1e-5a7d-4f62-9b1e-3c2d4e5f6a7b";
+        let tag = saga_tag(id);
+        assert_eq!(tag.len(), 16);
+        assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(saga_message_stem(id).starts_with(&tag));
+        assert_eq!(saga_message_stem(id).len(), 64);
+        assert!(!tag.contains("0b6f3c1e") && !saga_message_stem(id).contains("0b6f3c1e"));
+        assert_ne!(saga_tag(id), saga_tag("another-saga"));
+    }
 
     #[test]
     fn tokens_round_trip_and_odd_shapes_are_refused() {

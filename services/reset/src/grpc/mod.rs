@@ -81,7 +81,7 @@ fn credentials(
 
 #[tonic::async_trait]
 impl pb::reset_server::Reset for ResetGrpc {
-    #[instrument(name = "Reset.StartReset", skip_all, fields(account_id = tracing::field::Empty, saga_id = tracing::field::Empty))]
+    #[instrument(name = "Reset.StartReset", skip_all, fields(account_id = tracing::field::Empty, saga = tracing::field::Empty))]
     async fn start_reset(
         &self,
         request: Request<pb::StartResetRequest>,
@@ -109,7 +109,7 @@ impl pb::reset_server::Reset for ResetGrpc {
         }))
     }
 
-    #[instrument(name = "Reset.ResendCode", skip_all, fields(account_id = tracing::field::Empty, saga_id = tracing::field::Empty))]
+    #[instrument(name = "Reset.ResendCode", skip_all, fields(account_id = tracing::field::Empty, saga = tracing::field::Empty))]
     async fn resend_code(
         &self,
         request: Request<pb::ResendCodeRequest>,
@@ -123,7 +123,7 @@ impl pb::reset_server::Reset for ResetGrpc {
         }))
     }
 
-    #[instrument(name = "Reset.VerifyCode", skip_all, fields(account_id = tracing::field::Empty, saga_id = tracing::field::Empty, result = tracing::field::Empty))]
+    #[instrument(name = "Reset.VerifyCode", skip_all, fields(account_id = tracing::field::Empty, saga = tracing::field::Empty, result = tracing::field::Empty))]
     async fn verify_code(
         &self,
         request: Request<pb::VerifyResetCodeRequest>,
@@ -149,7 +149,7 @@ impl pb::reset_server::Reset for ResetGrpc {
         Ok(Response::new(reply))
     }
 
-    #[instrument(name = "Reset.ConfirmReset", skip_all, fields(account_id = tracing::field::Empty, saga_id = tracing::field::Empty))]
+    #[instrument(name = "Reset.ConfirmReset", skip_all, fields(account_id = tracing::field::Empty, saga = tracing::field::Empty))]
     async fn confirm_reset(
         &self,
         request: Request<pb::ConfirmResetRequest>,
@@ -159,7 +159,7 @@ impl pb::reset_server::Reset for ResetGrpc {
         Ok(Response::new(pb::ConfirmResetResponse { key: Some(key) }))
     }
 
-    #[instrument(name = "Reset.CancelReset", skip_all, fields(account_id = tracing::field::Empty, saga_id = tracing::field::Empty))]
+    #[instrument(name = "Reset.CancelReset", skip_all, fields(account_id = tracing::field::Empty, saga = tracing::field::Empty))]
     async fn cancel_reset(
         &self,
         request: Request<pb::CancelResetRequest>,
@@ -171,7 +171,7 @@ impl pb::reset_server::Reset for ResetGrpc {
         }))
     }
 
-    #[instrument(name = "Reset.GetReset", skip_all, fields(account_id = tracing::field::Empty, saga_id = tracing::field::Empty))]
+    #[instrument(name = "Reset.GetReset", skip_all, fields(account_id = tracing::field::Empty, saga = tracing::field::Empty))]
     async fn get_reset(
         &self,
         request: Request<pb::GetResetRequest>,

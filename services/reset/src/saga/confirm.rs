@@ -7,11 +7,16 @@ use kagi_proto::v1 as pb;
 use tonic::Code;
 
 use crate::domain::state::ms;
+use crate::domain::token::{saga_message_stem, saga_tag};
 use crate::domain::{ResetState, ResetToken};
 use crate::error::Error;
 use crate::store::ResetRow;
 
 use super::{ROUNDS, ResetSaga};
+
+/// Why a reset outlived by a change to its account is refused.
+pub(super) const ACCOUNT_CHANGED: &str =
+    "the account was changed or disabled since this reset began; start again";
 
 impl ResetSaga {
     /// "セットアップキーを再発行する": VERIFIED → CONFIRMING → keystore rotation →
@@ -44,6 +49,24 @@ impl ResetSaga {
                             "the 10 minutes to confirm have passed; start again",
                         ));
                     }
+                    if !self.account_unchanged(&row).await? {
+                        self.inner
+                            .db
+                            .move_state(
+                                &row.token_hash,
+                                row.version,
+                                ResetState::Verified,
+                                ResetState::Cancelled,
+                                now,
+                            )
+                            .await?;
+                        tracing::warn!(
+                            "reissue refused: the account changed since the reset began"
+                        );
+                        return Err(Error::IllegalStep(ACCOUNT_CHANGED));
+                    }
+                    // An account change committed from here on cancels this reset (and
+                    // bumps its version), so the move below loses and the next round sees it.
                     if !self
                         .inner
                         .db
@@ -100,7 +123,7 @@ impl ResetSaga {
                     .record_abandoned(&row.saga_id, self.now())
                     .await?
                 {
-                    tracing::warn!(saga_id = %row.saga_id, error = %refused, "reissue abandoned: the keystore refused it");
+                    tracing::warn!(saga = %saga_tag(&row.saga_id), error = %refused, "reissue abandoned: the keystore refused it");
                 }
                 return Err(refused);
             }
@@ -122,7 +145,7 @@ impl ResetSaga {
             .record_completed(&row.saga_id, &key.key_id, self.now())
             .await?
         {
-            tracing::info!(saga_id = %row.saga_id, key_id = %key.key_id, replayed = reply.replayed, "setup key reissued");
+            tracing::info!(saga = %saga_tag(&row.saga_id), key_id = %key.key_id, replayed = reply.replayed, "setup key reissued");
         }
         // The notice names the time the completion was recorded, whoever recorded it.
         if let Some(done) = self.inner.db.find_saga(&row.saga_id).await? {
@@ -131,37 +154,60 @@ impl ResetSaga {
         Ok(key)
     }
 
-    /// Queues the "key reissued" notice once; a failure is logged and left to the sweeper,
-    /// the confirmation itself has succeeded.
+    /// Queues the "key reissued" notice once, to the address the code went to and, when the
+    /// account's recovery address has changed since, to the current one as well; a failure
+    /// is logged and left to the sweeper, the confirmation itself has succeeded.
     pub(super) async fn send_notice(&self, row: &ResetRow) {
         if row.notice_sent != 0 {
             return;
         }
-        let request = pb::SendKeyReissuedNoticeRequest {
-            message_id: format!("{}:notice", row.saga_id),
-            recipient: row.recipient.clone(),
-            account_id: row.account_id.clone(),
-            reissued_at: Some(timestamp(row.completed_at.unwrap_or(row.updated_at))),
-            client_ip: row.client_ip.clone(),
-            locale: row.locale.clone(),
-        };
-        match self
-            .inner
-            .notifier
-            .clone()
-            .send_key_reissued_notice(request)
-            .await
-        {
-            Ok(_) => {
-                if let Err(e) = self.inner.db.record_notice_sent(&row.saga_id).await {
-                    tracing::warn!(error = %e, "notice queued but not recorded; it will be queued again (same message ID)");
-                }
+        let current = match self.inner.directory.lookup(&row.account_id).await {
+            Ok(account) => account.map(|a| a.recovery_email),
+            Err(e) => {
+                tracing::warn!(error = %e, "reissue notice not queued yet: directory unavailable");
+                return;
             }
-            Err(status) => {
-                tracing::warn!(saga_id = %row.saga_id, code = ?status.code(), "reissue notice not queued yet");
+        };
+        let mut recipients = vec![(notice_message_id(row, ""), row.recipient.clone())];
+        if let Some(current) = current.filter(|c| *c != row.recipient) {
+            recipients.push((notice_message_id(row, ":current"), current));
+        }
+        for (message_id, recipient) in recipients {
+            let request = pb::SendKeyReissuedNoticeRequest {
+                message_id,
+                recipient,
+                account_id: row.account_id.clone(),
+                reissued_at: Some(timestamp(row.completed_at.unwrap_or(row.updated_at))),
+                client_ip: row.client_ip.clone(),
+                locale: row.locale.clone(),
+            };
+            if let Err(status) = self
+                .inner
+                .notifier
+                .clone()
+                .send_key_reissued_notice(request)
+                .await
+            {
+                tracing::warn!(code = ?status.code(), "reissue notice not queued yet");
+                return;
             }
         }
+        if let Err(e) = self.inner.db.record_notice_sent(&row.saga_id).await {
+            tracing::warn!(error = %e, "notice queued but not recorded; it will be queued again (same message ID)");
+        }
     }
+
+    /// Whether the reset's account still exists, is enabled, and has the recovery address
+    /// the reset's codes were mailed to.
+    pub(super) async fn account_unchanged(&self, row: &ResetRow) -> Result<bool, Error> {
+        let account = self.inner.directory.lookup(&row.account_id).await?;
+        Ok(account.is_some_and(|a| a.recovery_email == row.recipient))
+    }
+}
+
+/// The notifier's message ID of a saga's notice (`suffix` tells a second recipient apart).
+fn notice_message_id(row: &ResetRow, suffix: &str) -> String {
+    format!("{}:notice{suffix}", saga_message_stem(&row.saga_id))
 }
 
 fn keystore_error(status: tonic::Status) -> Error {

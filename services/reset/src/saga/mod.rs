@@ -31,6 +31,7 @@ use secrecy::SecretString;
 use tonic::Code;
 
 use crate::directory::Directory;
+use crate::domain::token::{saga_message_stem, saga_tag};
 use crate::domain::{CodeHasher, ConfirmationCode, Policy, ResetState, ResetToken};
 use crate::downstream::{KeystoreClient, NotifierClient};
 use crate::error::Error;
@@ -149,7 +150,7 @@ impl ResetSaga {
             .await?
             .ok_or(Error::UnknownReset)?;
         let span = tracing::Span::current();
-        span.record("saga_id", row.saga_id.as_str());
+        span.record("saga", saga_tag(&row.saga_id).as_str());
         span.record("account_id", row.account_id.as_str());
         Ok(row)
     }
@@ -167,7 +168,7 @@ impl ResetSaga {
         locale: &str,
     ) -> Result<(), Error> {
         let request = pb::SendResetCodeRequest {
-            message_id: format!("{saga_id}:code:{send}"),
+            message_id: format!("{}:code:{send}", saga_message_stem(saga_id)),
             recipient: recipient.to_owned(),
             account_id: account_id.to_owned(),
             code: code.expose().to_owned(),

@@ -34,6 +34,21 @@ impl ResetSaga {
                     });
                 }
             }
+            if !self.account_unchanged(&row).await? {
+                // A directory that changed the account without telling the saga: the new
+                // code must not go to an address the account no longer has.
+                self.inner
+                    .db
+                    .move_state(
+                        &row.token_hash,
+                        row.version,
+                        ResetState::CodeSent,
+                        ResetState::Cancelled,
+                        now,
+                    )
+                    .await?;
+                return Err(Error::IllegalStep(super::confirm::ACCOUNT_CHANGED));
+            }
             let code = new_code()?;
             let code_expires_at = now + ms(policy.code_ttl);
             let code_hash = self.inner.hasher.hash(&row.saga_id, &code);

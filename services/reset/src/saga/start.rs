@@ -2,6 +2,7 @@
 //! and the first code mail.
 
 use crate::domain::state::ms;
+use crate::domain::token::saga_tag;
 use crate::domain::{ResetState, ResetToken, mask_email};
 use crate::error::Error;
 use crate::limits::RateScope;
@@ -34,7 +35,7 @@ impl ResetSaga {
         let token = ResetToken::from_random(&random_bytes::<{ ResetToken::BYTES }>()?);
         let token_hash = token.digest();
         let saga_id = uuid::Uuid::new_v4().to_string();
-        tracing::Span::current().record("saga_id", saga_id.as_str());
+        tracing::Span::current().record("saga", saga_tag(&saga_id).as_str());
         let code = new_code()?;
         let code_expires_at = now + ms(self.inner.policy.code_ttl);
         let code_hash = self.inner.hasher.hash(&saga_id, &code);

@@ -1,6 +1,7 @@
 //! The sweeper's pass: finishes reissues a crash or an outage left in CONFIRMING, queues
 //! notices not yet with the notifier, and forgets old rate-limit events.
 
+use crate::domain::token::saga_tag;
 use crate::error::Error;
 
 use super::ResetSaga;
@@ -17,7 +18,7 @@ impl ResetSaga {
             match self.finish(&row).await {
                 Ok(_) => completed += 1,
                 Err(e) => {
-                    tracing::warn!(saga_id = %row.saga_id, error = %e, "interrupted reissue not finished yet");
+                    tracing::warn!(saga = %saga_tag(&row.saga_id), error = %e, "interrupted reissue not finished yet");
                 }
             }
         }

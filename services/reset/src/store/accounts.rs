@@ -1,6 +1,7 @@
 //! The embedded directory's accounts table.
 
-use super::Db;
+use super::resets::cancel_unconfirmed;
+use super::{Db, WriteTx};
 
 /// One account as stored.
 #[derive(Clone, sqlx::FromRow)]
@@ -60,7 +61,8 @@ impl Db {
         }
     }
 
-    /// `false` when there is no such account.
+    /// Changes the password and cancels the account's unconfirmed resets, in one
+    /// transaction. `false` when there is no such account.
     ///
     /// # Errors
     /// Database failures.
@@ -70,18 +72,18 @@ impl Db {
         password_hash: &str,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
+        let change = sqlx::query(
             "UPDATE accounts SET password_hash = $1, updated_at = $2 WHERE account_id = $3",
         )
         .bind(password_hash)
         .bind(now)
-        .bind(account_id)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(account_id);
+        self.change_account(change, account_id, true, now).await
     }
 
-    /// `false` when there is no such account.
+    /// Changes the recovery address and cancels the account's unconfirmed resets (whose
+    /// codes went to the old address), in one transaction. `false` when there is no such
+    /// account.
     ///
     /// # Errors
     /// Database failures.
@@ -91,18 +93,17 @@ impl Db {
         recovery_email: &str,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
+        let change = sqlx::query(
             "UPDATE accounts SET recovery_email = $1, updated_at = $2 WHERE account_id = $3",
         )
         .bind(recovery_email)
         .bind(now)
-        .bind(account_id)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(account_id);
+        self.change_account(change, account_id, true, now).await
     }
 
-    /// `false` when there is no such account.
+    /// Enables or disables the account; disabling cancels its unconfirmed resets in the
+    /// same transaction. `false` when there is no such account.
     ///
     /// # Errors
     /// Database failures.
@@ -112,13 +113,37 @@ impl Db {
         enabled: bool,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done =
+        let change =
             sqlx::query("UPDATE accounts SET enabled = $1, updated_at = $2 WHERE account_id = $3")
                 .bind(i64::from(enabled))
                 .bind(now)
-                .bind(account_id)
-                .execute(self.pool())
-                .await?;
-        Ok(done.rows_affected() == 1)
+                .bind(account_id);
+        self.change_account(change, account_id, !enabled, now).await
+    }
+
+    /// Runs one account UPDATE and, when it changed a row and `cancel` is set, cancels the
+    /// account's unconfirmed resets, all in one transaction.
+    async fn change_account(
+        &self,
+        change: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        account_id: &str,
+        cancel: bool,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let WriteTx {
+            mut tx,
+            turn: _turn,
+        } = self.begin_write().await?;
+        if change.execute(&mut *tx).await?.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if cancel {
+            let cancelled = cancel_unconfirmed(&mut tx, account_id, now).await?;
+            if cancelled > 0 {
+                tracing::info!(cancelled, "account changed: unconfirmed resets cancelled");
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 }

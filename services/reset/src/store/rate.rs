@@ -1,10 +1,15 @@
-//! Sliding-window rate limits over `rate_events`.
+//! Sliding-window rate limits over `rate_events`, atomic across replicas: on PostgreSQL
+//! every attempt on one subject first takes a transaction-scoped advisory lock keyed by
+//! the subject, so concurrent transactions (from any number of service instances) count
+//! one after another; on SQLite the INSERT that opens the transaction takes the database's
+//! single write lock, which serialises them the same way.
 
-use super::{Db, WriteTx};
+use super::{Backend, Db, WriteTx};
 
 impl Db {
     /// Records one attempt by `subject` in `scope` and says whether it is within `max` per
-    /// window (attempts refused still count, so hammering keeps the door shut).
+    /// window (attempts refused still count, so hammering keeps the door shut). Of any
+    /// number of simultaneous attempts, on any number of replicas, at most `max` pass.
     ///
     /// # Errors
     /// Database failures.
@@ -20,6 +25,14 @@ impl Db {
             mut tx,
             turn: _turn,
         } = self.begin_write().await?;
+        if self.backend() == Backend::Postgres {
+            // READ COMMITTED alone lets every concurrent INSERT-then-COUNT see only its own
+            // row; the lock makes each count see every attempt committed before it.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(format!("kagi-reset rate {scope} {subject}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("INSERT INTO rate_events (scope, subject, at) VALUES ($1, $2, $3)")
             .bind(scope)
             .bind(subject)

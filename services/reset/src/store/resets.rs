@@ -74,7 +74,7 @@ pub struct ResetRow {
 impl std::fmt::Debug for ResetRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResetRow")
-            .field("saga_id", &self.saga_id)
+            .field("saga", &crate::domain::token::saga_tag(&self.saga_id))
             .field("account_id", &self.account_id)
             .field("state", &self.state)
             .field("sends", &self.sends)
@@ -421,6 +421,29 @@ impl Db {
         .fetch_all(self.pool())
         .await
     }
+}
+
+/// Cancels the account's resets not yet confirmed (CODE_SENT, VERIFIED), inside the
+/// transaction of an account change: a code mailed to an old address, or won with an old
+/// password, dies with the change. A reissue already CONFIRMING is left to finish: the
+/// keystore may have rotated already, and its notice goes to the current address too.
+pub(super) async fn cancel_unconfirmed(
+    conn: &mut sqlx::AnyConnection,
+    account_id: &str,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE resets SET state = $1, updated_at = $2, version = version + 1 \
+         WHERE account_id = $3 AND state IN ($4, $5)",
+    )
+    .bind(state_column(ResetState::Cancelled))
+    .bind(now)
+    .bind(account_id)
+    .bind(state_column(ResetState::CodeSent))
+    .bind(state_column(ResetState::Verified))
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 #[cfg(test)]

@@ -87,11 +87,17 @@ async fn the_user_reissues_the_key_and_the_old_key_stops_working(backend: Backen
     // Nothing secret reached a log line or span field.
     let logs = captured_logs();
     assert!(logs.contains("a23b456c"), "logs were captured");
+    // The saga ID is the keystore's idempotency key: a copy could replay the rotation.
+    let saga_id: String = sqlx::Row::get(
+        &crate::helpers::sql(&stack.db, "SELECT saga_id FROM resets").await[0],
+        "saga_id",
+    );
     for secret in [
         PASSWORD,
         code.as_str(),
         started.reset_id.as_str(),
         new_key.secret_base32.as_str(),
+        saga_id.as_str(),
     ] {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }

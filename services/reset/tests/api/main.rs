@@ -11,10 +11,12 @@
 
 mod helpers;
 
+mod account_changes;
 mod attacker;
 mod code;
 mod confirm;
 mod crash;
 mod happy_path;
+mod limits;
 mod login;
 mod trace;

@@ -177,6 +177,7 @@ async fn one_reset_is_one_trace_across_the_three_services(backend: Backend) {
             memory_kib: 1024,
             iterations: 1,
             parallelism: 1,
+            max_concurrent: 1,
         })
         .unwrap();
     kagi_reset::accounts::AccountAdmin::new(directory.clone(), std::sync::Arc::new(hasher))
@@ -291,8 +292,8 @@ async fn one_reset_is_one_trace_across_the_three_services(backend: Backend) {
         let saga_id = handled
             .attributes
             .iter()
-            .find_map(|a| a.strip_prefix("saga_id="))
-            .unwrap_or_else(|| panic!("{handler} has no saga_id: {:?}", handled.attributes));
+            .find_map(|a| a.strip_prefix("saga="))
+            .unwrap_or_else(|| panic!("{handler} has no saga tag: {:?}", handled.attributes));
         saga_ids.push(saga_id.to_owned());
     }
     assert!(
