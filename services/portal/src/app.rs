@@ -42,12 +42,9 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let db = Db::connect(&settings.database.url, settings.database.max_connections)
+        let db = Db::open(&settings.database)
             .await
             .context("opening the portal database")?;
-        if settings.database.migrate_on_start {
-            db.migrate().await?;
-        }
         let clients = Clients::new(&settings.keystore, &settings.reset)?;
         let proxy_secret = settings.login.proxy_secret()?.map(Arc::new);
         let listener = TcpListener::bind(settings.server.listen_addr)

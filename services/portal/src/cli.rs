@@ -8,7 +8,7 @@ use kagi_runtime::cli::ServiceCommand;
 
 use crate::app::Application;
 use crate::config::Settings;
-use crate::store::Db;
+use crate::store::PortalSchema;
 
 /// kagi-portal: the two-factor authentication manager's pages (the manual's three menus).
 #[derive(Debug, Parser)]
@@ -35,10 +35,7 @@ async fn run(command: ServiceCommand, settings: Settings) -> anyhow::Result<()> 
                 .await
         }
         ServiceCommand::Migrate => {
-            let db = Db::connect(&settings.database.url, 1).await?;
-            db.migrate().await?;
-            tracing::info!("migrations applied");
-            Ok(())
+            kagi_runtime::cli::migrate::<PortalSchema>(&settings.database).await
         }
     }
 }

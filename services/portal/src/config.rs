@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use kagi_runtime::cli::ServiceSettings;
-use kagi_runtime::{ClientSettings, TelemetrySettings};
+use kagi_runtime::{ClientSettings, DatabaseSettings, TelemetrySettings};
 use serde::Deserialize;
 
 /// Every knob with its default, shown by `--help`.
@@ -82,24 +82,6 @@ impl Default for ServerSettings {
 impl ServerSettings {
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseSettings {
-    pub url: String,
-    pub max_connections: u32,
-    pub migrate_on_start: bool,
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://data/portal.db?mode=rwc".into(),
-            max_connections: 8,
-            migrate_on_start: true,
-        }
     }
 }
 

@@ -5,17 +5,13 @@
 //! shared by both.
 
 use base64::Engine as _;
-use kagi_runtime::db::Backend;
 use sha2::{Digest as _, Sha256};
 
 use crate::domain::sealed_handle;
-use sqlx::AnyPool;
 
-/// The portal's database.
-#[derive(Debug, Clone)]
-pub struct Db {
-    pool: AnyPool,
-    backend: Backend,
+kagi_runtime::service_database! {
+    /// The portal's database: sessions and login rate-limit windows.
+    pub struct Db(PortalSchema, embedded = "sqlite://data/portal.db?mode=rwc");
 }
 
 /// One browser session as loaded. `reset_id` is a bearer secret, unsealed with the cookie
@@ -70,32 +66,6 @@ const SESSION_COLUMNS: &str =
     "id_hash, csrf, account_id, reset_id, reset_account, created_at, last_seen";
 
 impl Db {
-    /// # Errors
-    /// A bad URL or an unreachable database.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
-        let (pool, backend) = kagi_runtime::db::connect(url, max_connections).await?;
-        Ok(Self { pool, backend })
-    }
-
-    /// Applies the embedded migrations of this backend.
-    ///
-    /// # Errors
-    /// A failed or diverged migration.
-    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
-            Backend::Postgres => {
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&self.pool)
-                    .await
-            }
-        }
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
     /// Creates a session; returns the cookie value (only the browser keeps it).
     ///
     /// # Errors
@@ -123,7 +93,7 @@ impl Db {
         .bind(&session.csrf)
         .bind(session.account_id.clone())
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok((cookie, session))
     }
@@ -147,7 +117,7 @@ impl Db {
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1"
         )))
         .bind(&id_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         let Some(mut session) = row else {
             return Ok(None);
@@ -168,7 +138,7 @@ impl Db {
             sqlx::query("UPDATE sessions SET last_seen = $1 WHERE id_hash = $2 AND last_seen < $1")
                 .bind(now)
                 .bind(&id_hash)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?;
             session.last_seen = now;
         }
@@ -180,7 +150,7 @@ impl Db {
     pub async fn delete_session(&self, id_hash: &str) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(id_hash)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
@@ -206,7 +176,7 @@ impl Db {
             created_at: old.created_at,
             last_seen: now,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO sessions (id_hash, csrf, account_id, created_at, last_seen) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -245,7 +215,7 @@ impl Db {
             .bind(sealed)
             .bind(account.to_owned())
             .bind(id_hash)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
@@ -258,7 +228,7 @@ impl Db {
     pub async fn forget_reset(&self, id_hash: &str) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE sessions SET reset_id = NULL, reset_account = NULL WHERE id_hash = $1")
             .bind(id_hash)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
@@ -285,7 +255,7 @@ impl Db {
         .bind(bucket)
         .bind(now)
         .bind(now - window_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         Ok(attempts)
     }
@@ -305,12 +275,12 @@ impl Db {
             sqlx::query("DELETE FROM sessions WHERE last_seen <= $1 OR created_at <= $2")
                 .bind(now.saturating_sub(idle_ms))
                 .bind(now.saturating_sub(max_age_ms))
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?
                 .rows_affected();
         sqlx::query("DELETE FROM login_attempts WHERE window_start <= $1")
             .bind(now - window_ms)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(sessions)
     }
