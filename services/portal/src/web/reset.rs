@@ -234,6 +234,22 @@ pub async fn step2(
     .await
 }
 
+/// A refusal at step 2 (a wrong code, a resend too soon): shown above the code form, or
+/// as "start again" when the reset is over.
+async fn refused_on_step_2(
+    state: &AppState,
+    ctx: &Ctx,
+    session: &Session,
+    reset_id: &str,
+    message: UserMessage,
+) -> PageResult {
+    if message.must_start_again() {
+        return state.message_page(ctx, Some(session), status_of(message), message, true);
+    }
+    let status = status_of(message);
+    code_page(state, ctx, session, reset_id, status, Some(message), None).await
+}
+
 async fn code_page(
     state: &AppState,
     ctx: &Ctx,
@@ -329,19 +345,7 @@ pub async fn verify(
         }
         Err(status) => from_status(&status),
     };
-    if message.must_start_again() {
-        return state.message_page(&ctx, Some(&session), status_of(message), message, true);
-    }
-    code_page(
-        &state,
-        &ctx,
-        &session,
-        &reset_id,
-        status_of(message),
-        Some(message),
-        None,
-    )
-    .await
+    refused_on_step_2(&state, &ctx, &session, &reset_id, message).await
 }
 
 #[derive(Deserialize)]
@@ -366,20 +370,7 @@ pub async fn resend(
     match state.clients.reset.clone().resend_code(request).await {
         Ok(_) => Ok(see_other("/reset/code?resent=1")),
         Err(status) => {
-            let message = from_status(&status);
-            if message.must_start_again() {
-                return state.message_page(&ctx, Some(&session), status_of(message), message, true);
-            }
-            code_page(
-                &state,
-                &ctx,
-                &session,
-                &reset_id,
-                status_of(message),
-                Some(message),
-                None,
-            )
-            .await
+            refused_on_step_2(&state, &ctx, &session, &reset_id, from_status(&status)).await
         }
     }
 }
