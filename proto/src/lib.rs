@@ -1,4 +1,12 @@
 //! kagi's gRPC contract, generated from `proto/kagi/v1/*.proto`.
+//!
+//! # Layout
+//! - `kagi/v1/*.proto` (beside this crate): one file per service (`keystore`, `reset`,
+//!   `directory`, `notifier`), package `kagi.v1`, a request and response message per RPC.
+//! - `build.rs`: compiles them with `protox` (no `protoc`) into [`v1`] and writes the
+//!   descriptor set behind [`FILE_DESCRIPTOR_SET`] for reflection.
+//! - [`timestamp`]: the one conversion from the databases' milliseconds to the contract's
+//!   `Timestamp`.
 
 /// Package `kagi.v1`: the messages and services every kagi component speaks.
 pub mod v1 {

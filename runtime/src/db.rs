@@ -13,7 +13,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-/// The sqlx this crate was built with, for [`service_database!`].
+/// The sqlx this crate was built with, for [`crate::service_database!`].
 pub use sqlx;
 
 /// Which database engine a URL points at.

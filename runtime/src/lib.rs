@@ -36,7 +36,6 @@ pub mod telemetry;
 
 pub use account::{AccountId, InvalidAccountId};
 pub use auth::{AuthSettings, Authorizer, Caller, CallerAuthLayer};
-pub use cli::exit_code;
 pub use client::{ClientSettings, ServiceChannel};
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use db::{Database, DatabaseSettings, Schema};

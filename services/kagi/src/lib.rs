@@ -1,8 +1,15 @@
 //! `kagi dev`: the whole system on loopback with embedded defaults, for a newcomer's first
-//! command: the keystore, the reset service, the notifier and the portal. Each service runs through the same `Application::build` production uses, in one
-//! process, with everything under one data directory: SQLite files, a generated
-//! key-encryption key, one generated bearer token per calling service, and the notifier's
-//! outbox of `.eml` files instead of an SMTP server.
+//! command: the keystore, the reset service, the notifier and the portal. Each service runs
+//! through the same `Application::build` production uses, in one process, with everything
+//! under one data directory: SQLite files, a generated key-encryption key, one generated
+//! bearer token per calling service, the notifier's payload key, and its outbox of `.eml`
+//! files instead of an SMTP server.
+//!
+//! # Layout
+//! One module: [`main`] runs the parsed command line; `dev` creates the data directory's secrets
+//! (`kagi_runtime::random::read_or_create_secret_file`), builds each service's settings
+//! (`*_settings`), starts the four `Application`s on their ports, enrolls the demo account,
+//! prints the banner, and stops them all on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,7 +75,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         notifier: notifier_addr,
         portal: portal_addr,
     };
-    kagi_runtime::exit_code("kagi dev", dev(&data_dir, &account, addrs).await)
+    kagi_runtime::cli::exit_code("kagi dev", dev(&data_dir, &account, addrs).await)
 }
 
 /// Where each service listens (port 0 picks a free one).

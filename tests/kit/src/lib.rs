@@ -3,6 +3,14 @@
 //! the service's own subscriber, an aiosmtpd SMTP server, an OTLP/gRPC receiver; and the
 //! real programs tests drive ([`peers`]: Python with pyotp and aiosmtpd, grpcurl, Chromium),
 //! set up on first use so that `cargo test --workspace` needs no other step.
+//!
+//! # Layout
+//! - [`database`]: a private SQLite file or PostgreSQL database per test, dropped after it,
+//!   with side files (keys every service on it shares) that go with it.
+//! - [`peers`]: the test's own Python environment under `target/`, grpcurl, Chromium.
+//! - [`smtp`]: a real aiosmtpd server that keeps what it receives; [`otlp`]: a real
+//!   OTLP/gRPC receiver; [`logs`]: the service's own log lines, captured per test.
+//! - [`both_backends!`]: one scenario, run as `::sqlite` and `::postgres`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

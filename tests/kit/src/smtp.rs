@@ -120,7 +120,7 @@ impl SmtpSink {
         paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
     }
 
-    /// One line per DATA command: "<reply code> <Message-ID>".
+    /// One line per DATA command: `"<reply code> <Message-ID>"`.
     pub fn transcript(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("transcript.log"))
             .unwrap_or_default()
