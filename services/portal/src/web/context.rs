@@ -75,9 +75,9 @@ pub fn session_cookie_name(settings: &crate::config::Settings) -> String {
 
 /// An account ID as the SSO proxy may send it: 1–64 printable ASCII characters.
 fn plausible_account(value: &str) -> Option<String> {
-    let value = value.trim();
-    (!value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| value.to_owned())
+    kagi_runtime::AccountId::parse(value.trim())
+        .ok()
+        .map(kagi_runtime::AccountId::into_string)
 }
 
 /// The client's address behind our proxies: `X-Forwarded-For` (every header line, in
@@ -150,6 +150,8 @@ impl FromRequestParts<AppState> for Ctx {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: counted (and
+        // shown in notices) as the IPv4 address it is, not as one shared IPv6 /64.
         let client_ip = if from_proxy {
             let lines: Vec<&str> = parts
                 .headers
@@ -160,7 +162,8 @@ impl FromRequestParts<AppState> for Ctx {
             client_address(lines.into_iter(), peer, trusted)
         } else {
             peer
-        };
+        }
+        .to_canonical();
         let trusted_header = settings.login.mode == LoginMode::TrustedHeader;
         let identities = parts
             .headers

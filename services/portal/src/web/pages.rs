@@ -271,7 +271,15 @@ pub async fn login_submit(
             UserMessage::BadCredentials,
         );
     }
-    if state.login_rate_limited(&ctx, &account).await? {
+    // An ID no account can have gets the wrong-password answer; it still counts against the
+    // client's address, but never becomes a limiter bucket of its own (unbounded strings).
+    let Ok(account_id) = kagi_runtime::AccountId::parse(&account) else {
+        if state.login_rate_limited(&ctx, None).await? {
+            return fail(StatusCode::TOO_MANY_REQUESTS, UserMessage::TooManyLogins);
+        }
+        return fail(StatusCode::UNAUTHORIZED, UserMessage::BadCredentials);
+    };
+    if state.login_rate_limited(&ctx, Some(&account_id)).await? {
         tracing::warn!(client_ip = %ctx.client_ip, "login rate limit reached");
         return fail(StatusCode::TOO_MANY_REQUESTS, UserMessage::TooManyLogins);
     }
@@ -305,9 +313,13 @@ pub async fn login_submit(
 }
 
 impl AppState {
-    /// Counts this attempt per client address and per account ID; true once either is
-    /// over its limit in the current window.
-    async fn login_rate_limited(&self, ctx: &Ctx, account: &str) -> Result<bool, super::PageError> {
+    /// Counts this attempt per client address and per account ID (when it is one); true once
+    /// either is over its limit in the current window.
+    async fn login_rate_limited(
+        &self,
+        ctx: &Ctx,
+        account: Option<&kagi_runtime::AccountId>,
+    ) -> Result<bool, super::PageError> {
         let login = &self.settings.login;
         let window = i64::try_from(login.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let now = self.now();
@@ -315,14 +327,13 @@ impl AppState {
             .db
             .count_attempt(&format!("ip:{}", ctx.client_ip), now, window)
             .await?;
-        let by_account = self
-            .db
-            .count_attempt(
-                &format!("account:{}", account.to_ascii_lowercase()),
-                now,
-                window,
-            )
-            .await?;
+        let by_account = match account {
+            Some(account) => {
+                let bucket = format!("account:{}", account.as_str().to_ascii_lowercase());
+                self.db.count_attempt(&bucket, now, window).await?
+            }
+            None => 0,
+        };
         Ok(by_ip > i64::from(login.per_ip_max) || by_account > i64::from(login.per_account_max))
     }
 }

@@ -338,6 +338,48 @@ async fn login_attempts_are_rate_limited_per_account() {
     assert_eq!(log_in(&mut client, PASSWORD).await.status, 429);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_no_account_can_have_count_against_the_address_but_get_no_bucket_of_their_own() {
+    let stack = Box::pin(Stack::start_with(|s| {
+        s.login.per_ip_max = 3;
+        s.login.per_account_max = 100;
+    }))
+    .await;
+    let mut client = Client::new(stack.portal);
+    let junk = ["x".repeat(5_000), "a b".into(), "名前".into()];
+    for account in &junk {
+        let form = client.get("/login").await;
+        let csrf = csrf_in(&form.text());
+        let reply = client
+            .post(
+                "/login",
+                &[("csrf", &csrf), ("account_id", account), ("password", "p")],
+            )
+            .await;
+        assert_eq!(reply.status, 401, "answered like a wrong password");
+    }
+    let buckets: Vec<(String,)> = {
+        let (pool, _) = kagi_runtime::db::connect(&stack.portal_db, 1)
+            .await
+            .unwrap();
+        sqlx::query_as("SELECT bucket FROM login_attempts ORDER BY bucket")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        buckets.len(),
+        1,
+        "only the address was counted: {buckets:?}"
+    );
+    assert!(buckets[0].0.starts_with("ip:127.0.0.1"), "{buckets:?}");
+    assert_eq!(
+        log_in(&mut client, PASSWORD).await.status,
+        429,
+        "the junk attempts used up the address's limit"
+    );
+}
+
 /// Starts menu 2 with the account's ID and password; returns the reply to the POST.
 async fn start_reset(client: &mut Client) -> Reply {
     let form = client.get("/reset").await;

@@ -72,6 +72,8 @@ pub struct Stack {
     pub reset_db: String,
     /// The notifier's database (to check what it queued).
     pub notifier_db: String,
+    /// The portal's own database (sessions, login limits).
+    pub portal_db: String,
     _services: Vec<Running>,
     _dbs: Vec<TestDatabase>,
 }
@@ -183,6 +185,7 @@ impl Stack {
             first_key,
             reset_db: reset_db.url.clone(),
             notifier_db: notifier_db.url.clone(),
+            portal_db: portal_db.url.clone(),
             _services: vec![portal, reset, notifier, keystore],
             _dbs: vec![keystore_db, notifier_db, reset_db, portal_db],
         }
