@@ -94,6 +94,8 @@ pub struct PolicySettings {
     pub max_wrong_codes: u32,
     pub confirm_within_secs: u64,
     pub completed_view_secs: u64,
+    /// Days a finished reset's personal data (addresses, user agent) is kept; 0 keeps it.
+    pub retention_days: u64,
     pub per_account_max: u32,
     pub per_account_window_secs: u64,
     pub per_ip_max: u32,
@@ -110,6 +112,7 @@ impl Default for PolicySettings {
             max_wrong_codes: p.max_wrong_codes,
             confirm_within_secs: p.confirm_within.as_secs(),
             completed_view_secs: p.completed_view.as_secs(),
+            retention_days: p.retention.as_secs() / (24 * 3600),
             per_account_max: 5,
             per_account_window_secs: 900,
             per_ip_max: 20,
@@ -137,6 +140,7 @@ impl PolicySettings {
             max_wrong_codes: self.max_wrong_codes,
             confirm_within: Duration::from_secs(self.confirm_within_secs),
             completed_view: Duration::from_secs(self.completed_view_secs),
+            retention: Duration::from_secs(self.retention_days.saturating_mul(24 * 3600)),
         })
     }
 }

@@ -68,6 +68,9 @@ pub struct Policy {
     pub confirm_within: Duration,
     /// A completed reset shows its new key again (a retried ConfirmReset) this long.
     pub completed_view: Duration,
+    /// A reset that is over (and its recovery address, client address and user agent) is
+    /// deleted this long after its last change; zero keeps them.
+    pub retention: Duration,
 }
 
 impl Default for Policy {
@@ -79,6 +82,7 @@ impl Default for Policy {
             max_wrong_codes: 5,
             confirm_within: Duration::from_secs(10 * 60),
             completed_view: Duration::from_secs(10 * 60),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The sweeper's pass: finishes reissues a crash or an outage left in CONFIRMING, queues
-//! notices not yet with the notifier, and forgets old rate-limit events.
+//! notices not yet with the notifier, and forgets old rate-limit events and, after the
+//! retention period, finished resets with the personal data they hold.
 
+use crate::domain::state::ms;
 use crate::domain::token::saga_tag;
 use crate::error::Error;
 
@@ -28,6 +30,13 @@ impl ResetSaga {
             self.send_notice(&row).await;
         }
         self.inner.limiter.prune(now).await?;
+        let retention = self.inner.policy.retention;
+        if !retention.is_zero() {
+            let purged = self.inner.db.purge_resets(now - ms(retention)).await?;
+            if purged > 0 {
+                tracing::info!(purged, "deleted resets past their retention period");
+            }
+        }
         Ok(completed)
     }
 }

@@ -423,6 +423,24 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Deletes resets last changed before `before` (ms), except reissues still CONFIRMING
+    /// (the sweeper has yet to finish them). A live code is long dead by then.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn purge_resets(&self, before: i64) -> Result<u64, sqlx::Error> {
+        Ok(
+            sqlx::query("DELETE FROM resets WHERE updated_at < $1 AND state <> $2")
+                .bind(before)
+                .bind(state_column(ResetState::Confirming))
+                .execute(self.pool())
+                .await?
+                .rows_affected(),
+        )
+    }
+}
+
 /// Cancels the account's resets not yet confirmed (CODE_SENT, VERIFIED), inside the
 /// transaction of an account change: a code mailed to an old address, or won with an old
 /// password, dies with the change. A reissue already CONFIRMING is left to finish: the

@@ -11,6 +11,7 @@ both_backends!(
     the_user_reissues_the_key_and_the_old_key_stops_working,
     a_retried_confirm_shows_the_same_key_again_within_ten_minutes,
     starting_over_cancels_the_reset,
+    a_finished_reset_and_its_personal_data_are_deleted_after_thirty_days,
 );
 
 async fn the_user_reissues_the_key_and_the_old_key_stops_working(backend: Backend) {
@@ -156,4 +157,36 @@ async fn starting_over_cancels_the_reset(backend: Backend) {
         pb::CodeCheck::Verified
     );
     assert_eq!(stack.rotations("jiro").await, 0);
+}
+
+/// Resets stored for `account` (their rows hold the recovery address, IP and user agent).
+async fn stored_resets(stack: &Stack, account: &str) -> i64 {
+    let (pool, _) = kagi_runtime::db::connect(&stack.db.url, 1).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM resets WHERE account_id = $1")
+        .bind(account)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+async fn a_finished_reset_and_its_personal_data_are_deleted_after_thirty_days(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    stack.account("saburo").await;
+    let (reset_id, _code) = stack.start_and_read_code("saburo").await;
+    stack.cancel(&reset_id).await.unwrap();
+    assert_eq!(stored_resets(&stack, "saburo").await, 1);
+
+    stack.clock.advance(Duration::from_secs(29 * 24 * 3600));
+    stack.saga.sweep().await.unwrap();
+    assert_eq!(stored_resets(&stack, "saburo").await, 1, "kept for 30 days");
+
+    stack.clock.advance(Duration::from_secs(2 * 24 * 3600));
+    stack.saga.sweep().await.unwrap();
+    assert_eq!(
+        stored_resets(&stack, "saburo").await,
+        0,
+        "gone after 30 days"
+    );
 }
