@@ -129,7 +129,10 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
         keystore.local_addr(),
         reset.local_addr(),
     );
-    let portal = kagi_portal::Application::build(&portal_settings).await?;
+    // Dev only: the portal lists the outbox, so the reissue flow needs no mail server.
+    let portal = kagi_portal::Application::build(&portal_settings)
+        .await?
+        .with_dev_outbox(data_dir.join("outbox"));
 
     let account = AccountId::parse(account)?;
     let actor = Actor {
@@ -210,8 +213,6 @@ fn portal_settings(
     settings.keystore.token_file = Some(callers_dir.join("portal"));
     settings.reset.endpoint = format!("http://{reset}");
     settings.reset.token_file = Some(callers_dir.join("portal"));
-    // Dev only: the portal lists the outbox, so the reissue flow needs no mail server.
-    settings.dev_outbox_dir = Some(data_dir.join("outbox"));
     settings
 }
 

@@ -61,8 +61,18 @@ impl Application {
                 clock,
                 settings: Arc::new(settings.clone()),
                 proxy_secret,
+                dev_outbox: None,
             },
         })
+    }
+
+    /// `kagi dev` only: list the `.eml` files the notifier writes to `dir` at `/outbox`, so a
+    /// newcomer can read the confirmation code without a mail server. No setting switches
+    /// this on, so a production portal never shows anybody's mail.
+    #[must_use]
+    pub fn with_dev_outbox(mut self, dir: std::path::PathBuf) -> Self {
+        self.state.dev_outbox = Some(Arc::new(dir));
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {

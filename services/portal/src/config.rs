@@ -26,9 +26,6 @@ pub struct Settings {
     pub login: LoginSettings,
     pub session: SessionSettings,
     pub institution: Institution,
-    /// When set (by `kagi dev` only), the portal lists the `.eml` files of this folder at
-    /// `/outbox`, so a newcomer can read the confirmation code without a mail server.
-    pub dev_outbox_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -42,7 +39,6 @@ impl Default for Settings {
             login: LoginSettings::default(),
             session: SessionSettings::default(),
             institution: Institution::default(),
-            dev_outbox_dir: None,
         }
     }
 }
@@ -248,6 +244,15 @@ mod tests {
     #[test]
     fn the_reference_file_states_the_real_defaults() {
         kagi_runtime::settings::reference_states_defaults::<Settings>(REFERENCE).unwrap();
+    }
+
+    #[test]
+    fn no_setting_can_show_the_dev_outbox() {
+        let err = kagi_runtime::settings::parse_reference::<Settings>(
+            "dev_outbox_dir = \"/var/spool/mail\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("dev_outbox_dir"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The SSO proxy's shared secret (`login.proxy_secret_file`), when one is required.
     pub proxy_secret: Option<Arc<secrecy::SecretString>>,
+    /// The folder of `.eml` files `/outbox` lists: set by `kagi dev` only
+    /// ([`crate::Application::with_dev_outbox`]), never by a setting.
+    pub dev_outbox: Option<Arc<std::path::PathBuf>>,
 }
 
 /// The Content-Security-Policy of every response: no script at all, styles and images

@@ -402,11 +402,11 @@ pub async fn switch_lang(Query(q): Query<LangQuery>) -> Response {
 
 /// GET /outbox (dev mode only): the mail the notifier wrote, newest first.
 pub async fn outbox(State(state): State<AppState>, ctx: Ctx) -> PageResult {
-    let Some(dir) = state.settings.dev_outbox_dir.clone() else {
+    let Some(dir) = state.dev_outbox.clone() else {
         return not_found(State(state), ctx).await;
     };
     let session = state.session(&ctx).await?;
-    let mails = tokio::task::spawn_blocking(move || read_outbox(&dir)).await?;
+    let mails = tokio::task::spawn_blocking(move || read_outbox(dir.as_path())).await?;
     let page = OutboxPage {
         c: state.chrome(&ctx, session.as_ref()),
         mails,

@@ -209,7 +209,7 @@ impl AppState {
             onboarding_url: inst.onboarding_url.clone(),
             account: session.and_then(|s| s.account_id.clone()),
             csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
-            outbox: self.settings.dev_outbox_dir.is_some(),
+            outbox: self.dev_outbox.is_some(),
         }
     }
 

@@ -380,6 +380,14 @@ async fn ids_no_account_can_have_count_against_the_address_but_get_no_bucket_of_
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_portal_has_no_mail_outbox_page() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut client = Client::new(stack.portal);
+    assert_eq!(client.get("/outbox").await.status, 404);
+    assert!(!client.get("/").await.text().contains("/outbox"));
+}
+
 /// Starts menu 2 with the account's ID and password; returns the reply to the POST.
 async fn start_reset(client: &mut Client) -> Reply {
     let form = client.get("/reset").await;
