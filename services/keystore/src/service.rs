@@ -313,9 +313,16 @@ impl Keystore {
                 .open(&account, &state.key.key_id, &state.key.sealed())?;
             let matches = inner.verifier.matches(&secret, params, &code, unix_secs);
             if let Some(fresh) = matches.iter().find(|m| m.step > state.last_step) {
+                let audit = self.audit_event(
+                    actor,
+                    "verify",
+                    account.as_str(),
+                    &state.key.key_id,
+                    format!("accepted drift={}", fresh.drift),
+                );
                 if inner
                     .db
-                    .accept_step(&account, &state.key.key_id, fresh.step, now_ms)
+                    .accept_step(&account, &state.key.key_id, fresh.step, now_ms, &audit)
                     .await?
                 {
                     return Ok(Verification::Accepted { drift: fresh.drift });

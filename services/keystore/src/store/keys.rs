@@ -187,7 +187,10 @@ impl Db {
 
     /// Records `step` as used, atomically: `true` only for the one caller that moved
     /// `last_step` forward while `key_id` was current and the account unlocked. Clears
-    /// the failure counters.
+    /// the failure counters, and writes `audit` (the accepted verification) with the move:
+    /// on PostgreSQL in the very statement (the update feeds the insert), on SQLite in the
+    /// one transaction that the update alone would have been. The accepted path costs no
+    /// extra commit either way, and no accepted step goes unaudited.
     ///
     /// # Errors
     /// Database failures.
@@ -197,7 +200,33 @@ impl Db {
         key_id: &str,
         step: i64,
         now_ms: i64,
+        audit: &NewAuditEvent<'_>,
     ) -> Result<bool, sqlx::Error> {
+        if self.backend() == super::Backend::Postgres {
+            let done = sqlx::query(
+                "WITH moved AS (UPDATE accounts SET last_step = $1, failures = 0, lockouts = 0 \
+                   WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 \
+                   AND (locked_until IS NULL OR locked_until <= $4) RETURNING account_id) \
+                 INSERT INTO audit_events (at, caller, action, account_id, key_id, detail, trace_id) \
+                 SELECT $5, $6, $7, account_id, $3, $8, $9 FROM moved",
+            )
+            .bind(step)
+            .bind(account.as_str())
+            .bind(key_id)
+            .bind(now_ms)
+            .bind(audit.at_ms)
+            .bind(audit.caller)
+            .bind(audit.action)
+            .bind(&audit.detail)
+            .bind(&audit.trace_id)
+            .execute(self.database.pool())
+            .await?;
+            return Ok(done.rows_affected() == 1);
+        }
+        let WriteTx {
+            mut tx,
+            turn: _turn,
+        } = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE accounts SET last_step = $1, failures = 0, lockouts = 0 \
              WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 \
@@ -207,9 +236,14 @@ impl Db {
         .bind(account.as_str())
         .bind(key_id)
         .bind(now_ms)
-        .execute(self.database.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_audit(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Moves the counters from `before` to `after` (compare-and-swap) and writes the audit

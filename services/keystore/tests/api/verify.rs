@@ -26,6 +26,7 @@ both_backends!(
     repeat_offenders_are_locked_longer,
     concurrent_guesses_cannot_exceed_the_failure_limit,
     an_account_without_a_key_gets_no_key,
+    every_accepted_login_is_audited_once_with_its_drift,
 );
 
 async fn a_phone_slightly_off_utc_is_accepted_and_its_drift_reported(backend: Backend) {
@@ -267,5 +268,44 @@ async fn an_account_without_a_key_gets_no_key(backend: Backend) {
     assert_eq!(
         app.verify("nobody", "123456").await.unwrap().result(),
         VerifyResult::NoKey
+    );
+}
+
+/// The audit trail shows each successful login (who asked, which key, the phone's drift),
+/// exactly once even when a stolen code races the user's: one acceptance, one row.
+async fn every_accepted_login_is_audited_once_with_its_drift(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let key = app.enroll("taro").await;
+    let behind = app.code_for(&key, -30);
+    assert_eq!(
+        app.verify("taro", &behind).await.unwrap().drift_steps,
+        -1,
+        "a phone 30 s behind"
+    );
+    advance(&app, Duration::from_secs(60));
+    let code = app.code_for(&key, 0);
+    let results = verify_all(std::slice::from_ref(&app.client), "taro", &code, 16).await;
+    assert_eq!(count(&results, VerifyResult::Accepted), 1, "{results:?}");
+
+    let accepted: Vec<pb::AuditEvent> = app
+        .audit("taro")
+        .await
+        .into_iter()
+        .filter(|e| e.action == "verify")
+        .collect();
+    let details: Vec<&str> = accepted.iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(
+        details,
+        ["accepted drift=0", "accepted drift=-1"],
+        "newest first, one row per acceptance"
+    );
+    assert!(
+        accepted
+            .iter()
+            .all(|e| e.caller == "login" && e.key_id == key.key_id && e.trace_id.len() == 32)
+    );
+    assert!(
+        accepted.iter().all(|e| !e.detail.contains(&code)),
+        "no code in the trail"
     );
 }
