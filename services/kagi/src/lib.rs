@@ -9,7 +9,8 @@
 //! One module: [`main`] runs the parsed command line; `dev` creates the data directory's secrets
 //! (`kagi_runtime::random::read_or_create_secret_file`), builds each service's settings
 //! (`*_settings`), starts the four `Application`s on their ports, enrolls the demo account,
-//! prints the banner, and stops them all on Ctrl-C or SIGTERM.
+//! prints the banner, and stops them all on Ctrl-C or SIGTERM. `outbox` keeps the mail folder
+//! private and deletes mails (reset codes) once the code's lifetime is over.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ use kagi_runtime::LogFormat;
 use kagi_runtime::random::read_or_create_secret_file;
 use secrecy::SecretString;
 use tokio::sync::watch;
+
+mod outbox;
 
 /// kagi: two-factor authentication setup keys for a university's single sign-on.
 #[derive(Debug, Parser)]
@@ -121,6 +124,11 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
         keystore.local_addr(),
         notifier.local_addr(),
     );
+    let outbox = outbox::Outbox {
+        dir: data_dir.join("outbox"),
+        keep: std::time::Duration::from_secs(reset_settings.policy.code_ttl_secs),
+    };
+    outbox.prepare()?;
     let reset = kagi_reset::Application::build(&reset_settings).await?;
     let portal_settings = portal_settings(
         data_dir,
@@ -164,6 +172,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
     let keystore = tokio::spawn(keystore.run_until_stopped(stopped(stop_rx.clone())));
     let reset = tokio::spawn(reset.run_until_stopped(stopped(stop_rx.clone())));
     let notifier = tokio::spawn(notifier.run_until_stopped(stopped(stop_rx.clone())));
+    let sweeper = tokio::spawn(outbox.sweep_until(stopped(stop_rx.clone())));
     let portal = tokio::spawn(portal.run_until_stopped(stopped(stop_rx)));
     kagi_runtime::shutdown::signal().await;
     let _ = stop_tx.send(true);
@@ -171,6 +180,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
     keystore.await??;
     reset.await??;
     notifier.await??;
+    sweeper.await?;
     Ok(())
 }
 

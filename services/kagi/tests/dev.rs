@@ -80,6 +80,14 @@ async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     let dir = tempfile::tempdir().unwrap();
+    // A code mail a previous run left behind, long past its 30 minutes.
+    let outbox = dir.path().join("data/outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let stale = outbox.join("left-behind.eml");
+    std::fs::File::create(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kagi"))
         .args([
             "dev",
@@ -116,6 +124,16 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     .await
     .expect("kagi dev prints its banner");
     let endpoint = |service: &str| field(&banner, service).replace("grpc://", "http://");
+    // Codes do not pile up in clear: stale mails are gone, the folder is its owner's only.
+    assert!(
+        !stale.exists(),
+        "a mail past the code's lifetime was deleted"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&outbox).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the outbox is private");
+    }
     let portal = field(&banner, "portal");
 
     // The portal's top page is the manual's: the three menus.
