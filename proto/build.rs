@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kagi/v1/notifier.proto",
         "kagi/v1/reset.proto",
         "kagi/v1/directory.proto",
+        "kagi/v1/errors.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -7,6 +7,8 @@
 //!   descriptor set behind [`FILE_DESCRIPTOR_SET`] for reflection.
 //! - [`timestamp`]: the one conversion from the databases' milliseconds to the contract's
 //!   `Timestamp`.
+//! - [`reason`]: a refusal's [`v1::ErrorReason`] put into, and read from, a `tonic::Status`
+//!   as `google.rpc.ErrorInfo`.
 
 /// Package `kagi.v1`: the messages and services every kagi component speaks.
 pub mod v1 {
@@ -28,9 +30,61 @@ pub fn timestamp(ms: i64) -> prost_types::Timestamp {
     }
 }
 
+/// Machine-readable refusals (`kagi/v1/errors.proto`): a [`v1::ErrorReason`] travels as the
+/// `reason` of a `google.rpc.ErrorInfo` (domain [`reason::DOMAIN`]) in the status details,
+/// so callers never have to read the English message.
+pub mod reason {
+    use tonic::{Code, Status};
+    use tonic_types::{ErrorDetails, StatusExt as _};
+
+    use crate::v1::ErrorReason;
+
+    /// The `ErrorInfo.domain` of every kagi reason.
+    pub const DOMAIN: &str = "kagi.v1";
+
+    /// A status with `code`, the human `message`, and `reason` in its details.
+    pub fn status(code: Code, message: impl Into<String>, reason: ErrorReason) -> Status {
+        let details = ErrorDetails::with_error_info(
+            reason.as_str_name(),
+            DOMAIN,
+            std::collections::HashMap::<String, String>::new(),
+        );
+        Status::with_error_details(code, message, details)
+    }
+
+    /// The reason a kagi service gave for `status`; `Unspecified` when it gave none (a
+    /// transport failure, another domain, an older server).
+    pub fn of(status: &Status) -> ErrorReason {
+        status
+            .get_details_error_info()
+            .filter(|info| info.domain == DOMAIN)
+            .and_then(|info| ErrorReason::from_str_name(&info.reason))
+            .unwrap_or(ErrorReason::Unspecified)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::timestamp;
+    use super::v1::ErrorReason;
+
+    #[test]
+    fn a_reason_survives_the_status_details() {
+        let status = super::reason::status(
+            tonic::Code::FailedPrecondition,
+            "a new code can be sent 3 minutes after the last one",
+            ErrorReason::ResendTooSoon,
+        );
+        // As the peer sees it: the status rebuilt from its wire headers.
+        let sent = status.into_http::<()>();
+        let wire = tonic::Status::from_header_map(sent.headers()).unwrap();
+        assert_eq!(super::reason::of(&wire), ErrorReason::ResendTooSoon);
+        assert_eq!(wire.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            super::reason::of(&tonic::Status::unavailable("transport")),
+            ErrorReason::Unspecified
+        );
+    }
 
     #[test]
     fn milliseconds_become_seconds_and_nanos() {

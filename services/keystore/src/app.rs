@@ -13,12 +13,13 @@ use crate::service::Keystore;
 use crate::store::Db;
 
 /// Who may call what unless `auth.allow` says otherwise: only the reset service rotates,
-/// only the login system verifies, only the portal shows keys.
+/// the login system verifies, and so does the portal's own login (its second factor,
+/// off campus); only the portal shows keys.
 pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
     ("Enroll", &["onboarding", "admin"]),
     ("GetCurrentKey", &["portal"]),
     ("RotateKey", &["reset"]),
-    ("VerifyCode", &["login"]),
+    ("VerifyCode", &["login", "portal"]),
     ("CheckLoginPolicy", &["login", "portal"]),
     ("ListAuditEvents", &["admin"]),
 ];

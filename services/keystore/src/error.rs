@@ -1,4 +1,7 @@
-//! The keystore's errors, and the one place they become gRPC statuses.
+//! The keystore's errors, and the one place they become gRPC statuses, each with its
+//! machine-readable `kagi.v1.ErrorReason` (see `kagi_proto::reason`).
+
+use kagi_proto::v1::ErrorReason;
 
 use crate::crypto::CryptoError;
 use crate::domain::InvalidInput;
@@ -31,29 +34,51 @@ pub enum Error {
     Internal(#[from] anyhow::Error),
 }
 
+impl Error {
+    /// The machine-readable reason callers act on.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            Self::InvalidInput(InvalidInput::Code(_)) => ErrorReason::CodeFormat,
+            Self::InvalidInput(_) => ErrorReason::InvalidInput,
+            Self::AlreadyEnrolled => ErrorReason::AlreadyEnrolled,
+            Self::NoKey => ErrorReason::NoSetupKey,
+            Self::RotationSuperseded => ErrorReason::KeyReissuedSince,
+            Self::ReplayWindowClosed => ErrorReason::ReplayWindowPassed,
+            Self::Contended => ErrorReason::Contended,
+            Self::Database(_) => ErrorReason::BackendUnavailable,
+            Self::Crypto(_) | Self::Internal(_) => ErrorReason::Internal,
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
-        use tonic::Status;
-        match &err {
-            Error::InvalidInput(e) => Status::invalid_argument(e.to_string()),
-            Error::AlreadyEnrolled => Status::already_exists(err.to_string()),
-            Error::NoKey => Status::not_found(err.to_string()),
+        use tonic::Code;
+        let reason = err.reason();
+        let (code, message) = match &err {
+            Error::InvalidInput(e) => (Code::InvalidArgument, e.to_string()),
+            Error::AlreadyEnrolled => (Code::AlreadyExists, err.to_string()),
+            Error::NoKey => (Code::NotFound, err.to_string()),
             Error::RotationSuperseded | Error::ReplayWindowClosed => {
-                Status::failed_precondition(err.to_string())
+                (Code::FailedPrecondition, err.to_string())
             }
-            Error::Contended => Status::aborted(err.to_string()),
+            Error::Contended => (Code::Aborted, err.to_string()),
             Error::Database(source) => {
                 tracing::error!(error = %source, "database failure");
-                Status::unavailable("the keystore database is unavailable; retry later")
+                (
+                    Code::Unavailable,
+                    "the keystore database is unavailable; retry later".to_owned(),
+                )
             }
             Error::Crypto(source) => {
                 tracing::error!(error = %source, "key encryption failure");
-                Status::internal("internal error")
+                (Code::Internal, "internal error".to_owned())
             }
             Error::Internal(source) => {
                 tracing::error!(error = format!("{source:#}"), "internal failure");
-                Status::internal("internal error")
+                (Code::Internal, "internal error".to_owned())
             }
-        }
+        };
+        kagi_proto::reason::status(code, message, reason)
     }
 }

@@ -225,6 +225,12 @@ pub struct DeliverySettings {
     /// code and its 5 resends each), so the manual's "resend" and "start over" never meet
     /// this limit before their own; more than that is somebody mail-bombing the address.
     pub reset_codes_per_recipient_per_hour: u32,
+    /// "Your setup key was displayed" notices one recipient may be sent per hour; 0
+    /// disables the limit. Counted apart from reset codes, so however often a key is
+    /// viewed, the reset-code allowance (and with it the way back after a lost phone) is
+    /// untouched; 20 is more views in an hour than anyone needs, and bounds the mail an
+    /// intruder viewing the key in a loop can cause.
+    pub key_display_notices_per_recipient_per_hour: u32,
     /// Days a sent or failed message's row (recipient, account, last reply) is kept for
     /// `GetDelivery`, idempotent replays and operators before the worker deletes it; 0
     /// keeps rows forever. 30 days outlasts any retry of a call (codes live 30 minutes,
@@ -243,6 +249,7 @@ impl Default for DeliverySettings {
             backoff_max_ms: 300_000,
             notice_max_age_secs: 86_400,
             reset_codes_per_recipient_per_hour: 12,
+            key_display_notices_per_recipient_per_hour: 20,
             retention_days: 30,
         }
     }

@@ -13,7 +13,7 @@ use tracing::instrument;
 use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::config::DeliverySettings;
-use crate::domain::{DeliveryState, MessageKind, NewMessage, NoticeFields};
+use crate::domain::{DeliveryState, DisplayedFields, MessageKind, NewMessage, NoticeFields};
 use crate::error::Error;
 use crate::seal::PayloadSeal;
 use crate::store::{Db, DeliveryRecord, Enqueued};
@@ -22,6 +22,7 @@ use crate::store::{Db, DeliveryRecord, Enqueued};
 pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
     ("SendResetCode", &["reset"]),
     ("SendKeyReissuedNotice", &["reset"]),
+    ("SendKeyDisplayedNotice", &["reset"]),
     ("GetDelivery", &["reset"]),
 ];
 
@@ -46,9 +47,16 @@ impl NotifierService {
             Zeroizing::new(serde_json::to_string(&message.payload).map_err(anyhow::Error::from)?);
         let payload = self.seal.seal(&id, json.as_bytes())?;
         let now_ms = now.timestamp_millis();
-        let limit = self.settings.reset_codes_per_recipient_per_hour;
-        let rate_limit = (message.kind == MessageKind::ResetCode && limit > 0)
-            .then(|| (now_ms - HOUR_MS, i64::from(limit)));
+        // Each kind that has an allowance counts only its own kind: notices of displayed
+        // keys never use up the reset codes' allowance.
+        let limit = match message.kind {
+            MessageKind::ResetCode => self.settings.reset_codes_per_recipient_per_hour,
+            MessageKind::KeyDisplayedNotice => {
+                self.settings.key_display_notices_per_recipient_per_hour
+            }
+            MessageKind::KeyReissuedNotice => 0,
+        };
+        let rate_limit = (limit > 0).then(|| (now_ms - HOUR_MS, i64::from(limit)));
         match self
             .store
             .enqueue(&id, &message, &payload, now_ms, rate_limit)
@@ -74,7 +82,10 @@ impl NotifierService {
                 Ok(existing.id)
             }
             Enqueued::RateLimited => {
-                tracing::warn!("reset mail refused by the per-recipient rate limit");
+                tracing::warn!(
+                    kind = message.kind.as_str(),
+                    "mail refused by the per-recipient rate limit"
+                );
                 Err(Error::RateLimited)
             }
         }
@@ -130,6 +141,32 @@ impl Notifier for NotifierService {
         }))
     }
 
+    #[instrument(skip_all, fields(message_id = %request.get_ref().message_id,
+        account_id = %request.get_ref().account_id, delivery_id = tracing::field::Empty))]
+    async fn send_key_displayed_notice(
+        &self,
+        request: Request<pb::SendKeyDisplayedNoticeRequest>,
+    ) -> Result<Response<pb::SendKeyDisplayedNoticeResponse>, Status> {
+        let req = request.into_inner();
+        let now = self.clock.utc();
+        let fields = DisplayedFields {
+            message_id: &req.message_id,
+            recipient: &req.recipient,
+            account_id: &req.account_id,
+            displayed_at: req.displayed_at.as_ref().and_then(to_datetime),
+            client_ip: &req.client_ip,
+            user_agent: &req.user_agent,
+            locale: &req.locale,
+        };
+        let max_age = std::time::Duration::from_secs(self.settings.notice_max_age_secs);
+        let message =
+            NewMessage::key_displayed_notice(&fields, now, max_age).map_err(Error::from)?;
+        let delivery_id = self.enqueue(message, now).await?;
+        Ok(Response::new(pb::SendKeyDisplayedNoticeResponse {
+            delivery_id,
+        }))
+    }
+
     #[instrument(skip_all, fields(delivery_id = %request.get_ref().delivery_id))]
     async fn get_delivery(
         &self,
@@ -160,6 +197,7 @@ fn to_proto(record: DeliveryRecord) -> pb::Delivery {
     let kind = match record.kind {
         MessageKind::ResetCode => pb::MessageKind::ResetCode,
         MessageKind::KeyReissuedNotice => pb::MessageKind::KeyReissuedNotice,
+        MessageKind::KeyDisplayedNotice => pb::MessageKind::KeyDisplayedNotice,
     };
     pb::Delivery {
         delivery_id: record.id,

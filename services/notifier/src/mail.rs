@@ -64,6 +64,30 @@ const DEFAULT_TEMPLATES: &[(&str, &str)] = &[
         "key_reissued_notice.en.html",
         include_str!("../templates/key_reissued_notice.en.html"),
     ),
+    (
+        "key_displayed_notice.ja.subject.txt",
+        include_str!("../templates/key_displayed_notice.ja.subject.txt"),
+    ),
+    (
+        "key_displayed_notice.ja.txt",
+        include_str!("../templates/key_displayed_notice.ja.txt"),
+    ),
+    (
+        "key_displayed_notice.ja.html",
+        include_str!("../templates/key_displayed_notice.ja.html"),
+    ),
+    (
+        "key_displayed_notice.en.subject.txt",
+        include_str!("../templates/key_displayed_notice.en.subject.txt"),
+    ),
+    (
+        "key_displayed_notice.en.txt",
+        include_str!("../templates/key_displayed_notice.en.txt"),
+    ),
+    (
+        "key_displayed_notice.en.html",
+        include_str!("../templates/key_displayed_notice.en.html"),
+    ),
 ];
 
 /// One addressed message as it sits in the queue.
@@ -101,6 +125,8 @@ struct TemplateContext<'a> {
     expires_at: Option<String>,
     reissued_at: Option<String>,
     client_ip: Option<&'a str>,
+    displayed_at: Option<String>,
+    user_agent: Option<&'a str>,
 }
 
 impl MailComposer {
@@ -158,11 +184,17 @@ impl MailComposer {
                 reissued_at_ms: now.timestamp_millis(),
                 client_ip: "192.0.2.1".into(),
             },
+            Payload::KeyDisplayedNotice {
+                displayed_at_ms: now.timestamp_millis(),
+                client_ip: "192.0.2.1".into(),
+                user_agent: "Mozilla/5.0".into(),
+            },
         ];
         for payload in &samples {
             let kind = match payload {
                 Payload::ResetCode { .. } => MessageKind::ResetCode,
                 Payload::KeyReissuedNotice { .. } => MessageKind::KeyReissuedNotice,
+                Payload::KeyDisplayedNotice { .. } => MessageKind::KeyDisplayedNotice,
             };
             for locale in [Locale::Ja, Locale::En] {
                 let envelope = Envelope {
@@ -210,6 +242,8 @@ impl MailComposer {
             expires_at: None,
             reissued_at: None,
             client_ip: None,
+            displayed_at: None,
+            user_agent: None,
         };
         match payload {
             Payload::ResetCode {
@@ -225,6 +259,15 @@ impl MailComposer {
             } => {
                 ctx.reissued_at = local(*reissued_at_ms);
                 ctx.client_ip = Some(client_ip);
+            }
+            Payload::KeyDisplayedNotice {
+                displayed_at_ms,
+                client_ip,
+                user_agent,
+            } => {
+                ctx.displayed_at = local(*displayed_at_ms);
+                ctx.client_ip = Some(client_ip);
+                ctx.user_agent = Some(user_agent);
             }
         }
         let render = |part: &str| -> anyhow::Result<String> {

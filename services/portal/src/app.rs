@@ -47,6 +47,7 @@ impl Application {
             .context("opening the portal database")?;
         let clients = Clients::new(&settings.keystore, &settings.reset)?;
         let proxy_secret = settings.login.proxy_secret()?.map(Arc::new);
+        settings.login.authn_context()?;
         let listener = TcpListener::bind(settings.server.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen_addr))?;

@@ -109,6 +109,15 @@ pub struct LoginSettings {
     pub proxy_secret_file: Option<PathBuf>,
     /// The header carrying that secret.
     pub proxy_secret_header: String,
+    /// Trusted-header mode: the header in which the SSO says how the user authenticated
+    /// (SAML `AuthnContextClassRef`, OIDC `acr`, e.g. `x-kagi-authn-context`); empty for
+    /// none. When set, `/login` makes a session only when this header (from a trusted
+    /// proxy, exactly once) holds one of `authn_context_values`: a login by password
+    /// alone never reaches the setup key. Unset, the SSO must itself ask for the one-time
+    /// password wherever `CheckLoginPolicy` would.
+    pub authn_context_header: String,
+    /// The values of `authn_context_header` that prove the one-time-password step.
+    pub authn_context_values: Vec<String>,
     /// Where "ログアウト" sends the browser after ending the portal session (the SSO's
     /// logout page, trusted-header mode); empty for the top page.
     pub logout_url: String,
@@ -126,6 +135,8 @@ impl Default for LoginSettings {
             trusted_proxies: Vec::new(),
             proxy_secret_file: None,
             proxy_secret_header: "x-kagi-proxy-secret".into(),
+            authn_context_header: String::new(),
+            authn_context_values: Vec::new(),
             logout_url: String::new(),
             per_account_max: 10,
             per_ip_max: 50,
@@ -135,6 +146,27 @@ impl Default for LoginSettings {
 }
 
 impl LoginSettings {
+    /// Whether `value` (the SSO's authentication-context header) proves the OTP step.
+    pub fn proves_otp(&self, value: &str) -> bool {
+        let value = value.trim();
+        !value.is_empty() && self.authn_context_values.iter().any(|v| v == value)
+    }
+
+    /// The OTP-proving header of trusted-header mode, when one is required.
+    ///
+    /// # Errors
+    /// A header named with no value that would prove anything (no login could succeed).
+    pub fn authn_context(&self) -> anyhow::Result<Option<&str>> {
+        if self.authn_context_header.is_empty() {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            !self.authn_context_values.is_empty(),
+            "login.authn_context_header is set but login.authn_context_values is empty"
+        );
+        Ok(Some(self.authn_context_header.as_str()))
+    }
+
     /// The proxy's shared secret from `proxy_secret_file` (trimmed), if one is set.
     ///
     /// # Errors

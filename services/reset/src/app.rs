@@ -30,6 +30,7 @@ pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
     ("CancelReset", &["portal"]),
     ("GetReset", &["portal"]),
     ("Authenticate", &["portal"]),
+    ("NotifyKeyDisplayed", &["portal"]),
 ];
 
 /// The gRPC service names reported by health checks.

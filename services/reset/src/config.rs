@@ -96,6 +96,8 @@ pub struct PolicySettings {
     pub completed_view_secs: u64,
     /// Days a finished reset's personal data (addresses, user agent) is kept; 0 keeps it.
     pub retention_days: u64,
+    /// Mail "your setup key was displayed" on every view of the key (menus 1 and 3).
+    pub notify_key_display: bool,
     pub per_account_max: u32,
     pub per_account_window_secs: u64,
     pub per_ip_max: u32,
@@ -113,6 +115,7 @@ impl Default for PolicySettings {
             confirm_within_secs: p.confirm_within.as_secs(),
             completed_view_secs: p.completed_view.as_secs(),
             retention_days: p.retention.as_secs() / (24 * 3600),
+            notify_key_display: p.notify_key_display,
             per_account_max: 5,
             per_account_window_secs: 900,
             per_ip_max: 20,
@@ -141,6 +144,7 @@ impl PolicySettings {
             confirm_within: Duration::from_secs(self.confirm_within_secs),
             completed_view: Duration::from_secs(self.completed_view_secs),
             retention: Duration::from_secs(self.retention_days.saturating_mul(24 * 3600)),
+            notify_key_display: self.notify_key_display,
         })
     }
 }

@@ -14,6 +14,8 @@ use super::{ConfirmationCode, InvalidInput, Locale};
 pub enum MessageKind {
     ResetCode,
     KeyReissuedNotice,
+    /// "Your setup key was displayed" (portal menus 1 and 3).
+    KeyDisplayedNotice,
 }
 
 impl MessageKind {
@@ -22,6 +24,7 @@ impl MessageKind {
         match self {
             Self::ResetCode => "reset_code",
             Self::KeyReissuedNotice => "key_reissued_notice",
+            Self::KeyDisplayedNotice => "key_displayed_notice",
         }
     }
 
@@ -30,6 +33,7 @@ impl MessageKind {
         match raw {
             "reset_code" => Some(Self::ResetCode),
             "key_reissued_notice" => Some(Self::KeyReissuedNotice),
+            "key_displayed_notice" => Some(Self::KeyDisplayedNotice),
             _ => None,
         }
     }
@@ -48,6 +52,23 @@ pub enum Payload {
         reissued_at_ms: i64,
         client_ip: String,
     },
+    KeyDisplayedNotice {
+        displayed_at_ms: i64,
+        client_ip: String,
+        user_agent: String,
+    },
+}
+
+/// The fields of a key-displayed notice request, as the caller sent them.
+#[derive(Debug, Clone, Copy)]
+pub struct DisplayedFields<'a> {
+    pub message_id: &'a str,
+    pub recipient: &'a str,
+    pub account_id: &'a str,
+    pub displayed_at: Option<DateTime<Utc>>,
+    pub client_ip: &'a str,
+    pub user_agent: &'a str,
+    pub locale: &'a str,
 }
 
 /// The fields of a key-reissued notice request, as the caller sent them.
@@ -145,6 +166,52 @@ impl NewMessage {
         })
     }
 
+    /// Validates a key-displayed notice. Like the reissue notice it stays worth sending for
+    /// `max_age`. The user agent is whatever the browser sent: control characters (line
+    /// breaks that could fake lines of the mail) are dropped and it is cut to 256
+    /// characters; HTML escaping is the template's.
+    ///
+    /// # Errors
+    /// The first invalid field.
+    pub fn key_displayed_notice(
+        notice: &DisplayedFields<'_>,
+        now: DateTime<Utc>,
+        max_age: Duration,
+    ) -> Result<Self, InvalidInput> {
+        let message_id = parse_message_id(notice.message_id)?;
+        let recipient = parse_recipient(notice.recipient)?;
+        let account_id = parse_account_id(notice.account_id)?;
+        let displayed_at = notice
+            .displayed_at
+            .ok_or(InvalidInput::MissingDisplayedAt)?;
+        let client_ip: IpAddr = notice
+            .client_ip
+            .trim()
+            .parse()
+            .map_err(|_| InvalidInput::ClientIp)?;
+        let user_agent: String = notice
+            .user_agent
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(256)
+            .collect();
+        let locale = Locale::parse(notice.locale)?;
+        let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
+        Ok(Self {
+            message_id,
+            kind: MessageKind::KeyDisplayedNotice,
+            recipient,
+            account_id,
+            locale,
+            payload: Payload::KeyDisplayedNotice {
+                displayed_at_ms: displayed_at.timestamp_millis(),
+                client_ip: client_ip.to_string(),
+                user_agent,
+            },
+            not_after: now + max_age,
+        })
+    }
+
     /// The key a per-recipient rate limit counts under: the address, case-folded.
     pub fn rate_key(&self) -> String {
         self.recipient.to_string().to_lowercase()
@@ -194,6 +261,25 @@ mod tests {
         .unwrap();
         assert_eq!(m.locale, Locale::Ja);
         assert_eq!(m.not_after, expires);
+    }
+
+    #[test]
+    fn a_forged_user_agent_cannot_add_lines_to_the_notice() {
+        let fields = DisplayedFields {
+            message_id: "m-2",
+            recipient: "taro@example.ac.jp",
+            account_id: "a123",
+            displayed_at: Some(now()),
+            client_ip: "::ffff:203.0.113.9",
+            user_agent: "Mozilla/5.0\r\n\r\nIt was you, nothing to do.",
+            locale: "en",
+        };
+        let m = NewMessage::key_displayed_notice(&fields, now(), Duration::from_secs(60)).unwrap();
+        let Payload::KeyDisplayedNotice { user_agent, .. } = m.payload else {
+            panic!("{:?}", m.payload);
+        };
+        assert_eq!(user_agent, "Mozilla/5.0It was you, nothing to do.");
+        assert_eq!(m.kind, MessageKind::KeyDisplayedNotice);
     }
 
     #[test]

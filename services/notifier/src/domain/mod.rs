@@ -16,7 +16,7 @@ pub mod state;
 
 pub use code::ConfirmationCode;
 pub use locale::{Locale, format_local};
-pub use message::{MessageKind, NewMessage, NoticeFields, Payload};
+pub use message::{DisplayedFields, MessageKind, NewMessage, NoticeFields, Payload};
 pub use retry::{AttemptOutcome, Backoff, EXPIRED_UNSENT, NextStep, next_step};
 pub use state::DeliveryState;
 
@@ -38,6 +38,8 @@ pub enum InvalidInput {
     ExpiryInPast,
     #[error("reissued_at is missing")]
     MissingReissuedAt,
+    #[error("displayed_at is missing")]
+    MissingDisplayedAt,
     #[error("client_ip is not an IP address")]
     ClientIp,
     #[error("unknown locale {0:?}; expected \"ja\" or \"en\"")]

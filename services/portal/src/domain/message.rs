@@ -1,7 +1,9 @@
 //! What the user reads when a step fails: every answer of the reset service (and of the
-//! portal itself) becomes one of these, in the manual's words. The reset service's status
-//! messages are English and stable (see its `error.rs`), so they can be told apart here.
+//! portal itself) becomes one of these, in the manual's words. Refusals are told apart by
+//! their machine-readable `kagi.v1.ErrorReason` (`kagi_proto::reason`), never by the
+//! wording of a status message.
 
+use kagi_proto::v1::ErrorReason;
 use tonic::Code;
 
 use super::Lang;
@@ -10,6 +12,9 @@ use super::Lang;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserMessage {
     BadCredentials,
+    /// A login that needed the one-time password too: wrong password, wrong or missing
+    /// code, one answer.
+    BadCredentialsOrOtp,
     TooManyLogins,
     TooManyAttempts,
     WrongCode {
@@ -29,6 +34,11 @@ pub enum UserMessage {
     ConfirmExpired,
     ConfirmingElsewhere,
     AlreadyIssued,
+    /// The account changed (password, recovery address, disabled) since the reset began.
+    AccountChanged,
+    /// The new key was issued, and the short window in which a retried confirmation shows
+    /// it again is over: menu 1 shows it.
+    KeyNoLongerShown,
     NoSetupKey,
     NotVerifiedYet,
     AlreadyVerified,
@@ -42,54 +52,42 @@ pub enum UserMessage {
 }
 
 impl UserMessage {
-    /// The message for a failed call to `kagi.v1.Reset` (or `kagi.v1.Directory`).
-    pub fn from_reset_status(code: Code, message: &str) -> Self {
-        let has = |s: &str| message.contains(s);
-        match code {
-            Code::InvalidArgument if has("reset_id") => Self::NoReset,
-            Code::InvalidArgument if has("code must") => Self::CodeFormat,
-            Code::InvalidArgument => Self::InvalidInput,
-            Code::Unauthenticated => Self::BadCredentials,
-            Code::ResourceExhausted if has("no more codes") => Self::ResendLimit,
-            Code::ResourceExhausted if has("notifier") => Self::MailRateLimited,
-            Code::ResourceExhausted => Self::TooManyAttempts,
-            Code::NotFound => Self::NoReset,
-            Code::FailedPrecondition => Self::from_refusal(message),
-            Code::Unavailable if has("mail") => Self::MailUnavailable,
-            Code::Unavailable if has("key service") => Self::KeystoreUnavailable,
-            Code::Unavailable | Code::DeadlineExceeded => Self::Unavailable,
-            Code::Aborted => Self::Busy,
-            _ => Self::Internal,
-        }
-    }
-
-    /// FAILED_PRECONDITION: a step the reset's state does not allow.
-    fn from_refusal(message: &str) -> Self {
-        let has = |s: &str| message.contains(s);
-        if has("3 minutes") {
-            Self::ResendTooSoon
-        } else if has("10 minutes to confirm") {
-            Self::ConfirmExpired
-        } else if has("expired") {
-            Self::CodeExpired
-        } else if has("locked") {
-            Self::CodeLocked
-        } else if has("cancelled") && !has("cannot be cancelled") {
-            Self::Cancelled
-        } else if has("newer reset") {
-            Self::Superseded
-        } else if has("being completed") || has("under way") {
-            Self::ConfirmingElsewhere
-        } else if has("no setup key") {
-            Self::NoSetupKey
-        } else if has("not been verified") {
-            Self::NotVerifiedYet
-        } else if has("already verified") {
-            Self::AlreadyVerified
-        } else if has("reissued") || has("no longer be shown") || has("already") {
-            Self::AlreadyIssued
-        } else {
-            Self::NoReset
+    /// The message for a failed call to `kagi.v1.Reset`, `kagi.v1.Directory` or
+    /// `kagi.v1.Keystore`, by the reason the service gave; by the status code alone when it
+    /// gave none (the transport failed, a deadline passed).
+    pub fn from_reset_status(status: &tonic::Status) -> Self {
+        use ErrorReason as R;
+        match kagi_proto::reason::of(status) {
+            R::InvalidInput | R::AlreadyEnrolled => Self::InvalidInput,
+            R::CodeFormat => Self::CodeFormat,
+            R::BadCredentials => Self::BadCredentials,
+            R::RateLimited => Self::TooManyAttempts,
+            R::ResendLimit => Self::ResendLimit,
+            R::MailRateLimited => Self::MailRateLimited,
+            R::UnknownReset => Self::NoReset,
+            R::ResendTooSoon => Self::ResendTooSoon,
+            R::NotVerified => Self::NotVerifiedYet,
+            R::AlreadyVerified => Self::AlreadyVerified,
+            R::Confirming => Self::ConfirmingElsewhere,
+            R::Completed | R::KeyReissuedSince => Self::AlreadyIssued,
+            R::Cancelled => Self::Cancelled,
+            R::CodeExpired => Self::CodeExpired,
+            R::CodeLocked => Self::CodeLocked,
+            R::Superseded => Self::Superseded,
+            R::ConfirmWindowPassed => Self::ConfirmExpired,
+            R::AccountChanged => Self::AccountChanged,
+            R::ReplayWindowPassed => Self::KeyNoLongerShown,
+            R::NoSetupKey => Self::NoSetupKey,
+            R::MailUnavailable => Self::MailUnavailable,
+            R::KeystoreUnavailable => Self::KeystoreUnavailable,
+            R::BackendUnavailable => Self::Unavailable,
+            R::Contended => Self::Busy,
+            R::Internal => Self::Internal,
+            R::Unspecified => match status.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
+                Code::ResourceExhausted => Self::TooManyAttempts,
+                _ => Self::Internal,
+            },
         }
     }
 
@@ -105,6 +103,7 @@ impl UserMessage {
                 | Self::ConfirmExpired
                 | Self::ResendLimit
                 | Self::MailUnavailable
+                | Self::AccountChanged
         )
     }
 
@@ -128,6 +127,10 @@ impl UserMessage {
             Self::BadCredentials => (
                 "IDまたはパスワードが違います。",
                 "The ID or password is incorrect.",
+            ),
+            Self::BadCredentialsOrOtp => (
+                "ID、パスワードまたはワンタイムパスワードが違います。",
+                "The ID, password or one-time password is incorrect.",
             ),
             Self::TooManyLogins => (
                 "ログインの試行回数が上限に達しました。しばらく時間をおいてからやり直してください。",
@@ -196,6 +199,14 @@ impl UserMessage {
                 "新しいセットアップキーは発行済みです。「現在のセットアップキーを表示する」で確認してください。",
                 "The new setup key was already issued. View it with \"Show the current setup key\".",
             ),
+            Self::AccountChanged => (
+                "この手続きの開始後にアカウントの情報（パスワードや連絡先メールアドレス）が変更されたか、アカウントが無効になったため、この手続きは取り消されました。最初からやり直してください。",
+                "The account's password or recovery address changed, or the account was disabled, after this reissue began, so it was cancelled. Please start again.",
+            ),
+            Self::KeyNoLongerShown => (
+                "新しいセットアップキーは発行済みですが、安全のため、この画面ではもう表示できません。「現在のセットアップキーを表示する」で確認してください。",
+                "The new setup key was issued, but for your safety it can no longer be shown here. View it with \"Show the current setup key\".",
+            ),
             Self::NoSetupKey => (
                 "このIDにはセットアップキーが登録されていません。先に利用開始手続きを行ってください。",
                 "This ID has no setup key yet. Please complete the onboarding first.",
@@ -240,21 +251,25 @@ impl UserMessage {
 mod tests {
     use kagi_reset::directory::DirectoryError;
     use kagi_reset::domain::{InvalidInput, ResetState};
-    use kagi_reset::error::Error;
+    use kagi_reset::error::{Error, Refusal};
 
     use super::*;
 
     /// What the user reads when the reset service fails with `error`: the error becomes the
-    /// `tonic::Status` the reset service really sends, and the portal maps that.
+    /// `tonic::Status` the reset service really sends (reason in its details), sent over the
+    /// wire's headers, and the portal maps that.
     fn shown_for(error: Error) -> String {
-        let status = tonic::Status::from(error);
-        UserMessage::from_reset_status(status.code(), status.message()).text(Lang::Ja)
+        let sent = tonic::Status::from(error).into_http::<()>();
+        let received = tonic::Status::from_header_map(sent.headers()).unwrap();
+        UserMessage::from_reset_status(&received).text(Lang::Ja)
     }
 
     const START_AGAIN_NOT_FOUND: &str =
         "この手続きは見つからないか、終了しています。最初からやり直してください。";
     const ALREADY_ISSUED: &str = "新しいセットアップキーは発行済みです。「現在のセットアップキーを表示する」で確認してください。";
     const INVALID_INPUT: &str = "入力内容に誤りがあります。確認してください。";
+    const CONFIRMING: &str =
+        "このIDのセットアップキーは再発行の処理中です。1分ほどしてからやり直してください。";
 
     #[test]
     fn each_reset_service_error_has_its_japanese_message() {
@@ -330,108 +345,81 @@ mod tests {
         }
     }
 
-    /// A step the reset's state does not allow, refused with that state's own words.
+    /// Every refusal the saga can give, each with its own words: none falls through to a
+    /// generic text (as "account changed" once did, read as "not found").
     #[test]
-    fn a_step_refused_in_each_state_has_its_japanese_message() {
-        let cases = [
-            (ResetState::CodeSent, "確認コードの確認が済んでいません。"),
-            (
-                ResetState::Verified,
-                "確認コードは確認済みです。「セットアップキーを再発行する」を押して手続きを完了してください。",
-            ),
-            (
-                ResetState::Confirming,
-                "このIDのセットアップキーは再発行の処理中です。1分ほどしてからやり直してください。",
-            ),
-            (ResetState::Completed, ALREADY_ISSUED),
-            (
-                ResetState::Cancelled,
-                "この手続きは取り消されました。最初からやり直してください。",
-            ),
-            (
-                ResetState::Expired,
-                "確認コードの有効期限（30分）が切れました。最初からやり直してください。",
-            ),
-            (
-                ResetState::Locked,
-                "確認コードを続けて間違えたため、この手続きは無効になりました。最初からやり直してください。",
-            ),
-            (
-                ResetState::Superseded,
-                "新しい再発行の手続きが始まったため、この手続きは無効になりました。最新のメールの確認コードを使ってください。",
-            ),
-        ];
-        for (state, expected) in cases {
+    fn each_refusal_has_its_japanese_message() {
+        let expected = |refusal: Refusal| match refusal {
+            Refusal::NotVerified => "確認コードの確認が済んでいません。",
+            Refusal::AlreadyVerified => {
+                "確認コードは確認済みです。「セットアップキーを再発行する」を押して手続きを完了してください。"
+            }
+            Refusal::Confirming | Refusal::ConfirmingElsewhere => CONFIRMING,
+            Refusal::Completed | Refusal::NotCancellable | Refusal::KeyReissuedSince => {
+                ALREADY_ISSUED
+            }
+            Refusal::Cancelled => "この手続きは取り消されました。最初からやり直してください。",
+            Refusal::Expired => {
+                "確認コードの有効期限（30分）が切れました。最初からやり直してください。"
+            }
+            Refusal::Locked => {
+                "確認コードを続けて間違えたため、この手続きは無効になりました。最初からやり直してください。"
+            }
+            Refusal::Superseded => {
+                "新しい再発行の手続きが始まったため、この手続きは無効になりました。最新のメールの確認コードを使ってください。"
+            }
+            Refusal::ConfirmWindowPassed => {
+                "確認から10分が経過したため、この手続きは無効になりました。最初からやり直してください。"
+            }
+            Refusal::AccountChanged => {
+                "この手続きの開始後にアカウントの情報（パスワードや連絡先メールアドレス）が変更されたか、アカウントが無効になったため、この手続きは取り消されました。最初からやり直してください。"
+            }
+            Refusal::NoLongerShown => {
+                "新しいセットアップキーは発行済みですが、安全のため、この画面ではもう表示できません。「現在のセットアップキーを表示する」で確認してください。"
+            }
+            Refusal::NoSetupKey => {
+                "このIDにはセットアップキーが登録されていません。先に利用開始手続きを行ってください。"
+            }
+        };
+        for refusal in Refusal::ALL {
+            assert_eq!(
+                shown_for(Error::IllegalStep(refusal)),
+                expected(refusal),
+                "{refusal:?}"
+            );
+        }
+        for state in [
+            ResetState::CodeSent,
+            ResetState::Verified,
+            ResetState::Confirming,
+            ResetState::Completed,
+            ResetState::Cancelled,
+            ResetState::Expired,
+            ResetState::Locked,
+            ResetState::Superseded,
+        ] {
             assert_eq!(
                 shown_for(Error::IllegalStep(state.refusal())),
-                expected,
+                expected(state.refusal()),
                 "{state:?}"
             );
         }
     }
 
-    /// Every `.rs` file of the reset service's sources, concatenated.
-    fn reset_service_sources() -> String {
-        fn walk(dir: &std::path::Path, out: &mut String) {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    out.push_str(&std::fs::read_to_string(&path).unwrap());
-                }
-            }
-        }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../reset/src");
-        let mut sources = String::new();
-        walk(&root, &mut sources);
-        assert!(sources.contains("IllegalStep"), "read {}", root.display());
-        sources
-    }
-
-    /// The refusals the saga words inline (not reachable as values from outside the reset
-    /// crate): each is checked to be, word for word, in the reset service's sources, so a
-    /// reworded refusal fails here instead of drifting.
+    /// The wording of a status message does not matter: only its reason does.
     #[test]
-    fn each_refusal_worded_inside_the_saga_has_its_japanese_message() {
-        let sources = reset_service_sources();
-        let cases = [
-            (
-                "the 10 minutes to confirm have passed; start again",
-                "確認から10分が経過したため、この手続きは無効になりました。最初からやり直してください。",
-            ),
-            (
-                "a reissue for this account is being completed; try again in a minute",
-                "このIDのセットアップキーは再発行の処理中です。1分ほどしてからやり直してください。",
-            ),
-            (
-                "this account has no setup key to reissue",
-                "このIDにはセットアップキーが登録されていません。先に利用開始手続きを行ってください。",
-            ),
-            (
-                "the setup key was reissued again since; view it with 現在のセットアップキーを表示する",
-                ALREADY_ISSUED,
-            ),
-            (
-                "the new key was issued and can no longer be shown here; view it with 現在のセットアップキーを表示する",
-                ALREADY_ISSUED,
-            ),
-            (
-                "the reissue was already confirmed and cannot be cancelled",
-                ALREADY_ISSUED,
-            ),
-        ];
-        for (refusal, expected) in cases {
-            assert!(
-                sources.contains(&format!("\"{refusal}\"")),
-                "the reset service no longer says {refusal:?}"
-            );
-            assert_eq!(
-                shown_for(Error::IllegalStep(refusal)),
-                expected,
-                "{refusal}"
-            );
-        }
+    fn a_reworded_message_maps_the_same_and_no_reason_is_never_guessed_from_text() {
+        let reworded = kagi_proto::reason::status(
+            Code::FailedPrecondition,
+            "something entirely different",
+            ErrorReason::ResendTooSoon,
+        );
+        assert_eq!(
+            UserMessage::from_reset_status(&reworded),
+            UserMessage::ResendTooSoon
+        );
+        let bare = tonic::Status::failed_precondition("wait 3 minutes; already locked");
+        assert_eq!(UserMessage::from_reset_status(&bare), UserMessage::Internal);
     }
 
     #[test]

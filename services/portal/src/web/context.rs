@@ -30,6 +30,10 @@ pub struct Ctx {
     /// The account the SSO proxy authenticated; only set in trusted-header mode, for
     /// requests that really came from a trusted proxy.
     pub vouched_account: Option<String>,
+    /// Trusted-header mode with `login.authn_context_header` set: the proxy that vouched
+    /// for the account also says (in that header, once) that the SSO asked for the
+    /// one-time password.
+    pub vouched_otp: bool,
     pub path: String,
 }
 
@@ -176,6 +180,19 @@ impl FromRequestParts<AppState> for Ctx {
             } else {
                 None
             };
+        let vouched_otp =
+            vouched_account.is_some() && !settings.login.authn_context_header.is_empty() && {
+                let mut values = parts
+                    .headers
+                    .get_all(settings.login.authn_context_header.as_str())
+                    .iter();
+                match (values.next(), values.next()) {
+                    (Some(value), None) => {
+                        value.to_str().is_ok_and(|v| settings.login.proves_otp(v))
+                    }
+                    _ => false,
+                }
+            };
         let ctx = Self {
             lang: cookie(&parts.headers, "lang").map_or(Lang::Ja, Lang::from_code),
             session_cookie: cookie(&parts.headers, &session_cookie_name(settings))
@@ -183,6 +200,7 @@ impl FromRequestParts<AppState> for Ctx {
             client_ip,
             user_agent: header_str("user-agent").unwrap_or_default(),
             vouched_account,
+            vouched_otp,
             path: parts.uri.path().to_owned(),
         };
         if trusted_header && identities > 1 {

@@ -2,6 +2,7 @@
 //! every handler shares. Pages live in `pages` (menus 1 and 3, login) and `reset` (menu 2).
 
 mod context;
+mod login_otp;
 mod pages;
 mod reset;
 mod response;

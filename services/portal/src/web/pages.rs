@@ -6,8 +6,8 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde::Deserialize;
-use tonic::Code;
 
+use super::login_otp::OtpTexts;
 use super::response::{PageResult, local_path, render, see_other, with_cookie};
 use super::templates::{
     ApplePage, ContinuePage, KeyPage, LoginFormPage, LoginPromptPage, OutboxMail, OutboxPage,
@@ -36,7 +36,7 @@ pub async fn current_key(State(state): State<AppState>, ctx: Ctx) -> PageResult 
         Ok(account) => account,
         Err(reason) => return login_prompt(&state, &ctx, session.as_ref(), "/key", reason),
     };
-    match fetch_key(&state, &account).await {
+    match fetch_key(&state, &ctx, &account).await {
         Ok(key) => render(
             StatusCode::OK,
             &KeyPage {
@@ -68,7 +68,7 @@ pub async fn apple(State(state): State<AppState>, ctx: Ctx) -> PageResult {
         Ok(account) => account,
         Err(reason) => return login_prompt(&state, &ctx, session.as_ref(), "/apple", reason),
     };
-    match fetch_key(&state, &account).await {
+    match fetch_key(&state, &ctx, &account).await {
         Ok(key) => render(
             StatusCode::OK,
             &ApplePage {
@@ -86,9 +86,17 @@ pub async fn apple(State(state): State<AppState>, ctx: Ctx) -> PageResult {
     }
 }
 
-/// The account's current key from the keystore, or what to tell the user instead.
+/// The account's current key from the keystore (which audits the view), with the user
+/// told by mail that it was displayed; or what to tell the user instead. No notice queued,
+/// no key shown: a password thief cannot copy the key silently.
 #[tracing::instrument(skip_all)]
-async fn fetch_key(state: &AppState, account: &str) -> Result<ShownKey, UserMessage> {
+async fn fetch_key(state: &AppState, ctx: &Ctx, account: &str) -> Result<ShownKey, UserMessage> {
+    let key = current_key_of(state, account).await?;
+    state.notify_key_displayed(ctx, account).await?;
+    Ok(key)
+}
+
+async fn current_key_of(state: &AppState, account: &str) -> Result<ShownKey, UserMessage> {
     let request = pb::GetCurrentKeyRequest {
         account_id: account.to_owned(),
     };
@@ -104,11 +112,13 @@ async fn fetch_key(state: &AppState, account: &str) -> Result<ShownKey, UserMess
             .key
             .map(|k| shown(&k))
             .ok_or(UserMessage::Internal),
-        Err(status) if status.code() == Code::NotFound => Err(UserMessage::NoSetupKey),
-        Err(status) => {
-            tracing::warn!(code = ?status.code(), "keystore GetCurrentKey failed");
-            Err(UserMessage::Unavailable)
-        }
+        Err(status) => match UserMessage::from_reset_status(&status) {
+            UserMessage::NoSetupKey => Err(UserMessage::NoSetupKey),
+            _ => {
+                tracing::warn!(code = ?status.code(), "keystore GetCurrentKey failed");
+                Err(UserMessage::Unavailable)
+            }
+        },
     }
 }
 
@@ -124,6 +134,38 @@ pub fn shown(key: &pb::SetupKey) -> ShownKey {
 }
 
 impl AppState {
+    /// Asks the reset service to mail the account "your setup key was displayed" (once per
+    /// display: a fresh view ID each time). `Ok` also when the operator switched the
+    /// notice off there.
+    async fn notify_key_displayed(&self, ctx: &Ctx, account: &str) -> Result<(), UserMessage> {
+        let view_id = crate::store::random_token().map_err(|_| UserMessage::Internal)?;
+        let request = pb::NotifyKeyDisplayedRequest {
+            account_id: account.to_owned(),
+            view_id,
+            displayed_at: Some(kagi_proto::timestamp(self.now())),
+            client_ip: ctx.client_ip.to_string(),
+            user_agent: ctx.user_agent.chars().take(256).collect(),
+            locale: ctx.lang.code().to_owned(),
+        };
+        match self
+            .clients
+            .reset
+            .clone()
+            .notify_key_displayed(request)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) => {
+                let message = UserMessage::from_reset_status(&status);
+                tracing::warn!(code = ?status.code(), "key-displayed notice not queued; key not shown");
+                Err(match message {
+                    UserMessage::MailRateLimited => message,
+                    _ => UserMessage::Unavailable,
+                })
+            }
+        }
+    }
+
     /// The account whose setup key this session may see: logged in, no longer ago than
     /// `session.key_view_max_age_secs` (step-up). Otherwise what to say on the login
     /// prompt: nothing (not logged in) or why to log in again.
@@ -204,6 +246,21 @@ pub async fn login_page(
             };
             return render(StatusCode::UNAUTHORIZED, &page);
         };
+        if !state.settings.login.authn_context_header.is_empty() && !ctx.vouched_otp {
+            // The SSO logged the user in without saying it asked for the one-time
+            // password: no session, so the setup key stays out of reach.
+            tracing::warn!(account_id = %account, client_ip = %ctx.client_ip, "SSO login without the one-time-password step refused");
+            let c = state.chrome(&ctx, session.as_ref());
+            let heading = c.t.login_title;
+            let page = ContinuePage {
+                c,
+                heading,
+                text: OtpTexts::of(ctx.lang).sso_without_otp.to_owned(),
+                next: "/".into(),
+                refresh: false,
+            };
+            return render(StatusCode::FORBIDDEN, &page);
+        }
         let cookie = state.log_in(session.as_ref(), &account).await?;
         // The SSO's redirect back here is a cross-site navigation; a redirect from here
         // would be too, and a SameSite=Strict cookie would not go along. A page that moves
@@ -220,11 +277,14 @@ pub async fn login_page(
         return Ok(with_cookie(render(StatusCode::OK, &page)?, Some(cookie)));
     }
     let (session, cookie) = state.ensure_session(&ctx).await?;
+    // When the keystore cannot say, the field is shown: the POST will need it anyway.
+    let otp_required = state.otp_required(ctx.client_ip).await.unwrap_or(true);
     let page = LoginFormPage {
         c: state.chrome(&ctx, Some(&session)),
         next,
         account_id: String::new(),
         message: None,
+        otp: otp_required.then(|| OtpTexts::of(ctx.lang)),
     };
     Ok(with_cookie(render(StatusCode::OK, &page)?, cookie))
 }
@@ -237,11 +297,16 @@ pub struct LoginForm {
     account_id: String,
     #[serde(default)]
     password: String,
+    /// Only asked for (and only looked at) when the address needs it.
+    #[serde(default)]
+    one_time_password: String,
     #[serde(default)]
     next: String,
 }
 
-/// POST /login (local mode): rate-limited, then checked by `kagi.v1.Directory`.
+/// POST /login (local mode): rate-limited, then the password checked by
+/// `kagi.v1.Directory` and, when the keystore's policy asks for it at this address, the
+/// one-time password by the keystore; only then a (fresh) session.
 pub async fn login_submit(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -253,18 +318,33 @@ pub async fn login_submit(
     };
     let next = local_path(&form.next).to_owned();
     let account = form.account_id.trim().to_owned();
+    if state.settings.login.mode != LoginMode::Local {
+        let page = LoginFormPage {
+            c: state.chrome(&ctx, Some(&session)),
+            next,
+            account_id: account,
+            message: Some(UserMessage::InvalidInput.text(ctx.lang)),
+            otp: None,
+        };
+        return render(StatusCode::FORBIDDEN, &page);
+    }
+    // Asked again on every POST: the form's field proves nothing about the address.
+    let otp_required = state.otp_required(ctx.client_ip).await;
     let fail = |status: StatusCode, message: UserMessage| {
+        // A login that needs the code never tells which of password and code was wrong.
+        let message = match (message, otp_required) {
+            (UserMessage::BadCredentials, Ok(true)) => UserMessage::BadCredentialsOrOtp,
+            (other, _) => other,
+        };
         let page = LoginFormPage {
             c: state.chrome(&ctx, Some(&session)),
             next: next.clone(),
             account_id: account.clone(),
             message: Some(message.text(ctx.lang)),
+            otp: (otp_required != Ok(false)).then(|| OtpTexts::of(ctx.lang)),
         };
         render(status, &page)
     };
-    if state.settings.login.mode != LoginMode::Local {
-        return fail(StatusCode::FORBIDDEN, UserMessage::InvalidInput);
-    }
     if account.is_empty() || form.password.is_empty() {
         return fail(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -283,6 +363,20 @@ pub async fn login_submit(
         tracing::warn!(client_ip = %ctx.client_ip, "login rate limit reached");
         return fail(StatusCode::TOO_MANY_REQUESTS, UserMessage::TooManyLogins);
     }
+    let otp_required = match otp_required {
+        Ok(required) => required,
+        Err(message) => return fail(StatusCode::SERVICE_UNAVAILABLE, message),
+    };
+    // No code, or no code at all in form (empty, letters, too short): refused before the
+    // password is checked, so it spends none of the directory's password attempts.
+    let otp = if otp_required {
+        match super::login_otp::normalized(&form.one_time_password) {
+            Some(code) => Some(code),
+            None => return fail(StatusCode::UNAUTHORIZED, UserMessage::BadCredentialsOrOtp),
+        }
+    } else {
+        None
+    };
     let request = pb::AuthenticateRequest {
         account_id: account.clone(),
         password: form.password,
@@ -290,15 +384,29 @@ pub async fn login_submit(
     };
     match state.clients.directory.clone().authenticate(request).await {
         Ok(_) => {
+            // The code is checked only after the password: whoever lacks the password
+            // cannot spend the user's keystore attempts (and lock them out).
+            if let Some(otp) = otp
+                && let Err(message) = state.check_otp(&account, otp).await
+            {
+                let status = match message {
+                    UserMessage::TooManyLogins => StatusCode::TOO_MANY_REQUESTS,
+                    UserMessage::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::UNAUTHORIZED,
+                };
+                return fail(status, message);
+            }
             let cookie = state.log_in(Some(&session), &account).await?;
             Ok(with_cookie(see_other(&next), Some(cookie)))
         }
         Err(status) => {
-            let message = match status.code() {
-                Code::Unauthenticated | Code::InvalidArgument => UserMessage::BadCredentials,
-                Code::ResourceExhausted => UserMessage::TooManyLogins,
-                code => {
-                    tracing::warn!(code = ?code, "directory Authenticate failed");
+            let message = match UserMessage::from_reset_status(&status) {
+                UserMessage::BadCredentials | UserMessage::InvalidInput => {
+                    UserMessage::BadCredentials
+                }
+                UserMessage::TooManyAttempts => UserMessage::TooManyLogins,
+                _ => {
+                    tracing::warn!(code = ?status.code(), "directory Authenticate failed");
                     UserMessage::Unavailable
                 }
             };

@@ -19,7 +19,7 @@ use crate::domain::UserMessage;
 use crate::store::Session;
 
 fn from_status(status: &tonic::Status) -> UserMessage {
-    let message = UserMessage::from_reset_status(status.code(), status.message());
+    let message = UserMessage::from_reset_status(status);
     if message == UserMessage::Internal || message == UserMessage::Unavailable {
         tracing::warn!(code = ?status.code(), "reset service call failed");
     }

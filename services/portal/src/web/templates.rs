@@ -50,6 +50,9 @@ pub struct LoginFormPage {
     pub next: String,
     pub account_id: String,
     pub message: Option<String>,
+    /// The address needs the one-time password too (off campus): its field, and the way
+    /// to menu 2 for a lost phone.
+    pub otp: Option<&'static super::login_otp::OtpTexts>,
 }
 
 #[derive(Debug, Template)]

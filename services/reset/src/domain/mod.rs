@@ -28,6 +28,10 @@ pub enum InvalidInput {
     Code,
     #[error("recovery e-mail address is malformed")]
     Email,
+    #[error("view_id must be 1 to 64 printable ASCII characters")]
+    ViewId,
+    #[error("displayed_at is missing")]
+    DisplayedAt,
 }
 
 /// Checks an account ID with the rule every kagi service shares

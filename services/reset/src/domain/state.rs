@@ -17,18 +17,18 @@ pub enum ResetState {
 }
 
 impl ResetState {
-    /// Why a step other than the one a state expects is refused, in words the portal can
-    /// show (or map to its own).
-    pub fn refusal(self) -> &'static str {
+    /// Why a step other than the one a state expects is refused.
+    pub fn refusal(self) -> crate::error::Refusal {
+        use crate::error::Refusal;
         match self {
-            Self::CodeSent => "the confirmation code has not been verified yet",
-            Self::Verified => "the confirmation code was already verified; confirm the reissue",
-            Self::Confirming => "the reissue is under way; retry the confirmation",
-            Self::Completed => "this reset is already complete",
-            Self::Cancelled => "this reset was cancelled; start again",
-            Self::Expired => "this reset has expired; start again",
-            Self::Locked => "too many wrong codes; this reset is locked, start again",
-            Self::Superseded => "a newer reset for this account replaced this one; use the newest",
+            Self::CodeSent => Refusal::NotVerified,
+            Self::Verified => Refusal::AlreadyVerified,
+            Self::Confirming => Refusal::Confirming,
+            Self::Completed => Refusal::Completed,
+            Self::Cancelled => Refusal::Cancelled,
+            Self::Expired => Refusal::Expired,
+            Self::Locked => Refusal::Locked,
+            Self::Superseded => Refusal::Superseded,
         }
     }
 
@@ -71,6 +71,9 @@ pub struct Policy {
     /// A reset that is over (and its recovery address, client address and user agent) is
     /// deleted this long after its last change; zero keeps them.
     pub retention: Duration,
+    /// Mail the account a notice on every display of its setup key (NotifyKeyDisplayed);
+    /// off, the RPC queues nothing.
+    pub notify_key_display: bool,
 }
 
 impl Default for Policy {
@@ -83,6 +86,7 @@ impl Default for Policy {
             confirm_within: Duration::from_secs(10 * 60),
             completed_view: Duration::from_secs(10 * 60),
             retention: Duration::from_secs(30 * 24 * 3600),
+            notify_key_display: true,
         }
     }
 }

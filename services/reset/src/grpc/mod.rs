@@ -16,7 +16,7 @@ use tracing::instrument;
 
 use crate::domain::{self, ConfirmationCode, InvalidInput, ResetState, ResetToken};
 use crate::error::Error;
-use crate::saga::{CodeOutcome, ResetSaga, StartRequest};
+use crate::saga::{CodeOutcome, KeyDisplay, ResetSaga, StartRequest};
 
 /// Largest request decoded: the messages are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -169,6 +169,44 @@ impl pb::reset_server::Reset for ResetGrpc {
         Ok(Response::new(pb::CancelResetResponse {
             state: state_to_pb(state).into(),
         }))
+    }
+
+    #[instrument(name = "Reset.NotifyKeyDisplayed", skip_all, fields(account_id = tracing::field::Empty))]
+    async fn notify_key_displayed(
+        &self,
+        request: Request<pb::NotifyKeyDisplayedRequest>,
+    ) -> Result<Response<pb::NotifyKeyDisplayedResponse>, Status> {
+        let req = request.into_inner();
+        domain::check_account_id(&req.account_id).map_err(invalid)?;
+        tracing::Span::current().record("account_id", req.account_id.as_str());
+        let view_id_ok = (1..=64).contains(&req.view_id.len())
+            && req.view_id.bytes().all(|b| b.is_ascii_graphic());
+        if !view_id_ok {
+            return Err(invalid(InvalidInput::ViewId));
+        }
+        let displayed_at = req
+            .displayed_at
+            .map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos) / 1_000_000)
+            .ok_or_else(|| invalid(InvalidInput::DisplayedAt))?;
+        let client_ip = req
+            .client_ip
+            .trim()
+            .parse()
+            .map_err(|_| invalid(InvalidInput::ClientIp))?;
+        let locale = domain::parse_locale(&req.locale).map_err(invalid)?;
+        let user_agent: String = req.user_agent.chars().take(256).collect();
+        let queued = self
+            .saga
+            .notify_key_displayed(&KeyDisplay {
+                account_id: &req.account_id,
+                view_id: &req.view_id,
+                displayed_at,
+                client_ip,
+                user_agent: &user_agent,
+                locale,
+            })
+            .await?;
+        Ok(Response::new(pb::NotifyKeyDisplayedResponse { queued }))
     }
 
     #[instrument(name = "Reset.GetReset", skip_all, fields(account_id = tracing::field::Empty, saga = tracing::field::Empty))]

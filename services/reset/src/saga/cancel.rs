@@ -3,7 +3,7 @@
 
 use crate::domain::state::ms;
 use crate::domain::{ResetState, ResetToken, mask_email};
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 
 use super::{ROUNDS, ResetSaga, ResetView, effective};
 
@@ -36,9 +36,7 @@ impl ResetSaga {
                     }
                 }
                 ResetState::Confirming | ResetState::Completed => {
-                    return Err(Error::IllegalStep(
-                        "the reissue was already confirmed and cannot be cancelled",
-                    ));
+                    return Err(Error::IllegalStep(Refusal::NotCancellable));
                 }
                 over => return Ok(over),
             }

@@ -4,19 +4,16 @@
 
 use kagi_proto::timestamp;
 use kagi_proto::v1 as pb;
+use kagi_proto::v1::ErrorReason;
 use tonic::Code;
 
 use crate::domain::state::ms;
 use crate::domain::token::{saga_message_stem, saga_tag};
 use crate::domain::{ResetState, ResetToken};
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::store::ResetRow;
 
 use super::{ROUNDS, ResetSaga};
-
-/// Why a reset outlived by a change to its account is refused.
-pub(super) const ACCOUNT_CHANGED: &str =
-    "the account was changed or disabled since this reset began; start again";
 
 impl ResetSaga {
     /// "セットアップキーを再発行する": VERIFIED → CONFIRMING → keystore rotation →
@@ -45,9 +42,7 @@ impl ResetSaga {
                                 now,
                             )
                             .await?;
-                        return Err(Error::IllegalStep(
-                            "the 10 minutes to confirm have passed; start again",
-                        ));
+                        return Err(Error::IllegalStep(Refusal::ConfirmWindowPassed));
                     }
                     if !self.account_unchanged(&row).await? {
                         self.inner
@@ -63,7 +58,7 @@ impl ResetSaga {
                         tracing::warn!(
                             "reissue refused: the account changed since the reset began"
                         );
-                        return Err(Error::IllegalStep(ACCOUNT_CHANGED));
+                        return Err(Error::IllegalStep(Refusal::AccountChanged));
                     }
                     // An account change committed from here on cancels this reset (and
                     // bumps its version), so the move below loses and the next round sees it.
@@ -88,9 +83,7 @@ impl ResetSaga {
                 ResetState::Completed => {
                     let until = row.completed_at.unwrap_or(0) + ms(policy.completed_view);
                     if now >= until {
-                        return Err(Error::IllegalStep(
-                            "the new key was issued and can no longer be shown here; view it with 現在のセットアップキーを表示する",
-                        ));
+                        return Err(Error::IllegalStep(Refusal::NoLongerShown));
                     }
                     return self.finish(&row).await;
                 }
@@ -210,12 +203,16 @@ fn notice_message_id(row: &ResetRow, suffix: &str) -> String {
     format!("{}:notice{suffix}", saga_message_stem(&row.saga_id))
 }
 
+/// The keystore's refusal of a rotation, by its reason: a replay after the keystore's
+/// window shows nothing more (the key is seen in menu 1), a later rotation replaced this
+/// one's key, or there is no key at all.
 fn keystore_error(status: tonic::Status) -> Error {
-    match status.code() {
-        Code::FailedPrecondition => Error::IllegalStep(
-            "the setup key was reissued again since; view it with 現在のセットアップキーを表示する",
-        ),
-        Code::NotFound => Error::IllegalStep("this account has no setup key to reissue"),
+    match (status.code(), kagi_proto::reason::of(&status)) {
+        (Code::FailedPrecondition, ErrorReason::ReplayWindowPassed) => {
+            Error::IllegalStep(Refusal::NoLongerShown)
+        }
+        (Code::FailedPrecondition, _) => Error::IllegalStep(Refusal::KeyReissuedSince),
+        (Code::NotFound, _) => Error::IllegalStep(Refusal::NoSetupKey),
         code => {
             tracing::warn!(code = ?code, "keystore RotateKey failed");
             Error::KeystoreUnavailable

@@ -8,7 +8,9 @@
 //!   the notice;
 //! - [`cancel`](ResetSaga::cancel) and [`get`](ResetSaga::get) — "最初からやり直す" and a
 //!   page reload;
-//! - [`sweep`](ResetSaga::sweep) — finishing what a crash or an outage interrupted.
+//! - [`sweep`](ResetSaga::sweep) — finishing what a crash or an outage interrupted;
+//! - [`notify_key_displayed`](ResetSaga::notify_key_displayed) — no reset step: the mail
+//!   that the current key was displayed (menus 1 and 3), to the recovery address kept here.
 //!
 //! Every transition is written before its side effect, and every side effect is idempotent
 //! downstream (the saga ID is the keystore's idempotency key and names each notifier
@@ -16,6 +18,7 @@
 
 mod cancel;
 mod confirm;
+mod displayed;
 mod resend;
 mod start;
 mod sweep;
@@ -37,6 +40,8 @@ use crate::downstream::{KeystoreClient, NotifierClient};
 use crate::error::Error;
 use crate::limits::AttemptLimiter;
 use crate::store::{Db, ResetRow};
+
+pub use displayed::KeyDisplay;
 
 /// What StartReset hands back.
 #[derive(Debug)]

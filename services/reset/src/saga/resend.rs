@@ -3,7 +3,7 @@
 
 use crate::domain::state::ms;
 use crate::domain::{ResetState, ResetToken};
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 
 use super::{ROUNDS, Resent, ResetSaga, effective, new_code};
 
@@ -47,7 +47,7 @@ impl ResetSaga {
                         now,
                     )
                     .await?;
-                return Err(Error::IllegalStep(super::confirm::ACCOUNT_CHANGED));
+                return Err(Error::IllegalStep(Refusal::AccountChanged));
             }
             let code = new_code()?;
             let code_expires_at = now + ms(policy.code_ttl);

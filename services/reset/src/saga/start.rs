@@ -4,7 +4,7 @@
 use crate::domain::state::ms;
 use crate::domain::token::saga_tag;
 use crate::domain::{ResetState, ResetToken, mask_email};
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::limits::RateScope;
 use crate::store::{NewReset, StartOutcome};
 
@@ -61,9 +61,7 @@ impl ResetSaga {
         match outcome {
             StartOutcome::Started => {}
             StartOutcome::ConfirmingElsewhere => {
-                return Err(Error::IllegalStep(
-                    "a reissue for this account is being completed; try again in a minute",
-                ));
+                return Err(Error::IllegalStep(Refusal::ConfirmingElsewhere));
             }
             StartOutcome::Raced => return Err(Error::Contended),
         }
