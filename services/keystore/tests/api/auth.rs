@@ -70,8 +70,8 @@ async fn a_caller_outside_an_rpcs_list_is_permission_denied(backend: Backend) {
             .code(),
         Code::PermissionDenied
     );
-    let as_portal = TestApp::as_caller(
-        "portal",
+    let as_onboarding = TestApp::as_caller(
+        "onboarding",
         pb::VerifyCodeRequest {
             account_id: "taro".into(),
             code: "123456".into(),
@@ -80,7 +80,7 @@ async fn a_caller_outside_an_rpcs_list_is_permission_denied(backend: Backend) {
     assert_eq!(
         app.client
             .clone()
-            .verify_code(as_portal)
+            .verify_code(as_onboarding)
             .await
             .unwrap_err()
             .code(),

@@ -73,9 +73,10 @@ async fn malformed_requests_are_invalid_argument_and_change_nothing(backend: Bac
         .collect();
     assert_eq!(
         audit_after.len(),
-        audit_before + 1,
-        "only the view was audited: {audit_after:?}"
+        audit_before + 2,
+        "only the view and the accepted code were audited: {audit_after:?}"
     );
+    assert_eq!(audit_after[..2], ["verify", "view"]);
 }
 
 async fn oversized_messages_are_refused(backend: Backend) {
