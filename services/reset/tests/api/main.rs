@@ -17,6 +17,7 @@ mod code;
 mod confirm;
 mod crash;
 mod happy_path;
+mod key_displayed;
 mod limits;
 mod login;
 mod trace;
