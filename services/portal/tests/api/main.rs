@@ -8,6 +8,7 @@
 
 mod browser;
 mod common;
+mod mtls;
 mod pages;
 mod security;
 mod webdriver;
