@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
+use kagi_runtime::ServiceChannel;
+use kagi_runtime::client::{ClientSettings, channel};
 use rand::seq::SliceRandom;
-use tonic::transport::Channel;
 
 use crate::seed::{SeededAccount, code};
 
@@ -26,8 +27,9 @@ pub enum CodePath {
 /// One load run.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
-    pub addr: std::net::SocketAddr,
-    pub token: String,
+    /// Endpoint, token and TLS of the clients, built by kagi's own client builder (the
+    /// same one the services use), so plaintext, TLS and mTLS differ only in settings.
+    pub client: ClientSettings,
     pub concurrency: usize,
     pub connections: usize,
     pub calls: usize,
@@ -69,12 +71,22 @@ pub async fn run(
     let order = Arc::new(order);
     let mut channels = Vec::new();
     for _ in 0..spec.connections.max(1) {
-        channels.push(
-            Channel::from_shared(format!("http://{}", spec.addr))?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        );
+        let built = channel(&spec.client)?;
+        // Connections (and TLS handshakes) are made before the clock starts.
+        let mut warm = KeystoreClient::new(built.clone());
+        let warmed = warm
+            .verify_code(pb::VerifyCodeRequest {
+                account_id: "warm-up".into(),
+                code: "000000".into(),
+            })
+            .await;
+        // Any answer (an unknown account included) means the connection is up.
+        if let Err(status) = warmed
+            && status.code() == tonic::Code::Unavailable
+        {
+            anyhow::bail!("cannot reach {}: {status}", spec.client.endpoint);
+        }
+        channels.push(built);
     }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -108,7 +120,7 @@ pub async fn run(
 type WorkerResult = (Histogram<u64>, BTreeMap<String, usize>);
 
 async fn worker_loop(
-    mut client: KeystoreClient<Channel>,
+    mut client: KeystoreClient<ServiceChannel>,
     spec: &LoadSpec,
     next: &AtomicUsize,
     order: &[usize],
@@ -116,7 +128,6 @@ async fn worker_loop(
 ) -> anyhow::Result<WorkerResult> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut results = BTreeMap::new();
-    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {}", spec.token).parse()?;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= spec.calls {
@@ -128,11 +139,10 @@ async fn worker_loop(
             CodePath::Valid => code(&account.secret, now).to_string(),
             CodePath::Wrong => wrong_code(&account.secret, now),
         };
-        let mut request = tonic::Request::new(pb::VerifyCodeRequest {
+        let request = pb::VerifyCodeRequest {
             account_id: account.account_id.clone(),
             code,
-        });
-        request.metadata_mut().insert("authorization", auth.clone());
+        };
         let sent = Instant::now();
         let reply = client.verify_code(request).await?.into_inner();
         histogram.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX))?;

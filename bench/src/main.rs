@@ -39,6 +39,10 @@ enum Command {
             default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
         )]
         postgres_url: String,
+        /// Instead: what TLS and mTLS cost the accepted path (plaintext, TLS, mTLS keystores
+        /// in one run, each on a third of the accounts).
+        #[arg(long)]
+        tls: bool,
     },
     /// Internal: serve one ceiling service (started by `verify`).
     Ceiling {
@@ -68,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
             connections,
             max_connections,
             postgres_url,
+            tls,
         } => {
             let backend = match backend.as_str() {
                 "sqlite" => Backend::Sqlite,
@@ -83,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
                 max_connections,
                 postgres_url,
             };
-            let rows = suite::run(&spec).await?;
+            let rows = if tls {
+                suite::run_tls(&spec).await?
+            } else {
+                suite::run(&spec).await?
+            };
             print_report(&spec, &rows);
             Ok(())
         }

@@ -15,6 +15,9 @@ use sqlx::Connection;
 use tokio::process::{Child, Command};
 use zeroize::Zeroizing;
 
+use kagi_runtime::client::ClientSettings;
+use kagi_runtime::pki::CertAuthority;
+
 use crate::load::{self, CodePath, LoadReport, LoadSpec};
 use crate::seed;
 
@@ -56,28 +59,7 @@ pub async fn run(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
     db.close().await;
 
     let mut rows = Vec::new();
-    let keystore_env = vec![
-        (
-            "KAGI_KEYSTORE_DATABASE__URL".to_owned(),
-            database.url.clone(),
-        ),
-        (
-            "KAGI_KEYSTORE_DATABASE__MAX_CONNECTIONS".to_owned(),
-            spec.max_connections.to_string(),
-        ),
-        (
-            "KAGI_KEYSTORE_KEK__KEYS__BENCH".to_owned(),
-            BASE64.encode(&kek),
-        ),
-        (
-            "KAGI_KEYSTORE_AUTH__TOKENS__LOGIN".to_owned(),
-            TOKEN.to_owned(),
-        ),
-        (
-            "KAGI_KEYSTORE_TELEMETRY__LOG_FILTER".to_owned(),
-            "warn".to_owned(),
-        ),
-    ];
+    let keystore_env = keystore_env(spec, &database, &kek);
     let mut server = Server::spawn(
         "kagi-keystore",
         &["serve"],
@@ -98,7 +80,132 @@ pub async fn run(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
         });
     }
     server.stop().await;
+    rows.extend(ceilings(spec, &database, &accounts).await?);
+    database.drop_if_postgres(spec).await;
+    Ok(rows)
+}
 
+/// What TLS and mTLS cost the accepted path: the same generator against three keystore
+/// processes on the same database in one run (plaintext, TLS, TLS with client
+/// certificates), each phase on its own third of the accounts so every code is fresh.
+/// Connections and handshakes are made before each phase's clock starts.
+///
+/// # Errors
+/// Any failure to seed, spawn or load.
+pub async fn run_tls(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
+    let database = BenchDatabase::create(spec).await?;
+    let kek = Zeroizing::new(vec![7_u8; 32]);
+    let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
+    let db = Db::connect(&database.url, 4).await?;
+    db.migrate().await?;
+    eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
+    let accounts = seed::seed_accounts(&db, &keyring, spec.accounts).await?;
+    seed::seed_steps(&db, spec.accounts).await?;
+    db.close().await;
+
+    let dir =
+        std::env::temp_dir().join(format!("kagi-bench-tls-{}", uuid::Uuid::new_v4().simple()));
+    let ca = CertAuthority::create(&dir, "kagi bench CA")?;
+    let server_cert = ca.server("server", &["localhost", "127.0.0.1"])?;
+    let login = ca.client("login", &["login.callers.kagi.test"])?;
+    let third = accounts.len() / 3;
+    let mut rows = Vec::new();
+    for (n, name) in [
+        "keystore, accepted, plaintext",
+        "keystore, accepted, TLS",
+        "keystore, accepted, mTLS",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut env = keystore_env(spec, &database, &kek);
+        let path = |p: &std::path::Path| p.display().to_string();
+        if n >= 1 {
+            env.push((
+                "KAGI_KEYSTORE_SERVER__TLS_CERT".into(),
+                path(&server_cert.cert),
+            ));
+            env.push((
+                "KAGI_KEYSTORE_SERVER__TLS_KEY".into(),
+                path(&server_cert.key),
+            ));
+        }
+        if n == 2 {
+            env.push((
+                "KAGI_KEYSTORE_SERVER__TLS_CLIENT_CA".into(),
+                path(ca.ca_file()),
+            ));
+        }
+        let mut server = Server::spawn(
+            "kagi-keystore",
+            &["serve"],
+            &env,
+            "KAGI_KEYSTORE_SERVER__LISTEN_ADDR",
+        )
+        .await?;
+        let mut load = load_spec(spec, server.addr, CodePath::Valid);
+        if n >= 1 {
+            load.client.endpoint = format!("https://{}", server.addr);
+            load.client.ca_file = Some(ca.ca_file().to_owned());
+            load.client.tls_server_name = Some("localhost".into());
+        }
+        if n == 2 {
+            load.client.cert_file = Some(login.cert.clone());
+            load.client.key_file = Some(login.key.clone());
+        }
+        let slice = Arc::new(accounts[n * third..(n + 1) * third].to_vec());
+        load.calls = load.calls.min(slice.len());
+        eprintln!("{name}…");
+        let report = load::run(&load, &slice).await?;
+        rows.push(Row {
+            name,
+            report,
+            peak_rss_kib: server.peak_rss_kib(),
+        });
+        server.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    database.drop_if_postgres(spec).await;
+    Ok(rows)
+}
+
+/// The keystore's environment: the bench database, KEK and login token, quiet logs.
+fn keystore_env(
+    spec: &SuiteSpec,
+    database: &BenchDatabase,
+    kek: &Zeroizing<Vec<u8>>,
+) -> Vec<(String, String)> {
+    vec![
+        (
+            "KAGI_KEYSTORE_DATABASE__URL".to_owned(),
+            database.url.clone(),
+        ),
+        (
+            "KAGI_KEYSTORE_DATABASE__MAX_CONNECTIONS".to_owned(),
+            spec.max_connections.to_string(),
+        ),
+        (
+            "KAGI_KEYSTORE_KEK__KEYS__BENCH".to_owned(),
+            BASE64.encode(kek),
+        ),
+        (
+            "KAGI_KEYSTORE_AUTH__TOKENS__LOGIN".to_owned(),
+            TOKEN.to_owned(),
+        ),
+        (
+            "KAGI_KEYSTORE_TELEMETRY__LOG_FILTER".to_owned(),
+            "warn".to_owned(),
+        ),
+    ]
+}
+
+/// The three ceiling servers on the same database, driven like the keystore.
+async fn ceilings(
+    spec: &SuiteSpec,
+    database: &BenchDatabase,
+    accounts: &Arc<Vec<seed::SeededAccount>>,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
     let ceiling_env = vec![
         ("KAGI_BENCH_DATABASE_URL".to_owned(), database.url.clone()),
         (
@@ -123,7 +230,7 @@ pub async fn run(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
             "KAGI_BENCH_LISTEN_ADDR",
         )
         .await?;
-        let report = load::run(&load_spec(spec, server.addr, CodePath::Valid), &accounts).await?;
+        let report = load::run(&load_spec(spec, server.addr, CodePath::Valid), accounts).await?;
         rows.push(Row {
             name,
             report,
@@ -131,14 +238,15 @@ pub async fn run(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
         });
         server.stop().await;
     }
-    database.drop_if_postgres(spec).await;
     Ok(rows)
 }
 
 fn load_spec(spec: &SuiteSpec, addr: SocketAddr, path: CodePath) -> LoadSpec {
+    let mut client = ClientSettings::at(format!("http://{addr}"));
+    client.token = Some(TOKEN.into());
+    client.timeout_ms = 60_000;
     LoadSpec {
-        addr,
-        token: TOKEN.to_owned(),
+        client,
         concurrency: spec.concurrency,
         connections: spec.connections,
         calls: spec.calls,

@@ -9,8 +9,11 @@
 //!   context read from and written to gRPC metadata.
 //! - [`server`]: a gRPC server bound before it serves (port 0 allowed), with health,
 //!   reflection, caller authentication and a graceful drain.
-//! - [`auth`]: bearer-token callers and per-RPC allow lists.
-//! - [`client`]: calls to another kagi service (endpoint, token, deadline, trace context).
+//! - [`auth`]: callers by bearer token (re-read while serving) or client certificate, and
+//!   per-RPC allow lists.
+//! - `pki` (feature `dev-pki`): a throwaway CA for `kagi dev --tls` and the tests.
+//! - [`client`]: calls to another kagi service (TLS/mTLS, token re-read from its file,
+//!   deadline, retries of idempotent calls, DNS balancing, trace context).
 //! - [`db`]: SQLite or PostgreSQL by URL, one `Database<Schema>` per service with its
 //!   migrations, SQLite's write queue, the `[database]` settings section.
 //! - [`shutdown`]: SIGTERM/Ctrl-C, the grace period, background loops that stop between rounds.
@@ -28,6 +31,8 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod db;
+#[cfg(feature = "dev-pki")]
+pub mod pki;
 pub mod random;
 pub mod server;
 pub mod settings;

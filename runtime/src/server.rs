@@ -1,6 +1,11 @@
 //! The gRPC server every kagi service runs: bound before it serves (port 0 allowed, the real
 //! address exposed), with per-call trace spans, caller authentication, health, reflection,
-//! optional TLS, and a graceful shutdown that finishes in-flight calls.
+//! TLS (with client certificates: mTLS), and a graceful shutdown that finishes in-flight calls.
+//!
+//! Certificates are read once at start: tonic's `ServerTlsConfig` is fixed when the server
+//! starts, and swapping it would mean a hand-written rustls acceptor. A renewed certificate
+//! therefore takes a restart (a rolling restart of the Deployment after cert-manager renews
+//! the Secret); caller tokens, by contrast, are re-read while serving.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +16,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -29,6 +34,13 @@ pub struct ServerSettings {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): with TLS, clients must present a certificate chaining to it
+    /// (mTLS); `auth.certificate_callers` may then name callers by their certificate.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address. Only for a mesh whose sidecar terminates
+    /// TLS in front of this port; otherwise passwords, setup keys and codes cross the
+    /// network in clear, so without TLS such an address is refused.
+    pub allow_plaintext: bool,
     /// Calls still running this long after SIGTERM are abandoned.
     pub shutdown_grace_secs: u64,
 }
@@ -49,6 +61,8 @@ impl Default for ServerSettings {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
+            allow_plaintext: false,
             shutdown_grace_secs: 20,
         }
     }
@@ -67,24 +81,23 @@ impl GrpcServer {
     /// Binds the listener and loads TLS material, so errors surface before serving.
     ///
     /// # Errors
-    /// The address is taken, or the certificate or key cannot be read.
+    /// The address is taken, the certificate, key or client CA cannot be read, or a
+    /// non-loopback address would serve plaintext without `allow_plaintext`.
     pub async fn bind(settings: &ServerSettings) -> anyhow::Result<Self> {
         use anyhow::Context as _;
+        let tls = tls_config(settings)?;
+        if tls.is_none() && !settings.listen_addr.ip().is_loopback() && !settings.allow_plaintext {
+            anyhow::bail!(
+                "refusing to serve plaintext on {}: set server.tls_cert and server.tls_key \
+                 (and server.tls_client_ca for mTLS), or server.allow_plaintext = true when a \
+                 service mesh terminates TLS in front of this port",
+                settings.listen_addr
+            );
+        }
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
         let local_addr = listener.local_addr()?;
-        let tls = match (&settings.tls_cert, &settings.tls_key) {
-            (Some(cert), Some(key)) => {
-                let cert =
-                    std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-                let key =
-                    std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-                Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-            }
-            (None, None) => None,
-            _ => anyhow::bail!("tls_cert and tls_key must be set together"),
-        };
         Ok(Self {
             listener,
             local_addr,
@@ -135,6 +148,8 @@ impl GrpcServer {
             builder = builder.tls_config(tls)?;
         }
         let stopping = Stopping::on(shutdown);
+        // Caller tokens follow their files (a rotated Kubernetes Secret) while serving.
+        tokio::spawn(auth.authorizer().watch(stopping.clone().begun()));
         tokio::spawn({
             let stopping = stopping.clone();
             let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
@@ -162,6 +177,27 @@ impl GrpcServer {
         tracing::info!("server stopped");
         Ok(())
     }
+}
+
+/// The server's TLS configuration from its files, `None` for plaintext.
+fn tls_config(settings: &ServerSettings) -> anyhow::Result<Option<ServerTlsConfig>> {
+    use anyhow::Context as _;
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let mut tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?))
+        }
+        (None, None) if settings.tls_client_ca.is_some() => {
+            anyhow::bail!("tls_client_ca needs tls_cert and tls_key (mTLS is TLS first)")
+        }
+        (None, None) => return Ok(None),
+        _ => anyhow::bail!("tls_cert and tls_key must be set together"),
+    };
+    if let Some(ca) = &settings.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 async fn set_all(health: &HealthReporter, services: &[&str], status: ServingStatus) {

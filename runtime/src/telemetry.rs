@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
@@ -40,6 +40,9 @@ pub struct TelemetrySettings {
     pub log_filter: String,
     /// OTLP/gRPC collector; `OTEL_EXPORTER_OTLP_ENDPOINT` wins when set. Unset: no export.
     pub otlp_endpoint: Option<String>,
+    /// PEM CA the collector's certificate must chain to, for an `https://` endpoint;
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE` wins when set.
+    pub otlp_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for TelemetrySettings {
@@ -48,6 +51,7 @@ impl Default for TelemetrySettings {
             log_format: LogFormat::Json,
             log_filter: "info".into(),
             otlp_endpoint: None,
+            otlp_ca_file: None,
         }
     }
 }
@@ -98,10 +102,11 @@ where
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = endpoint {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()?;
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if endpoint.starts_with("https://") {
+            exporter = exporter.with_tls_config(otlp_tls(settings)?);
+        }
+        let exporter = exporter.with_endpoint(endpoint).build()?;
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
@@ -129,6 +134,23 @@ where
         .with(fmt)
         .try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+/// TLS towards an `https://` collector: its CA from `OTEL_EXPORTER_OTLP_CERTIFICATE` or
+/// `otlp_ca_file` (kagi carries no public roots: collectors sit behind a private CA).
+fn otlp_tls(settings: &TelemetrySettings) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use anyhow::Context as _;
+    let ca = std::env::var_os("OTEL_EXPORTER_OTLP_CERTIFICATE")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| settings.otlp_ca_file.clone())
+        .context(
+            "an https:// OTLP endpoint needs the collector's CA: set telemetry.otlp_ca_file \
+             or OTEL_EXPORTER_OTLP_CERTIFICATE",
+        )?;
+    let pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem)))
 }
 
 /// The server span of one gRPC call, joined to the caller's trace when the request carries

@@ -3,14 +3,18 @@
 //! through the same `Application::build` production uses, in one process, with everything
 //! under one data directory: SQLite files, a generated key-encryption key, one generated
 //! bearer token per calling service, the notifier's payload key, and its outbox of `.eml`
-//! files instead of an SMTP server.
+//! files instead of an SMTP server. With `--tls`, every gRPC hop is TLS with client
+//! certificates (mTLS) from a CA generated under `data/tls/`, the secure path people try first.
 //!
 //! # Layout
 //! One module: [`main`] runs the parsed command line; `dev` creates the data directory's secrets
 //! (`kagi_runtime::random::read_or_create_secret_file`), builds each service's settings
-//! (`*_settings`), starts the four `Application`s on their ports, enrolls the demo account,
-//! prints the banner, and stops them all on Ctrl-C or SIGTERM. `outbox` keeps the mail folder
-//! private and deletes mails (reset codes) once the code's lifetime is over.
+//! (`*_settings`), with `--tls` adds certificates to them ([`tls`]), starts the four
+//! `Application`s on their ports, enrolls the demo account, prints the banner, and stops them
+//! all on Ctrl-C or SIGTERM. `outbox` keeps the mail folder private and deletes mails (reset
+//! codes) once the code's lifetime is over.
+
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +60,10 @@ pub enum Command {
         /// Where the portal (the web pages) listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         portal_addr: SocketAddr,
+        /// Encrypt and mutually authenticate every gRPC hop: a CA, server and client
+        /// certificates are generated under `<data-dir>/tls/` at each start.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -71,6 +79,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         reset_addr,
         notifier_addr,
         portal_addr,
+        tls,
     } = cli.command;
     let addrs = Addrs {
         keystore: keystore_addr,
@@ -78,7 +87,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         notifier: notifier_addr,
         portal: portal_addr,
     };
-    kagi_runtime::cli::exit_code("kagi dev", dev(&data_dir, &account, addrs).await)
+    kagi_runtime::cli::exit_code("kagi dev", dev(&data_dir, &account, addrs, tls).await)
 }
 
 /// Where each service listens (port 0 picks a free one).
@@ -93,7 +102,7 @@ struct Addrs {
 /// The demo account's recovery address: its mail lands in the outbox.
 const DEMO_RECOVERY_EMAIL: &str = "demo@example.ac.jp";
 
-async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()> {
+async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)?;
     let callers_dir = data_dir.join("callers");
     for caller in CALLERS {
@@ -104,20 +113,19 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
         ..Default::default()
     };
     let _telemetry = kagi_runtime::telemetry::init("kagi-dev", &telemetry)?;
+    let tls = tls
+        .then(|| tls::DevTls::create(&data_dir.join("tls"), &CALLERS))
+        .transpose()?;
 
-    let keystore = kagi_keystore::Application::build(&keystore_settings(
-        data_dir,
-        &callers_dir,
-        addrs.keystore,
-    )?)
-    .await?;
-    let notifier = kagi_notifier::Application::build(&notifier_settings(
-        data_dir,
-        &callers_dir,
-        addrs.notifier,
-    ))
-    .await?;
-    let reset_settings = reset_settings(
+    let mut keystore_settings = keystore_settings(data_dir, &callers_dir, addrs.keystore)?;
+    let mut notifier_settings = notifier_settings(data_dir, &callers_dir, addrs.notifier);
+    if let Some(tls) = &tls {
+        tls.serve(&mut keystore_settings.server, &mut keystore_settings.auth);
+        tls.serve(&mut notifier_settings.server, &mut notifier_settings.auth);
+    }
+    let keystore = kagi_keystore::Application::build(&keystore_settings).await?;
+    let notifier = kagi_notifier::Application::build(&notifier_settings).await?;
+    let mut reset_settings = reset_settings(
         data_dir,
         &callers_dir,
         addrs.reset,
@@ -129,14 +137,23 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
         keep: std::time::Duration::from_secs(reset_settings.policy.code_ttl_secs),
     };
     outbox.prepare()?;
+    if let Some(tls) = &tls {
+        tls.serve(&mut reset_settings.server, &mut reset_settings.auth);
+        tls.call(&mut reset_settings.keystore, "reset");
+        tls.call(&mut reset_settings.notifier, "reset");
+    }
     let reset = kagi_reset::Application::build(&reset_settings).await?;
-    let portal_settings = portal_settings(
+    let mut portal_settings = portal_settings(
         data_dir,
         &callers_dir,
         addrs.portal,
         keystore.local_addr(),
         reset.local_addr(),
     );
+    if let Some(tls) = &tls {
+        tls.call(&mut portal_settings.keystore, "portal");
+        tls.call(&mut portal_settings.reset, "portal");
+    }
     // Dev only: the portal lists the outbox, so the reissue flow needs no mail server.
     let portal = kagi_portal::Application::build(&portal_settings)
         .await?
@@ -163,6 +180,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs) -> anyhow::Result<()>
         key: &key,
         uri: &uri,
         password: &password,
+        tls: tls.as_ref(),
     })?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -286,6 +304,7 @@ struct Banner<'a> {
     key: &'a service::RevealedKey,
     uri: &'a str,
     password: &'a str,
+    tls: Option<&'a tls::DevTls>,
 }
 
 #[allow(clippy::print_stdout)]
@@ -302,16 +321,23 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
         .filter_map(|c| std::str::from_utf8(c).ok())
         .collect();
     let data = b.data_dir.display();
+    let (scheme, grpcurl) = match b.tls {
+        None => (
+            "grpc",
+            format!("grpcurl -plaintext -H \"authorization: Bearer $(cat {data}/callers/login)\""),
+        ),
+        Some(tls) => ("grpcs", tls.grpcurl_flags("login")),
+    };
     println!(
         "\nkagi (dev) is running\n\n  portal    http://{portal}/   (open it in a browser; the outbox is at /outbox)\n  \
-         keystore  grpc://{keystore}   (kagi.v1.Keystore)\n  \
-         reset     grpc://{reset}   (kagi.v1.Reset, kagi.v1.Directory)\n  \
-         notifier  grpc://{notifier}   (kagi.v1.Notifier; mail goes to {data}/outbox)\n  \
+         keystore  {scheme}://{keystore}   (kagi.v1.Keystore)\n  \
+         reset     {scheme}://{reset}   (kagi.v1.Reset, kagi.v1.Directory)\n  \
+         notifier  {scheme}://{notifier}   (kagi.v1.Notifier; mail goes to {data}/outbox)\n  \
          tokens    {data}/callers/<caller>\n\n  \
          demo account : {account}\n  password     : {password}\n  recovery     : {recovery}\n  \
          setup key    : {key}\n  otpauth      : {uri}\n\n{qr}\n\
          Scan the QR code with an authenticator app, then check a code:\n\n  \
-         grpcurl -plaintext -H \"authorization: Bearer $(cat {data}/callers/login)\" \\\n    \
+         {grpcurl} \\\n    \
          -d '{{\"account_id\":\"{account}\",\"code\":\"123456\"}}' {keystore} kagi.v1.Keystore/VerifyCode\n\n\
          Ctrl-C stops everything.\n",
         portal = b.portal,

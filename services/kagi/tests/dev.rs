@@ -274,3 +274,129 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A TLS channel to `endpoint` (`grpcs://host:port` as the banner prints it), trusting the
+/// dev CA and presenting `caller`'s certificate from `<data>/tls/`.
+async fn mtls_channel(data: &Path, endpoint: &str, caller: &str) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |name: String| std::fs::read(data.join("tls").join(name)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.crt".into())))
+        .identity(Identity::from_pem(
+            read(format!("{caller}.crt")),
+            read(format!("{caller}.key")),
+        ))
+        .domain_name("localhost");
+    tonic::transport::Endpoint::from_shared(endpoint.replace("grpcs://", "https://"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// `kagi dev --tls`: every gRPC hop on TLS with client certificates from a CA it generates;
+/// a caller's certificate alone (no token) is its credential, as the printed grpcurl line
+/// shows; a plaintext client gets nothing; the reissue runs through the reset service's own
+/// mTLS hops to the keystore and the notifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kagi_dev_tls_runs_every_hop_on_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kagi"))
+        .args(["dev", "--tls", "--keystore-addr", "127.0.0.1:0"])
+        .args([
+            "--reset-addr",
+            "127.0.0.1:0",
+            "--notifier-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--portal-addr", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Ctrl-C stops everything") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("kagi dev --tls prints its banner");
+    let data = dir.path().join("data");
+    let keystore_at = field(&banner, "keystore");
+    assert!(keystore_at.starts_with("grpcs://"), "{banner}");
+    assert!(banner.contains("grpcurl -cacert"), "{banner}");
+    assert!(!banner.contains("-plaintext"), "{banner}");
+
+    // The login system's certificate alone is enough to check a code.
+    let account = field(&banner, "demo account");
+    let mut keystore =
+        pb::keystore_client::KeystoreClient::new(mtls_channel(&data, &keystore_at, "login").await);
+    let reply = keystore
+        .verify_code(pb::VerifyCodeRequest {
+            account_id: account.clone(),
+            code: "000000".into(),
+        })
+        .await
+        .expect("known by its certificate");
+    assert_ne!(reply.into_inner().result(), pb::VerifyResult::Unspecified);
+
+    // A plaintext client, even with the right token, gets nothing.
+    let plaintext =
+        pb::keystore_client::KeystoreClient::connect(keystore_at.replace("grpcs://", "http://"))
+            .await;
+    if let Ok(mut plaintext) = plaintext {
+        let token = std::fs::read_to_string(data.join("callers/login")).unwrap();
+        let refused = plaintext
+            .verify_code(bearer(
+                &token,
+                pb::VerifyCodeRequest {
+                    account_id: account.clone(),
+                    code: "000000".into(),
+                },
+            ))
+            .await;
+        assert!(refused.is_err(), "plaintext was served");
+    }
+
+    // The portal's certificate starts a reset: the reset service reaches the notifier over
+    // mTLS (the code mail lands in the outbox).
+    let mut reset = pb::reset_client::ResetClient::new(
+        mtls_channel(&data, &field(&banner, "reset"), "portal").await,
+    );
+    reset
+        .start_reset(pb::StartResetRequest {
+            account_id: account,
+            password: field(&banner, "password"),
+            client_ip: "203.0.113.5".into(),
+            user_agent: "kagi-dev-test".into(),
+            locale: "ja".into(),
+        })
+        .await
+        .expect("the portal's certificate starts a reset");
+    until("the code mail", || {
+        codes_in_outbox(&data.join("outbox")).pop()
+    })
+    .await;
+
+    let pid = child.id().unwrap().to_string();
+    tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,6 +1,7 @@
 //! The portal's gRPC clients: the keystore (GetCurrentKey) and the reset service (Reset and
 //! Directory), built by [`kagi_runtime::client`], so each call carries the portal's bearer
-//! token and the current W3C trace.
+//! token (or client certificate, over mTLS with `ca_file`/`cert_file`/`key_file`) and the
+//! current W3C trace, and may spread over every replica behind a name (`balance`).
 
 use kagi_proto::v1 as pb;
 use kagi_runtime::ServiceChannel;

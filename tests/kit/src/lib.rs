@@ -10,6 +10,8 @@
 //! - [`peers`]: the test's own Python environment under `target/`, grpcurl, Chromium.
 //! - [`smtp`]: a real aiosmtpd server that keeps what it receives; [`otlp`]: a real
 //!   OTLP/gRPC receiver; [`logs`]: the service's own log lines, captured per test.
+//! - [`tls`]: a fresh CA per test (rcgen) with server and caller certificates, and the
+//!   server and client settings that use them.
 //! - [`both_backends!`]: one scenario, run as `::sqlite` and `::postgres`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,6 +21,7 @@ pub mod logs;
 pub mod otlp;
 pub mod peers;
 pub mod smtp;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -31,7 +31,7 @@ pub fn init() {
         let settings = kagi_runtime::TelemetrySettings {
             log_format: kagi_runtime::LogFormat::Json,
             log_filter: "trace".into(),
-            otlp_endpoint: None,
+            ..Default::default()
         };
         let sink = Arc::clone(buffer());
         kagi_runtime::telemetry::init_with_writer("kagi-test", &settings, move || {

@@ -14,4 +14,5 @@ mod process;
 mod rekey;
 mod rotate;
 mod secrecy;
+mod tls;
 mod verify;

@@ -12,6 +12,7 @@ mod browser;
 mod common;
 mod key_notice;
 mod login_otp;
+mod mtls;
 mod pages;
 mod security;
 mod webdriver;

@@ -15,8 +15,10 @@ use base64::Engine as _;
 use kagi_portal::config::LoginMode;
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
-use kagi_runtime::{Clock as _, ManualClock};
+use kagi_runtime::client::{ClientSettings, channel};
+use kagi_runtime::{Clock as _, ManualClock, ServiceChannel};
 use kagi_testkit::smtp::SmtpSink;
+use kagi_testkit::tls::TestPki;
 use kagi_testkit::{Backend, TestDatabase};
 use secrecy::SecretString;
 use tonic::transport::Channel;
@@ -74,6 +76,8 @@ pub struct Stack {
     pub notifier_db: String,
     /// The portal's own database (sessions, login limits).
     pub portal_db: String,
+    /// With every gRPC hop on mTLS: the CA and certificates the services use.
+    pub tls: Option<TestPki>,
     _services: Vec<Running>,
     _dbs: Vec<TestDatabase>,
 }
@@ -99,6 +103,20 @@ impl Stack {
         backend: Backend,
         tweak: impl FnOnce(&mut kagi_portal::Settings),
     ) -> Self {
+        Self::start_full(backend, tweak, None).await
+    }
+
+    /// Everything on `backend`, every gRPC hop (portal → keystore and reset, reset →
+    /// keystore and notifier, the test's own calls) over TLS with client certificates.
+    pub async fn start_mtls_on(backend: Backend) -> Self {
+        Self::start_full(backend, |_| {}, Some(TestPki::new())).await
+    }
+
+    async fn start_full(
+        backend: Backend,
+        tweak: impl FnOnce(&mut kagi_portal::Settings),
+        tls: Option<TestPki>,
+    ) -> Self {
         kagi_testkit::logs::init();
         let sink = SmtpSink::start("250").await;
         let keystore_db = TestDatabase::new(backend, "keystore.db").await;
@@ -107,12 +125,15 @@ impl Stack {
         let portal_db = TestDatabase::new(backend, "portal.db").await;
 
         let keystore_clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let keystore = kagi_keystore::Application::build_with_clock(
-            &keystore_settings(&keystore_db),
-            keystore_clock.clone(),
-        )
-        .await
-        .expect("keystore starts");
+        let mut settings = keystore_settings(&keystore_db);
+        if let Some(pki) = &tls {
+            let callers = ["login", "reset", "onboarding", "admin", "portal"];
+            pki.serve_mtls(&mut settings.server, &mut settings.auth, &callers);
+        }
+        let keystore =
+            kagi_keystore::Application::build_with_clock(&settings, keystore_clock.clone())
+                .await
+                .expect("keystore starts");
         let keystore_addr = keystore.local_addr();
         let keystore = Running::spawn(keystore_addr, |s| {
             keystore.run_until_stopped(async {
@@ -120,10 +141,13 @@ impl Stack {
             })
         });
 
-        let notifier =
-            kagi_notifier::Application::build(&notifier_settings(&notifier_db, sink.port))
-                .await
-                .expect("notifier starts");
+        let mut settings = notifier_settings(&notifier_db, sink.port);
+        if let Some(pki) = &tls {
+            pki.serve_mtls(&mut settings.server, &mut settings.auth, &["reset"]);
+        }
+        let notifier = kagi_notifier::Application::build(&settings)
+            .await
+            .expect("notifier starts");
         let notifier_addr = notifier.local_addr();
         let notifier = Running::spawn(notifier_addr, |s| {
             notifier.run_until_stopped(async {
@@ -132,12 +156,15 @@ impl Stack {
         });
 
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let reset = kagi_reset::Application::build_with_clock(
-            &reset_settings(&reset_db, keystore_addr, notifier_addr),
-            clock.clone(),
-        )
-        .await
-        .expect("reset service starts");
+        let mut settings = reset_settings(&reset_db, keystore_addr, notifier_addr);
+        if let Some(pki) = &tls {
+            pki.serve_mtls(&mut settings.server, &mut settings.auth, &["portal"]);
+            settings.keystore = over_mtls(pki, settings.keystore, keystore_addr, "reset");
+            settings.notifier = over_mtls(pki, settings.notifier, notifier_addr, "reset");
+        }
+        let reset = kagi_reset::Application::build_with_clock(&settings, clock.clone())
+            .await
+            .expect("reset service starts");
         let reset_addr = reset.local_addr();
         let accounts = reset.accounts().clone();
         let reset = Running::spawn(reset_addr, |s| {
@@ -147,6 +174,10 @@ impl Stack {
         });
 
         let mut settings = portal_settings(&portal_db, keystore_addr, reset_addr);
+        if let Some(pki) = &tls {
+            settings.keystore = over_mtls(pki, settings.keystore, keystore_addr, "portal");
+            settings.reset = over_mtls(pki, settings.reset, reset_addr, "portal");
+        }
         tweak(&mut settings);
         let portal = kagi_portal::Application::build_with_clock(&settings, clock.clone())
             .await
@@ -162,14 +193,10 @@ impl Stack {
             .add(ACCOUNT, EMAIL, SecretString::from(PASSWORD), 0)
             .await
             .expect("demo account");
-        let mut ks = keystore_client(keystore_addr).await;
-        let first_key = ks
-            .enroll(kagi_testkit::bearer(
-                &token_of("onboarding"),
-                pb::EnrollRequest {
-                    account_id: ACCOUNT.into(),
-                },
-            ))
+        let first_key = keystore_as(tls.as_ref(), keystore_addr, "onboarding")
+            .enroll(pb::EnrollRequest {
+                account_id: ACCOUNT.into(),
+            })
             .await
             .expect("enroll")
             .into_inner()
@@ -186,6 +213,7 @@ impl Stack {
             reset_db: reset_db.url.clone(),
             notifier_db: notifier_db.url.clone(),
             portal_db: portal_db.url.clone(),
+            tls,
             _services: vec![portal, reset, notifier, keystore],
             _dbs: vec![keystore_db, notifier_db, reset_db, portal_db],
         }
@@ -215,14 +243,10 @@ impl Stack {
     }
 
     pub async fn current_key(&self) -> pb::SetupKey {
-        keystore_client(self.keystore)
-            .await
-            .get_current_key(kagi_testkit::bearer(
-                &token_of("portal"),
-                pb::GetCurrentKeyRequest {
-                    account_id: ACCOUNT.into(),
-                },
-            ))
+        keystore_as(self.tls.as_ref(), self.keystore, "portal")
+            .get_current_key(pb::GetCurrentKeyRequest {
+                account_id: ACCOUNT.into(),
+            })
             .await
             .expect("current key")
             .into_inner()
@@ -238,9 +262,8 @@ impl Stack {
             account_id: ACCOUNT.into(),
             code: totp(secret_base32, now),
         };
-        let reply = keystore_client(self.keystore)
-            .await
-            .verify_code(kagi_testkit::bearer(&token_of("login"), request))
+        let reply = keystore_as(self.tls.as_ref(), self.keystore, "login")
+            .verify_code(request)
             .await
             .expect("verify")
             .into_inner();
@@ -262,6 +285,34 @@ impl Stack {
             })
             .map(|c| c.trim().to_owned())
             .unwrap_or_else(|| panic!("no code in mail:\n{body}"))
+    }
+}
+
+/// A keystore client calling as `caller`: its token over plaintext, or its certificate
+/// (and token) over mTLS.
+pub fn keystore_as(
+    tls: Option<&TestPki>,
+    addr: SocketAddr,
+    caller: &str,
+) -> KeystoreClient<ServiceChannel> {
+    let mut settings = match tls {
+        Some(pki) => pki.client_settings(addr, Some(caller)),
+        None => ClientSettings::at(format!("http://{addr}")),
+    };
+    settings.token = Some(SecretString::from(token_of(caller)));
+    KeystoreClient::new(channel(&settings).expect("a keystore client"))
+}
+
+/// `plain` (a client of `addr` with its token) over TLS, presenting `caller`'s certificate.
+fn over_mtls(
+    pki: &TestPki,
+    plain: ClientSettings,
+    addr: SocketAddr,
+    caller: &str,
+) -> ClientSettings {
+    ClientSettings {
+        token: plain.token,
+        ..pki.client_settings(addr, Some(caller))
     }
 }
 
