@@ -11,6 +11,8 @@
 //! (`*_settings`), starts the four `Application`s on their ports, enrolls the demo account,
 //! prints the banner, and stops them all on Ctrl-C or SIGTERM.
 
+pub mod multicall;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +26,8 @@ use secrecy::SecretString;
 use tokio::sync::watch;
 
 /// kagi: two-factor authentication setup keys for a university's single sign-on.
+///
+/// The services run from this binary too: `kagi keystore|reset|notifier|portal --help`.
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {
