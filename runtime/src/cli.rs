@@ -62,7 +62,7 @@ where
 /// # Errors
 /// An unreachable database or a failed migration.
 pub async fn migrate<S: Schema>(settings: &DatabaseSettings) -> anyhow::Result<()> {
-    let db = Database::<S>::connect(settings.url_or::<S>(), 1).await?;
+    let db = Database::<S>::connect(&settings.url_or::<S>()?, 1).await?;
     db.migrate().await?;
     db.close().await;
     tracing::info!("migrations applied");

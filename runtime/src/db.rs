@@ -2,8 +2,16 @@
 //! PostgreSQL (production), chosen by URL, through sqlx's `Any` driver so one set of
 //! queries serves both. Every service opens its database the same way:
 //! `Database::<ItsSchema>::open(&settings.database)` connects and migrates.
+//!
+//! On PostgreSQL each service keeps its tables, and sqlx's `_sqlx_migrations` record, in a
+//! schema of its own ([`Schema::POSTGRES_SCHEMA`]: `keystore`, `reset`, `notifier`, `portal`),
+//! so all four can share one database (one CloudNativePG cluster) without their tables or
+//! migration histories colliding: every pooled connection starts with `SET search_path` to
+//! that schema, and `migrate` creates it when missing. The queries themselves stay
+//! unqualified, the same text on SQLite, where each service has its own file.
 
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +54,28 @@ impl Backend {
 /// # Errors
 /// A bad URL or an unreachable database.
 pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backend), sqlx::Error> {
+    connect_in(url, max_connections, None).await
+}
+
+/// Opens a pool like [`connect`] whose PostgreSQL connections each start with
+/// `search_path` set to `schema` alone (so a table of `public`, or of another service, is
+/// never found by accident). `None`, or a SQLite URL, changes nothing.
+///
+/// The setting is per session, so a pooler in front must hand one client the same server
+/// connection for the whole session (PgBouncer `pool_mode = session`, see `deploy/`).
+///
+/// # Errors
+/// A bad URL, a schema name that is not a plain lower-case identifier, or an unreachable
+/// database.
+pub async fn connect_in(
+    url: &str,
+    max_connections: u32,
+    schema: Option<&'static str>,
+) -> Result<(AnyPool, Backend), sqlx::Error> {
     sqlx::any::install_default_drivers();
+    if let Some(schema) = schema {
+        check_schema_name(schema)?;
+    }
     let backend = Backend::of(url)?;
     if backend == Backend::Sqlite {
         create_sqlite_parent_dir(url);
@@ -63,6 +92,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backen
                          PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
                     )
                     .await?;
+                } else if let Some(schema) = schema {
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "SET search_path TO \"{schema}\""
+                    )))
+                    .await?;
                 }
                 Ok(())
             })
@@ -70,6 +104,50 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backen
         .connect_with(options)
         .await?;
     Ok((pool, backend))
+}
+
+/// Schema names are spliced into SQL (`SET search_path`, `CREATE SCHEMA`): only
+/// `[a-z_][a-z0-9_]*` passes, which also needs no quoting rules.
+fn check_schema_name(schema: &str) -> Result<(), sqlx::Error> {
+    let mut chars = schema.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain && schema.len() <= 63 {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(
+            format!("{schema:?} is not a plain PostgreSQL schema name").into(),
+        ))
+    }
+}
+
+/// Creates PostgreSQL schema `schema` unless it exists. Looks first, so a role that owns its
+/// schema but may not create new ones in the database (a locked-down production role) still
+/// migrates; two replicas creating it at the same moment both succeed.
+///
+/// # Errors
+/// The database refuses (no `CREATE` privilege while the schema is missing) or is unreachable.
+pub async fn create_schema(pool: &AnyPool, schema: &'static str) -> Result<(), sqlx::Error> {
+    check_schema_name(schema)?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+        .bind(schema)
+        .fetch_optional(pool)
+        .await?;
+    if exists.is_some() {
+        return Ok(());
+    }
+    match pool
+        .execute(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .await
+    {
+        // 23505: a concurrent CREATE SCHEMA won the race on the catalogue's unique index.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// Where a service keeps its data, the `[database]` section of every service's settings.
@@ -80,6 +158,10 @@ pub struct DatabaseSettings {
     /// Empty: the service's own SQLite file under `./data` ([`Schema::EMBEDDED_URL`]), so a
     /// section that sets only another key keeps each service in its own file.
     pub url: String,
+    /// A file holding the URL instead (a mounted Kubernetes Secret, so the password is in
+    /// neither the ConfigMap nor the pod's environment); surrounding whitespace is ignored.
+    /// Setting both this and `url` is an error rather than a silent choice.
+    pub url_file: Option<PathBuf>,
     pub max_connections: u32,
     /// Apply the embedded migrations at start-up. Switch it off to run `<service> migrate`
     /// as a separate step (a Kubernetes Job before the rollout).
@@ -90,6 +172,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: String::new(),
+            url_file: None,
             max_connections: 16,
             migrate_on_start: true,
         }
@@ -101,6 +184,7 @@ impl std::fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &redact_url(&self.url))
+            .field("url_file", &self.url_file)
             .field("max_connections", &self.max_connections)
             .field("migrate_on_start", &self.migrate_on_start)
             .finish()
@@ -108,12 +192,31 @@ impl std::fmt::Debug for DatabaseSettings {
 }
 
 impl DatabaseSettings {
-    /// The configured URL, or the schema's embedded SQLite file.
-    pub fn url_or<S: Schema>(&self) -> &str {
-        if self.url.is_empty() {
-            S::EMBEDDED_URL
-        } else {
-            &self.url
+    /// The configured URL (from `url` or read from `url_file`), or the schema's embedded
+    /// SQLite file when neither is set.
+    ///
+    /// # Errors
+    /// Both `url` and `url_file` set, or the file unreadable or empty.
+    pub fn url_or<S: Schema>(&self) -> Result<String, DatabaseError> {
+        match (&self.url_file, self.url.is_empty()) {
+            (Some(_), false) => Err(DatabaseError::UrlTwice),
+            (Some(path), true) => {
+                let read =
+                    std::fs::read_to_string(path).map_err(|source| DatabaseError::UrlFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let url = read.trim();
+                if url.is_empty() {
+                    return Err(DatabaseError::UrlFile {
+                        path: path.clone(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "empty"),
+                    });
+                }
+                Ok(url.to_owned())
+            }
+            (None, true) => Ok(S::EMBEDDED_URL.to_owned()),
+            (None, false) => Ok(self.url.clone()),
         }
     }
 }
@@ -130,6 +233,10 @@ fn redact_url(url: &str) -> String {
 pub trait Schema: Send + Sync + 'static {
     /// The SQLite file used when `database.url` is not set.
     const EMBEDDED_URL: &'static str;
+
+    /// The PostgreSQL schema holding the tables and their migration record (see the module
+    /// docs): a plain lower-case identifier, one per service.
+    const POSTGRES_SCHEMA: &'static str;
 
     /// The embedded migrations for `backend` (`sqlx::migrate!` of a folder per backend).
     fn migrator(backend: Backend) -> &'static Migrator;
@@ -183,7 +290,7 @@ impl<S: Schema> Database<S> {
     /// # Errors
     /// A bad URL, an unreachable database or a failed migration.
     pub async fn open(settings: &DatabaseSettings) -> Result<Self, DatabaseError> {
-        let db = Self::connect(settings.url_or::<S>(), settings.max_connections).await?;
+        let db = Self::connect(&settings.url_or::<S>()?, settings.max_connections).await?;
         if settings.migrate_on_start {
             db.migrate().await?;
         }
@@ -195,7 +302,7 @@ impl<S: Schema> Database<S> {
     /// # Errors
     /// A bad URL or an unreachable database.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
-        let (pool, backend) = connect(url, max_connections).await?;
+        let (pool, backend) = connect_in(url, max_connections, Some(S::POSTGRES_SCHEMA)).await?;
         let transaction_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         Ok(Self {
             pool,
@@ -206,11 +313,15 @@ impl<S: Schema> Database<S> {
     }
 
     /// Applies this schema's migrations for the pool's backend (idempotent; PostgreSQL takes
-    /// an advisory lock, so replicas starting together do not race).
+    /// an advisory lock, so replicas starting together do not race). On PostgreSQL the
+    /// service's schema is created first when missing.
     ///
     /// # Errors
     /// A failed migration, or one changed after it ran.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        if self.backend == Backend::Postgres {
+            create_schema(&self.pool, S::POSTGRES_SCHEMA).await?;
+        }
         S::migrator(self.backend).run(&self.pool).await
     }
 }
@@ -259,8 +370,8 @@ impl<S> Database<S> {
     }
 }
 
-/// Declares a service's database: its [`Schema`] (the embedded SQLite file and the
-/// migrations under the crate's `migrations/sqlite` and `migrations/postgres`) and a newtype
+/// Declares a service's database: its [`Schema`] (the embedded SQLite file, the PostgreSQL
+/// schema, and the migrations under the crate's `migrations/sqlite` and `migrations/postgres`) and a newtype
 /// over [`Database`] of it, so the service adds its queries as inherent methods (`impl Db {
 /// .. }` in the files of its `store` module) while opening, migrating and transactions stay
 /// here.
@@ -268,12 +379,20 @@ impl<S> Database<S> {
 /// ```ignore
 /// kagi_runtime::service_database! {
 ///     /// The keystore's database.
-///     pub struct Db(KeystoreSchema, embedded = "sqlite://data/keystore.db?mode=rwc");
+///     pub struct Db(
+///         KeystoreSchema,
+///         embedded = "sqlite://data/keystore.db?mode=rwc",
+///         postgres_schema = "keystore"
+///     );
 /// }
 /// ```
 #[macro_export]
 macro_rules! service_database {
-    ($(#[$meta:meta])* $vis:vis struct $name:ident($schema:ident, embedded = $url:literal);) => {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident(
+        $schema:ident,
+        embedded = $url:literal,
+        postgres_schema = $pg_schema:literal $(,)?
+    );) => {
         /// The tables of
         #[doc = concat!("[`", stringify!($name), "`].")]
         #[derive(Debug)]
@@ -281,6 +400,7 @@ macro_rules! service_database {
 
         impl $crate::db::Schema for $schema {
             const EMBEDDED_URL: &'static str = $url;
+            const POSTGRES_SCHEMA: &'static str = $pg_schema;
 
             fn migrator(backend: $crate::db::Backend) -> &'static $crate::db::sqlx::migrate::Migrator {
                 static SQLITE: $crate::db::sqlx::migrate::Migrator =
@@ -342,6 +462,13 @@ pub enum DatabaseError {
     Connect(#[from] sqlx::Error),
     #[error("applying the database migrations")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database.url and database.url_file are both set; keep one")]
+    UrlTwice,
+    #[error("reading database.url_file {}", path.display())]
+    UrlFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// `sqlite://data/x.db` needs `data/` to exist before SQLite can create the file.
@@ -395,6 +522,7 @@ mod tests {
     struct Demo;
     impl Schema for Demo {
         const EMBEDDED_URL: &'static str = "sqlite://data/demo.db?mode=rwc";
+        const POSTGRES_SCHEMA: &'static str = "demo";
         fn migrator(_: Backend) -> &'static Migrator {
             static NONE: Migrator = Migrator::DEFAULT;
             &NONE
@@ -404,7 +532,7 @@ mod tests {
     #[test]
     fn an_unset_url_is_the_schemas_own_file_and_partial_sections_keep_it() {
         assert_eq!(
-            DatabaseSettings::default().url_or::<Demo>(),
+            DatabaseSettings::default().url_or::<Demo>().unwrap(),
             "sqlite://data/demo.db?mode=rwc"
         );
         // Only max_connections given (e.g. by an environment variable): the file stays.
@@ -412,14 +540,56 @@ mod tests {
             .merge(("max_connections", 4))
             .extract()
             .unwrap();
-        assert_eq!(partial.url_or::<Demo>(), "sqlite://data/demo.db?mode=rwc");
+        assert_eq!(
+            partial.url_or::<Demo>().unwrap(),
+            "sqlite://data/demo.db?mode=rwc"
+        );
         assert_eq!(partial.max_connections, 4);
         assert!(partial.migrate_on_start);
         let postgres = DatabaseSettings {
             url: "postgres://u@h/db".into(),
             ..partial
         };
-        assert_eq!(postgres.url_or::<Demo>(), "postgres://u@h/db");
+        assert_eq!(postgres.url_or::<Demo>().unwrap(), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn the_url_can_come_from_a_mounted_secret_but_not_from_two_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "postgres://kagi:hunter2@pg-rw/kagi\n").unwrap();
+        let from_file = DatabaseSettings {
+            url_file: Some(file.clone()),
+            ..DatabaseSettings::default()
+        };
+        assert_eq!(
+            from_file.url_or::<Demo>().unwrap(),
+            "postgres://kagi:hunter2@pg-rw/kagi"
+        );
+        assert!(!format!("{from_file:?}").contains("hunter2"));
+        let both = DatabaseSettings {
+            url: "postgres://u@h/db".into(),
+            ..from_file
+        };
+        assert!(matches!(
+            both.url_or::<Demo>(),
+            Err(DatabaseError::UrlTwice)
+        ));
+        let missing = DatabaseSettings {
+            url_file: Some(dir.path().join("absent")),
+            ..DatabaseSettings::default()
+        };
+        let err = missing.url_or::<Demo>().unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn only_plain_schema_names_reach_sql() {
+        assert!(check_schema_name("keystore").is_ok());
+        assert!(check_schema_name("kagi_2").is_ok());
+        for bad in ["", "Keystore", "a\"; DROP", "1abc", "a-b"] {
+            assert!(check_schema_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -16,6 +16,8 @@
 
 mod tls;
 
+pub mod multicall;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +33,8 @@ use tokio::sync::watch;
 mod outbox;
 
 /// kagi: two-factor authentication setup keys for a university's single sign-on.
+///
+/// The services run from this binary too: `kagi keystore|reset|notifier|portal --help`.
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {

@@ -71,7 +71,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 
 #[allow(clippy::print_stdout)]
 async fn print_audit(settings: &Settings, account: Option<&str>, limit: u32) -> anyhow::Result<()> {
-    let db = Db::connect(settings.database.url_or::<KeystoreSchema>(), 1).await?;
+    let db = Db::connect(&settings.database.url_or::<KeystoreSchema>()?, 1).await?;
     for e in db.audit_events(account, 0, i64::from(limit)).await? {
         let line = format!(
             r#"{{"seq":{},"at_ms":{},"caller":{:?},"action":{:?},"account_id":{:?},"key_id":{:?},"detail":{:?},"trace_id":{:?}}}"#,

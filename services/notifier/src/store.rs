@@ -74,7 +74,7 @@ pub enum Finish {
 
 kagi_runtime::service_database! {
     /// The queue's database: deliveries and their per-recipient counts.
-    pub struct Db(NotifierSchema, embedded = "sqlite://data/notifier.db?mode=rwc");
+    pub struct Db(NotifierSchema, embedded = "sqlite://data/notifier.db?mode=rwc", postgres_schema = "notifier");
 }
 
 impl Db {

@@ -11,7 +11,7 @@ use crate::domain::sealed_handle;
 
 kagi_runtime::service_database! {
     /// The portal's database: sessions and login rate-limit windows.
-    pub struct Db(PortalSchema, embedded = "sqlite://data/portal.db?mode=rwc");
+    pub struct Db(PortalSchema, embedded = "sqlite://data/portal.db?mode=rwc", postgres_schema = "portal");
 }
 
 /// One browser session as loaded. `reset_id` is a bearer secret, unsealed with the cookie

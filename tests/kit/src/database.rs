@@ -64,6 +64,16 @@ impl TestDatabase {
                     .execute(&mut admin)
                     .await
                     .unwrap();
+                // Each service keeps its tables in its own schema, named like its file
+                // (`keystore.db` → `keystore`); tests that look behind the API with a plain
+                // connection find them there by default.
+                let schema = file.trim_end_matches(".db");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "ALTER DATABASE {name} SET search_path = \"{schema}\", public"
+                )))
+                .execute(&mut admin)
+                .await
+                .unwrap();
                 let _ = admin.close().await;
                 Self {
                     url: with_database(&postgres_url(), &name),

@@ -48,6 +48,15 @@ pub fn grpcurl() -> PathBuf {
     venv().join("bin").join("grpcurl")
 }
 
+/// A program the test environment installed from `tests/requirements.txt`
+/// (`kubernetes-validate`, `checkov`).
+///
+/// # Panics
+/// As [`python`].
+pub fn venv_program(name: &str) -> PathBuf {
+    venv().join("bin").join(name)
+}
+
 /// Debian's chromedriver (`$KAGI_TEST_CHROMEDRIVER`, default `/usr/bin/chromedriver`).
 ///
 /// # Panics

@@ -16,5 +16,5 @@ pub(crate) use kagi_runtime::db::is_unique_violation;
 
 kagi_runtime::service_database! {
     /// The keystore's database: accounts with their current key, rotations, the audit trail.
-    pub struct Db(KeystoreSchema, embedded = "sqlite://data/keystore.db?mode=rwc");
+    pub struct Db(KeystoreSchema, embedded = "sqlite://data/keystore.db?mode=rwc", postgres_schema = "keystore");
 }

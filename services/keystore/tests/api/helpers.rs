@@ -326,10 +326,10 @@ pub async fn dump_database(db: &TestDatabase) -> BTreeMap<String, Vec<u8>> {
         Backend::Postgres => {
             let tables = user_tables(db).await;
             for table in [
-                "public.accounts",
-                "public.setup_keys",
-                "public.rotations",
-                "public.audit_events",
+                "keystore.accounts",
+                "keystore.setup_keys",
+                "keystore.rotations",
+                "keystore.audit_events",
             ] {
                 assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
             }

@@ -183,7 +183,8 @@ async fn migrate_and_audit_commands_work_on_the_database(backend: Backend) {
     let tables: Vec<String> = user_tables(&db)
         .await
         .into_iter()
-        .map(|t| t.trim_start_matches("public.").to_owned())
+        // On PostgreSQL the keystore's tables live in its own schema.
+        .map(|t| t.trim_start_matches("keystore.").to_owned())
         .collect();
     for table in [
         "accounts",

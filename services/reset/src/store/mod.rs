@@ -17,5 +17,5 @@ pub(crate) use kagi_runtime::db::{WriteTx, is_unique_violation};
 
 kagi_runtime::service_database! {
     /// The reset service's database: the embedded account directory, resets, rate-limit events.
-    pub struct Db(ResetSchema, embedded = "sqlite://data/reset.db?mode=rwc");
+    pub struct Db(ResetSchema, embedded = "sqlite://data/reset.db?mode=rwc", postgres_schema = "reset");
 }

@@ -1,0 +1,225 @@
+//! Every service's TOML in the rendered manifests loads into its settings, together with
+//! the overlay's site variables (`kagi-site`, from `site.env`), exactly as the pod loads it:
+//! a child process of this test binary gets the variables in its environment (the parent
+//! cannot set its own without `unsafe`) and reports what it loaded as JSON. Every file the
+//! settings name must be mounted into the container that reads it.
+
+use std::path::Path;
+use std::process::Command;
+
+use kagi_runtime::cli::ServiceSettings as _;
+use serde_json::{Value, json};
+
+use crate::manifests::{OVERLAYS, objects, pod_spec};
+
+const CHILD: &str = "KAGI_DEPLOY_TEST_CHILD";
+const CONFIG: &str = "KAGI_DEPLOY_TEST_CONFIG";
+
+/// What `service` loaded in `overlay` (see [`facts`]).
+pub fn loaded(overlay: &str, service: &str) -> Value {
+    let objects = objects(overlay);
+    let config_map = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["data"][format!("{service}.toml")].is_string())
+        .unwrap_or_else(|| panic!("{overlay}: no ConfigMap holds {service}.toml"));
+    let site = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ConfigMap"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("kagi-site-")
+        })
+        .unwrap_or_else(|| panic!("{overlay}: no kagi-site ConfigMap"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{service}.toml"));
+    std::fs::write(
+        &file,
+        config_map["data"][format!("{service}.toml")]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "settings::a_child_loads_one_services_settings",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env_clear()
+        .env(CHILD, service)
+        .env(CONFIG, &file);
+    for (key, value) in site["data"].as_object().unwrap() {
+        child.env(key, value.as_str().unwrap());
+    }
+    let out = crate::manifests::run(&mut child);
+    let line = out
+        .lines()
+        .find_map(|l| l.split_once("KAGI_FACTS ").map(|(_, facts)| facts))
+        .unwrap_or_else(|| panic!("{overlay} {service}: the child reported nothing:\n{out}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// The child's half: a no-op in a normal test run.
+#[test]
+#[allow(clippy::print_stdout)]
+fn a_child_loads_one_services_settings() {
+    let Ok(service) = std::env::var(CHILD) else {
+        return;
+    };
+    let config = std::env::var(CONFIG).unwrap();
+    println!("KAGI_FACTS {}", facts(&service, Path::new(&config)));
+}
+
+/// Loads `service`'s settings from `config` and the environment, runs the checks the
+/// service makes at start, and returns what the parent asserts: port, pool size, the files
+/// it will read, and the site values.
+fn facts(service: &str, config: &Path) -> Value {
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    match service {
+        "keystore" => {
+            let s = kagi_keystore::Settings::load(Some(config)).unwrap();
+            s.totp.params().unwrap();
+            s.lockout.policy().unwrap();
+            json!({
+                "port": s.server.listen_addr.port(),
+                "max_connections": s.database.max_connections,
+                "migrate_on_start": s.database.migrate_on_start,
+                "files": [path(&s.database.url_file), path(&s.auth.tokens_dir), path(&s.kek.keys_dir)],
+                "campus_networks": s.campus_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "issuer": s.totp.issuer,
+            })
+        }
+        "reset" => {
+            let s = kagi_reset::Settings::load(Some(config)).unwrap();
+            json!({
+                "port": s.server.listen_addr.port(),
+                "max_connections": s.database.max_connections,
+                "migrate_on_start": s.database.migrate_on_start,
+                "files": [path(&s.database.url_file), path(&s.auth.tokens_dir), path(&s.code_hmac_key_file),
+                          path(&s.keystore.token_file), path(&s.notifier.token_file)],
+                "endpoints": [s.keystore.endpoint, s.notifier.endpoint],
+            })
+        }
+        "notifier" => {
+            let s = kagi_notifier::Settings::load(Some(config)).unwrap();
+            json!({
+                "port": s.server.listen_addr.port(),
+                "max_connections": s.database.max_connections,
+                "migrate_on_start": s.database.migrate_on_start,
+                "files": [path(&s.database.url_file), path(&s.auth.tokens_dir),
+                          Some(s.sealing.key_file.display().to_string()),
+                          path(&s.transport.smtp.password_file), path(&s.mail.templates_dir)],
+                "smtp": format!("{:?} {}:{}", s.transport.kind, s.transport.smtp.host, s.transport.smtp.port),
+                "institution": s.mail.ja.institution,
+            })
+        }
+        _ => {
+            let s = kagi_portal::Settings::load(Some(config)).unwrap();
+            json!({
+                "port": s.server.listen_addr.port(),
+                "max_connections": s.database.max_connections,
+                "migrate_on_start": s.database.migrate_on_start,
+                "files": [path(&s.database.url_file), path(&s.keystore.token_file), path(&s.reset.token_file)],
+                "endpoints": [s.keystore.endpoint, s.reset.endpoint],
+                "public_url": s.server.public_url,
+                "institution": s.institution.name.ja,
+            })
+        }
+    }
+}
+
+#[test]
+fn every_services_settings_load_with_the_site_values_and_every_file_is_mounted() {
+    for overlay in OVERLAYS {
+        for (service, port) in [
+            ("keystore", 50051),
+            ("reset", 50052),
+            ("notifier", 50053),
+            ("portal", 8080),
+        ] {
+            let facts = loaded(overlay, service);
+            let what = format!("{overlay} {service}");
+            assert_eq!(facts["port"], port, "{what}");
+            assert_eq!(
+                facts["migrate_on_start"], false,
+                "{what}: the init container migrates"
+            );
+            // The container listens where its Service sends traffic.
+            let deployment = objects(overlay)
+                .iter()
+                .find(|o| {
+                    o["kind"] == "Deployment" && o["metadata"]["name"] == format!("kagi-{service}")
+                })
+                .unwrap();
+            let container = &pod_spec(deployment)["containers"][0];
+            assert_eq!(container["ports"][0]["containerPort"], port, "{what}");
+            let mounts: Vec<&str> = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["mountPath"].as_str().unwrap())
+                .collect();
+            for file in facts["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+            {
+                assert!(
+                    mounts
+                        .iter()
+                        .any(|m| file == *m || file.starts_with(&format!("{m}/"))),
+                    "{what}: {file} is in none of {mounts:?}"
+                );
+            }
+        }
+        let keystore = loaded(overlay, "keystore");
+        assert!(
+            !keystore["campus_networks"].as_array().unwrap().is_empty(),
+            "{overlay}"
+        );
+        let reset = loaded(overlay, "reset");
+        assert_eq!(
+            reset["endpoints"],
+            json!(["http://kagi-keystore:50051", "http://kagi-notifier:50053"])
+        );
+        let portal = loaded(overlay, "portal");
+        assert_eq!(
+            portal["endpoints"],
+            json!(["http://kagi-keystore:50051", "http://kagi-reset:50052"])
+        );
+        assert!(
+            portal["public_url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://"),
+            "{overlay}: secure cookies"
+        );
+        let notifier = loaded(overlay, "notifier");
+        assert!(
+            notifier["smtp"]
+                .as_str()
+                .unwrap()
+                .starts_with("Smtp smtp-relay."),
+            "{notifier}"
+        );
+    }
+    // The site's own words reach the services: production's institution, in Japanese.
+    assert_eq!(
+        loaded("production", "portal")["institution"],
+        "サンプル大学"
+    );
+    assert_eq!(
+        loaded("production", "notifier")["institution"],
+        "サンプル大学"
+    );
+    assert_eq!(
+        loaded("production", "keystore")["campus_networks"],
+        json!(["10.0.0.0/8", "2001:db8:10::/48"])
+    );
+}
