@@ -24,7 +24,7 @@ pub struct Caller(pub String);
 
 /// Which callers exist and what each may call.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Caller name → bearer token.
     pub tokens: BTreeMap<String, SecretString>,

@@ -12,6 +12,8 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::metrics::MeteredChannel;
+
 /// A service this one calls: where it is, and the bearer token it knows this caller by.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -120,7 +122,7 @@ impl Interceptor for Outgoing {
 
 /// A channel to another kagi service that authenticates and traces every call; wrap it in
 /// any generated client (`KeystoreClient::new(channel)`).
-pub type ServiceChannel = InterceptedService<Channel, Outgoing>;
+pub type ServiceChannel = InterceptedService<MeteredChannel<Channel>, Outgoing>;
 
 /// Builds the channel. It connects lazily, so a service starts (and reports its own health)
 /// while its neighbours are still starting, and reconnects after they restart.
@@ -148,7 +150,10 @@ pub fn channel(settings: &ClientSettings) -> Result<ServiceChannel, ClientError>
         }
         None => None,
     };
-    Ok(InterceptedService::new(channel, Outgoing { token }))
+    Ok(InterceptedService::new(
+        MeteredChannel(channel),
+        Outgoing { token },
+    ))
 }
 
 #[cfg(test)]

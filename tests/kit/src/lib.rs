@@ -10,12 +10,14 @@
 //! - [`peers`]: the test's own Python environment under `target/`, grpcurl, Chromium.
 //! - [`smtp`]: a real aiosmtpd server that keeps what it receives; [`otlp`]: a real
 //!   OTLP/gRPC receiver; [`logs`]: the service's own log lines, captured per test.
+//! - [`metrics`]: scrape `/metrics` and lint it with `promtool check metrics`.
 //! - [`both_backends!`]: one scenario, run as `::sqlite` and `::postgres`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod database;
 pub mod logs;
+pub mod metrics;
 pub mod otlp;
 pub mod peers;
 pub mod smtp;
