@@ -1,0 +1,121 @@
+//! What an on-call engineer sees: `/metrics` after real traffic (linted by promtool),
+//! health that follows the database, reflection listing only the keystore.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use kagi_runtime::ManualClock;
+use kagi_testkit::both_backends;
+use kagi_testkit::metrics::{promtool_check, scrape, scrape_text, value, value_with};
+
+use crate::helpers::{Backend, TestApp, TestDatabase, test_settings, wrong_code};
+
+both_backends!(verify_code_traffic_moves_the_metrics_and_promtool_accepts_them);
+
+async fn verify_code_traffic_moves_the_metrics_and_promtool_accepts_them(backend: Backend) {
+    let db = TestDatabase::new(backend, "keystore.db").await;
+    let mut settings = test_settings(&db);
+    settings.metrics.listen_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = TestApp::start(&settings, Arc::new(ManualClock::new(SystemTime::now()))).await;
+    let metrics = app.metrics_addr.expect("metrics are on");
+    let before = scrape(metrics).await;
+    let accepted = |text: &str| {
+        value_with(
+            text,
+            "keystore_verify_results_total",
+            &[("result", "ACCEPTED")],
+        )
+    };
+
+    let key = app.enroll("taro").await;
+    app.verify("taro", &app.code_for(&key, 0)).await.unwrap();
+    app.verify("taro", &wrong_code(&app, &key)).await.unwrap();
+    let refused = TestApp::as_caller(
+        "portal",
+        kagi_proto::v1::VerifyCodeRequest {
+            account_id: "taro".into(),
+            code: "123456".into(),
+        },
+    );
+    let denied = app.client.clone().verify_code(refused).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    let after = scrape(metrics).await;
+    promtool_check(&scrape_text(metrics).await);
+    let rpc = |code: &str| {
+        format!(
+            "grpc_server_handled_total{{grpc_service=\"kagi.v1.Keystore\",grpc_method=\"VerifyCode\",grpc_code=\"{code}\"}}"
+        )
+    };
+    // This server's own RED series move exactly; the domain counters are the process's
+    // (other tests run beside this one), so they moved at least this much.
+    assert_eq!(value(&after, &rpc("OK")) - value(&before, &rpc("OK")), 2.0);
+    assert_eq!(value(&after, &rpc("PermissionDenied")), 1.0);
+    assert_eq!(
+        value(
+            &after,
+            "grpc_server_started_total{grpc_service=\"kagi.v1.Keystore\",grpc_method=\"VerifyCode\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "grpc_server_in_flight{grpc_service=\"kagi.v1.Keystore\",grpc_method=\"VerifyCode\"}"
+        ),
+        0.0
+    );
+    assert!(accepted(&after) - accepted(&before) >= 1.0, "{after}");
+    assert!(
+        value_with(
+            &after,
+            "keystore_verify_results_total",
+            &[("result", "REJECTED")]
+        ) >= 1.0
+    );
+    assert!(
+        value_with(
+            &after,
+            "grpc_server_handling_seconds_count",
+            &[("grpc_method", "VerifyCode")]
+        ) == 3.0
+    );
+    assert!(value(&after, "db_pool_connections_max") >= 1.0);
+    // No series names the account or the code.
+    assert!(!after.contains("taro"), "{after}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_scanner_inventing_methods_mints_no_series() {
+    let db = TestDatabase::new(Backend::Sqlite, "keystore.db").await;
+    let mut settings = test_settings(&db);
+    settings.metrics.listen_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = TestApp::start(&settings, Arc::new(ManualClock::new(SystemTime::now()))).await;
+    let channel = crate::helpers::channel(app.addr).await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for i in 0..3 {
+        grpc.ready().await.unwrap();
+        let path = format!("/kagi.v1.Keystore/Made{i}Up").parse().unwrap();
+        let status = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                path,
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_ne!(status.code(), tonic::Code::Ok);
+    }
+    let text = scrape(app.metrics_addr.unwrap()).await;
+    assert!(!text.contains("Made0Up"), "{text}");
+    assert_eq!(
+        value_with(
+            &text,
+            "grpc_server_started_total",
+            &[("grpc_method", "unknown")]
+        ),
+        3.0
+    );
+    app.stop().await;
+}
