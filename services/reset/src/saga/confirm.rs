@@ -45,6 +45,7 @@ impl ResetSaga {
                                 now,
                             )
                             .await?;
+                        crate::metrics::saga(crate::metrics::SagaEvent::Expired);
                         return Err(Error::IllegalStep(
                             "the 10 minutes to confirm have passed; start again",
                         ));
@@ -146,6 +147,7 @@ impl ResetSaga {
             .await?
         {
             tracing::info!(saga = %saga_tag(&row.saga_id), key_id = %key.key_id, replayed = reply.replayed, "setup key reissued");
+            crate::metrics::saga(crate::metrics::SagaEvent::Completed);
         }
         // The notice names the time the completion was recorded, whoever recorded it.
         if let Some(done) = self.inner.db.find_saga(&row.saga_id).await? {
