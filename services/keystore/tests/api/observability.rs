@@ -8,7 +8,12 @@ use kagi_runtime::ManualClock;
 use kagi_testkit::both_backends;
 use kagi_testkit::metrics::{promtool_check, scrape, scrape_text, value, value_with};
 
-use crate::helpers::{Backend, TestApp, TestDatabase, test_settings, wrong_code};
+use sqlx::Connection as _;
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::helpers::{Backend, TestApp, TestDatabase, channel, test_settings, wrong_code};
 
 both_backends!(verify_code_traffic_moves_the_metrics_and_promtool_accepts_them);
 
@@ -117,5 +122,84 @@ async fn a_scanner_inventing_methods_mints_no_series() {
         ),
         3.0
     );
+    app.stop().await;
+}
+
+async fn status_of(health: &mut HealthClient<tonic::transport::Channel>, service: &str) -> i32 {
+    health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// Polls readiness for up to 20 s (the watcher pings every 2 s).
+async fn wait_for_readiness(
+    health: &mut HealthClient<tonic::transport::Channel>,
+    wanted: ServingStatus,
+) {
+    for _ in 0..80 {
+        if status_of(health, "kagi.v1.Keystore").await == wanted as i32 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("readiness never became {wanted:?}");
+}
+
+/// The database is cut off for real: PostgreSQL refuses new connections to it and ends the
+/// open ones; then it is let back in.
+#[tokio::test]
+async fn readiness_follows_the_database_and_liveness_does_not() {
+    let db = TestDatabase::new(Backend::Postgres, "keystore.db").await;
+    let app = TestApp::start(
+        &test_settings(&db),
+        Arc::new(ManualClock::new(SystemTime::now())),
+    )
+    .await;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut admin = sqlx::PgConnection::connect(&kagi_testkit::database::postgres_url())
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel(app.addr).await);
+    assert_eq!(
+        status_of(&mut health, "kagi.v1.Keystore").await,
+        ServingStatus::Serving as i32
+    );
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    wait_for_readiness(&mut health, ServingStatus::NotServing).await;
+    assert_eq!(
+        status_of(&mut health, "").await,
+        ServingStatus::Serving as i32,
+        "liveness stays up: restarting the pod would not bring the database back"
+    );
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    wait_for_readiness(&mut health, ServingStatus::Serving).await;
+    let key = app.enroll("taro").await;
+    assert!(!key.key_id.is_empty(), "serving again once ready");
     app.stop().await;
 }
