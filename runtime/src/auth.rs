@@ -26,7 +26,7 @@ pub struct Caller(pub String);
 
 /// Which callers exist and what each may call.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Caller name → bearer token. A name `caller.suffix` (e.g. `reset.next`) is another
     /// token of `caller`, so a caller holds two during a rotation.

@@ -26,6 +26,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 pub use balance::{Resolve, SystemResolver};
 pub use retry::Retry;
 
+use crate::metrics::MeteredChannel;
+
 /// A service this one calls: where it is, how to trust it, and how it knows this caller.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -263,7 +265,7 @@ impl Interceptor for Outgoing {
 
 /// A channel to another kagi service that authenticates and traces every call; wrap it in
 /// any generated client (`KeystoreClient::new(channel)`).
-pub type ServiceChannel = InterceptedService<Channel, Outgoing>;
+pub type ServiceChannel = InterceptedService<MeteredChannel<Channel>, Outgoing>;
 
 /// Builds the channel, resolving balanced names with the system resolver.
 ///
@@ -302,7 +304,10 @@ pub fn channel_with_resolver(
             Arc::downgrade(&token),
         ));
     }
-    Ok(InterceptedService::new(channel, Outgoing { token }))
+    Ok(InterceptedService::new(
+        MeteredChannel(channel),
+        Outgoing { token },
+    ))
 }
 
 fn header(

@@ -16,6 +16,10 @@
 //!   deadline, retries of idempotent calls, DNS balancing, trace context).
 //! - [`db`]: SQLite or PostgreSQL by URL, one `Database<Schema>` per service with its
 //!   migrations, SQLite's write queue, the `[database]` settings section.
+//! - [`metrics`]: Prometheus metrics (why `prometheus-client`, the ports, the RED layer,
+//!   pool gauges) and the `[metrics]` section.
+//! - [`health`]: readiness from the database (liveness apart) and the descriptor set each
+//!   server's reflection lists, filtered to its own services.
 //! - [`shutdown`]: SIGTERM/Ctrl-C, the grace period, background loops that stop between rounds.
 //! - [`clock`], [`random`], [`account`]: time as a parameter, the OS RNG for secrets, the
 //!   one account-ID rule.
@@ -31,6 +35,8 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod db;
+pub mod health;
+pub mod metrics;
 #[cfg(feature = "dev-pki")]
 pub mod pki;
 pub mod random;
@@ -44,6 +50,7 @@ pub use auth::{AuthSettings, Authorizer, Caller, CallerAuthLayer};
 pub use client::{ClientSettings, ServiceChannel};
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use db::{Database, DatabaseSettings, Schema};
+pub use metrics::{Metrics, MetricsSettings};
 pub use server::{GrpcServer, ServerSettings};
 pub use shutdown::{BackgroundTasks, Stopping};
 pub use telemetry::{LogFormat, TelemetryGuard, TelemetrySettings};

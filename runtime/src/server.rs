@@ -21,12 +21,16 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::auth::CallerAuthLayer;
+use crate::health::{self, ReadinessProbe};
+use crate::metrics::{
+    GrpcMetricsLayer, GrpcServerMetrics, Metrics, MetricsEndpoint, MetricsSettings,
+};
 use crate::shutdown::{Stopping, with_grace};
 use crate::telemetry;
 
 /// Where and how a service listens.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen_addr: SocketAddr,
@@ -75,6 +79,8 @@ pub struct GrpcServer {
     local_addr: SocketAddr,
     tls: Option<ServerTlsConfig>,
     grace: Duration,
+    metrics: Option<(GrpcServerMetrics, MetricsEndpoint)>,
+    readiness: Option<ReadinessProbe>,
 }
 
 impl GrpcServer {
@@ -103,7 +109,39 @@ impl GrpcServer {
             local_addr,
             tls,
             grace: Duration::from_secs(settings.shutdown_grace_secs),
+            metrics: None,
+            readiness: None,
         })
+    }
+
+    /// Serves `metrics`, plus RED metrics of every call, on `settings.listen_addr` (when set).
+    ///
+    /// # Errors
+    /// The metrics address is taken.
+    pub async fn with_metrics(
+        mut self,
+        settings: &MetricsSettings,
+        mut metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let red = metrics.grpc_server();
+        self.metrics = MetricsEndpoint::bind(settings, metrics)
+            .await?
+            .map(|endpoint| (red, endpoint));
+        Ok(self)
+    }
+
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .map(|(_, endpoint)| endpoint.local_addr())
+    }
+
+    /// Readiness follows `probe` (see [`crate::health`]); liveness does not.
+    #[must_use]
+    pub fn with_readiness(mut self, probe: ReadinessProbe) -> Self {
+        self.readiness = Some(probe);
+        self
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -120,7 +158,8 @@ impl GrpcServer {
     /// NOT_SERVING, stops accepting and waits for in-flight calls (up to the grace period).
     ///
     /// `services` are the fully-qualified names reported as SERVING by the health service;
-    /// `descriptor_set` is the encoded `FileDescriptorSet` served by reflection.
+    /// `descriptor_set` is the encoded `FileDescriptorSet` reflection serves, filtered to
+    /// `services` (see [`crate::health`]).
     ///
     /// # Errors
     /// A broken descriptor set, TLS setup or transport failure.
@@ -134,9 +173,10 @@ impl GrpcServer {
     ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         set_all(&health, services, ServingStatus::Serving).await;
+        let (descriptor_set, methods) = health::own_descriptors(descriptor_set, services)?;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(descriptor_set)
+                .register_encoded_file_descriptor_set(&descriptor_set)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
         // Both versions: grpcurl before 1.9 and many other tools only speak v1alpha.
@@ -150,6 +190,22 @@ impl GrpcServer {
         let stopping = Stopping::on(shutdown);
         // Caller tokens follow their files (a rotated Kubernetes Secret) while serving.
         tokio::spawn(auth.authorizer().watch(stopping.clone().begun()));
+        let metrics_layer = match self.metrics {
+            Some((red, endpoint)) => {
+                tokio::spawn(endpoint.serve(stopping.clone().begun()));
+                red.layer(methods)
+            }
+            None => GrpcMetricsLayer::default(),
+        };
+        if let Some(probe) = self.readiness {
+            let names = services.iter().map(|s| (*s).to_owned()).collect();
+            tokio::spawn(health::watch_readiness(
+                health.clone(),
+                names,
+                probe,
+                stopping.clone(),
+            ));
+        }
         tokio::spawn({
             let stopping = stopping.clone();
             let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
@@ -164,6 +220,7 @@ impl GrpcServer {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let serving = builder
             .trace_fn(telemetry::server_span)
+            .layer(metrics_layer)
             .layer(auth)
             .add_routes(routes)
             .add_service(health_service)

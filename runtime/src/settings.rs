@@ -136,6 +136,50 @@ mod tests {
         assert!(drifted.contains("port: 2"), "{drifted}");
     }
 
+    /// Every shared section, as each service's settings embed them.
+    #[derive(serde::Deserialize, Debug, Default)]
+    #[serde(default, deny_unknown_fields)]
+    #[allow(dead_code)] // only its refusals are looked at
+    struct Shared {
+        server: crate::ServerSettings,
+        telemetry: crate::TelemetrySettings,
+        auth: crate::AuthSettings,
+        metrics: crate::MetricsSettings,
+        database: crate::DatabaseSettings,
+        keystore: crate::ClientSettings,
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn a_typo_in_any_shared_section_is_refused_naming_the_key_and_its_source() {
+        figment::Jail::expect_with(|jail| {
+            for (section, typo) in [
+                ("server", "listen_adr = \"0.0.0.0:50051\""),
+                ("telemetry", "log_fromat = \"pretty\""),
+                ("auth", "tokens_dirr = \"/etc/kagi/callers\""),
+                ("metrics", "listen_adr = \"0.0.0.0:9051\""),
+                ("database", "max_conections = 4"),
+                ("keystore", "endpont = \"http://keystore:50051\""),
+            ] {
+                jail.create_file("k.toml", &format!("[{section}]\n{typo}\n"))?;
+                let err = load::<Shared>(Some(Path::new("k.toml")), "KAGI_T_")
+                    .expect_err(typo)
+                    .to_string();
+                let key = typo.split(' ').next().unwrap_or_default();
+                assert!(err.contains(key), "{section}: {err}");
+                assert!(err.contains("k.toml"), "{section}: {err}");
+            }
+            jail.create_file("k.toml", "")?;
+            jail.set_env("KAGI_T_AUTH__TOKENS_DIRR", "/etc/kagi/callers");
+            let err = load::<Shared>(Some(Path::new("k.toml")), "KAGI_T_")
+                .expect_err("a typo in a variable")
+                .to_string();
+            assert!(err.contains("tokens_dirr"), "{err}");
+            assert!(err.contains("`KAGI_T_` environment"), "{err}");
+            Ok(())
+        });
+    }
+
     #[test]
     fn a_missing_config_file_is_an_error_not_silently_defaults() {
         let err = load::<Sample>(Some(Path::new("/nonexistent/kagi.toml")), "KAGI_T_").unwrap_err();

@@ -32,7 +32,7 @@ pub enum LogFormat {
 
 /// Logging and tracing knobs shared by every service.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// `json` or `pretty`.
     pub log_format: LogFormat,
@@ -167,6 +167,25 @@ pub fn server_span(request: &http::Request<()>) -> tracing::Span {
     );
     let parent = propagator().extract(&HeaderExtractor(request.headers()));
     // Only fails when no OpenTelemetry layer is installed, where there is nothing to join.
+    let _ = span.set_parent(parent);
+    if let Some(trace_id) = trace_id_of(&span) {
+        span.record("trace_id", trace_id.as_str());
+    }
+    span
+}
+
+/// The server span of one HTTP request (the portal), joined to the caller's trace when a
+/// proxy in front sent a W3C `traceparent`. `route` is the matched template, not the path.
+pub fn http_span(headers: &http::HeaderMap, method: &str, route: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = propagator().extract(&HeaderExtractor(headers));
     let _ = span.set_parent(parent);
     if let Some(trace_id) = trace_id_of(&span) {
         span.record("trace_id", trace_id.as_str());

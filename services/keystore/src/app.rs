@@ -5,7 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kagi_runtime::{Authorizer, CallerAuthLayer, Clock, GrpcServer, SystemClock};
+use kagi_runtime::health::database_probe;
+use kagi_runtime::{Authorizer, CallerAuthLayer, Clock, GrpcServer, Metrics, SystemClock};
 
 use crate::config::Settings;
 use crate::grpc::KeystoreGrpc;
@@ -57,7 +58,14 @@ impl Application {
         let keystore = keystore(settings, clock).await?;
         let auth =
             CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
-        let server = GrpcServer::bind(&settings.server).await?;
+        let mut metrics = Metrics::new();
+        crate::metrics::register(&mut metrics);
+        metrics.database(keystore.db());
+        let server = GrpcServer::bind(&settings.server)
+            .await?
+            .with_metrics(&settings.metrics, metrics)
+            .await?
+            .with_readiness(database_probe(keystore.db()));
         tracing::info!(addr = %server.local_addr(), backend = ?keystore.db().backend(), "keystore listening");
         let grpc = KeystoreGrpc::new(keystore.clone(), &settings.totp.issuer);
         Ok(Self {
@@ -70,6 +78,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Where `/metrics` is served, when `metrics.listen_addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
     }
 
     pub fn keystore(&self) -> &Keystore {

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use data_encoding::BASE64;
 use ipnet::IpNet;
 use kagi_runtime::cli::ServiceSettings;
-use kagi_runtime::{AuthSettings, DatabaseSettings, ServerSettings, TelemetrySettings};
+use kagi_runtime::{
+    AuthSettings, DatabaseSettings, MetricsSettings, ServerSettings, TelemetrySettings,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -31,6 +33,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
+    pub metrics: MetricsSettings,
     pub kek: KekSettings,
     pub totp: TotpSettings,
     pub lockout: LockoutSettings,

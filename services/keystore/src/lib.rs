@@ -18,6 +18,8 @@
 //! - [`grpc`]: `kagi.v1.Keystore` over tonic: take the caller the auth layer identified,
 //!   validate the request's shape, call the use case, shape the reply. [`error`] is the one
 //!   place an error becomes a gRPC status.
+//! - [`metrics`]: VerifyCode results, lockouts, clock drift, rotations and rekey progress,
+//!   for Prometheus.
 //! - [`config`] loads the [`Settings`]; [`app`] wires them into a running server
 //!   ([`Application`]); [`cli`] is the binary's commands (`serve`, `migrate`, `rekey`,
 //!   `audit`), which `main.rs` only calls.
@@ -44,6 +46,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod service;
 pub mod store;
 

@@ -385,6 +385,7 @@ impl Keystore {
             return Ok(None);
         }
         if locked {
+            crate::metrics::lockout_begun();
             tracing::warn!(account = %account, lockouts = after.lockouts, "verification locked after repeated failures");
         }
         Ok(Some(Verification::Rejected {
@@ -422,6 +423,7 @@ impl Keystore {
                 let sealed = keyring.seal(&account, &key.key_id, &secret)?;
                 // A key rotated meanwhile already carries the active KEK: skipped.
                 if self.inner.db.replace_sealed(&key, &sealed).await? {
+                    crate::metrics::rekeyed_one();
                     done += 1;
                 }
             }

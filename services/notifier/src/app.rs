@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use kagi_proto::v1::notifier_server::NotifierServer;
 use kagi_runtime::auth::Authorizer;
-use kagi_runtime::{CallerAuthLayer, GrpcServer};
+use kagi_runtime::health::database_probe;
+use kagi_runtime::{CallerAuthLayer, GrpcServer, Metrics};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Settings;
@@ -58,7 +59,14 @@ impl Application {
         let mailer = Mailer::from_settings(&settings.transport)?;
         let auth =
             CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
-        let server = GrpcServer::bind(&settings.server).await?;
+        let mut metrics = Metrics::new();
+        crate::metrics::register(&mut metrics, &store, Arc::clone(&clock));
+        metrics.database(&store);
+        let server = GrpcServer::bind(&settings.server)
+            .await?
+            .with_metrics(&settings.metrics, metrics)
+            .await?
+            .with_readiness(database_probe(&store));
         tracing::info!(addr = %server.local_addr(), "kagi-notifier listening");
         let wake = Arc::new(Notify::new());
         let service = NotifierService {
@@ -95,6 +103,11 @@ impl Application {
     /// The address the gRPC server listens on (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Where `/metrics` is served, when `metrics.listen_addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
     }
 
     /// This replica's name in the lease owners its worker writes (`None` without a worker).

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kagi_runtime::cli::ServiceSettings;
-use kagi_runtime::{AuthSettings, DatabaseSettings, ServerSettings, TelemetrySettings};
+use kagi_runtime::{
+    AuthSettings, DatabaseSettings, MetricsSettings, ServerSettings, TelemetrySettings,
+};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -24,6 +26,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub telemetry: TelemetrySettings,
+    pub metrics: MetricsSettings,
     pub database: DatabaseSettings,
     pub mail: MailSettings,
     pub transport: TransportSettings,
@@ -38,6 +41,7 @@ impl Default for Settings {
             server: ServerSettings::on(std::net::SocketAddr::from(([127, 0, 0, 1], 50053))),
             auth: AuthSettings::default(),
             telemetry: TelemetrySettings::default(),
+            metrics: MetricsSettings::default(),
             database: DatabaseSettings::default(),
             mail: MailSettings::default(),
             transport: TransportSettings::default(),

@@ -16,6 +16,8 @@
 //! - [`store`]: the queue in SQLite or PostgreSQL ([`store::Db`]): idempotent enqueue with
 //!   the per-recipient limit, lease-based claims, finishing by the lease holder only.
 //! - [`worker`]: claims due messages, sends them a few at a time, records each outcome.
+//! - [`metrics`]: queue depth and oldest age, deliveries by outcome and SMTP reply class,
+//!   retries, for Prometheus.
 //! - [`seal`]: seals queued payloads (AES-256-GCM, the delivery ID as associated data).
 //! - [`mail`]: renders the operator-editable templates into a MIME message.
 //! - [`transport`]: where mail leaves the process: pooled SMTP, or `.eml` files in development.
@@ -37,6 +39,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod mail;
+pub mod metrics;
 pub mod seal;
 pub mod store;
 pub mod transport;

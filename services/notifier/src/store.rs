@@ -174,6 +174,16 @@ impl Db {
         row.as_ref().map(record).transpose()
     }
 
+    /// How many messages are queued, and when the oldest was.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn queue_summary(&self) -> Result<(i64, Option<i64>), sqlx::Error> {
+        sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE state = 'queued'")
+            .fetch_one(self.pool())
+            .await
+    }
+
     /// Takes the lease on up to `limit` due messages whose lease is free or lapsed, as
     /// `owner` (unique per claim) until `lease_until`, and returns them with their payloads.
     ///

@@ -142,11 +142,14 @@ impl Worker {
         let finish = self.attempt(&delivery).in_current_span().await;
         let record = &delivery.record;
         let now = self.clock.utc().timestamp_millis();
-        match self
+        let recorded = self
             .store
             .finish(&record.id, &delivery.lease_owner, now, &finish)
-            .await
-        {
+            .await;
+        if matches!(recorded, Ok(true)) {
+            crate::metrics::delivered(&finish);
+        }
+        match recorded {
             Ok(true) => match &finish {
                 Finish::Sent { reply } => tracing::info!(%reply, "mail sent"),
                 Finish::Retry {

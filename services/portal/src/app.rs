@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kagi_runtime::metrics::{HttpMetrics, MetricsEndpoint, track_http};
 use kagi_runtime::shutdown::with_grace;
-use kagi_runtime::{BackgroundTasks, Clock, Stopping, SystemClock};
+use kagi_runtime::{BackgroundTasks, Clock, Metrics, Stopping, SystemClock};
 use tokio::net::TcpListener;
 
 use crate::clients::Clients;
@@ -22,6 +23,7 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: AppState,
+    metrics: Option<(HttpMetrics, MetricsEndpoint)>,
 }
 
 impl Application {
@@ -53,9 +55,16 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.server.listen_addr))?;
         let local_addr = listener.local_addr()?;
         tracing::info!(addr = %local_addr, login = ?settings.login.mode, "portal listening");
+        let mut metrics = Metrics::new();
+        metrics.database(&db);
+        let http = metrics.http_server();
+        let metrics = MetricsEndpoint::bind(&settings.metrics, metrics)
+            .await?
+            .map(|endpoint| (http, endpoint));
         Ok(Self {
             listener,
             local_addr,
+            metrics,
             state: AppState {
                 db,
                 clients,
@@ -78,6 +87,13 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served, when `metrics.listen_addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .map(|(_, endpoint)| endpoint.local_addr())
     }
 
     /// The router, for tests that call it without a socket.
@@ -105,7 +121,16 @@ impl Application {
                 async move { purge(&state).await }
             }
         });
-        let app = web::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let http = match self.metrics {
+            Some((http, endpoint)) => {
+                tokio::spawn(endpoint.serve(stopping.clone().begun()));
+                Some(http)
+            }
+            None => None,
+        };
+        let app = web::router(state.clone())
+            .layer(axum::middleware::from_fn_with_state(http, track_http))
+            .into_make_service_with_connect_info::<SocketAddr>();
         let serving = axum::serve(self.listener, app)
             .with_graceful_shutdown(stopping.clone().begun())
             .into_future();

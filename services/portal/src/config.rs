@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use kagi_runtime::cli::ServiceSettings;
-use kagi_runtime::{ClientSettings, DatabaseSettings, TelemetrySettings};
+use kagi_runtime::{ClientSettings, DatabaseSettings, MetricsSettings, TelemetrySettings};
 use serde::Deserialize;
 
 /// Every knob with its default, shown by `--help`.
@@ -21,6 +21,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
+    pub metrics: MetricsSettings,
     pub keystore: ClientSettings,
     pub reset: ClientSettings,
     pub login: LoginSettings,
@@ -34,6 +35,7 @@ impl Default for Settings {
             server: ServerSettings::default(),
             database: DatabaseSettings::default(),
             telemetry: TelemetrySettings::default(),
+            metrics: MetricsSettings::default(),
             keystore: ClientSettings::at("http://127.0.0.1:50051"),
             reset: ClientSettings::at("http://127.0.0.1:50052"),
             login: LoginSettings::default(),

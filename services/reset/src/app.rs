@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kagi_runtime::health::database_probe;
 use kagi_runtime::{
-    Authorizer, BackgroundTasks, CallerAuthLayer, Clock, GrpcServer, Stopping, SystemClock,
+    Authorizer, BackgroundTasks, CallerAuthLayer, Clock, GrpcServer, Metrics, Stopping, SystemClock,
 };
 
 use crate::accounts::AccountAdmin;
@@ -77,6 +78,9 @@ impl Application {
         };
         let limiter = AttemptLimiter::new(db.clone(), limits);
         let login = LocalLogin::new(directory.clone(), limiter.clone(), Arc::clone(&clock));
+        let mut metrics = Metrics::new();
+        crate::metrics::register(&mut metrics, &db, Arc::clone(&clock));
+        metrics.database(&db);
         let saga = ResetSaga::new(
             db.clone(),
             directory,
@@ -89,7 +93,11 @@ impl Application {
         );
         let auth =
             CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
-        let server = GrpcServer::bind(&settings.server).await?;
+        let server = GrpcServer::bind(&settings.server)
+            .await?
+            .with_metrics(&settings.metrics, metrics)
+            .await?
+            .with_readiness(database_probe(&db));
         tracing::info!(addr = %server.local_addr(), backend = ?db.backend(), "reset service listening");
         let sweep_every = (settings.sweeper.interval_secs > 0)
             .then(|| Duration::from_secs(settings.sweeper.interval_secs));
@@ -105,6 +113,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Where `/metrics` is served, when `metrics.listen_addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
     }
 
     pub fn saga(&self) -> &ResetSaga {

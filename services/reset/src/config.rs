@@ -8,7 +8,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use kagi_runtime::cli::ServiceSettings;
 use kagi_runtime::{
-    AuthSettings, ClientSettings, DatabaseSettings, ServerSettings, TelemetrySettings,
+    AuthSettings, ClientSettings, DatabaseSettings, MetricsSettings, ServerSettings,
+    TelemetrySettings,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -32,6 +33,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
+    pub metrics: MetricsSettings,
     pub keystore: ClientSettings,
     pub notifier: ClientSettings,
     pub password: PasswordParams,
@@ -48,6 +50,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             telemetry: TelemetrySettings::default(),
             auth: AuthSettings::default(),
+            metrics: MetricsSettings::default(),
             keystore: ClientSettings::at("http://127.0.0.1:50051"),
             notifier: ClientSettings::at("http://127.0.0.1:50053"),
             password: PasswordParams::default(),

@@ -23,6 +23,8 @@
 //! - [`downstream`]: the keystore and notifier clients (token, trace context, deadline).
 //! - [`grpc`]: the tonic services: validate the request, call [`saga`] or [`login`], shape
 //!   the reply; [`error`] is the one place errors become gRPC statuses.
+//! - [`metrics`]: resets by step, codes mailed, argon2 hashes in flight, reissues in
+//!   CONFIRMING, for Prometheus.
 //! - [`config`], [`app`], [`cli`]: settings, wiring ([`Application::build`]), the command line.
 //!
 //! One request, VerifyCode: the runtime's server joins the caller's trace and checks the
@@ -46,6 +48,7 @@ pub mod error;
 pub mod grpc;
 pub mod limits;
 pub mod login;
+pub mod metrics;
 pub mod saga;
 pub mod store;
 

@@ -12,12 +12,14 @@
 //!   OTLP/gRPC receiver; [`logs`]: the service's own log lines, captured per test.
 //! - [`tls`]: a fresh CA per test (rcgen) with server and caller certificates, and the
 //!   server and client settings that use them.
+//! - [`metrics`]: scrape `/metrics` and lint it with `promtool check metrics`.
 //! - [`both_backends!`]: one scenario, run as `::sqlite` and `::postgres`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod database;
 pub mod logs;
+pub mod metrics;
 pub mod otlp;
 pub mod peers;
 pub mod smtp;

@@ -120,6 +120,7 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
         let idempotency =
             IdempotencyKey::parse(&request.get_ref().idempotency_key).map_err(Error::from)?;
         let rotation = self.keystore.rotate(actor, account, idempotency).await?;
+        crate::metrics::rotated(rotation.replayed);
         Ok(Response::new(pb::RotateKeyResponse {
             key: Some(self.setup_key(&rotation.key)?),
             previous_key_id: rotation.previous_key_id.unwrap_or_default(),
@@ -166,6 +167,14 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
             Verification::NoKey => pb::VerifyResult::NoKey,
         };
         tracing::Span::current().record("result", result.as_str_name());
+        let matched = matches!(
+            result,
+            pb::VerifyResult::Accepted | pb::VerifyResult::Replayed
+        );
+        crate::metrics::verified(
+            result.as_str_name().trim_start_matches("VERIFY_RESULT_"),
+            matched.then_some(reply.drift_steps),
+        );
         reply.result = result.into();
         Ok(Response::new(reply))
     }

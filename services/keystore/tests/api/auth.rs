@@ -146,6 +146,10 @@ async fn health_and_reflection_answer_without_a_token(backend: Backend) {
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
+    // Only the keystore's own API: the other kagi services live elsewhere.
+    for other in ["kagi.v1.Reset", "kagi.v1.Directory", "kagi.v1.Notifier"] {
+        assert!(!names.contains(&other.to_owned()), "{names:?}");
+    }
 }
 
 /// The real grpcurl binary, knowing nothing but the address, discovers and calls the API.

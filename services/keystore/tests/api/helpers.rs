@@ -50,6 +50,8 @@ pub fn token_of(caller: &str) -> String {
 #[derive(Debug)]
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics` is served, when the settings asked for it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub clock: Arc<ManualClock>,
     pub client: KeystoreClient<Channel>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -64,6 +66,7 @@ impl TestApp {
             .await
             .expect("keystore starts");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -71,6 +74,7 @@ impl TestApp {
         let client = KeystoreClient::new(channel(addr).await);
         Self {
             addr,
+            metrics_addr,
             clock,
             client,
             stop: Some(stop),

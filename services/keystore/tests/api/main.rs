@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod enroll;
 mod input;
+mod observability;
 mod policy;
 mod process;
 mod rekey;

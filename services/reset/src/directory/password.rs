@@ -96,6 +96,7 @@ impl PasswordHasher {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let _in_flight = crate::metrics::hashing();
             let _entered = span.enter();
             work(&hasher)
         })

@@ -42,6 +42,7 @@ impl ResetSaga {
                                 now,
                             )
                             .await?;
+                        crate::metrics::saga(crate::metrics::SagaEvent::Expired);
                         return Err(Error::IllegalStep(Refusal::ConfirmWindowPassed));
                     }
                     if !self.account_unchanged(&row).await? {
@@ -139,6 +140,7 @@ impl ResetSaga {
             .await?
         {
             tracing::info!(saga = %saga_tag(&row.saga_id), key_id = %key.key_id, replayed = reply.replayed, "setup key reissued");
+            crate::metrics::saga(crate::metrics::SagaEvent::Completed);
         }
         // The notice names the time the completion was recorded, whoever recorded it.
         if let Some(done) = self.inner.db.find_saga(&row.saga_id).await? {

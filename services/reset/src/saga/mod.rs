@@ -181,7 +181,10 @@ impl ResetSaga {
             locale: locale.to_owned(),
         };
         match self.inner.notifier.clone().send_reset_code(request).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                crate::metrics::code_mailed();
+                Ok(())
+            }
             Err(status) if status.code() == Code::ResourceExhausted => Err(Error::MailRateLimited),
             Err(status) => {
                 tracing::warn!(code = ?status.code(), "reset code mail not queued");

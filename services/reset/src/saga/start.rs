@@ -66,6 +66,7 @@ impl ResetSaga {
             StartOutcome::Raced => return Err(Error::Contended),
         }
         tracing::info!("reset started");
+        crate::metrics::saga(crate::metrics::SagaEvent::Started);
 
         let sent = self
             .send_code(

@@ -40,6 +40,7 @@ impl ResetSaga {
                         now,
                     )
                     .await?;
+                crate::metrics::saga(crate::metrics::SagaEvent::Expired);
                 return Ok(CodeOutcome::Expired);
             }
             // Every outcome is decided only once its write wins, so parallel guesses cannot
@@ -56,6 +57,7 @@ impl ResetSaga {
                     .await?
                 {
                     tracing::info!("code verified");
+                    crate::metrics::saga(crate::metrics::SagaEvent::Verified);
                     return Ok(CodeOutcome::Verified {
                         confirm_by: now + ms(policy.confirm_within),
                     });
@@ -70,6 +72,7 @@ impl ResetSaga {
                 tracing::info!(wrong_attempts = wrong, "wrong code");
                 if wrong >= policy.max_wrong_codes {
                     tracing::warn!("reset locked after too many wrong codes");
+                    crate::metrics::saga(crate::metrics::SagaEvent::Locked);
                     return Ok(CodeOutcome::Locked);
                 }
                 return Ok(CodeOutcome::WrongCode {

@@ -400,6 +400,17 @@ impl Db {
         .await
     }
 
+    /// How many sagas are in CONFIRMING, and since when the oldest has been.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn confirming_summary(&self) -> Result<(i64, Option<i64>), sqlx::Error> {
+        sqlx::query_as("SELECT COUNT(*), MIN(updated_at) FROM resets WHERE state = $1")
+            .bind(state_column(ResetState::Confirming))
+            .fetch_one(self.pool())
+            .await
+    }
+
     /// Completed sagas whose "key reissued" notice is not yet with the notifier.
     ///
     /// # Errors

@@ -1,0 +1,205 @@
+//! What an on-call engineer sees: `/metrics` after real traffic (linted by promtool),
+//! health that follows the database, reflection listing only the keystore.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use kagi_runtime::ManualClock;
+use kagi_testkit::both_backends;
+use kagi_testkit::metrics::{promtool_check, scrape, scrape_text, value, value_with};
+
+use sqlx::Connection as _;
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::helpers::{Backend, TestApp, TestDatabase, channel, test_settings, wrong_code};
+
+both_backends!(verify_code_traffic_moves_the_metrics_and_promtool_accepts_them);
+
+async fn verify_code_traffic_moves_the_metrics_and_promtool_accepts_them(backend: Backend) {
+    let db = TestDatabase::new(backend, "keystore.db").await;
+    let mut settings = test_settings(&db);
+    settings.metrics.listen_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = TestApp::start(&settings, Arc::new(ManualClock::new(SystemTime::now()))).await;
+    let metrics = app.metrics_addr.expect("metrics are on");
+    let before = scrape(metrics).await;
+    let accepted = |text: &str| {
+        value_with(
+            text,
+            "keystore_verify_results_total",
+            &[("result", "ACCEPTED")],
+        )
+    };
+
+    let key = app.enroll("taro").await;
+    app.verify("taro", &app.code_for(&key, 0)).await.unwrap();
+    app.verify("taro", &wrong_code(&app, &key)).await.unwrap();
+    let refused = TestApp::as_caller(
+        "portal",
+        kagi_proto::v1::VerifyCodeRequest {
+            account_id: "taro".into(),
+            code: "123456".into(),
+        },
+    );
+    let denied = app.client.clone().verify_code(refused).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    let after = scrape(metrics).await;
+    promtool_check(&scrape_text(metrics).await);
+    let rpc = |code: &str| {
+        format!(
+            "grpc_server_handled_total{{grpc_service=\"kagi.v1.Keystore\",grpc_method=\"VerifyCode\",grpc_code=\"{code}\"}}"
+        )
+    };
+    // This server's own RED series move exactly; the domain counters are the process's
+    // (other tests run beside this one), so they moved at least this much.
+    assert_eq!(value(&after, &rpc("OK")) - value(&before, &rpc("OK")), 2.0);
+    assert_eq!(value(&after, &rpc("PermissionDenied")), 1.0);
+    assert_eq!(
+        value(
+            &after,
+            "grpc_server_started_total{grpc_service=\"kagi.v1.Keystore\",grpc_method=\"VerifyCode\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "grpc_server_in_flight{grpc_service=\"kagi.v1.Keystore\",grpc_method=\"VerifyCode\"}"
+        ),
+        0.0
+    );
+    assert!(accepted(&after) - accepted(&before) >= 1.0, "{after}");
+    assert!(
+        value_with(
+            &after,
+            "keystore_verify_results_total",
+            &[("result", "REJECTED")]
+        ) >= 1.0
+    );
+    assert!(
+        value_with(
+            &after,
+            "grpc_server_handling_seconds_count",
+            &[("grpc_method", "VerifyCode")]
+        ) == 3.0
+    );
+    assert!(value(&after, "db_pool_connections_max") >= 1.0);
+    // No series names the account or the code.
+    assert!(!after.contains("taro"), "{after}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_scanner_inventing_methods_mints_no_series() {
+    let db = TestDatabase::new(Backend::Sqlite, "keystore.db").await;
+    let mut settings = test_settings(&db);
+    settings.metrics.listen_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = TestApp::start(&settings, Arc::new(ManualClock::new(SystemTime::now()))).await;
+    let channel = crate::helpers::channel(app.addr).await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for i in 0..3 {
+        grpc.ready().await.unwrap();
+        let path = format!("/kagi.v1.Keystore/Made{i}Up").parse().unwrap();
+        let status = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                path,
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_ne!(status.code(), tonic::Code::Ok);
+    }
+    let text = scrape(app.metrics_addr.unwrap()).await;
+    assert!(!text.contains("Made0Up"), "{text}");
+    assert_eq!(
+        value_with(
+            &text,
+            "grpc_server_started_total",
+            &[("grpc_method", "unknown")]
+        ),
+        3.0
+    );
+    app.stop().await;
+}
+
+async fn status_of(health: &mut HealthClient<tonic::transport::Channel>, service: &str) -> i32 {
+    health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// Polls readiness for up to 20 s (the watcher pings every 2 s).
+async fn wait_for_readiness(
+    health: &mut HealthClient<tonic::transport::Channel>,
+    wanted: ServingStatus,
+) {
+    for _ in 0..80 {
+        if status_of(health, "kagi.v1.Keystore").await == wanted as i32 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("readiness never became {wanted:?}");
+}
+
+/// The database is cut off for real: PostgreSQL refuses new connections to it and ends the
+/// open ones; then it is let back in.
+#[tokio::test]
+async fn readiness_follows_the_database_and_liveness_does_not() {
+    let db = TestDatabase::new(Backend::Postgres, "keystore.db").await;
+    let app = TestApp::start(
+        &test_settings(&db),
+        Arc::new(ManualClock::new(SystemTime::now())),
+    )
+    .await;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut admin = sqlx::PgConnection::connect(&kagi_testkit::database::postgres_url())
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel(app.addr).await);
+    assert_eq!(
+        status_of(&mut health, "kagi.v1.Keystore").await,
+        ServingStatus::Serving as i32
+    );
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    wait_for_readiness(&mut health, ServingStatus::NotServing).await;
+    assert_eq!(
+        status_of(&mut health, "").await,
+        ServingStatus::Serving as i32,
+        "liveness stays up: restarting the pod would not bring the database back"
+    );
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    wait_for_readiness(&mut health, ServingStatus::Serving).await;
+    let key = app.enroll("taro").await;
+    assert!(!key.key_id.is_empty(), "serving again once ready");
+    app.stop().await;
+}

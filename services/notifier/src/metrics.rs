@@ -1,0 +1,103 @@
+//! The notifier's domain metrics: the queue an on-call engineer watches (depth and the age
+//! of its oldest message, sampled from the database at each scrape) and how deliveries end,
+//! by SMTP reply class. Process-wide counters, registered into each server's registry; no
+//! label carries an address, account or code.
+
+use std::sync::{Arc, LazyLock};
+
+use kagi_runtime::metrics::prometheus_client::metrics::counter::Counter;
+use kagi_runtime::metrics::prometheus_client::metrics::family::Family;
+use kagi_runtime::metrics::prometheus_client::metrics::gauge::Gauge;
+use kagi_runtime::{Clock, Metrics};
+
+use crate::store::{Db, Finish};
+
+type Labels = [(&'static str, &'static str); 2];
+
+#[derive(Debug, Default)]
+struct NotifierMetrics {
+    deliveries: Family<Labels, Counter>,
+    retries: Counter,
+}
+
+static METRICS: LazyLock<NotifierMetrics> = LazyLock::new(NotifierMetrics::default);
+
+/// Adds the notifier's series to a server's registry, with the queue sampled from `db`.
+pub fn register(metrics: &mut Metrics, db: &Db, clock: Arc<dyn Clock>) {
+    let m = &*METRICS;
+    let (depth, oldest) = (Gauge::<i64>::default(), Gauge::<i64>::default());
+    let r = metrics.registry();
+    r.register(
+        "notifier_deliveries",
+        "Delivery attempts recorded, by outcome (sent, deferred, failed) and SMTP reply class",
+        m.deliveries.clone(),
+    );
+    r.register(
+        "notifier_delivery_retries",
+        "Deliveries deferred for another attempt",
+        m.retries.clone(),
+    );
+    r.register(
+        "notifier_queue_depth",
+        "Messages queued and not yet sent, failed or expired",
+        depth.clone(),
+    );
+    r.register(
+        "notifier_queue_oldest_age_seconds",
+        "Age of the oldest queued message (0: queue empty)",
+        oldest.clone(),
+    );
+    let db = db.clone();
+    metrics.on_scrape(move || {
+        let (db, clock, depth, oldest) = (db.clone(), clock.clone(), depth.clone(), oldest.clone());
+        async move {
+            match db.queue_summary().await {
+                Ok((count, since)) => {
+                    depth.set(count);
+                    let now = clock.utc().timestamp_millis();
+                    oldest.set(since.map_or(0, |since| (now - since).max(0)) / 1000);
+                }
+                Err(e) => tracing::warn!(error = %e, "sampling the mail queue failed"),
+            }
+        }
+    });
+}
+
+/// One recorded outcome.
+pub(crate) fn delivered(finish: &Finish) {
+    let (outcome, reply) = match finish {
+        Finish::Sent { reply } => ("sent", reply),
+        Finish::Retry { reply, .. } => {
+            METRICS.retries.inc();
+            ("deferred", reply)
+        }
+        Finish::Failed { reply, .. } => ("failed", reply),
+    };
+    METRICS
+        .deliveries
+        .get_or_create(&[("outcome", outcome), ("smtp_class", reply_class(reply))])
+        .inc();
+}
+
+/// `2xx`, `4xx` or `5xx` from an SMTP reply; `none` when no server answered (a refused
+/// connection, a timeout, a message that expired unsent).
+fn reply_class(reply: &str) -> &'static str {
+    match reply.trim_start().as_bytes().first() {
+        Some(b'2') => "2xx",
+        Some(b'3') => "3xx",
+        Some(b'4') => "4xx",
+        Some(b'5') => "5xx",
+        _ => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reply_classes_come_from_the_first_digit_only() {
+        assert_eq!(super::reply_class("250 2.0.0 Ok: queued"), "2xx");
+        assert_eq!(super::reply_class("451 4.3.0 try later"), "4xx");
+        assert_eq!(super::reply_class("550 5.1.1 no such user"), "5xx");
+        assert_eq!(super::reply_class("connection refused"), "none");
+    }
+}
