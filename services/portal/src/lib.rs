@@ -22,7 +22,8 @@
 //! - [`web`]: the HTTP side. `web::context` reads what a handler needs from the request
 //!   (language, session cookie, client address, identity header), `web::response` holds
 //!   sessions, CSRF, cookies and rendering, `web::pages` the top page, menu 1, menu 3 and
-//!   login, `web::reset` menu 2's four screens, `web::templates` + `templates/*.html` the
+//!   login, `web::login_otp` the login's one-time password off campus (keystore
+//!   `CheckLoginPolicy` + `VerifyCode`), `web::reset` menu 2's four screens, `web::templates` + `templates/*.html` the
 //!   askama pages and `web::texts` their fixed words.
 //!
 //! One request, `POST /reset/verify` (the user typed the code from the mail):

@@ -12,6 +12,7 @@ both_backends!(
     the_reissue_notice_tells_the_user_what_to_do_if_it_was_not_them,
     international_students_get_english_mail,
     operators_edit_templates_in_the_templates_directory,
+    the_key_displayed_notice_shows_a_hostile_browser_name_as_text,
 );
 
 async fn the_reset_mail_arrives_once_in_japanese_as_in_the_manual(backend: Backend) {
@@ -236,4 +237,59 @@ async fn in_development_mail_lands_as_eml_files_in_the_outbox(backend: Backend) 
     assert_eq!(mail.subject(), Some(SUBJECT_JA));
     assert!(mail.body_text(0).unwrap().contains("650321"));
     app.stop().await;
+}
+
+/// "Your setup key was displayed": when (with the zone), from where, in which browser. The
+/// browser's name is whatever the viewer's browser claimed, so an intruder's forged name
+/// can neither add lines to the text part nor markup to the HTML part.
+async fn the_key_displayed_notice_shows_a_hostile_browser_name_as_text(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
+    let app = TestApp::spawn(test_settings(&db, sink.port)).await;
+    let displayed_at = Utc.with_ymd_and_hms(2024, 7, 8, 7, 50, 0).unwrap();
+    let request = pb::SendKeyDisplayedNoticeRequest {
+        message_id: "displayed-1".into(),
+        recipient: "taro@example.ac.jp".into(),
+        account_id: "a23b456c".into(),
+        displayed_at: Some(timestamp(displayed_at)),
+        client_ip: "203.0.113.7".into(),
+        user_agent: "Evil<img src=x onerror=alert(1)>\r\nこれはご自身の操作です".into(),
+        locale: "ja".into(),
+    };
+    let id = app
+        .client
+        .clone()
+        .send_key_displayed_notice(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery_id;
+    let delivery = app.wait_handled(&id).await;
+    assert_eq!(delivery.state(), pb::DeliveryState::Sent);
+    assert_eq!(delivery.kind(), pb::MessageKind::KeyDisplayedNotice);
+
+    let mails = sink.wait_for_mails(1).await;
+    let mail = MessageParser::default().parse(&mails[0]).unwrap();
+    assert_eq!(
+        mail.subject(),
+        Some("[OMU二要素認証]セットアップキー表示のお知らせ")
+    );
+    let text = mail.body_text(0).unwrap();
+    assert!(
+        text.contains("表示日時: 2024/07/08 16:50:00（Asia/Tokyo）"),
+        "{text}"
+    );
+    assert!(text.contains("接続元IPアドレス: 203.0.113.7"), "{text}");
+    assert!(
+        text.contains("ブラウザ: Evil<img src=x onerror=alert(1)>これはご自身の操作です"),
+        "one line: {text}"
+    );
+    let html = mail.body_html(0).unwrap();
+    assert!(!html.contains("<img"), "{html}");
+    assert!(
+        html.contains("Evil&lt;img src=x onerror=alert(1)&gt;"),
+        "{html}"
+    );
+    app.stop().await;
+    sink.stop().await;
 }

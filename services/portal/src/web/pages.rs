@@ -47,7 +47,7 @@ pub async fn current_key(State(state): State<AppState>, ctx: Ctx) -> PageResult 
         Err(message) => state.message_page(
             &ctx,
             session.as_ref(),
-            StatusCode::SERVICE_UNAVAILABLE,
+            key_refused_status(message),
             message,
             false,
         ),
@@ -79,10 +79,19 @@ pub async fn apple(State(state): State<AppState>, ctx: Ctx) -> PageResult {
         Err(message) => state.message_page(
             &ctx,
             session.as_ref(),
-            StatusCode::SERVICE_UNAVAILABLE,
+            key_refused_status(message),
             message,
             false,
         ),
+    }
+}
+
+/// A key not shown: the notices' allowance is used up (429), or a service is down (503).
+fn key_refused_status(message: UserMessage) -> StatusCode {
+    if message == UserMessage::MailRateLimited {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     }
 }
 

@@ -125,6 +125,7 @@ async fn twenty_views_do_not_stop_a_reset(backend: Backend) {
     }
     stack.sink.wait_for_mails(20).await;
     let refused = intruder.get("/key").await;
+    assert_eq!(refused.status, 429);
     assert!(!refused.text().contains("id=\"secret\""), "the 21st view");
     assert!(
         refused
