@@ -79,6 +79,22 @@ impl NotifierClient {
             })
             .await
     }
+
+    /// SendKeyDisplayedNotice; the message ID makes a repeat a no-op.
+    ///
+    /// # Errors
+    /// The notifier's status after the retries.
+    pub async fn send_key_displayed_notice(
+        &mut self,
+        request: pb::SendKeyDisplayedNoticeRequest,
+    ) -> Result<Response<pb::SendKeyDisplayedNoticeResponse>, Status> {
+        self.retry
+            .idempotent(|| {
+                let (mut grpc, request) = (self.grpc.clone(), request.clone());
+                async move { grpc.send_key_displayed_notice(request).await }
+            })
+            .await
+    }
 }
 
 /// # Errors
