@@ -12,8 +12,14 @@ pub enum Error {
     /// Unknown account, disabled account or wrong password: one answer for all three.
     #[error("the account ID or password is incorrect")]
     BadCredentials,
+    /// Too many failed password checks; `retry_at` (Unix ms) is when the limit admits again.
     #[error("too many reset attempts; try again later")]
-    RateLimited,
+    RateLimited { retry_at: i64 },
+    /// The account started as many reissues this hour as its mail allowance covers.
+    #[error(
+        "no more reset mails to this address for now (the notifier's hourly limit); try again later"
+    )]
+    TooManyStarts { retry_at: i64 },
     #[error("no such reset; start again")]
     UnknownReset,
     /// A step the reset's state does not allow.
@@ -45,7 +51,10 @@ impl From<Error> for tonic::Status {
         match &err {
             Error::InvalidInput(e) => Status::invalid_argument(e.to_string()),
             Error::BadCredentials => Status::unauthenticated(err.to_string()),
-            Error::RateLimited | Error::ResendLimit | Error::MailRateLimited => {
+            Error::RateLimited { retry_at } | Error::TooManyStarts { retry_at } => {
+                kagi_proto::with_retry_at(Status::resource_exhausted(err.to_string()), *retry_at)
+            }
+            Error::ResendLimit | Error::MailRateLimited => {
                 Status::resource_exhausted(err.to_string())
             }
             Error::UnknownReset => Status::not_found(err.to_string()),
