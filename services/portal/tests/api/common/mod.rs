@@ -99,6 +99,16 @@ impl Stack {
         backend: Backend,
         tweak: impl FnOnce(&mut kagi_portal::Settings),
     ) -> Self {
+        Self::start_for(backend, &kagi_runtime::Institution::default(), tweak).await
+    }
+
+    /// Everything on `backend` for `institution`, configured once and given to the portal,
+    /// the notifier and the keystore alike (as a deployment's shared file would).
+    pub async fn start_for(
+        backend: Backend,
+        institution: &kagi_runtime::Institution,
+        tweak: impl FnOnce(&mut kagi_portal::Settings),
+    ) -> Self {
         kagi_testkit::logs::init();
         let sink = SmtpSink::start("250").await;
         let keystore_db = TestDatabase::new(backend, "keystore.db").await;
@@ -107,12 +117,12 @@ impl Stack {
         let portal_db = TestDatabase::new(backend, "portal.db").await;
 
         let keystore_clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let keystore = kagi_keystore::Application::build_with_clock(
-            &keystore_settings(&keystore_db),
-            keystore_clock.clone(),
-        )
-        .await
-        .expect("keystore starts");
+        let mut settings = keystore_settings(&keystore_db);
+        settings.institution = institution.clone();
+        let keystore =
+            kagi_keystore::Application::build_with_clock(&settings, keystore_clock.clone())
+                .await
+                .expect("keystore starts");
         let keystore_addr = keystore.local_addr();
         let keystore = Running::spawn(keystore_addr, |s| {
             keystore.run_until_stopped(async {
@@ -120,10 +130,11 @@ impl Stack {
             })
         });
 
-        let notifier =
-            kagi_notifier::Application::build(&notifier_settings(&notifier_db, sink.port))
-                .await
-                .expect("notifier starts");
+        let mut settings = notifier_settings(&notifier_db, sink.port);
+        settings.institution = institution.clone();
+        let notifier = kagi_notifier::Application::build(&settings)
+            .await
+            .expect("notifier starts");
         let notifier_addr = notifier.local_addr();
         let notifier = Running::spawn(notifier_addr, |s| {
             notifier.run_until_stopped(async {
@@ -147,6 +158,7 @@ impl Stack {
         });
 
         let mut settings = portal_settings(&portal_db, keystore_addr, reset_addr);
+        settings.institution = institution.clone();
         tweak(&mut settings);
         let portal = kagi_portal::Application::build_with_clock(&settings, clock.clone())
             .await
