@@ -63,9 +63,32 @@ pub mod reason {
     }
 }
 
+/// The metadata key of a refusal's retry time: when a `RESOURCE_EXHAUSTED` limit lets the
+/// caller try again, as Unix milliseconds. Part of the contract (the portal tells the user
+/// the time) without being part of the message text.
+pub const RETRY_AT_METADATA: &str = "kagi-retry-at-ms";
+
+/// `status` carrying the time (Unix ms) its limit lets the caller try again.
+#[must_use]
+pub fn with_retry_at(mut status: tonic::Status, retry_at_ms: i64) -> tonic::Status {
+    if let Ok(value) = retry_at_ms.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AT_METADATA, value);
+    }
+    status
+}
+
+/// When the limit that refused with `status` lets the caller try again (Unix ms), if said.
+pub fn retry_at(status: &tonic::Status) -> Option<i64> {
+    status
+        .metadata()
+        .get(RETRY_AT_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::timestamp;
+    use super::{retry_at, timestamp, with_retry_at};
     use super::v1::ErrorReason;
 
     #[test]
@@ -84,6 +107,13 @@ mod tests {
             super::reason::of(&tonic::Status::unavailable("transport")),
             ErrorReason::Unspecified
         );
+    }
+
+    #[test]
+    fn a_retry_time_travels_in_the_metadata() {
+        let status = with_retry_at(tonic::Status::resource_exhausted("wait"), 1_700_000_000_123);
+        assert_eq!(retry_at(&status), Some(1_700_000_000_123));
+        assert_eq!(retry_at(&tonic::Status::resource_exhausted("wait")), None);
     }
 
     #[test]

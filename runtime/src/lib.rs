@@ -20,9 +20,10 @@
 //!   pool gauges) and the `[metrics]` section.
 //! - [`health`]: readiness from the database (liveness apart) and the descriptor set each
 //!   server's reflection lists, filtered to its own services.
+//! - [`institution`]: the institution every page and mail names, configured once.
 //! - [`shutdown`]: SIGTERM/Ctrl-C, the grace period, background loops that stop between rounds.
-//! - [`clock`], [`random`], [`account`]: time as a parameter, the OS RNG for secrets, the
-//!   one account-ID rule.
+//! - [`clock`], [`random`], [`account`], [`typed_code`]: time as a parameter, the OS RNG
+//!   for secrets, the one account-ID rule, how a typed code is read (full-width digits).
 //!
 //! A call into any service passes, in order: [`server`] (TLS, the trace span from
 //! [`telemetry`]), [`auth`] (who is calling, may it call this RPC), the service's own `grpc`
@@ -36,6 +37,7 @@ pub mod client;
 pub mod clock;
 pub mod db;
 pub mod health;
+pub mod institution;
 pub mod metrics;
 #[cfg(feature = "dev-pki")]
 pub mod pki;
@@ -44,13 +46,16 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod typed_code;
 
 pub use account::{AccountId, InvalidAccountId};
 pub use auth::{AuthSettings, Authorizer, Caller, CallerAuthLayer};
 pub use client::{ClientSettings, ServiceChannel};
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use db::{Database, DatabaseSettings, Schema};
+pub use institution::{Institution, Localized};
 pub use metrics::{Metrics, MetricsSettings};
 pub use server::{GrpcServer, ServerSettings};
 pub use shutdown::{BackgroundTasks, Stopping};
 pub use telemetry::{LogFormat, TelemetryGuard, TelemetrySettings};
+pub use typed_code::typed_digits;

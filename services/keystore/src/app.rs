@@ -132,5 +132,6 @@ pub async fn keystore(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Res
         lockout,
         settings.campus(),
         settings.rotation.replay_window(),
+        &settings.institution.resolve()?.otpauth_issuer,
     ))
 }

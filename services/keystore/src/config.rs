@@ -38,6 +38,9 @@ pub struct Settings {
     pub totp: TotpSettings,
     pub lockout: LockoutSettings,
     pub rotation: RotationSettings,
+    /// The institution: its `otpauth_issuer` names new keys in authenticator apps. The same
+    /// section (or shared file) as the portal's and the notifier's.
+    pub institution: kagi_runtime::Institution,
 }
 
 impl ServiceSettings for Settings {
@@ -102,6 +105,8 @@ impl KekSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TotpSettings {
+    /// The otpauth issuer of keys issued before each key recorded its own; new keys get
+    /// `institution.otpauth_issuer`.
     pub issuer: String,
     pub algorithm: String,
     pub digits: u32,

@@ -24,6 +24,8 @@ pub struct RevealedKey {
     pub created_at_ms: i64,
     pub params: KeyParams,
     pub secret: SetupKeySecret,
+    /// The otpauth issuer it was issued with; `None` for keys older than that record.
+    pub issuer: Option<String>,
 }
 
 /// The outcome of one `VerifyCode`.
@@ -70,6 +72,8 @@ struct Inner {
     campus: CampusNetworks,
     /// How long a retried RotateKey hands out the rotation's secret again (ms).
     replay_window_ms: i64,
+    /// The issuer new keys get (the institution's `otpauth_issuer`).
+    issuer: String,
 }
 
 /// Who is asking, for the audit trail.
@@ -80,7 +84,9 @@ pub struct Actor<'a> {
 
 impl Keystore {
     /// `replay_window`: how long after a rotation a retry with its idempotency key gets the
-    /// new secret again.
+    /// new secret again. New keys are issued under `issuer` (the institution's
+    /// `otpauth_issuer`); each key keeps the issuer it was issued with, so its
+    /// authenticator entry keeps its name when the institution's changes.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: Db,
@@ -91,6 +97,7 @@ impl Keystore {
         lockout: LockoutPolicy,
         campus: CampusNetworks,
         replay_window: std::time::Duration,
+        issuer: &str,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -102,6 +109,7 @@ impl Keystore {
                 lockout,
                 campus,
                 replay_window_ms: i64::try_from(replay_window.as_millis()).unwrap_or(i64::MAX),
+                issuer: issuer.to_owned(),
             }),
         }
     }
@@ -126,6 +134,7 @@ impl Keystore {
             created_at: key.created_at_ms,
             params: key.params,
             sealed: &sealed,
+            issuer: key.issuer.as_deref().unwrap_or_default(),
         };
         let audit = self.audit_event(
             actor,
@@ -202,6 +211,7 @@ impl Keystore {
                 created_at: key.created_at_ms,
                 params: key.params,
                 sealed: &sealed,
+                issuer: key.issuer.as_deref().unwrap_or_default(),
             };
             let detail = format!("previous_key_id={}", current.key_id);
             let audit = self.audit_event(actor, "rotate", account.as_str(), &key.key_id, detail);
@@ -448,6 +458,7 @@ impl Keystore {
             created_at_ms: self.inner.clock.now_ms(),
             params: self.inner.params,
             secret,
+            issuer: Some(self.inner.issuer.clone()),
         })
     }
 
@@ -462,6 +473,7 @@ impl Keystore {
             created_at_ms: row.created_at,
             params: row_params(row)?,
             secret,
+            issuer: row.issuer.clone(),
         })
     }
 
@@ -500,14 +512,16 @@ fn row_params(row: &CurrentKey) -> Result<KeyParams, Error> {
     })
 }
 
-/// The otpauth URI and QR codes of a revealed key, for the response.
+/// The otpauth URI and QR codes of a revealed key, for the response: under the issuer the
+/// key was issued with, or `older_keys_issuer` for a key issued before that was recorded.
 ///
 /// # Errors
 /// Only if the URI cannot be encoded as a QR code.
 pub fn render(
-    issuer: &str,
+    older_keys_issuer: &str,
     key: &RevealedKey,
 ) -> Result<(Zeroizing<String>, Vec<u8>, String), Error> {
+    let issuer = key.issuer.as_deref().unwrap_or(older_keys_issuer);
     let uri = setup_key::otpauth_uri(issuer, &key.account, &key.secret, key.params);
     let (png, svg) = setup_key::qr_codes(&uri).map_err(|e| anyhow::anyhow!("QR encoding: {e}"))?;
     Ok((uri, png, svg))

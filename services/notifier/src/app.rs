@@ -55,7 +55,11 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let store = Db::open(&settings.database).await?;
         let seal = Arc::new(PayloadSeal::load_or_create(&settings.sealing.key_file)?);
-        let composer = MailComposer::new(&settings.mail)?;
+        let institution = settings
+            .institution
+            .resolve()
+            .map_err(|e| e.context("the [institution] settings"))?;
+        let composer = MailComposer::new(&settings.mail, &institution)?;
         let mailer = Mailer::from_settings(&settings.transport)?;
         let auth =
             CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);

@@ -33,6 +33,8 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub limits: LimitsSettings,
     pub sealing: SealingSettings,
+    /// The institution the mails name, the same section (or shared file) as the portal's.
+    pub institution: kagi_runtime::Institution,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             delivery: DeliverySettings::default(),
             limits: LimitsSettings::default(),
             sealing: SealingSettings::default(),
+            institution: kagi_runtime::Institution::default(),
         }
     }
 }
@@ -61,66 +64,30 @@ impl ServiceSettings for Settings {
     }
 }
 
-/// What the mails say about who sends them: everything another university changes.
+/// How the mails are sent and worded; who they speak for is `[institution]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MailSettings {
     /// The envelope and `From:` address.
     pub from_address: String,
-    /// The IT help desk page the mails link to.
-    pub helpdesk_url: String,
     /// The 2FA management portal.
     pub portal_url: String,
-    /// IANA time zone the expiry and reissue times are shown in.
-    pub time_zone: String,
     /// Domain part of generated `Message-ID`s; the from-address domain when unset.
     pub message_id_domain: Option<String>,
     /// Directory of the editable templates; missing files are written from the built-in
     /// defaults at start. Unset: use the built-in templates.
     pub templates_dir: Option<PathBuf>,
-    /// Names used in Japanese mails.
-    pub ja: Branding,
-    /// Names used in English mails.
-    pub en: Branding,
 }
 
 impl Default for MailSettings {
     fn default() -> Self {
         Self {
             from_address: "no-reply@mfa.example.ac.jp".into(),
-            helpdesk_url: "https://www.omu.ac.jp/cii/start-trouble/".into(),
-            portal_url: "https://mfa.cii.omu.ac.jp/".into(),
-            time_zone: "Asia/Tokyo".into(),
+            portal_url: "https://mfa.example.ac.jp/".into(),
             message_id_domain: None,
             templates_dir: Some(PathBuf::from("data/notifier-templates")),
-            ja: Branding {
-                institution: "大阪公立大学".into(),
-                sender_name: "大阪公立大学 二要素認証管理システム".into(),
-                subject_prefix: "OMU二要素認証".into(),
-                signature: "大阪公立大学 情報基盤センター".into(),
-            },
-            en: Branding {
-                institution: "Osaka Metropolitan University".into(),
-                sender_name: "Osaka Metropolitan University Two-Factor Authentication".into(),
-                subject_prefix: "OMU 2FA".into(),
-                signature: "Center for Information Infrastructure, Osaka Metropolitan University"
-                    .into(),
-            },
         }
     }
-}
-
-/// The institution's names in one language.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Branding {
-    pub institution: String,
-    /// Display name of the sender (RFC 2047-encoded in the `From:` header).
-    pub sender_name: String,
-    /// Put in brackets before every subject, e.g. `[OMU二要素認証]`.
-    pub subject_prefix: String,
-    /// The department signing the mail, in the footer.
-    pub signature: String,
 }
 
 /// How mail leaves the notifier.
@@ -345,10 +312,7 @@ mod tests {
             ("[delivery]", "[delivry]"),
             ("pool_max_size = 8", "pool_max_sise = 8"),
             ("max_request_bytes = 65536", "max_request_byte = 65536"),
-            (
-                "subject_prefix = \"OMU 2FA\"",
-                "subject_prefx = \"OMU 2FA\"",
-            ),
+            ("time_zone = \"Asia/Tokyo\"", "time_zon = \"Asia/Tokyo\""),
         ] {
             assert!(REFERENCE.contains(right), "{right}");
             let error = load_text(&REFERENCE.replacen(right, wrong, 1)).unwrap_err();

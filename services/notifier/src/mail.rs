@@ -11,7 +11,9 @@ use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 use serde::Serialize;
 
-use crate::config::{Branding, MailSettings};
+use kagi_runtime::Institution;
+
+use crate::config::MailSettings;
 use crate::domain::{self, Locale, MessageKind, Payload};
 
 /// The built-in templates, written to the templates directory when missing there.
@@ -105,6 +107,7 @@ pub struct Envelope<'a> {
 pub struct MailComposer {
     templates: minijinja::Environment<'static>,
     settings: MailSettings,
+    institution: Institution,
     time_zone: chrono_tz::Tz,
     from_address: lettre::Address,
     message_id_domain: String,
@@ -114,6 +117,7 @@ pub struct MailComposer {
 #[derive(Serialize)]
 struct TemplateContext<'a> {
     institution: &'a str,
+    system_name: &'a str,
     sender_name: &'a str,
     subject_prefix: &'a str,
     signature: &'a str,
@@ -131,16 +135,17 @@ struct TemplateContext<'a> {
 
 impl MailComposer {
     /// Loads the templates (from `settings.templates_dir`, writing the defaults that are
-    /// missing there, or the built-in ones) and checks that every one renders.
+    /// missing there, or the built-in ones) and checks that every one renders. The mails
+    /// name `institution` (already resolved), the one the portal's pages name.
     ///
     /// # Errors
     /// An unknown time zone, a bad from-address, an unreadable directory or a template
     /// with a syntax error.
-    pub fn new(settings: &MailSettings) -> anyhow::Result<Self> {
-        let time_zone: chrono_tz::Tz = settings
+    pub fn new(settings: &MailSettings, institution: &Institution) -> anyhow::Result<Self> {
+        let time_zone: chrono_tz::Tz = institution
             .time_zone
             .parse()
-            .map_err(|_| anyhow::anyhow!("unknown time zone {:?}", settings.time_zone))?;
+            .map_err(|_| anyhow::anyhow!("unknown time zone {:?}", institution.time_zone))?;
         let from_address: lettre::Address = settings
             .from_address
             .parse()
@@ -164,6 +169,7 @@ impl MailComposer {
         let composer = Self {
             templates,
             settings: settings.clone(),
+            institution: institution.clone(),
             time_zone,
             from_address,
             message_id_domain,
@@ -222,21 +228,25 @@ impl MailComposer {
         payload: &Payload,
         date: SystemTime,
     ) -> anyhow::Result<Message> {
-        let branding = self.branding(envelope.locale);
         let locale = envelope.locale.as_str();
+        let inst = &self.institution;
+        let name = inst.name.get(locale);
+        let system_name = inst.system_name.get(locale);
+        let sender_name = format!("{name} {system_name}");
         let kind = envelope.kind.as_str();
         let local = |ms: i64| {
             DateTime::<Utc>::from_timestamp_millis(ms)
                 .map(|at| domain::format_local(at, self.time_zone, envelope.locale))
         };
         let mut ctx = TemplateContext {
-            institution: &branding.institution,
-            sender_name: &branding.sender_name,
-            subject_prefix: &branding.subject_prefix,
-            signature: &branding.signature,
-            helpdesk_url: &self.settings.helpdesk_url,
+            institution: name,
+            system_name,
+            sender_name: &sender_name,
+            subject_prefix: inst.short_name.get(locale),
+            signature: inst.department.get(locale),
+            helpdesk_url: &inst.helpdesk_url,
             portal_url: &self.settings.portal_url,
-            time_zone: &self.settings.time_zone,
+            time_zone: &inst.time_zone,
             account_id: envelope.account_id,
             code: None,
             expires_at: None,
@@ -284,10 +294,7 @@ impl MailComposer {
         let text = zeroize::Zeroizing::new(render("txt")?);
         let html = zeroize::Zeroizing::new(render("html")?);
 
-        let from = Mailbox::new(
-            Some(branding.sender_name.clone()),
-            self.from_address.clone(),
-        );
+        let from = Mailbox::new(Some(sender_name.clone()), self.from_address.clone());
         let to = Mailbox::new(None, envelope.recipient.parse().context("recipient")?);
         let message = Message::builder()
             .from(from)
@@ -303,13 +310,6 @@ impl MailComposer {
                 html.to_string(),
             ))?;
         Ok(message)
-    }
-
-    fn branding(&self, locale: Locale) -> &Branding {
-        match locale {
-            Locale::Ja => &self.settings.ja,
-            Locale::En => &self.settings.en,
-        }
     }
 }
 

@@ -44,6 +44,12 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        let mut settings = settings.clone();
+        settings.institution = settings
+            .institution
+            .resolve()
+            .context("the [institution] settings")?;
+        let settings = &settings;
         let db = Db::open(&settings.database)
             .await
             .context("opening the portal database")?;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use kagi_runtime::cli::ServiceSettings;
-use kagi_runtime::{ClientSettings, DatabaseSettings, MetricsSettings, TelemetrySettings};
+use kagi_runtime::{
+    ClientSettings, DatabaseSettings, Institution, MetricsSettings, TelemetrySettings,
+};
 use serde::Deserialize;
 
 /// Every knob with its default, shown by `--help`.
@@ -26,6 +28,8 @@ pub struct Settings {
     pub reset: ClientSettings,
     pub login: LoginSettings,
     pub session: SessionSettings,
+    /// The institution the pages name, the same section (or shared file) as the notifier's
+    /// and the keystore's.
     pub institution: Institution,
 }
 
@@ -123,7 +127,8 @@ pub struct LoginSettings {
     /// Where "ログアウト" sends the browser after ending the portal session (the SSO's
     /// logout page, trusted-header mode); empty for the top page.
     pub logout_url: String,
-    /// Failed or attempted logins allowed per account ID and per client address in a window.
+    /// Failed logins allowed per account ID and per client address in a window; the next
+    /// login is refused until the window ends. Successful logins are not counted.
     pub per_account_max: u32,
     pub per_ip_max: u32,
     pub window_secs: u64,
@@ -212,61 +217,6 @@ impl Default for SessionSettings {
             absolute_timeout_secs: 8 * 3600,
             key_view_max_age_secs: 300,
             cookie_name: "kagi_session".into(),
-        }
-    }
-}
-
-/// A text in both languages the portal speaks.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Localized {
-    pub ja: String,
-    pub en: String,
-}
-
-impl Localized {
-    fn new(ja: &str, en: &str) -> Self {
-        Self {
-            ja: ja.into(),
-            en: en.into(),
-        }
-    }
-}
-
-/// What the institution says about itself: names, links and the footer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Institution {
-    pub name: Localized,
-    /// The greeting under the title ("… 二要素認証管理システムへようこそ！").
-    pub welcome: Localized,
-    /// What the account ID is called (e.g. OMUID).
-    pub account_id_label: Localized,
-    pub footer: Localized,
-    /// "トラブル・問い合わせ".
-    pub trouble_url: String,
-    /// "マニュアル".
-    pub manual_url: String,
-    /// The onboarding guide ("利用開始手続き"), for how to register a setup key.
-    pub onboarding_url: String,
-}
-
-impl Default for Institution {
-    fn default() -> Self {
-        Self {
-            name: Localized::new("サンプル大学", "Example University"),
-            welcome: Localized::new(
-                "サンプル大学 二要素認証管理システムへようこそ！",
-                "Welcome to Example University's two-factor authentication manager!",
-            ),
-            account_id_label: Localized::new("ID", "ID"),
-            footer: Localized::new(
-                "© サンプル大学 情報基盤センター",
-                "© Example University Information Technology Center",
-            ),
-            trouble_url: "https://www.example.ac.jp/it/2fa-trouble/".into(),
-            manual_url: "https://www.example.ac.jp/it/2fa-manual.pdf".into(),
-            onboarding_url: "https://www.example.ac.jp/it/2fa/".into(),
         }
     }
 }

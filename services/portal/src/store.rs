@@ -233,7 +233,75 @@ impl Db {
         Ok(())
     }
 
-    /// Counts one login attempt in `bucket`'s fixed window; returns the attempts so far in
+    /// Keeps what a refused form said (and the account ID it carried) for the next page
+    /// view of this session: the POST answers with a redirect, the GET shows this once.
+    ///
+    /// # Errors
+    /// A database failure.
+    #[tracing::instrument(skip_all)]
+    pub async fn set_flash(
+        &self,
+        id_hash: &str,
+        message: &str,
+        input: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE sessions SET flash = $1, flash_input = $2 WHERE id_hash = $3")
+            .bind(message)
+            .bind(input)
+            .bind(id_hash)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The message (and account ID) [`Db::set_flash`] kept, removed as it is read.
+    ///
+    /// # Errors
+    /// A database failure.
+    #[tracing::instrument(skip_all)]
+    pub async fn take_flash(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+        let row: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT flash, flash_input FROM sessions WHERE id_hash = $1")
+                .bind(id_hash)
+                .fetch_optional(self.pool())
+                .await?;
+        let Some((Some(message), input)) = row else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE sessions SET flash = NULL, flash_input = NULL WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(self.pool())
+            .await?;
+        Ok(Some((message, input)))
+    }
+
+    /// The failed logins counted in `bucket`'s current window and when that window ends
+    /// (Unix ms); `None` when nothing is counted. Reads only: a refused login is not one
+    /// more failure, so hammering a locked door does not keep it locked longer.
+    ///
+    /// # Errors
+    /// A database failure.
+    #[tracing::instrument(skip_all)]
+    pub async fn attempts(
+        &self,
+        bucket: &str,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Option<(i64, i64)>, sqlx::Error> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT attempts, window_start FROM login_attempts WHERE bucket = $1 AND window_start > $2",
+        )
+        .bind(bucket)
+        .bind(now - window_ms)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|(n, start)| (n, start.saturating_add(window_ms))))
+    }
+
+    /// Counts one failed login in `bucket`'s fixed window; returns the failures so far in
     /// the current window, this one included.
     ///
     /// # Errors

@@ -75,6 +75,7 @@ impl Application {
             per_account_window_ms: secs_ms(p.per_account_window_secs),
             per_ip_max: p.per_ip_max,
             per_ip_window_ms: secs_ms(p.per_ip_window_secs),
+            starts_per_hour: p.starts_per_hour,
         };
         let limiter = AttemptLimiter::new(db.clone(), limits);
         let login = LocalLogin::new(directory.clone(), limiter.clone(), Arc::clone(&clock));

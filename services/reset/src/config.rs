@@ -105,6 +105,11 @@ pub struct PolicySettings {
     pub per_account_window_secs: u64,
     pub per_ip_max: u32,
     pub per_ip_window_secs: u64,
+    /// Reissues one account may start per hour. Each mails a code and up to `max_resends`
+    /// more, so `starts_per_hour × (1 + max_resends)` must fit the notifier's
+    /// `reset_codes_per_recipient_per_hour` (2 × 6 = 12): the user is told when to come
+    /// back by this limit, never left waiting for a mail the notifier refused.
+    pub starts_per_hour: u32,
 }
 
 impl Default for PolicySettings {
@@ -123,6 +128,7 @@ impl Default for PolicySettings {
             per_account_window_secs: 900,
             per_ip_max: 20,
             per_ip_window_secs: 900,
+            starts_per_hour: 2,
         }
     }
 }
@@ -136,7 +142,8 @@ impl PolicySettings {
                 && self.confirm_within_secs > 0
                 && self.max_wrong_codes > 0
                 && self.per_account_window_secs > 0
-                && self.per_ip_window_secs > 0,
+                && self.per_ip_window_secs > 0
+                && self.starts_per_hour > 0,
             "policy: TTLs, windows and max_wrong_codes must be positive"
         );
         Ok(Policy {

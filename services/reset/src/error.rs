@@ -15,8 +15,14 @@ pub enum Error {
     /// Unknown account, disabled account or wrong password: one answer for all three.
     #[error("the account ID or password is incorrect")]
     BadCredentials,
+    /// Too many failed password checks; `retry_at` (Unix ms) is when the limit admits again.
     #[error("too many reset attempts; try again later")]
-    RateLimited,
+    RateLimited { retry_at: i64 },
+    /// The account started as many reissues this hour as its mail allowance covers.
+    #[error(
+        "no more reset mails to this address for now (the notifier's hourly limit); try again later"
+    )]
+    TooManyStarts { retry_at: i64 },
     #[error("no such reset; start again")]
     UnknownReset,
     /// A step the reset's state does not allow.
@@ -151,7 +157,7 @@ impl Error {
             Self::InvalidInput(InvalidInput::Code) => ErrorReason::CodeFormat,
             Self::InvalidInput(_) => ErrorReason::InvalidInput,
             Self::BadCredentials => ErrorReason::BadCredentials,
-            Self::RateLimited => ErrorReason::RateLimited,
+            Self::RateLimited { .. } | Self::TooManyStarts { .. } => ErrorReason::RateLimited,
             Self::UnknownReset => ErrorReason::UnknownReset,
             Self::IllegalStep(refusal) => refusal.reason(),
             Self::ResendTooSoon { .. } => ErrorReason::ResendTooSoon,
@@ -173,9 +179,10 @@ impl From<Error> for tonic::Status {
         let (code, message) = match &err {
             Error::InvalidInput(e) => (Code::InvalidArgument, e.to_string()),
             Error::BadCredentials => (Code::Unauthenticated, err.to_string()),
-            Error::RateLimited | Error::ResendLimit | Error::MailRateLimited => {
-                (Code::ResourceExhausted, err.to_string())
-            }
+            Error::RateLimited { .. }
+            | Error::TooManyStarts { .. }
+            | Error::ResendLimit
+            | Error::MailRateLimited => (Code::ResourceExhausted, err.to_string()),
             Error::UnknownReset => (Code::NotFound, err.to_string()),
             Error::IllegalStep(_) | Error::ResendTooSoon { .. } => {
                 (Code::FailedPrecondition, err.to_string())
@@ -200,6 +207,13 @@ impl From<Error> for tonic::Status {
                 (Code::Internal, "internal error".to_owned())
             }
         };
-        kagi_proto::reason::status(code, message, reason)
+        let status = kagi_proto::reason::status(code, message, reason);
+        match err {
+            // The limit says when it admits again; the portal tells the user that time.
+            Error::RateLimited { retry_at } | Error::TooManyStarts { retry_at } => {
+                kagi_proto::with_retry_at(status, retry_at)
+            }
+            _ => status,
+        }
     }
 }

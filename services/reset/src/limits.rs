@@ -1,11 +1,19 @@
 //! Limits on attempts that cost a password check: StartReset and the portal's local login
 //! each count per client IP and per account ID, on counters of their own, before any
-//! argon2 work is spent on the caller.
+//! argon2 work is spent on the caller. An attempt whose password was right is taken back
+//! (failures are what the limits are for), and a refused one is never recorded.
 
 use std::net::IpAddr;
 
 use crate::error::Error;
-use crate::store::Db;
+use crate::store::{Db, RateOutcome};
+
+/// An attempt the limits let through, recorded until it is refunded.
+#[derive(Debug)]
+#[must_use = "a successful attempt is refunded"]
+pub struct Admission {
+    attempt: String,
+}
 
 /// Per-account and per-IP limits on password-checking attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +22,13 @@ pub struct RateLimits {
     pub per_account_window_ms: i64,
     pub per_ip_max: u32,
     pub per_ip_window_ms: i64,
+    /// Reissues an account may start per hour (each mails a code and up to `max_resends`
+    /// more): what keeps the reset flow inside the notifier's per-recipient mail cap.
+    pub starts_per_hour: u32,
 }
+
+/// The window of [`RateLimits::starts_per_hour`].
+const HOUR_MS: i64 = 3_600_000;
 
 /// Which attempts a limit counts: resets and portal logins have separate counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,49 +59,94 @@ impl AttemptLimiter {
         Self { db, limits }
     }
 
-    /// Counts one attempt against the per-IP limit first (before any argon2 work is spent
-    /// on the caller), then the per-account one.
+    /// Admits one attempt: the per-IP limit first (before any argon2 work is spent on the
+    /// caller), then the per-account one. The [`Admission`] is handed back with
+    /// [`AttemptLimiter::refund`] when the password was right: the limits count failures,
+    /// so a user logging in and resetting many times is never locked out by success.
     ///
     /// # Errors
-    /// [`Error::RateLimited`], storage failures.
+    /// [`Error::RateLimited`] (nothing recorded; with when to try again), storage failures.
     pub async fn admit(
         &self,
         scope: RateScope,
         client_ip: IpAddr,
         account_id: &str,
         now: i64,
-    ) -> Result<(), Error> {
+    ) -> Result<Admission, Error> {
         let limits = self.limits;
         let (ip_scope, account_scope) = scope.names();
         let ip_subject = rate_subject(client_ip);
-        if !self
+        let admission = Admission {
+            attempt: uuid::Uuid::new_v4().to_string(),
+        };
+        let by_ip = self
             .db
             .rate_hit(
                 ip_scope,
                 &ip_subject,
+                &admission.attempt,
                 now,
                 limits.per_ip_window_ms,
                 limits.per_ip_max,
             )
-            .await?
-        {
+            .await?;
+        if let RateOutcome::Refused { retry_at } = by_ip {
             tracing::warn!(client_ip = %ip_subject, scope = ip_scope, "rate-limited by client IP");
-            return Err(Error::RateLimited);
+            return Err(Error::RateLimited { retry_at });
         }
-        if !self
+        let by_account = self
             .db
             .rate_hit(
                 account_scope,
                 account_id,
+                &admission.attempt,
                 now,
                 limits.per_account_window_ms,
                 limits.per_account_max,
             )
-            .await?
-        {
+            .await?;
+        if let RateOutcome::Refused { retry_at } = by_account {
             tracing::warn!(scope = account_scope, "rate-limited by account");
-            return Err(Error::RateLimited);
+            // The address's row goes too: a refused attempt is not counted anywhere.
+            self.db.rate_refund(&admission.attempt).await?;
+            return Err(Error::RateLimited { retry_at });
         }
+        Ok(admission)
+    }
+
+    /// Admits one more reissue for `account_id` (its password already checked) when fewer
+    /// than `starts_per_hour` began in the last hour: each mails codes, and the mails a
+    /// user can cause must stay within the notifier's hourly cap, so the refusal the user
+    /// meets is this one, saying when, instead of a mail that never comes.
+    ///
+    /// # Errors
+    /// [`Error::TooManyStarts`] (with when to try again), storage failures.
+    pub async fn admit_start(&self, account_id: &str, now: i64) -> Result<(), Error> {
+        let attempt = uuid::Uuid::new_v4().to_string();
+        let outcome = self
+            .db
+            .rate_hit(
+                "start",
+                account_id,
+                &attempt,
+                now,
+                HOUR_MS,
+                self.limits.starts_per_hour,
+            )
+            .await?;
+        if let RateOutcome::Refused { retry_at } = outcome {
+            tracing::warn!("reissue refused: too many started this hour");
+            return Err(Error::TooManyStarts { retry_at });
+        }
+        Ok(())
+    }
+
+    /// Takes an admitted attempt back: the password was right.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn refund(&self, admission: Admission) -> Result<(), Error> {
+        self.db.rate_refund(&admission.attempt).await?;
         Ok(())
     }
 
@@ -97,7 +156,11 @@ impl AttemptLimiter {
     /// Storage failures.
     pub async fn prune(&self, now: i64) -> Result<(), Error> {
         let limits = self.limits;
-        let oldest = now - limits.per_ip_window_ms.max(limits.per_account_window_ms);
+        let oldest = now
+            - limits
+                .per_ip_window_ms
+                .max(limits.per_account_window_ms)
+                .max(HOUR_MS);
         self.db.prune_rate_events(oldest).await?;
         Ok(())
     }

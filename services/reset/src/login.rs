@@ -33,8 +33,8 @@ impl LocalLogin {
         }
     }
 
-    /// Is `password` the password of `account_id`? Rate-limited like StartReset, and as
-    /// silent about why.
+    /// Is `password` the password of `account_id`? Rate-limited like StartReset (failures
+    /// count; a right password is taken back off the counters), and as silent about why.
     ///
     /// # Errors
     /// [`Error::RateLimited`], [`Error::BadCredentials`] (the same for every reason),
@@ -45,11 +45,12 @@ impl LocalLogin {
         password: &SecretString,
         client_ip: IpAddr,
     ) -> Result<(), Error> {
-        self.limiter
+        let admission = self
+            .limiter
             .admit(RateScope::Login, client_ip, account_id, self.clock.now_ms())
             .await?;
         match self.directory.authenticate(account_id, password).await? {
-            Some(_) => Ok(()),
+            Some(_) => self.limiter.refund(admission).await,
             None => {
                 tracing::info!("login refused: bad credentials");
                 Err(Error::BadCredentials)

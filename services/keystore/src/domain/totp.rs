@@ -17,21 +17,28 @@ impl fmt::Debug for OneTimeCode {
 }
 
 impl OneTimeCode {
-    /// # Errors
-    /// [`InvalidInput::Code`] unless exactly `digits` ASCII digits.
-    pub fn parse(raw: &str, digits: u32) -> Result<Self, InvalidInput> {
-        if raw.len() != digits as usize || !raw.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(InvalidInput::Code(digits));
-        }
-        Ok(Self(Zeroizing::new(raw.to_owned())))
-    }
-
-    /// Shape check before the key (and so its digit count) is known: 6 to 8 digits.
+    /// A code as the user typed it into the login page, read as
+    /// [`kagi_runtime::typed_digits`] reads every code: full-width digits (a Japanese IME)
+    /// and spaces or hyphens between groups are the digits meant.
     ///
     /// # Errors
-    /// [`InvalidInput::Code`] for anything but 6–8 ASCII digits.
+    /// [`InvalidInput::Code`] unless that leaves exactly `digits` ASCII digits.
+    pub fn parse(raw: &str, digits: u32) -> Result<Self, InvalidInput> {
+        let typed = Zeroizing::new(kagi_runtime::typed_digits(raw));
+        if typed.len() != digits as usize || !typed.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidInput::Code(digits));
+        }
+        Ok(Self(typed))
+    }
+
+    /// Shape check before the key (and so its digit count) is known: 6 to 8 digits, read
+    /// as [`OneTimeCode::parse`] reads them.
+    ///
+    /// # Errors
+    /// [`InvalidInput::Code`] for anything but 6–8 digits.
     pub fn check_shape(raw: &str) -> Result<(), InvalidInput> {
-        if !(6..=8).contains(&raw.len()) || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        let typed = Zeroizing::new(kagi_runtime::typed_digits(raw));
+        if !(6..=8).contains(&typed.len()) || !typed.bytes().all(|b| b.is_ascii_digit()) {
             return Err(InvalidInput::Code(6));
         }
         Ok(())
@@ -178,7 +185,11 @@ mod tests {
     #[test]
     fn code_shape_is_checked() {
         assert!(OneTimeCode::parse("123456", 6).is_ok());
-        for bad in ["12345", "1234567", "12345a", "+12345", "１２３４５６", ""] {
+        // A Japanese IME's full-width digits and grouped codes are the digits meant.
+        for typed in ["１２３４５６", "123 456", "１２３－４５６"] {
+            assert!(OneTimeCode::parse(typed, 6).is_ok(), "{typed}");
+        }
+        for bad in ["12345", "1234567", "12345a", "+12345", "１２３４５", ""] {
             assert_eq!(
                 OneTimeCode::parse(bad, 6).unwrap_err(),
                 InvalidInput::Code(6),

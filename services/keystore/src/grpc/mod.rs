@@ -20,6 +20,7 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct KeystoreGrpc {
     keystore: Keystore,
+    /// The issuer of keys issued before each key recorded its own (`totp.issuer`).
     issuer: Arc<str>,
 }
 
@@ -54,7 +55,10 @@ impl KeystoreGrpc {
             .into(),
             digits: key.params.digits,
             period_seconds: key.params.period,
-            issuer: self.issuer.to_string(),
+            issuer: key
+                .issuer
+                .clone()
+                .unwrap_or_else(|| self.issuer.to_string()),
         })
     }
 }

@@ -23,6 +23,8 @@ pub struct CurrentKey {
     pub kek_id: String,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
+    /// The otpauth issuer it was issued with; `None` for keys older than the column.
+    pub issuer: Option<String>,
 }
 
 impl CurrentKey {
@@ -78,6 +80,8 @@ pub struct NewKey<'a> {
     pub created_at: i64,
     pub params: KeyParams,
     pub sealed: &'a Sealed,
+    /// The otpauth issuer the key is issued with.
+    pub issuer: &'a str,
 }
 
 /// How a rotation attempt ended.
@@ -93,7 +97,7 @@ pub enum RotateOutcome {
 /// The columns of [`CurrentKey`], as a macro so queries stay `&'static str` literals.
 macro_rules! key_columns {
     () => {
-        "account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext"
+        "account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext, issuer"
     };
 }
 
@@ -113,7 +117,7 @@ impl Db {
         } = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (account_id, current_key_id, key_created_at, algorithm, digits, period, \
-             kek_id, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)",
+             kek_id, nonce, ciphertext, created_at, issuer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3, $10)",
         )
         .bind(key.account.as_str())
         .bind(key.key_id)
@@ -124,6 +128,7 @@ impl Db {
         .bind(&key.sealed.kek_id)
         .bind(&key.sealed.nonce)
         .bind(&key.sealed.ciphertext)
+        .bind(key.issuer)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -339,7 +344,7 @@ impl Db {
         insert_key_record(&mut tx, new).await?;
         let swapped = sqlx::query(
             "UPDATE accounts SET current_key_id = $1, key_created_at = $2, algorithm = $3, digits = $4, period = $5, \
-             kek_id = $6, nonce = $7, ciphertext = $8 WHERE account_id = $9 AND current_key_id = $10",
+             kek_id = $6, nonce = $7, ciphertext = $8, issuer = $11 WHERE account_id = $9 AND current_key_id = $10",
         )
         .bind(new.key_id)
         .bind(new.created_at)
@@ -351,6 +356,7 @@ impl Db {
         .bind(&new.sealed.ciphertext)
         .bind(new.account.as_str())
         .bind(previous_key_id)
+        .bind(new.issuer)
         .execute(&mut *tx)
         .await?;
         if swapped.rows_affected() != 1 {
@@ -418,7 +424,7 @@ async fn insert_key_record(
     key: &NewKey<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO setup_keys (key_id, account_id, created_at, algorithm, digits, period) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO setup_keys (key_id, account_id, created_at, algorithm, digits, period, issuer) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(key.key_id)
     .bind(key.account.as_str())
@@ -426,6 +432,7 @@ async fn insert_key_record(
     .bind(key.params.algorithm.as_str())
     .bind(i64::from(key.params.digits))
     .bind(i64::from(key.params.period))
+    .bind(key.issuer)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -17,7 +17,47 @@ both_backends!(
     enrolling_twice_is_already_exists,
     an_account_without_a_key_is_not_found,
     key_parameters_are_recorded_per_key,
+    keys_keep_the_issuer_they_were_issued_with,
 );
+
+/// Issue 14, item 2: the authenticator entry is named by the institution's issuer, not
+/// "kagi"; when the institution changes it, keys already in authenticators keep theirs.
+async fn keys_keep_the_issuer_they_were_issued_with(backend: Backend) {
+    let db = TestDatabase::new(backend, "keystore.db").await;
+    let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
+    let mut settings = test_settings(&db);
+    settings.institution.otpauth_issuer = "OMU".into();
+    let app = TestApp::start(&settings, clock.clone()).await;
+    let old = app.enroll("taro").await;
+    assert!(
+        old.otpauth_uri.starts_with("otpauth://totp/OMU:taro?"),
+        "{}",
+        old.otpauth_uri
+    );
+    assert!(old.otpauth_uri.contains("&issuer=OMU&"));
+    assert_eq!(old.issuer, "OMU");
+    app.stop().await;
+
+    settings.institution.otpauth_issuer = "sso.omu.ac.jp".into();
+    let app = TestApp::start(&settings, clock).await;
+    let shown_old = app.current_key("taro").await.unwrap();
+    assert_eq!(
+        shown_old.otpauth_uri, old.otpauth_uri,
+        "the old key keeps its issuer"
+    );
+    assert_eq!(shown_old.issuer, "OMU");
+    let new = app.enroll("hanako").await;
+    assert!(
+        new.otpauth_uri
+            .starts_with("otpauth://totp/sso.omu.ac.jp:hanako?")
+    );
+    let rotated = app.rotate("taro", "saga-1").await.unwrap().key.unwrap();
+    assert_eq!(
+        rotated.issuer, "sso.omu.ac.jp",
+        "a reissued key gets the new one"
+    );
+    app.stop().await;
+}
 
 async fn an_enrolled_key_is_shown_as_text_uri_and_qr(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
@@ -39,7 +79,7 @@ async fn an_enrolled_key_is_shown_as_text_uri_and_qr(backend: Backend) {
     assert_eq!(
         shown.otpauth_uri,
         format!(
-            "otpauth://totp/kagi:taro.yamada?secret={}&issuer=kagi&algorithm=SHA1&digits=6&period=30",
+            "otpauth://totp/Example%20University:taro.yamada?secret={}&issuer=Example%20University&algorithm=SHA1&digits=6&period=30",
             shown.secret_base32
         )
     );

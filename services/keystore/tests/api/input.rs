@@ -31,7 +31,15 @@ async fn malformed_requests_are_invalid_argument_and_change_nothing(backend: Bac
             err.message()
         );
     }
-    for code in ["", "12345", "12345a", "1234567", "+12345", "123 456"] {
+    for code in [
+        "",
+        "12345",
+        "12345a",
+        "1234567",
+        "+12345",
+        "12 345",
+        "１２３４５",
+    ] {
         let err = app.verify("taro", code).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{code:?}");
         assert_eq!(err.message(), "code must be exactly 6 ASCII digits");

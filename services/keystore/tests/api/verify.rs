@@ -27,7 +27,31 @@ both_backends!(
     concurrent_guesses_cannot_exceed_the_failure_limit,
     an_account_without_a_key_gets_no_key,
     every_accepted_login_is_audited_once_with_its_drift,
+    a_code_typed_in_full_width_digits_with_a_space_is_accepted,
 );
+
+/// Issue 14, item 3: a Japanese IME types 「３６６　２６２」; the login passes it on as typed
+/// and the keystore reads the digits meant.
+async fn a_code_typed_in_full_width_digits_with_a_space_is_accepted(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let key = app.enroll("taro").await;
+    let code = app.code_for(&key, 0);
+    let full_width: String = code
+        .chars()
+        .map(|c| char::from_u32(u32::from(c) - u32::from('0') + 0xFF10).unwrap())
+        .collect();
+    let typed = format!("{}\u{3000}{}", &full_width[..9], &full_width[9..]);
+
+    let reply = app.verify("taro", &typed).await.unwrap();
+
+    assert_eq!(reply.result(), VerifyResult::Accepted, "{typed}");
+    let replayed = app.verify("taro", &code).await.unwrap();
+    assert_eq!(
+        replayed.result(),
+        VerifyResult::Replayed,
+        "the same code as the ASCII one"
+    );
+}
 
 async fn a_phone_slightly_off_utc_is_accepted_and_its_drift_reported(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;

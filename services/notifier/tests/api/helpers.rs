@@ -16,8 +16,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 pub const TOKEN: &str = "reset-saga-test-token-0123456789";
-pub const SUBJECT_JA: &str = "[OMU二要素認証]二要素認証の再設定のご案内";
-pub const SENDER_JA: &str = "大阪公立大学 二要素認証管理システム";
+pub const SUBJECT_JA: &str = "[サンプル大学]二要素認証の再設定のご案内";
+pub const SENDER_JA: &str = "サンプル大学 二要素認証管理システム";
 
 pub use crate::relay::StallingRelay;
 pub use kagi_testkit::smtp::{SmtpSink, test_ca};

@@ -75,15 +75,15 @@ async fn the_reset_mail_arrives_once_in_japanese_as_in_the_manual(backend: Backe
         "{text}"
     );
     assert!(
-        text.contains("https://www.omu.ac.jp/cii/start-trouble/"),
+        text.contains("https://www.example.ac.jp/it/2fa-trouble/"),
         "{text}"
     );
-    assert!(text.contains("大阪公立大学 情報基盤センター"), "{text}");
+    assert!(text.contains("サンプル大学 情報基盤センター"), "{text}");
     let html = mail.body_html(0).unwrap();
     assert!(html.contains("482913"));
     assert!(html.contains("有効期限: 2099/07/08 16:45:52 まで"));
     assert!(html.contains(
-        r#"<a href="https://www.omu.ac.jp/cii/start-trouble/">ITヘルプデスクにお問い合わせ</a>"#
+        r#"<a href="https://www.example.ac.jp/it/2fa-trouble/">ITヘルプデスクにお問い合わせ</a>"#
     ));
 
     assert!(
@@ -124,7 +124,7 @@ async fn the_reissue_notice_tells_the_user_what_to_do_if_it_was_not_them(backend
     let mail = MessageParser::default().parse(&mails[0]).unwrap();
     assert_eq!(
         mail.subject(),
-        Some("[OMU二要素認証]セットアップキー再発行のお知らせ")
+        Some("[サンプル大学]セットアップキー再発行のお知らせ")
     );
     let text = mail.body_text(0).unwrap();
     assert!(text.contains("a23b456c"), "{text}");
@@ -158,12 +158,12 @@ async fn international_students_get_english_mail(backend: Backend) {
     let mail = MessageParser::default().parse(&mails[0]).unwrap();
     assert_eq!(
         mail.subject(),
-        Some("[OMU 2FA] Resetting your two-factor authentication")
+        Some("[Example Univ.] Resetting your two-factor authentication")
     );
     let from = mail.from().unwrap().first().unwrap();
     assert_eq!(
         from.name(),
-        Some("Osaka Metropolitan University Two-Factor Authentication")
+        Some("Example University Two-factor authentication manager")
     );
     let text = mail.body_text(0).unwrap();
     assert!(text.contains("Confirmation code: 104729"), "{text}");
@@ -190,7 +190,7 @@ async fn operators_edit_templates_in_the_templates_directory(backend: Backend) {
     .unwrap();
     let mut settings = test_settings(&db, sink.port);
     settings.mail.templates_dir = Some(templates.path().to_path_buf());
-    settings.mail.ja.subject_prefix = "XYZ大学2FA".into();
+    settings.institution.short_name.ja = "XYZ大学2FA".into();
     let app = TestApp::spawn(settings).await;
 
     let id = app

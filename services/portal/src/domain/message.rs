@@ -112,13 +112,35 @@ impl UserMessage {
         let (ja, en) = self.texts();
         match (self, lang) {
             (Self::WrongCode { attempts_remaining }, Lang::Ja) => {
-                format!("{ja}（あと{attempts_remaining}回入力できます）")
+                format!("{ja}（あと{attempts_remaining}回入力できます）。")
             }
             (Self::WrongCode { attempts_remaining }, Lang::En) => {
-                format!("{en} ({attempts_remaining} tries left)")
+                format!("{en} ({attempts_remaining} tries left).")
             }
             (_, Lang::Ja) => ja.to_owned(),
             (_, Lang::En) => en.to_owned(),
+        }
+    }
+
+    /// The text in `lang` of a refusal by a limit that lets the user try again at `at` (a
+    /// time as the user's clock shows it, with its zone): when to come back instead of
+    /// "wait a while". Other messages read as [`UserMessage::text`].
+    pub fn text_until(self, lang: Lang, at: &str) -> String {
+        let head = match self {
+            Self::TooManyLogins => (
+                "ログインの試行回数が上限に達しました。",
+                "Too many login attempts.",
+            ),
+            Self::TooManyAttempts => ("試行回数が上限に達しました。", "Too many attempts."),
+            Self::MailRateLimited => (
+                "このメールアドレスへの送信回数が上限に達しました。",
+                "Too many mails were sent to this address.",
+            ),
+            _ => return self.text(lang),
+        };
+        match lang {
+            Lang::Ja => format!("{}{at} 以降にもう一度お試しください。", head.0),
+            Lang::En => format!("{} Please try again after {at}.", head.1),
         }
     }
 
@@ -276,7 +298,7 @@ mod tests {
         let cases = [
             (Error::BadCredentials, "IDまたはパスワードが違います。"),
             (
-                Error::RateLimited,
+                Error::RateLimited { retry_at: 0 },
                 "試行回数が上限に達しました。しばらく時間をおいてからやり直してください。",
             ),
             (

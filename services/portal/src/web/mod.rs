@@ -37,13 +37,15 @@ pub struct AppState {
     pub dev_outbox: Option<Arc<std::path::PathBuf>>,
 }
 
-/// The Content-Security-Policy of every response: no script at all, styles and images
-/// from the portal itself (QR codes as `data:` images), forms posting only back here, and
-/// never inside a frame.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The Content-Security-Policy of every response: no inline script, only the portal's one
+/// script file (`/static/portal.js`: wakes the resend button, keeps setup keys out of the
+/// back/forward cache), styles and images from the portal itself (QR codes as `data:`
+/// images), forms posting only back here, and never inside a frame.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const STYLESHEET: &str = include_str!("../../static/portal.css");
+const SCRIPT: &str = include_str!("../../static/portal.js");
 
 /// Every route of the portal.
 pub fn router(state: AppState) -> Router {
@@ -52,7 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/key", get(pages::current_key))
         .route("/apple", get(pages::apple))
         .route("/login", get(pages::login_page).post(pages::login_submit))
-        .route("/logout", post(pages::logout))
+        .route("/logout", get(pages::logged_out).post(pages::logout))
         .route("/lang", get(pages::switch_lang))
         .route("/outbox", get(pages::outbox))
         .route("/reset", get(reset::step1))
@@ -64,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/reset/confirm", get(reset::step3).post(reset::confirm))
         .route("/reset/done", get(reset::step4))
         .route("/static/portal.css", get(stylesheet))
+        .route("/static/portal.js", get(script))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response_with_state(
@@ -80,6 +83,16 @@ async fn stylesheet() -> impl axum::response::IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         STYLESHEET,
+    )
+}
+
+async fn script() -> impl axum::response::IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        SCRIPT,
     )
 }
 

@@ -8,7 +8,7 @@ use http::{StatusCode, header};
 use serde::Deserialize;
 
 use super::login_otp::OtpTexts;
-use super::response::{PageResult, local_path, render, see_other, with_cookie};
+use super::response::{PageResult, local_path, query_value, render, see_other, with_cookie};
 use super::templates::{
     ApplePage, ContinuePage, KeyPage, LoginFormPage, LoginPromptPage, OutboxMail, OutboxPage,
     TopPage,
@@ -210,7 +210,7 @@ fn login_prompt(
 ) -> PageResult {
     let c = state.chrome(ctx, session);
     let heading = if next == "/apple" {
-        c.t.menu3_title
+        c.t.a_title
     } else {
         c.t.menu1_title
     };
@@ -288,11 +288,15 @@ pub async fn login_page(
     let (session, cookie) = state.ensure_session(&ctx).await?;
     // When the keystore cannot say, the field is shown: the POST will need it anyway.
     let otp_required = state.otp_required(ctx.client_ip).await.unwrap_or(true);
+    let (message, account_id) = match state.db.take_flash(&session.id_hash).await? {
+        Some((message, input)) => (Some(message), input.unwrap_or_default()),
+        None => (None, String::new()),
+    };
     let page = LoginFormPage {
         c: state.chrome(&ctx, Some(&session)),
         next,
-        account_id: String::new(),
-        message: None,
+        account_id,
+        message,
         otp: otp_required.then(|| OtpTexts::of(ctx.lang)),
     };
     Ok(with_cookie(render(StatusCode::OK, &page)?, cookie))
@@ -327,61 +331,54 @@ pub async fn login_submit(
     };
     let next = local_path(&form.next).to_owned();
     let account = form.account_id.trim().to_owned();
+    // POST/redirect/GET: the refusal is kept for the login page the browser comes back to,
+    // so a reload shows it again instead of sending the password again.
+    let fail = async |message: String| -> PageResult {
+        state
+            .db
+            .set_flash(&session.id_hash, &message, Some(&account))
+            .await?;
+        Ok(see_other(&format!("/login?next={}", query_value(&next))))
+    };
     if state.settings.login.mode != LoginMode::Local {
-        let page = LoginFormPage {
-            c: state.chrome(&ctx, Some(&session)),
-            next,
-            account_id: account,
-            message: Some(UserMessage::InvalidInput.text(ctx.lang)),
-            otp: None,
-        };
-        return render(StatusCode::FORBIDDEN, &page);
+        return fail(UserMessage::InvalidInput.text(ctx.lang)).await;
     }
     // Asked again on every POST: the form's field proves nothing about the address.
     let otp_required = state.otp_required(ctx.client_ip).await;
-    let fail = |status: StatusCode, message: UserMessage| {
-        // A login that needs the code never tells which of password and code was wrong.
-        let message = match (message, otp_required) {
-            (UserMessage::BadCredentials, Ok(true)) => UserMessage::BadCredentialsOrOtp,
-            (other, _) => other,
-        };
-        let page = LoginFormPage {
-            c: state.chrome(&ctx, Some(&session)),
-            next: next.clone(),
-            account_id: account.clone(),
-            message: Some(message.text(ctx.lang)),
-            otp: (otp_required != Ok(false)).then(|| OtpTexts::of(ctx.lang)),
-        };
-        render(status, &page)
+    // A login that needs the code never tells which of password and code was wrong.
+    let bad_credentials = if otp_required == Ok(true) {
+        UserMessage::BadCredentialsOrOtp
+    } else {
+        UserMessage::BadCredentials
     };
     if account.is_empty() || form.password.is_empty() {
-        return fail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            UserMessage::BadCredentials,
-        );
+        return fail(bad_credentials.text(ctx.lang)).await;
     }
     // An ID no account can have gets the wrong-password answer; it still counts against the
     // client's address, but never becomes a limiter bucket of its own (unbounded strings).
-    let Ok(account_id) = kagi_runtime::AccountId::parse(&account) else {
-        if state.login_rate_limited(&ctx, None).await? {
-            return fail(StatusCode::TOO_MANY_REQUESTS, UserMessage::TooManyLogins);
-        }
-        return fail(StatusCode::UNAUTHORIZED, UserMessage::BadCredentials);
-    };
-    if state.login_rate_limited(&ctx, Some(&account_id)).await? {
+    let account_id = kagi_runtime::AccountId::parse(&account).ok();
+    if let Some(until) = state.login_locked(&ctx, account_id.as_ref()).await? {
         tracing::warn!(client_ip = %ctx.client_ip, "login rate limit reached");
-        return fail(StatusCode::TOO_MANY_REQUESTS, UserMessage::TooManyLogins);
+        return fail(state.limited(&ctx, UserMessage::TooManyLogins, Some(until))).await;
+    }
+    if account_id.is_none() {
+        state.count_login_failure(&ctx, None).await?;
+        return fail(bad_credentials.text(ctx.lang)).await;
     }
     let otp_required = match otp_required {
         Ok(required) => required,
-        Err(message) => return fail(StatusCode::SERVICE_UNAVAILABLE, message),
+        Err(message) => return fail(message.text(ctx.lang)).await,
     };
     // No code, or no code at all in form (empty, letters, too short): refused before the
-    // password is checked, so it spends none of the directory's password attempts.
+    // password is checked, so it spends none of the directory's password attempts (it
+    // still counts as a failed login here).
     let otp = if otp_required {
         match super::login_otp::normalized(&form.one_time_password) {
             Some(code) => Some(code),
-            None => return fail(StatusCode::UNAUTHORIZED, UserMessage::BadCredentialsOrOtp),
+            None => {
+                state.count_login_failure(&ctx, account_id.as_ref()).await?;
+                return fail(bad_credentials.text(ctx.lang)).await;
+            }
         }
     } else {
         None
@@ -398,12 +395,10 @@ pub async fn login_submit(
             if let Some(otp) = otp
                 && let Err(message) = state.check_otp(&account, otp).await
             {
-                let status = match message {
-                    UserMessage::TooManyLogins => StatusCode::TOO_MANY_REQUESTS,
-                    UserMessage::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::UNAUTHORIZED,
-                };
-                return fail(status, message);
+                if message == UserMessage::BadCredentialsOrOtp {
+                    state.count_login_failure(&ctx, account_id.as_ref()).await?;
+                }
+                return fail(message.text(ctx.lang)).await;
             }
             let cookie = state.log_in(Some(&session), &account).await?;
             Ok(with_cookie(see_other(&next), Some(cookie)))
@@ -411,47 +406,82 @@ pub async fn login_submit(
         Err(status) => {
             let message = match UserMessage::from_reset_status(&status) {
                 UserMessage::BadCredentials | UserMessage::InvalidInput => {
-                    UserMessage::BadCredentials
+                    state.count_login_failure(&ctx, account_id.as_ref()).await?;
+                    bad_credentials
                 }
-                UserMessage::TooManyAttempts => UserMessage::TooManyLogins,
+                UserMessage::TooManyAttempts => {
+                    let until = kagi_proto::retry_at(&status);
+                    return fail(state.limited(&ctx, UserMessage::TooManyLogins, until)).await;
+                }
                 _ => {
                     tracing::warn!(code = ?status.code(), "directory Authenticate failed");
                     UserMessage::Unavailable
                 }
             };
-            let status = match message {
-                UserMessage::BadCredentials => StatusCode::UNAUTHORIZED,
-                UserMessage::TooManyLogins => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            fail(status, message)
+            fail(message.text(ctx.lang)).await
         }
     }
 }
 
+/// The login limiter's bucket of an account ID (IDs are case-insensitive here).
+fn account_bucket(account: &kagi_runtime::AccountId) -> String {
+    format!("account:{}", account.as_str().to_ascii_lowercase())
+}
+
 impl AppState {
-    /// Counts this attempt per client address and per account ID (when it is one); true once
-    /// either is over its limit in the current window.
-    async fn login_rate_limited(
+    /// Until when (Unix ms) logins from this client address, or for this account ID, are
+    /// refused: once either has `per_ip_max` / `per_account_max` failures in the current
+    /// window. Successful logins are never counted, so the right password is not locked
+    /// out by the user's own earlier logins.
+    async fn login_locked(
         &self,
         ctx: &Ctx,
         account: Option<&kagi_runtime::AccountId>,
-    ) -> Result<bool, super::PageError> {
+    ) -> Result<Option<i64>, super::PageError> {
         let login = &self.settings.login;
         let window = i64::try_from(login.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let now = self.now();
+        let mut until = None;
         let by_ip = self
             .db
+            .attempts(&format!("ip:{}", ctx.client_ip), now, window)
+            .await?;
+        if let Some((n, end)) = by_ip
+            && n >= i64::from(login.per_ip_max)
+        {
+            until = Some(end);
+        }
+        if let Some(account) = account
+            && let Some((n, end)) = self
+                .db
+                .attempts(&account_bucket(account), now, window)
+                .await?
+            && n >= i64::from(login.per_account_max)
+        {
+            until = Some(until.map_or(end, |u: i64| u.max(end)));
+        }
+        Ok(until)
+    }
+
+    /// Counts a failed login against the client's address and the account ID (when it is
+    /// one).
+    async fn count_login_failure(
+        &self,
+        ctx: &Ctx,
+        account: Option<&kagi_runtime::AccountId>,
+    ) -> Result<(), super::PageError> {
+        let window =
+            i64::try_from(self.settings.login.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let now = self.now();
+        self.db
             .count_attempt(&format!("ip:{}", ctx.client_ip), now, window)
             .await?;
-        let by_account = match account {
-            Some(account) => {
-                let bucket = format!("account:{}", account.as_str().to_ascii_lowercase());
-                self.db.count_attempt(&bucket, now, window).await?
-            }
-            None => 0,
-        };
-        Ok(by_ip > i64::from(login.per_ip_max) || by_account > i64::from(login.per_account_max))
+        if let Some(account) = account {
+            self.db
+                .count_attempt(&account_bucket(account), now, window)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -461,7 +491,13 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-/// POST /logout: ends the session (FAQ 2: switching between several IDs).
+/// What a shared computer's browser must forget at logout: every cached page (a setup
+/// key among them, the back/forward cache included), the cookies and any storage.
+pub const CLEAR_SITE_DATA: &str = "\"cache\", \"cookies\", \"storage\"";
+
+/// POST /logout: ends the session (FAQ 2: switching between several IDs), tells the
+/// browser to forget the site (`Clear-Site-Data`) and answers 303 to the GET page saying
+/// 「ログアウトしました」 (in the language the user was reading).
 pub async fn logout(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -472,9 +508,38 @@ pub async fn logout(
         Err(refused) => return Ok(refused),
     };
     state.db.delete_session(&session.id_hash).await?;
+    tracing::info!("logged out");
+    let mut response = with_cookie(
+        see_other(&format!("/logout?lang={}", ctx.lang.code())),
+        Some(state.expired_session_cookie()?),
+    );
+    response.headers_mut().insert(
+        http::HeaderName::from_static("clear-site-data"),
+        http::HeaderValue::from_static(CLEAR_SITE_DATA),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoggedOutQuery {
+    #[serde(default)]
+    lang: String,
+}
+
+/// GET /logout: 「ログアウトしました」, and where to go on (the SSO's logout page, or the
+/// top). The language comes along in the query: the logout cleared the cookie holding it,
+/// so it is set again here.
+pub async fn logged_out(
+    State(state): State<AppState>,
+    mut ctx: Ctx,
+    Query(q): Query<LoggedOutQuery>,
+) -> PageResult {
+    if !q.lang.is_empty() {
+        ctx.lang = crate::domain::Lang::from_code(&q.lang);
+    }
     let c = state.chrome(&ctx, None);
     let logout_url = state.settings.login.logout_url.clone();
-    let heading = c.t.logout;
+    let heading = c.t.logged_out;
     let text = c.t.multi_id.to_owned();
     let next = if logout_url.is_empty() {
         "/".to_owned()
@@ -488,10 +553,19 @@ pub async fn logout(
         next,
         refresh: false,
     };
-    Ok(with_cookie(
-        render(StatusCode::OK, &page)?,
-        Some(state.expired_session_cookie()?),
-    ))
+    let mut response = render(StatusCode::OK, &page)?;
+    if let Ok(cookie) = lang_cookie(ctx.lang).parse() {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// The cookie remembering the language for a year.
+fn lang_cookie(lang: crate::domain::Lang) -> String {
+    format!(
+        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
+        lang.code()
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -506,12 +580,7 @@ pub struct LangQuery {
 pub async fn switch_lang(Query(q): Query<LangQuery>) -> Response {
     let lang = crate::domain::Lang::from_code(&q.to);
     let mut response = see_other(local_path(&q.next));
-    if let Ok(cookie) = format!(
-        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
-        lang.code()
-    )
-    .parse()
-    {
+    if let Ok(cookie) = lang_cookie(lang).parse() {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
@@ -523,7 +592,12 @@ pub async fn outbox(State(state): State<AppState>, ctx: Ctx) -> PageResult {
         return not_found(State(state), ctx).await;
     };
     let session = state.session(&ctx).await?;
-    let mails = tokio::task::spawn_blocking(move || read_outbox(dir.as_path())).await?;
+    let mut mails = tokio::task::spawn_blocking(move || read_outbox(dir.as_path())).await?;
+    for mail in &mut mails {
+        if let Ok(at) = mail.date.parse::<i64>() {
+            mail.date = state.local_time_full(at);
+        }
+    }
     let page = OutboxPage {
         c: state.chrome(&ctx, session.as_ref()),
         mails,
@@ -555,6 +629,10 @@ fn read_outbox(dir: &std::path::Path) -> Vec<OutboxMail> {
                 .to_owned();
             Some(OutboxMail {
                 name: p.file_name()?.to_string_lossy().into_owned(),
+                date: mail
+                    .date()
+                    .map(|d| (d.to_timestamp() * 1000).to_string())
+                    .unwrap_or_default(),
                 to,
                 subject: mail.subject().unwrap_or_default().to_owned(),
                 body: mail.body_text(0).unwrap_or_default().into_owned(),

@@ -46,10 +46,16 @@ fn status_of(message: UserMessage) -> StatusCode {
 /// "1. 二要素認証のリセット": ID and password.
 pub async fn step1(State(state): State<AppState>, ctx: Ctx) -> PageResult {
     let (session, cookie) = state.ensure_session(&ctx).await?;
+    let (message, typed) = match state.db.take_flash(&session.id_hash).await? {
+        Some((message, typed)) => (Some(message), typed),
+        None => (None, None),
+    };
     let page = Reset1Page {
-        account_id: session.account_id.clone().unwrap_or_default(),
+        account_id: typed
+            .or_else(|| session.account_id.clone())
+            .unwrap_or_default(),
         c: state.chrome(&ctx, Some(&session)),
-        message: None,
+        message,
     };
     Ok(with_cookie(render(StatusCode::OK, &page)?, cookie))
 }
@@ -95,13 +101,10 @@ pub async fn start(
             Ok(with_cookie(see_other("/reset/code"), Some(cookie)))
         }
         Err(status) => {
-            let message = from_status(&status);
-            let page = Reset1Page {
-                c: state.chrome(&ctx, Some(&session)),
-                account_id: account,
-                message: Some(message.text(ctx.lang)),
-            };
-            render(status_of(message), &page)
+            let text = state.limited(&ctx, from_status(&status), kagi_proto::retry_at(&status));
+            state
+                .refuse_to(&session, "/reset", text, Some(&account))
+                .await
         }
     }
 }
@@ -173,15 +176,15 @@ impl Screen {
 
 /// Loads the reset and, when it belongs on `wanted`, returns it; otherwise the response
 /// to send instead: a redirect to the screen it belongs on, or the message saying why it
-/// is over. `failed` is what the step just tried said: when that already ended the reset
-/// (a wrong code that locked it, say), it is the message shown.
+/// is over. `failed` is what the step just tried said (kept across its redirect): when
+/// the reset is over, it is the message shown.
 async fn reset_on(
     state: &AppState,
     ctx: &Ctx,
     session: &Session,
     reset_id: &str,
     wanted: Screen,
-    failed: Option<UserMessage>,
+    failed: Option<&str>,
 ) -> Result<Result<pb::GetResetResponse, axum::response::Response>, super::PageError> {
     let reset = match get_reset(state, reset_id).await {
         Ok(reset) => reset,
@@ -195,8 +198,8 @@ async fn reset_on(
         Ok(screen) if screen == wanted => Ok(Ok(reset)),
         Ok(other) => Ok(Err(see_other(other.path()))),
         Err(m) => {
-            let shown = failed.filter(|f| f.must_start_again()).unwrap_or(m);
-            let page = state.message_page(ctx, Some(session), status_of(shown), shown, true)?;
+            let shown = failed.map_or_else(|| m.text(ctx.lang), str::to_owned);
+            let page = state.text_page(ctx, Some(session), status_of(m), shown, true)?;
             Ok(Err(page))
         }
     }
@@ -222,32 +225,14 @@ pub async fn step2(
         .resent
         .is_some()
         .then_some(state.chrome(&ctx, None).t.r2_resent);
-    code_page(
-        &state,
-        &ctx,
-        &session,
-        &reset_id,
-        StatusCode::OK,
-        None,
-        notice,
-    )
-    .await
+    let failed = state.flash(&session).await?;
+    code_page(&state, &ctx, &session, &reset_id, failed, notice).await
 }
 
-/// A refusal at step 2 (a wrong code, a resend too soon): shown above the code form, or
-/// as "start again" when the reset is over.
-async fn refused_on_step_2(
-    state: &AppState,
-    ctx: &Ctx,
-    session: &Session,
-    reset_id: &str,
-    message: UserMessage,
-) -> PageResult {
-    if message.must_start_again() {
-        return state.message_page(ctx, Some(session), status_of(message), message, true);
-    }
-    let status = status_of(message);
-    code_page(state, ctx, session, reset_id, status, Some(message), None).await
+/// A refusal at step 2 (a wrong code, a resend too soon): kept for step 2, which shows it
+/// above the code form, or as "start again" when the reset is over.
+async fn refused_on_step_2(state: &AppState, session: &Session, text: String) -> PageResult {
+    state.refuse_to(session, "/reset/code", text, None).await
 }
 
 async fn code_page(
@@ -255,12 +240,20 @@ async fn code_page(
     ctx: &Ctx,
     session: &Session,
     reset_id: &str,
-    status: StatusCode,
-    message: Option<UserMessage>,
+    message: Option<String>,
     notice: Option<&'static str>,
 ) -> PageResult {
     // A wrong code that locked or outlived the reset says why first.
-    let reset = match reset_on(state, ctx, session, reset_id, Screen::Code, message).await? {
+    let reset = match reset_on(
+        state,
+        ctx,
+        session,
+        reset_id,
+        Screen::Code,
+        message.as_deref(),
+    )
+    .await?
+    {
         Ok(reset) => reset,
         Err(elsewhere) => return Ok(elsewhere),
     };
@@ -270,23 +263,13 @@ async fn code_page(
     let page = Reset2Page {
         c: state.chrome(ctx, Some(session)),
         masked: reset.masked_recipient,
-        message: message.map(|m| m.text(ctx.lang)),
+        message,
         notice,
         resend_enabled: state.now() >= resend_after,
-        resend_at: local_time(resend_after),
+        resend_at: state.local_time(resend_after),
+        resend_wait_ms: resend_after.saturating_sub(state.now()).max(0),
     };
-    render(status, &page)
-}
-
-/// A time as the user's clock shows it (the institution's time zone, Japan).
-fn local_time(unix_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(unix_ms)
-        .map(|t| {
-            t.with_timezone(&chrono_tz::Asia::Tokyo)
-                .format("%H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default()
+    render(StatusCode::OK, &page)
 }
 
 #[derive(Deserialize)]
@@ -324,8 +307,8 @@ pub async fn verify(
         Ok(found) => found,
         Err(response) => return Ok(response),
     };
-    // Phones may paste the code with spaces; full-width digits are not digits here.
-    let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
+    // A Japanese IME types full-width digits, phones paste `366 262`: the digits meant.
+    let code = kagi_runtime::typed_digits(&form.code);
     let request = pb::VerifyResetCodeRequest {
         reset_id: reset_id.clone(),
         code,
@@ -345,7 +328,7 @@ pub async fn verify(
         }
         Err(status) => from_status(&status),
     };
-    refused_on_step_2(&state, &ctx, &session, &reset_id, message).await
+    refused_on_step_2(&state, &session, message.text(ctx.lang)).await
 }
 
 #[derive(Deserialize)]
@@ -370,7 +353,8 @@ pub async fn resend(
     match state.clients.reset.clone().resend_code(request).await {
         Ok(_) => Ok(see_other("/reset/code?resent=1")),
         Err(status) => {
-            refused_on_step_2(&state, &ctx, &session, &reset_id, from_status(&status)).await
+            let text = state.limited(&ctx, from_status(&status), kagi_proto::retry_at(&status));
+            refused_on_step_2(&state, &session, text).await
         }
     }
 }
@@ -402,32 +386,28 @@ pub async fn step3(State(state): State<AppState>, ctx: Ctx) -> PageResult {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
-    confirm_page(&state, &ctx, &session, &reset_id, None).await
-}
-
-async fn confirm_page(
-    state: &AppState,
-    ctx: &Ctx,
-    session: &Session,
-    reset_id: &str,
-    message: Option<UserMessage>,
-) -> PageResult {
-    if let Err(elsewhere) =
-        reset_on(state, ctx, session, reset_id, Screen::Confirm, message).await?
+    let message = state.flash(&session).await?;
+    if let Err(elsewhere) = reset_on(
+        &state,
+        &ctx,
+        &session,
+        &reset_id,
+        Screen::Confirm,
+        message.as_deref(),
+    )
+    .await?
     {
         return Ok(elsewhere);
     }
-    let status = message.map_or(StatusCode::OK, status_of);
     let page = Reset3Page {
-        c: state.chrome(ctx, Some(session)),
-        message: message.map(|m| m.text(ctx.lang)),
+        c: state.chrome(&ctx, Some(&session)),
+        message,
     };
-    render(status, &page)
+    render(StatusCode::OK, &page)
 }
 
-/// "セットアップキーを再発行する": ConfirmReset, and step 4 with the new key from its answer.
-/// The session forgets the reset before the key is sent: the key is shown this once, and
-/// neither a reload, nor the back button, nor anyone else holding the session sees it again.
+/// "セットアップキーを再発行する": ConfirmReset, then 303 to step 4, which shows the new key
+/// (POST/redirect/GET: a reload never confirms twice). A refusal is kept for step 3.
 pub async fn confirm(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -437,46 +417,27 @@ pub async fn confirm(
         Ok(found) => found,
         Err(response) => return Ok(response),
     };
-    let request = pb::ConfirmResetRequest {
-        reset_id: reset_id.clone(),
-    };
+    let request = pb::ConfirmResetRequest { reset_id };
     match state.clients.reset.clone().confirm_reset(request).await {
-        Ok(reply) => {
-            state.db.forget_reset(&session.id_hash).await?;
-            let Some(key) = reply.into_inner().key else {
-                return state.message_page(
-                    &ctx,
-                    Some(&session),
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    UserMessage::Internal,
-                    false,
-                );
-            };
-            let page = Reset4Page {
-                c: state.chrome(&ctx, Some(&session)),
-                key: shown(&key),
-            };
-            render(StatusCode::OK, &page)
-        }
+        Ok(_) => Ok(see_other(Screen::Done.path())),
         Err(status) => {
             let message = from_status(&status);
-            if message == UserMessage::KeystoreUnavailable || message == UserMessage::Busy {
-                return confirm_page(&state, &ctx, &session, &reset_id, Some(message)).await;
-            }
-            state.message_page(
-                &ctx,
-                Some(&session),
-                status_of(message),
-                message,
-                message.must_start_again(),
-            )
+            state
+                .refuse_to(
+                    &session,
+                    Screen::Confirm.path(),
+                    message.text(ctx.lang),
+                    None,
+                )
+                .await
         }
     }
 }
 
-/// "4. リセット完了" asked for again (a reload, another tab): the key was shown once, on
-/// confirming, and is not shown again; the page says where to see it (menu 1) and the
-/// session forgets the reset.
+/// "4. リセット完了": the new key, shown once. The reset service replays the confirmed
+/// reissue's key (it does for a while after completing); the session forgets the reset
+/// before the key is sent, so neither a reload, nor the back button, nor anyone else
+/// holding the session sees it again (they land on step 1).
 pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
     let (session, reset_id) = match with_reset(&state, &ctx).await? {
         Ok(found) => found,
@@ -486,11 +447,26 @@ pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
         return Ok(elsewhere);
     }
     state.db.forget_reset(&session.id_hash).await?;
-    state.message_page(
-        &ctx,
-        Some(&session),
-        StatusCode::OK,
-        UserMessage::AlreadyIssued,
-        false,
-    )
+    let request = pb::ConfirmResetRequest { reset_id };
+    let key = match state.clients.reset.clone().confirm_reset(request).await {
+        Ok(reply) => reply.into_inner().key,
+        Err(status) => {
+            let message = from_status(&status);
+            return state.message_page(&ctx, Some(&session), status_of(message), message, false);
+        }
+    };
+    let Some(key) = key else {
+        return state.message_page(
+            &ctx,
+            Some(&session),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            UserMessage::Internal,
+            false,
+        );
+    };
+    let page = Reset4Page {
+        c: state.chrome(&ctx, Some(&session)),
+        key: shown(&key),
+    };
+    render(StatusCode::OK, &page)
 }

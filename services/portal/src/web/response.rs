@@ -63,6 +63,19 @@ pub fn with_cookie(mut response: Response, cookie: Option<HeaderValue>) -> Respo
     response
 }
 
+/// `value` percent-encoded for a query string (a local path as the `next` parameter).
+pub fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Only local paths are followed after login or a language switch (no open redirect).
 pub fn local_path(next: &str) -> &str {
     let ok = next.starts_with('/')
@@ -187,29 +200,74 @@ impl AppState {
         ))?)
     }
 
+    /// A time as the user's clock shows it: the institution's time zone, named ("14:05 JST"),
+    /// so nobody abroad or on a mis-set phone misreads it.
+    pub fn local_time(&self, unix_ms: i64) -> String {
+        let zone: chrono_tz::Tz = self
+            .settings
+            .institution
+            .time_zone
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Tokyo);
+        chrono::DateTime::from_timestamp_millis(unix_ms)
+            .map(|t| t.with_timezone(&zone).format("%H:%M %Z").to_string())
+            .unwrap_or_default()
+    }
+
+    /// A date and time in the institution's zone, named ("2026-11-26 14:05 JST").
+    pub fn local_time_full(&self, unix_ms: i64) -> String {
+        let zone: chrono_tz::Tz = self
+            .settings
+            .institution
+            .time_zone
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Tokyo);
+        chrono::DateTime::from_timestamp_millis(unix_ms)
+            .map(|t| {
+                t.with_timezone(&zone)
+                    .format("%Y-%m-%d %H:%M %Z")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What a limit's refusal says: when the user may try again, when the limit said so.
+    pub fn limited(&self, ctx: &Ctx, message: UserMessage, until: Option<i64>) -> String {
+        match until {
+            Some(at) => message.text_until(ctx.lang, &self.local_time(at)),
+            None => message.text(ctx.lang),
+        }
+    }
+
     /// The frame of every page.
     pub fn chrome(&self, ctx: &Ctx, session: Option<&Session>) -> Chrome {
         let inst = &self.settings.institution;
-        let pick = |l: &crate::config::Localized| match ctx.lang {
-            Lang::Ja => l.ja.clone(),
-            Lang::En => l.en.clone(),
-        };
+        let pick = |l: &kagi_runtime::Localized| l.get(ctx.lang.code()).to_owned();
         let other = ctx.lang.other();
+        let (name, system) = (pick(&inst.name), pick(&inst.system_name));
+        let welcome = match ctx.lang {
+            Lang::Ja => format!("{name} {system}へようこそ！"),
+            Lang::En => format!("Welcome to the {system} of {name}!"),
+        };
         Chrome {
             t: Texts::of(ctx.lang),
             lang: ctx.lang.code(),
             lang_href: format!("/lang?to={}&next={}", other.code(), local_path(&ctx.path)),
             other_lang_code: other.code(),
-            inst_name: pick(&inst.name),
-            welcome: pick(&inst.welcome),
+            inst_name: name,
+            system_name: system,
+            welcome,
             id_label: pick(&inst.account_id_label),
-            footer: pick(&inst.footer),
-            trouble_url: inst.trouble_url.clone(),
+            footer: format!("© {}", pick(&inst.department)),
+            trouble_url: inst.helpdesk_url.clone(),
             manual_url: inst.manual_url.clone(),
             onboarding_url: inst.onboarding_url.clone(),
             account: session.and_then(|s| s.account_id.clone()),
             csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
             outbox: self.dev_outbox.is_some(),
+            phone: ["iPhone", "iPad", "Android", "Mobile"]
+                .iter()
+                .any(|m| ctx.user_agent.contains(m)),
         }
     }
 
@@ -225,6 +283,21 @@ impl AppState {
         message: UserMessage,
         restart: bool,
     ) -> PageResult {
+        self.text_page(ctx, session, status, message.text(ctx.lang), restart)
+    }
+
+    /// A page with one message already worded (a refusal kept across a redirect).
+    ///
+    /// # Errors
+    /// A template failure.
+    pub fn text_page(
+        &self,
+        ctx: &Ctx,
+        session: Option<&Session>,
+        status: StatusCode,
+        message: String,
+        restart: bool,
+    ) -> PageResult {
         let c = self.chrome(ctx, session);
         let heading = c.t.error_title;
         render(
@@ -232,10 +305,35 @@ impl AppState {
             &MessagePage {
                 c,
                 heading,
-                message: message.text(ctx.lang),
+                message,
                 restart,
             },
         )
+    }
+
+    /// POST/redirect/GET for a refused form: keeps `message` (and the account ID typed) for
+    /// the session's next page and answers 303 to `to`, so reload and Back never repeat
+    /// the action.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn refuse_to(
+        &self,
+        session: &Session,
+        to: &str,
+        message: String,
+        input: Option<&str>,
+    ) -> PageResult {
+        self.db.set_flash(&session.id_hash, &message, input).await?;
+        Ok(see_other(to))
+    }
+
+    /// The refusal [`AppState::refuse_to`] kept for this page view, if any.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn flash(&self, session: &Session) -> Result<Option<String>, PageError> {
+        Ok(self.db.take_flash(&session.id_hash).await?.map(|(m, _)| m))
     }
 
     /// The session a POST belongs to, if its form carried that session's CSRF token;

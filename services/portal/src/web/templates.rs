@@ -15,6 +15,8 @@ pub struct Chrome {
     pub lang_href: String,
     pub other_lang_code: &'static str,
     pub inst_name: String,
+    /// "二要素認証管理システム": the institution's name for the system.
+    pub system_name: String,
     pub welcome: String,
     pub id_label: String,
     pub footer: String,
@@ -24,6 +26,8 @@ pub struct Chrome {
     pub account: Option<String>,
     pub csrf: String,
     pub outbox: bool,
+    /// A phone or tablet: "この端末の認証アプリに追加する" (an otpauth link) only works there.
+    pub phone: bool,
 }
 
 #[derive(Debug, Template)]
@@ -106,7 +110,10 @@ pub struct Reset2Page {
     pub message: Option<String>,
     pub notice: Option<&'static str>,
     pub resend_enabled: bool,
+    /// When "メールを再送信する" works (for the no-script text), and how long until then
+    /// (for the script that enables it).
     pub resend_at: String,
+    pub resend_wait_ms: i64,
 }
 
 #[derive(Debug, Template)]
@@ -127,6 +134,8 @@ pub struct Reset4Page {
 #[derive(Debug)]
 pub struct OutboxMail {
     pub name: String,
+    /// When it was sent, in the institution's zone.
+    pub date: String,
     pub to: String,
     pub subject: String,
     pub body: String,

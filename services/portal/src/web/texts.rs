@@ -6,9 +6,9 @@ use crate::domain::Lang;
 /// The texts of every page in one language.
 #[derive(Debug)]
 pub struct Texts {
-    pub site_title: &'static str,
     pub other_lang: &'static str,
     pub logout: &'static str,
+    pub logged_out: &'static str,
     pub logged_in_as: &'static str,
     pub trouble: &'static str,
     pub manual: &'static str,
@@ -34,6 +34,12 @@ pub struct Texts {
     pub login_button: &'static str,
     pub login_sso_failed: &'static str,
     pub password: &'static str,
+    /// "あなたのパスワード" / "Your password": the form label.
+    pub your_password: &'static str,
+    /// The skip link to the page's content (keyboard and screen-reader users).
+    pub skip: &'static str,
+    /// Menu 3's warning: the link carries the key.
+    pub a_warn: &'static str,
     pub multi_id: &'static str,
     pub continue_: &'static str,
 
@@ -106,9 +112,9 @@ impl Texts {
 }
 
 static JA: Texts = Texts {
-    site_title: "二要素認証管理システム",
     other_lang: "English",
     logout: "ログアウト",
+    logged_out: "ログアウトしました",
     logged_in_as: "ログイン中",
     trouble: "トラブル・問い合わせ",
     manual: "マニュアル",
@@ -117,7 +123,7 @@ static JA: Texts = Texts {
     your: "あなたの",
     your_suffix: "",
 
-    top_lead: "本学の各システムを学外から利用するにはID/パスワードによる認証に加えてワンタイムパスワードが必要です。ここではワンタイムパスワードを生成するためのQRコード(セットアップキー)の確認や再発行が可能です。",
+    top_lead: "本学の各システムを学外から利用するにはID/パスワードによる認証に加えてワンタイムパスワードが必要です。ここではワンタイムパスワードを生成するためのQRコード（セットアップキー）の確認や再発行が可能です。",
     functions: "機能一覧",
     menu1_title: "現在のセットアップキーを表示する",
     menu1_desc: "追加の端末でAuthenticatorを設定する場合はこちら",
@@ -134,6 +140,9 @@ static JA: Texts = Texts {
     login_button: "ログイン",
     login_sso_failed: "認証システムからのログイン情報を確認できませんでした。もう一度ログインしてください。",
     password: "パスワード",
+    your_password: "あなたのパスワード",
+    skip: "本文へ移動",
+    a_warn: "「自動入力を設定する」のリンクには、あなたのセットアップキーが含まれています。リンクやこの画面のスクリーンショットを他人に渡さないでください。",
     multi_id: "IDを複数お持ちの方は、ログアウトしてから別のIDでログインし直してください。",
     continue_: "続ける",
 
@@ -164,7 +173,7 @@ static JA: Texts = Texts {
     r2_sent: "確認コードを含んだメールを送信しました。",
     r2_enter: "下の確認コード入力欄に入力して「確認する」ボタンを押してください。",
     r2_to: "送信先",
-    r2_code: "確認コード (数字6桁)",
+    r2_code: "確認コード（数字6桁）",
     r2_verify: "確認する",
     r2_resent: "メールを再送信しました。新しい確認コードを入力してください。",
     r2_help_title: "メールが届きませんか？",
@@ -175,7 +184,7 @@ static JA: Texts = Texts {
     ],
     resend: "メールを再送信する",
     resend_wait_pre: "「メールを再送信する」は ",
-    resend_wait_post: " 以降に使えます。",
+    resend_wait_post: " 以降に使えます。押せないままのときは、その時刻を過ぎてからこのページを再読み込みしてください。",
     r2_restart_note: "※再設定メールが送信されてから30分経過すると確認コードは無効になります。この場合は最初からやり直してください。",
     restart: "最初からやり直す",
     r3_title: "3. 最終確認",
@@ -214,9 +223,9 @@ static JA: Texts = Texts {
 };
 
 static EN: Texts = Texts {
-    site_title: "Two-factor authentication manager",
     other_lang: "日本語",
     logout: "Log out",
+    logged_out: "You have logged out",
     logged_in_as: "Logged in as",
     trouble: "Trouble & contact",
     manual: "Manual",
@@ -242,6 +251,9 @@ static EN: Texts = Texts {
     login_button: "Log in",
     login_sso_failed: "Your login could not be confirmed by the single sign-on. Please log in again.",
     password: "Password",
+    your_password: "Your password",
+    skip: "Skip to the content",
+    a_warn: "The \"Set up autofill\" link contains your setup key. Never give the link or a screenshot of this page to anyone.",
     multi_id: "If you have several IDs, log out and log in again with the other ID.",
     continue_: "Continue",
 
@@ -283,7 +295,7 @@ static EN: Texts = Texts {
     ],
     resend: "Send the mail again",
     resend_wait_pre: "\"Send the mail again\" is available from ",
-    resend_wait_post: ".",
+    resend_wait_post: ". If it stays grey, reload this page after that time.",
     r2_restart_note: "The code stops working 30 minutes after the mail was sent. Then start again.",
     restart: "Start again",
     r3_title: "3. Final confirmation",

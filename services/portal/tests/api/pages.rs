@@ -11,11 +11,13 @@ use kagi_testkit::Backend;
 use crate::common::http::{Client, Reply, csrf_in};
 use crate::common::{self, ACCOUNT, PASSWORD, Stack};
 
-/// Logs in through the local form; returns the reply to the POST.
+/// Logs in through the local form; returns the reply to the POST: 303 to `/key` when the
+/// password was right. A refusal answers 303 back to the login form (POST/redirect/GET),
+/// which is followed: the reply is then the form the user reads, saying why.
 async fn log_in(client: &mut Client, password: &str) -> Reply {
     let form = client.get("/login?next=/key").await;
     let csrf = csrf_in(&form.text());
-    client
+    let reply = client
         .post(
             "/login",
             &[
@@ -25,8 +27,19 @@ async fn log_in(client: &mut Client, password: &str) -> Reply {
                 ("next", "/key"),
             ],
         )
-        .await
+        .await;
+    if reply
+        .header("location")
+        .is_some_and(|l| l.starts_with("/login"))
+    {
+        return client.follow(reply).await;
+    }
+    reply
 }
+
+/// What a refused login says.
+const WRONG_PASSWORD: &str = "IDまたはパスワードが違います。";
+const LOCKED: &str = "ログインの試行回数が上限に達しました";
 
 fn session_cookie(reply: &Reply) -> String {
     reply
@@ -68,14 +81,22 @@ async fn every_page_carries_the_security_headers_and_stays_small() {
             reply.body.len()
         );
         let html = reply.text();
+        let script_file = "<script src=\"/static/portal.js\" defer></script>";
         assert!(
-            !html.contains("<script") && !html.contains("style="),
+            !html.replace(script_file, "").contains("<script") && !html.contains("style="),
             "{path}: no inline script or style"
         );
     }
     let css = client.get("/static/portal.css").await;
     assert_eq!(css.status, 200);
     assert!(css.header("content-type").unwrap().starts_with("text/css"));
+    let js = client.get("/static/portal.js").await;
+    assert_eq!(js.status, 200);
+    assert!(
+        js.header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,8 +131,17 @@ async fn local_login_sets_a_new_strict_http_only_cookie_and_the_key_page_is_not_
     let stack = Box::pin(Stack::start()).await;
     let mut client = Client::new(stack.portal);
     let wrong = log_in(&mut client, "not-the-password").await;
-    assert_eq!(wrong.status, 401);
-    assert!(wrong.text().contains("IDまたはパスワードが違います。"));
+    assert_eq!(wrong.status, 200, "back on the form");
+    assert!(wrong.text().contains(WRONG_PASSWORD));
+    assert!(
+        wrong.text().contains(&format!("value=\"{ACCOUNT}\"")),
+        "the ID typed is kept"
+    );
+    let reloaded = client.get("/login?next=/key").await.text();
+    assert!(
+        !reloaded.contains(WRONG_PASSWORD),
+        "a reload neither posts again nor repeats the message"
+    );
     let before = client.cookies["kagi_session"].clone();
 
     let reply = log_in(&mut client, PASSWORD).await;
@@ -303,17 +333,17 @@ async fn login_attempts_are_rate_limited_per_address() {
     .await;
     let mut client = Client::new(stack.portal);
     for _ in 0..3 {
-        assert_eq!(log_in(&mut client, "not-the-password").await.status, 401);
+        assert!(
+            log_in(&mut client, "not-the-password")
+                .await
+                .text()
+                .contains(WRONG_PASSWORD)
+        );
     }
     let limited = log_in(&mut client, PASSWORD).await;
-    assert_eq!(
-        limited.status, 429,
-        "even the right password waits for the window"
-    );
     assert!(
-        limited
-            .text()
-            .contains("ログインの試行回数が上限に達しました")
+        limited.text().contains(LOCKED),
+        "even the right password waits for the window"
     );
 
     stack.clock.advance(Duration::from_secs(901));
@@ -333,9 +363,44 @@ async fn login_attempts_are_rate_limited_per_account() {
     .await;
     let mut client = Client::new(stack.portal);
     for _ in 0..2 {
-        assert_eq!(log_in(&mut client, "not-the-password").await.status, 401);
+        assert!(
+            log_in(&mut client, "not-the-password")
+                .await
+                .text()
+                .contains(WRONG_PASSWORD)
+        );
     }
-    assert_eq!(log_in(&mut client, PASSWORD).await.status, 429);
+    assert!(log_in(&mut client, PASSWORD).await.text().contains(LOCKED));
+}
+
+/// Issue 14, item 5: only failures count. Under the production limits a user who logs in
+/// twelve times and starts menu 2 twice within 15 minutes (all with the right password) is
+/// never locked out, by the portal's limiter or by the reset service's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_right_logins_in_fifteen_minutes_never_lock_the_user_out() {
+    let stack = Box::pin(Stack::start()).await;
+    for round in 0..12 {
+        let mut client = Client::new(stack.portal);
+        let reply = log_in(&mut client, PASSWORD).await;
+        assert_eq!(reply.status, 303, "login {round}: {}", reply.text());
+        if round % 6 == 5 {
+            let started = start_reset(&mut client).await;
+            assert_eq!(started.status, 303, "reset {round}: {}", started.text());
+        }
+        stack.clock.advance(Duration::from_secs(60));
+    }
+    // Failures still count: after the reset service's 5 for the account, even the right
+    // password waits.
+    let mut client = Client::new(stack.portal);
+    for _ in 0..5 {
+        assert!(
+            log_in(&mut client, "not-the-password")
+                .await
+                .text()
+                .contains(WRONG_PASSWORD)
+        );
+    }
+    assert!(log_in(&mut client, PASSWORD).await.text().contains(LOCKED));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +421,11 @@ async fn ids_no_account_can_have_count_against_the_address_but_get_no_bucket_of_
                 &[("csrf", &csrf), ("account_id", account), ("password", "p")],
             )
             .await;
-        assert_eq!(reply.status, 401, "answered like a wrong password");
+        let page = client.follow(reply).await.text();
+        assert!(
+            page.contains(WRONG_PASSWORD),
+            "answered like a wrong password"
+        );
     }
     let buckets: Vec<(String,)> = {
         let (pool, _) = kagi_runtime::db::connect(&stack.portal_db, 1)
@@ -373,9 +442,8 @@ async fn ids_no_account_can_have_count_against_the_address_but_get_no_bucket_of_
         "only the address was counted: {buckets:?}"
     );
     assert!(buckets[0].0.starts_with("ip:127.0.0.1"), "{buckets:?}");
-    assert_eq!(
-        log_in(&mut client, PASSWORD).await.status,
-        429,
+    assert!(
+        log_in(&mut client, PASSWORD).await.text().contains(LOCKED),
         "the junk attempts used up the address's limit"
     );
 }
@@ -431,8 +499,12 @@ async fn send_every_code_a_reissue_allows(stack: &Stack, client: &mut Client, ma
     }
     stack.clock.advance(Duration::from_secs(181));
     let refused = press_resend(client).await;
-    assert_eq!(refused.status, 429);
-    let page = refused.text();
+    assert_eq!(
+        refused.header("location"),
+        Some("/reset/code"),
+        "POST/redirect/GET"
+    );
+    let page = client.follow(refused).await.text();
     assert!(
         page.contains("これ以上メールを再送信できません。最初からやり直してください。"),
         "the reset's own cap, not the mail limit: {page}"
@@ -475,11 +547,43 @@ async fn two_whole_reissues_with_every_resend_fit_the_default_limits(backend: Ba
     assert_eq!(verified.header("location"), Some("/reset/confirm"));
     let csrf = csrf_in(&client.get("/reset/confirm").await.text());
     let confirmed = client.post("/reset/confirm", &[("csrf", &csrf)]).await;
+    assert_eq!(confirmed.header("location"), Some("/reset/done"));
+    let confirmed = client.follow(confirmed).await;
     assert_eq!(confirmed.status, 200, "step 4 with the new key");
     assert_ne!(
         stack.current_key().await.secret_base32,
         stack.first_key.secret_base32,
         "the key was reissued"
+    );
+
+    // Issue 14, item 4: the limits are coherent. The reissues an account may start in an
+    // hour, each with every resend, fit the notifier's per-address cap...
+    let (reset, notifier) = (
+        kagi_reset::Settings::default(),
+        kagi_notifier::Settings::default(),
+    );
+    assert!(
+        reset.policy.starts_per_hour * (1 + reset.policy.max_resends)
+            <= notifier.delivery.reset_codes_per_recipient_per_hour
+    );
+    // ...so a third reissue within the hour is refused by the reset service first, saying
+    // when to come back (in the institution's zone, named), and no mail goes out.
+    let third = start_reset(&mut client).await;
+    assert_eq!(
+        third.header("location"),
+        Some("/reset"),
+        "POST/redirect/GET"
+    );
+    let page = client.follow(third).await.text();
+    assert!(
+        page.contains("このメールアドレスへの送信回数が上限に達しました。")
+            && page.contains(" JST 以降にもう一度お試しください。"),
+        "{page}"
+    );
+    assert_eq!(
+        Stack::rows(&stack.notifier_db, "deliveries").await,
+        13,
+        "12 codes and the notice, nothing more"
     );
 }
 
@@ -659,8 +763,8 @@ async fn sqlx_copy_reset(url: &str, from: &str, to: &str) {
 
 kagi_testkit::both_backends!(the_session_store_works);
 
-/// Runs menu 2 in `client` from the code in mail `n` to the confirmation; returns the
-/// reply to "セットアップキーを再発行する".
+/// Runs menu 2 in `client` from the code in mail `n` to the confirmation; returns step 4,
+/// where "セットアップキーを再発行する" leads.
 async fn verify_and_confirm(stack: &Stack, client: &mut Client, n: usize) -> Reply {
     let code = stack.code_in_mail(n).await;
     let csrf = csrf_in(&client.get("/reset/code").await.text());
@@ -669,7 +773,13 @@ async fn verify_and_confirm(stack: &Stack, client: &mut Client, n: usize) -> Rep
         .await;
     assert_eq!(verified.header("location"), Some("/reset/confirm"));
     let csrf = csrf_in(&client.get("/reset/confirm").await.text());
-    client.post("/reset/confirm", &[("csrf", &csrf)]).await
+    let confirmed = client.post("/reset/confirm", &[("csrf", &csrf)]).await;
+    assert_eq!(
+        confirmed.header("location"),
+        Some("/reset/done"),
+        "POST/redirect/GET"
+    );
+    client.follow(confirmed).await
 }
 
 /// Session fixation, from the attacker's side: the attacker gets a session ID from the
@@ -748,3 +858,272 @@ kagi_testkit::both_backends!(
     a_planted_session_id_does_not_carry_into_the_victims_reset,
     reloading_step_4_does_not_show_the_key_again,
 );
+
+/// Issue 14, item 7: every POST answers with a redirect, so a reload after a wrong code
+/// shows the page again without sending the code again (and without using up a try).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_after_a_wrong_code_does_not_use_up_a_try() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut client = Client::new(stack.portal);
+    start_reset(&mut client).await;
+    let code = stack.code_in_mail(1).await;
+    let csrf = csrf_in(&client.get("/reset/code").await.text());
+    let wrong = client
+        .post(
+            "/reset/verify",
+            &[("csrf", &csrf), ("code", &common::wrong(&code))],
+        )
+        .await;
+    assert_eq!(wrong.status, 303, "POST/redirect/GET");
+    assert_eq!(wrong.header("location"), Some("/reset/code"));
+    let page = client.follow(wrong).await.text();
+    assert!(
+        page.contains("確認コードが違います（あと4回入力できます）"),
+        "{page}"
+    );
+    for _ in 0..3 {
+        let reloaded = client.get("/reset/code").await.text();
+        assert!(!reloaded.contains("確認コードが違います"), "shown once");
+    }
+    let again = client
+        .post(
+            "/reset/verify",
+            &[("csrf", &csrf), ("code", &common::wrong(&code))],
+        )
+        .await;
+    let page = client.follow(again).await.text();
+    assert!(page.contains("あと3回"), "the reloads used no try: {page}");
+}
+
+/// Issue 14, item 6: logging out on a shared computer tells the browser to forget the
+/// site (cache, back/forward cache, cookies, storage), then says 「ログアウトしました」.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_clears_the_site_data_and_says_so() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut client = Client::new(stack.portal);
+    log_in(&mut client, PASSWORD).await;
+    let csrf = csrf_in(&client.get("/key").await.text());
+    let out = client.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(
+        out.header("clear-site-data"),
+        Some("\"cache\", \"cookies\", \"storage\"")
+    );
+    assert!(!client.cookies.contains_key("kagi_session"));
+    let page = client.follow(out).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text().contains("<h1>ログアウトしました</h1>"),
+        "{}",
+        page.text()
+    );
+    assert!(
+        client
+            .get("/key")
+            .await
+            .text()
+            .contains("システムにログインしていません")
+    );
+
+    // In English, the page after logout is still in English.
+    let mut client = Client::new(stack.portal);
+    client.get("/lang?to=en&next=/").await;
+    log_in(&mut client, PASSWORD).await;
+    let csrf = csrf_in(&client.get("/key").await.text());
+    let out = client.post("/logout", &[("csrf", &csrf)]).await;
+    client.cookies.remove("lang");
+    let page = client.follow(out).await.text();
+    assert!(page.contains("You have logged out"), "{page}");
+}
+
+/// The relative luminance of `#rrggbb` (WCAG 2).
+fn luminance(hex: &str) -> f64 {
+    let channel = |i: usize| {
+        let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap()) / 255.0;
+        if c <= 0.039_28 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5)
+}
+
+/// Issue 14, item 9: what a careful reader notices. Full-width brackets in Japanese, error
+/// sentences ending in 。, "Your password", the Apple heading before login, no otpauth
+/// button on a desktop, a skip link, input borders of at least 3:1 contrast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_read_carefully_and_meet_the_contrast_and_keyboard_rules() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut client = Client::new(stack.portal);
+    let top = client.get("/").await.text();
+    assert!(
+        top.contains("QRコード（セットアップキー）"),
+        "full-width brackets"
+    );
+    assert!(top.contains("<a class=\"skip\" href=\"#main\">本文へ移動</a>"));
+    assert!(top.contains("<main id=\"main\""));
+    let apple = client.get("/login?next=/apple").await;
+    assert_eq!(apple.status, 200);
+    client.user_agent = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1".into();
+    let prompt = client.get("/apple").await.text();
+    assert!(prompt.contains("<h1>【Apple端末向け】"), "{prompt}");
+    client.user_agent = "Mozilla/5.0 (test)".into();
+
+    start_reset(&mut client).await;
+    let code = stack.code_in_mail(1).await;
+    let step2 = client.get("/reset/code").await.text();
+    assert!(step2.contains("確認コード（数字6桁）"));
+    assert!(step2.contains("JST"), "times say their zone");
+    let csrf = csrf_in(&step2);
+    let wrong = client
+        .post(
+            "/reset/verify",
+            &[("csrf", &csrf), ("code", &common::wrong(&code))],
+        )
+        .await;
+    let page = client.follow(wrong).await.text();
+    assert!(
+        page.contains("（あと4回入力できます）。"),
+        "a sentence ends with 。"
+    );
+
+    client.get("/lang?to=en&next=/").await;
+    let form = client.get("/login").await.text();
+    assert!(form.contains(">Your password</label>"), "{form}");
+
+    let mut desktop = Client::new(stack.portal);
+    let mut phone = Client::new(stack.portal);
+    phone.user_agent = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36".into();
+    for (client, shown) in [(&mut desktop, false), (&mut phone, true)] {
+        log_in(client, PASSWORD).await;
+        let key = client.get("/key").await.text();
+        assert_eq!(
+            key.contains("id=\"add-here\""),
+            shown,
+            "{}",
+            client.user_agent
+        );
+    }
+
+    let css = client.get("/static/portal.css").await.text();
+    let border = css
+        .split("input {")
+        .nth(1)
+        .and_then(|rule| rule.split("border: 1px solid ").nth(1))
+        .map(|v| v[..7].to_owned())
+        .unwrap();
+    let contrast = (1.0 + 0.05) / (luminance(&border) + 0.05);
+    assert!(contrast >= 3.0, "input border {border}: {contrast:.2}:1");
+    assert!(css.contains("a:focus-visible"), "a plain focus ring");
+}
+
+/// Another university's identity, configured once for the whole deployment.
+fn omu() -> kagi_runtime::Institution {
+    use kagi_runtime::Localized;
+    kagi_runtime::Institution {
+        name: Localized::new("大阪公立大学", "Osaka Metropolitan University"),
+        short_name: Localized::new("OMU二要素認証", "OMU 2FA"),
+        department: Localized::new(
+            "大阪公立大学 情報基盤センター",
+            "Center for Information Infrastructure, Osaka Metropolitan University",
+        ),
+        account_id_label: Localized::new("OMUID", "OMUID"),
+        helpdesk_url: "https://www.omu.ac.jp/cii/start-trouble/".into(),
+        manual_url: "https://www.omu.ac.jp/cii/2fa-manual.pdf".into(),
+        onboarding_url: "https://www.omu.ac.jp/cii/start/".into(),
+        otpauth_issuer: "OMU".into(),
+        ..kagi_runtime::Institution::default()
+    }
+}
+
+/// Fails when `text` names any institution but OMU (the defaults' sample one, or kagi).
+fn names_only_omu(what: &str, text: &str) {
+    for other in [
+        "サンプル大学",
+        "Example Univ",
+        "www.example.ac.jp",
+        "issuer=kagi",
+        "kagi:",
+    ] {
+        assert!(!text.contains(other), "{what} names {other:?}:\n{text}");
+    }
+}
+
+/// The text and HTML bodies and the subject of mail `n`, as the user reads them.
+async fn mail_text(stack: &Stack, n: usize) -> (String, String) {
+    let mails = stack.sink.wait_for_mails(n).await;
+    let mail = mail_parser::MessageParser::default()
+        .parse(&mails[n - 1])
+        .unwrap();
+    let from = mail
+        .from()
+        .and_then(|f| f.first())
+        .and_then(|a| a.name())
+        .unwrap_or_default()
+        .to_owned();
+    let body = format!(
+        "{}\n{}\n{}",
+        from,
+        mail.body_text(0).unwrap_or_default(),
+        mail.body_html(0).unwrap_or_default()
+    );
+    (mail.subject().unwrap_or_default().to_owned(), body)
+}
+
+/// Issue 14, items 1, 2 and 10: the institution is configured once, and every page, both
+/// mails and the authenticator entry name it and no other; the mails follow the language
+/// the user reads the portal in.
+async fn every_page_and_mail_names_the_configured_institution_only(backend: Backend) {
+    let stack = Box::pin(Stack::start_for(backend, &omu(), |_| {})).await;
+    let mut client = Client::new(stack.portal);
+    for path in ["/", "/login", "/reset", "/apple", "/no-such-page"] {
+        let page = client.get(path).await.text();
+        assert!(page.contains("大阪公立大学"), "{path}");
+        names_only_omu(path, &page);
+    }
+    let top = client.get("/").await.text();
+    assert!(top.contains("© 大阪公立大学 情報基盤センター"));
+    assert!(top.contains("https://www.omu.ac.jp/cii/start-trouble/"));
+
+    log_in(&mut client, PASSWORD).await;
+    let key = client.get("/key").await.text();
+    names_only_omu("/key", &key);
+    assert!(key.contains("OMUID"));
+    let uri = stack.current_key().await.otpauth_uri;
+    assert!(uri.starts_with("otpauth://totp/OMU:taro?"), "{uri}");
+    assert!(uri.contains("&issuer=OMU&"), "{uri}");
+
+    start_reset(&mut client).await;
+    names_only_omu("step 2", &client.get("/reset/code").await.text());
+    let (subject, body) = mail_text(&stack, 1).await;
+    assert_eq!(subject, "[OMU二要素認証]二要素認証の再設定のご案内");
+    assert!(
+        body.contains("大阪公立大学 二要素認証管理システム"),
+        "{body}"
+    );
+    assert!(body.contains("https://www.omu.ac.jp/cii/start-trouble/"));
+    names_only_omu("the reset mail", &body);
+    let done = verify_and_confirm(&stack, &mut client, 1).await.text();
+    names_only_omu("step 4", &done);
+    let (subject, body) = mail_text(&stack, 2).await;
+    assert!(subject.starts_with("[OMU二要素認証]"), "{subject}");
+    names_only_omu("the notice", &body);
+
+    // Item 10: a user reading the portal in English gets the mail in English.
+    client.get("/lang?to=en&next=/").await;
+    let top = client.get("/").await.text();
+    assert!(top.contains("Osaka Metropolitan University"));
+    names_only_omu("/ in English", &top);
+    start_reset(&mut client).await;
+    let (subject, body) = mail_text(&stack, 3).await;
+    assert_eq!(
+        subject,
+        "[OMU 2FA] Resetting your two-factor authentication"
+    );
+    assert!(body.contains("Confirmation code: "), "{body}");
+    assert!(body.contains("Osaka Metropolitan University"), "{body}");
+    names_only_omu("the English reset mail", &body);
+}
+
+kagi_testkit::both_backends!(every_page_and_mail_names_the_configured_institution_only);

@@ -52,12 +52,9 @@ async fn a_client_forging_forwarded_hops_is_still_limited_by_its_real_address(ba
         ],
     ];
     for headers in &forged {
-        assert_eq!(
-            log_in_via(&mut attacker, "not-the-password", headers)
-                .await
-                .status,
-            401
-        );
+        let refused = log_in_via(&mut attacker, "not-the-password", headers).await;
+        let page = attacker.follow(refused).await.text();
+        assert!(page.contains("IDまたはパスワードが違います。"), "{page}");
     }
     let limited = log_in_via(
         &mut attacker,
@@ -68,14 +65,10 @@ async fn a_client_forging_forwarded_hops_is_still_limited_by_its_real_address(ba
         ],
     )
     .await;
-    assert_eq!(
-        limited.status, 429,
-        "the fourth guess from 203.0.113.7 waits"
-    );
+    let limited = attacker.follow(limited).await.text();
     assert!(
-        limited
-            .text()
-            .contains("ログインの試行回数が上限に達しました")
+        limited.contains("ログインの試行回数が上限に達しました"),
+        "the fourth guess from 203.0.113.7 waits: {limited}"
     );
 
     // Someone else behind the same proxy is not limited by the attacker's guesses (off

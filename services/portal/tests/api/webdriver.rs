@@ -91,6 +91,11 @@ impl Browser {
         self.cmd("POST", "/url", Some(&json!({ "url": url }))).await;
     }
 
+    /// The browser's Back button.
+    pub async fn back(&self) {
+        self.cmd("POST", "/back", Some(&json!({}))).await;
+    }
+
     pub async fn url(&self) -> String {
         self.cmd("GET", "/url", None)
             .await

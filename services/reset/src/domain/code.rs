@@ -33,15 +33,17 @@ impl ConfirmationCode {
             .map(|d| Self(Zeroizing::new(format!("{:06}", d % 1_000_000))))
     }
 
-    /// A code the user typed.
+    /// A code the user typed, read as [`kagi_runtime::typed_digits`] reads every code:
+    /// full-width digits (a Japanese IME) and spaces or hyphens between groups are fine.
     ///
     /// # Errors
-    /// [`InvalidInput::Code`] unless exactly 6 ASCII digits.
+    /// [`InvalidInput::Code`] unless that leaves exactly 6 ASCII digits.
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
-        if raw.len() != 6 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = Zeroizing::new(kagi_runtime::typed_digits(raw));
+        if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(InvalidInput::Code);
         }
-        Ok(Self(Zeroizing::new(raw.to_owned())))
+        Ok(Self(digits))
     }
 
     pub fn expose(&self) -> &str {
@@ -130,7 +132,17 @@ mod tests {
         assert!(ConfirmationCode::parse("12345").is_err());
         assert!(ConfirmationCode::parse("1234567").is_err());
         assert!(ConfirmationCode::parse("12345a").is_err());
-        assert!(ConfirmationCode::parse("１２３４５６").is_err());
+        assert!(ConfirmationCode::parse("１２３４５").is_err());
+        assert!(ConfirmationCode::parse("12 34 5a").is_err());
+        // A Japanese IME's full-width digits, grouped as a phone shows them: the same code.
+        assert_eq!(
+            ConfirmationCode::parse("１２３ ４５６").unwrap().expose(),
+            "123456"
+        );
+        assert_eq!(
+            ConfirmationCode::parse("123-456").unwrap().expose(),
+            "123456"
+        );
         assert!(CodeHasher::new(Zeroizing::new(vec![1; 8])).is_err());
     }
 }

@@ -15,10 +15,12 @@ impl ResetSaga {
     ///
     /// # Errors
     /// [`Error::RateLimited`], [`Error::BadCredentials`] (the same for every reason),
+    /// [`Error::TooManyStarts`],
     /// [`Error::MailUnavailable`] (the reset is cancelled; start again), storage failures.
     pub async fn start(&self, request: StartRequest<'_>) -> Result<Started, Error> {
         let now = self.now();
-        self.inner
+        let admission = self
+            .inner
             .limiter
             .admit(RateScope::Reset, request.client_ip, request.account_id, now)
             .await?;
@@ -31,6 +33,12 @@ impl ResetSaga {
             tracing::info!("StartReset refused: bad credentials");
             return Err(Error::BadCredentials);
         };
+        // The right password: not an attempt the limits count (successes never lock out).
+        self.inner.limiter.refund(admission).await?;
+        self.inner
+            .limiter
+            .admit_start(&account.account_id, now)
+            .await?;
 
         let token = ResetToken::from_random(&random_bytes::<{ ResetToken::BYTES }>()?);
         let token_hash = token.digest();

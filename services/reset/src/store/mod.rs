@@ -10,6 +10,7 @@ mod rate;
 mod resets;
 
 pub use accounts::AccountRow;
+pub use rate::RateOutcome;
 pub use resets::{NewReset, ResetRow, StartOutcome};
 
 pub use kagi_runtime::db::Backend;

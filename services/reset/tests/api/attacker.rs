@@ -175,7 +175,8 @@ async fn starts_are_rate_limited_per_account_and_per_ip(backend: Backend) {
     })
     .await;
     stack.account("b6").await;
-    // Per account: wrong passwords count too, from any address.
+    // Per account: wrong passwords count, from any address; the right one does not (issue
+    // 14, item 5), and the refusal says when to try again (item 4).
     let first = stack
         .start_reset("b6", "guess-1", "198.51.100.1")
         .await
@@ -185,11 +186,17 @@ async fn starts_are_rate_limited_per_account_and_per_ip(backend: Backend) {
         .start_reset("b6", PASSWORD, "198.51.100.2")
         .await
         .unwrap();
+    let second = stack
+        .start_reset("b6", "guess-2", "198.51.100.3")
+        .await
+        .unwrap_err();
+    assert_eq!(second.code(), tonic::Code::Unauthenticated);
     let third = stack
-        .start_reset("b6", PASSWORD, "198.51.100.3")
+        .start_reset("b6", PASSWORD, "198.51.100.7")
         .await
         .unwrap_err();
     assert_eq!(third.code(), tonic::Code::ResourceExhausted);
+    assert!(kagi_proto::retry_at(&third).is_some());
     // Unknown accounts are limited the same way: the limit says nothing about existence.
     stack
         .start_reset("ghost", "x", "198.51.100.4")

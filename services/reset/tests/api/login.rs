@@ -77,16 +77,24 @@ async fn logins_are_rate_limited_and_only_the_portal_may_ask(backend: Backend) {
     authenticate(&stack, "l2", "guess-1", "198.51.100.20")
         .await
         .unwrap_err();
-    authenticate(&stack, "l2", PASSWORD, "198.51.100.21")
+    // Right passwords are not counted (issue 14, item 5): however many, none locks.
+    for ip in ["198.51.100.21", "198.51.100.22", "198.51.100.23"] {
+        authenticate(&stack, "l2", PASSWORD, ip).await.unwrap();
+    }
+    authenticate(&stack, "l2", "guess-2", "198.51.100.24")
         .await
-        .unwrap();
-    let limited = authenticate(&stack, "l2", PASSWORD, "198.51.100.22")
+        .unwrap_err();
+    let limited = authenticate(&stack, "l2", PASSWORD, "198.51.100.25")
         .await
         .unwrap_err();
     assert_eq!(
         limited.code(),
         Code::ResourceExhausted,
-        "even the right password once limited"
+        "even the right password once two failures are counted"
+    );
+    assert!(
+        kagi_proto::retry_at(&limited).is_some(),
+        "the refusal says when to try again"
     );
     // Login attempts do not use up the account's reset starts.
     stack

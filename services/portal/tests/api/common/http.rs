@@ -224,6 +224,20 @@ impl Client {
     }
 }
 
+impl Client {
+    /// POST/redirect/GET as a browser does it: a 303 `reply` is followed with a GET of its
+    /// location (the page the user then reads); any other reply is returned as it is.
+    pub async fn follow(&mut self, reply: Reply) -> Reply {
+        match (reply.status, reply.header("location")) {
+            (303, Some(location)) => {
+                let location = location.to_owned();
+                self.get(&location).await
+            }
+            _ => reply,
+        }
+    }
+}
+
 /// The CSRF token in a page's forms.
 pub fn csrf_in(html: &str) -> String {
     let start = html

@@ -103,17 +103,34 @@ impl Stack {
         backend: Backend,
         tweak: impl FnOnce(&mut kagi_portal::Settings),
     ) -> Self {
-        Self::start_full(backend, tweak, None).await
+        Self::start_full(backend, &kagi_runtime::Institution::default(), tweak, None).await
     }
 
     /// Everything on `backend`, every gRPC hop (portal → keystore and reset, reset →
     /// keystore and notifier, the test's own calls) over TLS with client certificates.
     pub async fn start_mtls_on(backend: Backend) -> Self {
-        Self::start_full(backend, |_| {}, Some(TestPki::new())).await
+        Self::start_full(
+            backend,
+            &kagi_runtime::Institution::default(),
+            |_| {},
+            Some(TestPki::new()),
+        )
+        .await
+    }
+
+    /// Everything on `backend` for `institution`, configured once and given to the portal,
+    /// the notifier and the keystore alike (as a deployment's shared file would).
+    pub async fn start_for(
+        backend: Backend,
+        institution: &kagi_runtime::Institution,
+        tweak: impl FnOnce(&mut kagi_portal::Settings),
+    ) -> Self {
+        Self::start_full(backend, institution, tweak, None).await
     }
 
     async fn start_full(
         backend: Backend,
+        institution: &kagi_runtime::Institution,
         tweak: impl FnOnce(&mut kagi_portal::Settings),
         tls: Option<TestPki>,
     ) -> Self {
@@ -126,6 +143,7 @@ impl Stack {
 
         let keystore_clock = Arc::new(ManualClock::new(SystemTime::now()));
         let mut settings = keystore_settings(&keystore_db);
+        settings.institution = institution.clone();
         if let Some(pki) = &tls {
             let callers = ["login", "reset", "onboarding", "admin", "portal"];
             pki.serve_mtls(&mut settings.server, &mut settings.auth, &callers);
@@ -142,6 +160,7 @@ impl Stack {
         });
 
         let mut settings = notifier_settings(&notifier_db, sink.port);
+        settings.institution = institution.clone();
         if let Some(pki) = &tls {
             pki.serve_mtls(&mut settings.server, &mut settings.auth, &["reset"]);
         }
@@ -174,6 +193,7 @@ impl Stack {
         });
 
         let mut settings = portal_settings(&portal_db, keystore_addr, reset_addr);
+        settings.institution = institution.clone();
         if let Some(pki) = &tls {
             settings.keystore = over_mtls(pki, settings.keystore, keystore_addr, "portal");
             settings.reset = over_mtls(pki, settings.reset, reset_addr, "portal");
