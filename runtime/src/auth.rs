@@ -1,10 +1,12 @@
 //! Caller authentication and per-RPC authorization for kagi's gRPC services.
 //!
-//! Every calling service presents `authorization: Bearer <token>`. Tokens are configured per
-//! caller (`name → token`, or one file per caller in a mounted Kubernetes Secret), and each
-//! RPC lists the callers it admits. Health and reflection stay open so probes and grpcurl
-//! work. A missing or unknown token is `UNAUTHENTICATED`; a known caller calling an RPC not
-//! meant for it is `PERMISSION_DENIED`.
+//! Every calling service presents `authorization: Bearer <token>`, or, over mTLS, a client
+//! certificate whose DNS name `certificate_callers` maps to a caller. Tokens are configured
+//! per caller (`name → token`, or one file per token in a mounted Kubernetes Secret, re-read
+//! while serving so a rotation needs no restart), and each RPC lists the callers it admits,
+//! whichever way they proved who they are. Health and reflection stay open so probes and
+//! grpcurl work. A missing or unknown credential is `UNAUTHENTICATED`; a known caller calling
+//! an RPC not meant for it is `PERMISSION_DENIED`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

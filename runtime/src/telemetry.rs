@@ -254,3 +254,33 @@ impl Injector for MetadataInjector<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_https_collector_is_trusted_through_the_configured_ca() {
+        if std::env::var_os("OTEL_EXPORTER_OTLP_CERTIFICATE").is_some() {
+            return; // the environment decides; nothing to learn here
+        }
+        let missing = otlp_tls(&TelemetrySettings::default()).unwrap_err();
+        assert!(missing.to_string().contains("otlp_ca_file"), "{missing}");
+
+        let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kit/tls/ca.crt");
+        let settings = TelemetrySettings {
+            otlp_ca_file: Some(ca),
+            ..TelemetrySettings::default()
+        };
+        let tls = otlp_tls(&settings).unwrap();
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_tls_config(tls)
+            .with_endpoint("https://127.0.0.1:4317")
+            .build();
+        assert!(
+            exporter.is_ok(),
+            "an https:// exporter builds: {exporter:?}"
+        );
+    }
+}
