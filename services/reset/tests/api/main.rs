@@ -19,4 +19,5 @@ mod crash;
 mod happy_path;
 mod limits;
 mod login;
+mod metrics;
 mod trace;
