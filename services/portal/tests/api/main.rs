@@ -8,6 +8,7 @@
 
 mod browser;
 mod common;
+mod metrics;
 mod pages;
 mod security;
 mod webdriver;
