@@ -48,12 +48,27 @@ where
     F: FnOnce(S) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let result = async {
-        let settings = S::load(config)?;
-        let _telemetry = telemetry::init(S::PROGRAM, settings.telemetry())?;
-        command(settings).await
-    }
-    .await;
+    let settings = match S::load(config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            // Bad settings are fatal too: say so as JSON, where the log collector looks.
+            let _telemetry = telemetry::init(S::PROGRAM, &TelemetrySettings::default());
+            return exit_code(S::PROGRAM, Err(e));
+        }
+    };
+    let _telemetry = match telemetry::init(S::PROGRAM, settings.telemetry()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            // No subscriber to write through: the terminal is all there is.
+            eprintln!("{}: cannot start telemetry: {e:#}", S::PROGRAM);
+            return ExitCode::FAILURE;
+        }
+    };
+    // A panic is logged as one JSON line, not a plain-text backtrace on stderr.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panicked");
+    }));
+    let result = command(settings).await;
     exit_code(S::PROGRAM, result)
 }
 
@@ -69,14 +84,18 @@ pub async fn migrate<S: Schema>(settings: &DatabaseSettings) -> anyhow::Result<(
     Ok(())
 }
 
-/// Ends a command: success is exit code 0; a failure is logged with its cause chain (for
-/// log collectors) and printed to stderr (for the operator at the terminal), exit code 1.
+/// Ends a command: success is exit code 0; a failure is logged with its cause chain through
+/// the subscriber (one JSON line by default, a readable one with `log_format = "pretty"`),
+/// exit code 1. Only when no subscriber is installed is it printed to stderr as text.
 pub fn exit_code(program: &str, result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "{program} failed");
-            eprintln!("{program}: {err:#}");
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = format!("{err:#}"), "{program} failed");
+            } else {
+                eprintln!("{program}: {err:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -222,6 +222,7 @@ impl GrpcServer {
             .trace_fn(telemetry::server_span)
             .layer(metrics_layer)
             .layer(auth)
+            .layer(telemetry::AccessLogLayer)
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -3,7 +3,9 @@
 //! gRPC metadata both ways.
 //!
 //! The OpenTelemetry layer is installed even without an exporter, so every request has a
-//! real trace id to put in logs and audit records.
+//! real trace id to put in logs and audit records: every JSON line written inside a request
+//! carries top-level `trace_id` and `span_id` (those of the innermost span), and each RPC
+//! ends with one access line (target `access`: method, gRPC code, duration, caller).
 
 use std::sync::OnceLock;
 
@@ -125,6 +127,7 @@ where
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(writer)
+            .map_event_format(WithTraceIds)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
@@ -151,6 +154,111 @@ fn otlp_tls(settings: &TelemetrySettings) -> anyhow::Result<tonic::transport::Cl
     let pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
     Ok(tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(pem)))
+}
+
+/// A JSON event format that adds the current span's OpenTelemetry `trace_id` and `span_id`
+/// at the top level of each line, so a log search by trace id finds every line of a request
+/// (the span's own fields only name the span they were recorded on).
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        let in_span = ctx.lookup_current().is_some() && !event.is_root();
+        let ids = in_span
+            .then(|| {
+                let context = tracing::Span::current().context();
+                let span = context.span().span_context().clone();
+                span.is_valid().then(|| (span.trace_id(), span.span_id()))
+            })
+            .flatten();
+        match (ids, line.trim_end().strip_suffix('}')) {
+            (Some((trace_id, span_id)), Some(object)) => writeln!(
+                writer,
+                "{object},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+            ),
+            _ => writer.write_str(&line),
+        }
+    }
+}
+
+/// Writes one access line per RPC (inside the caller authentication, so it knows the
+/// caller): method, gRPC code, duration and caller. Never a request field: those may be
+/// codes or passwords. Calls refused by authentication are logged by it instead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLogLayer;
+
+impl<S> tower::Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog(inner)
+    }
+}
+
+/// See [`AccessLogLayer`].
+#[derive(Debug, Clone)]
+pub struct AccessLog<S>(S);
+
+type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for AccessLog<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let start = std::time::Instant::now();
+        let method = request.uri().path().to_owned();
+        let caller = request
+            .extensions()
+            .get::<crate::auth::Caller>()
+            .map_or_else(|| "-".to_owned(), |c| c.0.clone());
+        let call = self.0.call(request);
+        Box::pin(async move {
+            // The server's per-call span is entered around this future, not around `call`.
+            let span = tracing::Span::current();
+            let response = call.await?;
+            Ok(crate::metrics::observe_status(response, move |code| {
+                let _entered = span.enter();
+                tracing::info!(
+                    target: "access",
+                    method = %method,
+                    grpc_code = crate::metrics::code_name(code),
+                    duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+                    caller = %caller,
+                    "rpc"
+                );
+            }))
+        })
+    }
 }
 
 /// The server span of one gRPC call, joined to the caller's trace when the request carries

@@ -79,10 +79,20 @@ pub(crate) fn delivered(finish: &Finish) {
         .inc();
 }
 
-/// `2xx`, `4xx` or `5xx` from an SMTP reply; `none` when no server answered (a refused
-/// connection, a timeout, a message that expired unsent).
+/// `2xx`, `4xx` or `5xx` from the first SMTP reply code in a reply or error text (`250 Ok`,
+/// `transient error (451): …`); `none` when no server answered (a refused connection, a
+/// timeout, a message that expired unsent).
 fn reply_class(reply: &str) -> &'static str {
-    match reply.trim_start().as_bytes().first() {
+    let bytes = reply.as_bytes();
+    let code = (0..bytes.len().saturating_sub(2)).find_map(|i| {
+        let run = &bytes[i..i + 3];
+        let before = i.checked_sub(1).map(|j| bytes[j]);
+        let after = bytes.get(i + 3).copied();
+        let isolated = !before.is_some_and(|b| b.is_ascii_alphanumeric())
+            && !after.is_some_and(|b| b.is_ascii_alphanumeric());
+        (isolated && run.iter().all(u8::is_ascii_digit)).then_some(run[0])
+    });
+    match code {
         Some(b'2') => "2xx",
         Some(b'3') => "3xx",
         Some(b'4') => "4xx",
@@ -98,6 +108,11 @@ mod tests {
         assert_eq!(super::reply_class("250 2.0.0 Ok: queued"), "2xx");
         assert_eq!(super::reply_class("451 4.3.0 try later"), "4xx");
         assert_eq!(super::reply_class("550 5.1.1 no such user"), "5xx");
+        assert_eq!(super::reply_class("transient error (421): busy"), "4xx");
         assert_eq!(super::reply_class("connection refused"), "none");
+        assert_eq!(
+            super::reply_class("Connection refused (os error 111)"),
+            "none"
+        );
     }
 }

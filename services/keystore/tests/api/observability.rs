@@ -203,3 +203,60 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
     assert!(!key.key_id.is_empty(), "serving again once ready");
     app.stop().await;
 }
+
+/// A login system that sends a W3C `traceparent` finds every line of its call under that
+/// trace id, ending with one access line naming it as the caller.
+#[tokio::test]
+async fn every_log_line_of_a_call_carries_its_trace_and_one_access_line_ends_it() {
+    let db = TestDatabase::new(Backend::Sqlite, "keystore.db").await;
+    let app = TestApp::start(
+        &test_settings(&db),
+        Arc::new(ManualClock::new(SystemTime::now())),
+    )
+    .await;
+    let key = app.enroll("hanako").await;
+    let trace_id = format!("{:032x}", rand_trace());
+    let mut request = TestApp::as_caller(
+        "login",
+        kagi_proto::v1::VerifyCodeRequest {
+            account_id: "hanako".into(),
+            code: app.code_for(&key, 0),
+        },
+    );
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    app.client.clone().verify_code(request).await.unwrap();
+    app.stop().await;
+
+    let logs = crate::helpers::captured_logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| l.contains(&trace_id))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty(), "{logs}");
+    for line in &lines {
+        assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
+        assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+    }
+    let access: Vec<_> = lines.iter().filter(|l| l["target"] == "access").collect();
+    assert_eq!(access.len(), 1, "{lines:#?}");
+    let fields = &access[0]["fields"];
+    assert_eq!(fields["caller"], "login");
+    assert_eq!(fields["grpc_code"], "OK");
+    assert_eq!(fields["method"], "/kagi.v1.Keystore/VerifyCode");
+    assert!(fields["duration_ms"].as_f64().is_some(), "{fields}");
+}
+
+/// A trace id no other test uses.
+fn rand_trace() -> u128 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    nanos | (1 << 100)
+}

@@ -74,6 +74,8 @@ pub fn test_settings(db: &TestDatabase, smtp_port: u16) -> Settings {
 /// A running notifier and a client authenticated as the reset saga.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics` is served, when the settings asked for it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub client: Client,
     pub store: Db,
     pub clock: Arc<OffsetClock>,
@@ -91,6 +93,7 @@ impl TestApp {
             .await
             .expect("build");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let store = app.store().clone();
         let replica = app.replica().map(str::to_owned);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -100,6 +103,7 @@ impl TestApp {
         let client = client(addr).await;
         Self {
             addr,
+            metrics_addr,
             client,
             store,
             clock,

@@ -10,6 +10,7 @@
 mod delivery;
 mod helpers;
 mod mail_content;
+mod metrics;
 mod relay;
 mod requests;
 mod secrets;

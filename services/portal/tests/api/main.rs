@@ -13,6 +13,7 @@ mod common;
 mod key_notice;
 mod login_otp;
 mod mtls;
+mod metrics;
 mod pages;
 mod security;
 mod webdriver;

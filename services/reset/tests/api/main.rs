@@ -20,4 +20,5 @@ mod happy_path;
 mod key_displayed;
 mod limits;
 mod login;
+mod metrics;
 mod trace;
