@@ -14,11 +14,14 @@ if ! command -v podman >/dev/null 2>&1; then
     apt-get install -y -qq podman buildah >/dev/null
 fi
 
-echo "--- cargo build --release -p kagi"
-# No line tables in the shipped binary (the workspace's release profile keeps them for
-# profiling); stripped below in any case.
-CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release --locked -p kagi
-binary=target/release/kagi
+# KAGI_BINARY: package an already built `kagi` (a CI cache) instead of building one.
+binary="${KAGI_BINARY:-target/release/kagi}"
+if [ -z "${KAGI_BINARY:-}" ]; then
+    echo "--- cargo build --release -p kagi"
+    # No line tables in the shipped binary (the workspace's release profile keeps them for
+    # profiling); stripped below in any case.
+    CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release --locked -p kagi
+fi
 
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT

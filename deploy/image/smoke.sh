@@ -42,7 +42,7 @@ start() {
     local service="$1" port="$2"; shift 2
     local started_ns
     started_ns=$(date +%s%N)
-    env -i "$@" chroot --userspec=10001:10001 "$root" "/usr/local/bin/kagi-$service" serve \
+    env -i "$@" "$(command -v chroot)" --userspec=10001:10001 "$root" "/usr/local/bin/kagi-$service" serve \
         >"$work/$service.log" 2>&1 &
     pids+=("$!")
     for _ in $(seq 1000); do
@@ -68,7 +68,7 @@ start keystore 55051 \
 start notifier 55053 \
     KAGI_NOTIFIER_SERVER__LISTEN_ADDR=127.0.0.1:55053 KAGI_NOTIFIER_DATABASE__URL="$(sqlite notifier)" \
     KAGI_NOTIFIER_AUTH__TOKENS_DIR=/tmp/secrets/callers KAGI_NOTIFIER_SEALING__KEY_FILE=/tmp/secrets/payload-key \
-    KAGI_NOTIFIER_TRANSPORT__OUTBOX_DIR=/tmp/data/outbox
+    KAGI_NOTIFIER_TRANSPORT__OUTBOX_DIR=/tmp/data/outbox KAGI_NOTIFIER_MAIL__TEMPLATES_DIR=/tmp/data/notifier-templates
 start reset 55052 \
     KAGI_RESET_SERVER__LISTEN_ADDR=127.0.0.1:55052 KAGI_RESET_DATABASE__URL="$(sqlite reset)" \
     KAGI_RESET_AUTH__TOKENS_DIR=/tmp/secrets/callers KAGI_RESET_CODE_HMAC_KEY_FILE=/tmp/secrets/code-key \
