@@ -157,7 +157,9 @@ impl Error {
             Self::InvalidInput(InvalidInput::Code) => ErrorReason::CodeFormat,
             Self::InvalidInput(_) => ErrorReason::InvalidInput,
             Self::BadCredentials => ErrorReason::BadCredentials,
-            Self::RateLimited { .. } | Self::TooManyStarts { .. } => ErrorReason::RateLimited,
+            Self::RateLimited { .. } => ErrorReason::RateLimited,
+            // The reissues one account may start fit the notifier's mail allowance.
+            Self::TooManyStarts { .. } => ErrorReason::MailRateLimited,
             Self::UnknownReset => ErrorReason::UnknownReset,
             Self::IllegalStep(refusal) => refusal.reason(),
             Self::ResendTooSoon { .. } => ErrorReason::ResendTooSoon,

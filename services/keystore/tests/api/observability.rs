@@ -36,7 +36,7 @@ async fn verify_code_traffic_moves_the_metrics_and_promtool_accepts_them(backend
     app.verify("taro", &app.code_for(&key, 0)).await.unwrap();
     app.verify("taro", &wrong_code(&app, &key)).await.unwrap();
     let refused = TestApp::as_caller(
-        "portal",
+        "onboarding",
         kagi_proto::v1::VerifyCodeRequest {
             account_id: "taro".into(),
             code: "123456".into(),

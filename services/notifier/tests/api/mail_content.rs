@@ -272,7 +272,7 @@ async fn the_key_displayed_notice_shows_a_hostile_browser_name_as_text(backend: 
     let mail = MessageParser::default().parse(&mails[0]).unwrap();
     assert_eq!(
         mail.subject(),
-        Some("[OMU二要素認証]セットアップキー表示のお知らせ")
+        Some("[サンプル大学]セットアップキー表示のお知らせ")
     );
     let text = mail.body_text(0).unwrap();
     assert!(

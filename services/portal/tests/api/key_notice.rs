@@ -192,7 +192,7 @@ async fn a_reset_outlived_by_an_account_change_says_so(backend: Backend) {
 
     let csrf = csrf_in(&user.get("/reset/confirm").await.text());
     let refused = user.post("/reset/confirm", &[("csrf", &csrf)]).await;
-    let page = refused.text();
+    let page = user.follow(refused).await.text();
     assert!(
         page.contains("アカウントの情報（パスワードや連絡先メールアドレス）が変更された"),
         "{page}"

@@ -40,7 +40,9 @@ async fn the_whole_reissue_runs_with_every_hop_on_mtls(backend: Backend) {
         .await;
     assert_eq!(verified.header("location"), Some("/reset/confirm"));
     let csrf = csrf_in(&client.get("/reset/confirm").await.text());
-    let done = client.post("/reset/confirm", &[("csrf", &csrf)]).await;
+    let confirmed = client.post("/reset/confirm", &[("csrf", &csrf)]).await;
+    assert_eq!(confirmed.header("location"), Some("/reset/done"));
+    let done = client.follow(confirmed).await;
     assert_eq!(done.status, 200, "{}", done.text());
     assert!(done.text().contains("4. リセット完了"));
 

@@ -1094,9 +1094,14 @@ async fn every_page_and_mail_names_the_configured_institution_only(backend: Back
     assert!(uri.starts_with("otpauth://totp/OMU:taro?"), "{uri}");
     assert!(uri.contains("&issuer=OMU&"), "{uri}");
 
+    // Showing the key mailed the "your setup key was displayed" notice (issue 9).
+    let (subject, body) = mail_text(&stack, 1).await;
+    assert_eq!(subject, "[OMU二要素認証]セットアップキー表示のお知らせ");
+    names_only_omu("the key-displayed notice", &body);
+
     start_reset(&mut client).await;
     names_only_omu("step 2", &client.get("/reset/code").await.text());
-    let (subject, body) = mail_text(&stack, 1).await;
+    let (subject, body) = mail_text(&stack, 2).await;
     assert_eq!(subject, "[OMU二要素認証]二要素認証の再設定のご案内");
     assert!(
         body.contains("大阪公立大学 二要素認証管理システム"),
@@ -1104,9 +1109,9 @@ async fn every_page_and_mail_names_the_configured_institution_only(backend: Back
     );
     assert!(body.contains("https://www.omu.ac.jp/cii/start-trouble/"));
     names_only_omu("the reset mail", &body);
-    let done = verify_and_confirm(&stack, &mut client, 1).await.text();
+    let done = verify_and_confirm(&stack, &mut client, 2).await.text();
     names_only_omu("step 4", &done);
-    let (subject, body) = mail_text(&stack, 2).await;
+    let (subject, body) = mail_text(&stack, 3).await;
     assert!(subject.starts_with("[OMU二要素認証]"), "{subject}");
     names_only_omu("the notice", &body);
 
@@ -1116,7 +1121,7 @@ async fn every_page_and_mail_names_the_configured_institution_only(backend: Back
     assert!(top.contains("Osaka Metropolitan University"));
     names_only_omu("/ in English", &top);
     start_reset(&mut client).await;
-    let (subject, body) = mail_text(&stack, 3).await;
+    let (subject, body) = mail_text(&stack, 4).await;
     assert_eq!(
         subject,
         "[OMU 2FA] Resetting your two-factor authentication"
