@@ -88,8 +88,8 @@ pub fn retry_at(status: &tonic::Status) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{retry_at, timestamp, with_retry_at};
     use super::v1::ErrorReason;
+    use super::{retry_at, timestamp, with_retry_at};
 
     #[test]
     fn a_reason_survives_the_status_details() {

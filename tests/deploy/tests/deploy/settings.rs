@@ -14,6 +14,8 @@ use crate::manifests::{OVERLAYS, objects, pod_spec};
 
 const CHILD: &str = "KAGI_DEPLOY_TEST_CHILD";
 const CONFIG: &str = "KAGI_DEPLOY_TEST_CONFIG";
+/// Where the child finds the overlay's `kagi-institution` file (the pod mounts it elsewhere).
+const INSTITUTION: &str = "KAGI_DEPLOY_TEST_INSTITUTION";
 
 /// What `service` loaded in `overlay` (see [`facts`]).
 pub fn loaded(overlay: &str, service: &str) -> Value {
@@ -42,6 +44,23 @@ pub fn loaded(overlay: &str, service: &str) -> Value {
     )
     .unwrap();
 
+    let institution = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ConfigMap"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("kagi-institution-")
+        })
+        .unwrap_or_else(|| panic!("{overlay}: no kagi-institution ConfigMap"));
+    let institution_file = dir.path().join("institution.toml");
+    std::fs::write(
+        &institution_file,
+        institution["data"]["institution.toml"].as_str().unwrap(),
+    )
+    .unwrap();
+
     let mut child = Command::new(std::env::current_exe().unwrap());
     child
         .args([
@@ -52,7 +71,8 @@ pub fn loaded(overlay: &str, service: &str) -> Value {
         ])
         .env_clear()
         .env(CHILD, service)
-        .env(CONFIG, &file);
+        .env(CONFIG, &file)
+        .env(INSTITUTION, &institution_file);
     for (key, value) in site["data"].as_object().unwrap() {
         child.env(key, value.as_str().unwrap());
     }
@@ -75,6 +95,19 @@ fn a_child_loads_one_services_settings() {
     println!("KAGI_FACTS {}", facts(&service, Path::new(&config)));
 }
 
+/// The institution `section` names, read from the overlay's file (at [`INSTITUTION`]) in
+/// place of the pod's mount path, which stays among the `files` the pod must mount.
+fn institution(section: &kagi_runtime::Institution) -> (Option<String>, String) {
+    let mounted = section.file.as_ref().map(|p| p.display().to_string());
+    let mut here = section.clone();
+    if here.file.is_some() {
+        here.file = Some(std::env::var(INSTITUTION).unwrap().into());
+    }
+    let mut resolved = here.resolve().unwrap();
+    resolved.file = None;
+    (mounted, format!("{resolved:?}"))
+}
+
 /// Loads `service`'s settings from `config` and the environment, runs the checks the
 /// service makes at start, and returns what the parent asserts: port, pool size, the files
 /// it will read, and the site values.
@@ -85,13 +118,14 @@ fn facts(service: &str, config: &Path) -> Value {
             let s = kagi_keystore::Settings::load(Some(config)).unwrap();
             s.totp.params().unwrap();
             s.lockout.policy().unwrap();
+            let (file, institution) = institution(&s.institution);
             json!({
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
-                "files": [path(&s.database.url_file), path(&s.auth.tokens_dir), path(&s.kek.keys_dir)],
+                "files": [path(&s.database.url_file), path(&s.auth.tokens_dir), path(&s.kek.keys_dir), file],
                 "campus_networks": s.campus_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "issuer": s.totp.issuer,
+                "institution": institution,
             })
         }
         "reset" => {
@@ -107,27 +141,29 @@ fn facts(service: &str, config: &Path) -> Value {
         }
         "notifier" => {
             let s = kagi_notifier::Settings::load(Some(config)).unwrap();
+            let (file, institution) = institution(&s.institution);
             json!({
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
                 "files": [path(&s.database.url_file), path(&s.auth.tokens_dir),
                           Some(s.sealing.key_file.display().to_string()),
-                          path(&s.transport.smtp.password_file), path(&s.mail.templates_dir)],
+                          path(&s.transport.smtp.password_file), path(&s.mail.templates_dir), file],
                 "smtp": format!("{:?} {}:{}", s.transport.kind, s.transport.smtp.host, s.transport.smtp.port),
-                "institution": s.mail.ja.institution,
+                "institution": institution,
             })
         }
         _ => {
             let s = kagi_portal::Settings::load(Some(config)).unwrap();
+            let (file, institution) = institution(&s.institution);
             json!({
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
-                "files": [path(&s.database.url_file), path(&s.keystore.token_file), path(&s.reset.token_file)],
+                "files": [path(&s.database.url_file), path(&s.keystore.token_file), path(&s.reset.token_file), file],
                 "endpoints": [s.keystore.endpoint, s.reset.endpoint],
                 "public_url": s.server.public_url,
-                "institution": s.institution.name.ja,
+                "institution": institution,
             })
         }
     }
@@ -209,15 +245,25 @@ fn every_services_settings_load_with_the_site_values_and_every_file_is_mounted()
             "{notifier}"
         );
     }
-    // The site's own words reach the services: production's institution, in Japanese.
-    assert_eq!(
-        loaded("production", "portal")["institution"],
-        "サンプル大学"
+    // The site's own words reach the services, the same in each: one institution per overlay.
+    for overlay in OVERLAYS {
+        let portal = loaded(overlay, "portal")["institution"].clone();
+        for service in ["keystore", "notifier"] {
+            assert_eq!(
+                loaded(overlay, service)["institution"],
+                portal,
+                "{overlay} {service}"
+            );
+        }
+    }
+    let production = loaded("production", "portal")["institution"].clone();
+    let production = production.as_str().unwrap();
+    assert!(production.contains(r#"ja: "サンプル大学""#), "{production}");
+    assert!(
+        production.contains(r#"otpauth_issuer: "OMU""#),
+        "{production}"
     );
-    assert_eq!(
-        loaded("production", "notifier")["institution"],
-        "サンプル大学"
-    );
+    assert_ne!(loaded("dev", "portal")["institution"], production);
     assert_eq!(
         loaded("production", "keystore")["campus_networks"],
         json!(["10.0.0.0/8", "2001:db8:10::/48"])
