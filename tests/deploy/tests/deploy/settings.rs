@@ -120,6 +120,7 @@ fn facts(service: &str, config: &Path) -> Value {
             s.lockout.policy().unwrap();
             let (file, institution) = institution(&s.institution);
             json!({
+                "metrics": s.metrics.listen_addr.map(|a| a.to_string()),
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
@@ -131,6 +132,7 @@ fn facts(service: &str, config: &Path) -> Value {
         "reset" => {
             let s = kagi_reset::Settings::load(Some(config)).unwrap();
             json!({
+                "metrics": s.metrics.listen_addr.map(|a| a.to_string()),
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
@@ -143,6 +145,7 @@ fn facts(service: &str, config: &Path) -> Value {
             let s = kagi_notifier::Settings::load(Some(config)).unwrap();
             let (file, institution) = institution(&s.institution);
             json!({
+                "metrics": s.metrics.listen_addr.map(|a| a.to_string()),
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
@@ -157,6 +160,7 @@ fn facts(service: &str, config: &Path) -> Value {
             let s = kagi_portal::Settings::load(Some(config)).unwrap();
             let (file, institution) = institution(&s.institution);
             json!({
+                "metrics": s.metrics.listen_addr.map(|a| a.to_string()),
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
