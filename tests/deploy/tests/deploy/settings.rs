@@ -95,6 +95,33 @@ fn a_child_loads_one_services_settings() {
     println!("KAGI_FACTS {}", facts(&service, Path::new(&config)));
 }
 
+/// The TLS files a gRPC server reads (certificate, key, client CA), after checking it
+/// will start: without TLS it refuses a non-loopback address unless `allow_plaintext`.
+fn tls(server: &kagi_runtime::server::ServerSettings) -> Value {
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    assert!(
+        server.listen_addr.ip().is_loopback()
+            || server.allow_plaintext
+            || (server.tls_cert.is_some() && server.tls_key.is_some()),
+        "{} would refuse to start: plaintext on a non-loopback address",
+        server.listen_addr
+    );
+    json!([
+        path(&server.tls_cert),
+        path(&server.tls_key),
+        path(&server.tls_client_ca)
+    ])
+}
+
+/// The files a client reads to call over mTLS, and its endpoint.
+fn client(c: &kagi_runtime::client::ClientSettings) -> Value {
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    json!({
+        "endpoint": c.endpoint,
+        "files": [path(&c.ca_file), path(&c.cert_file), path(&c.key_file), path(&c.token_file)],
+    })
+}
+
 /// The institution `section` names, read from the overlay's file (at [`INSTITUTION`]) in
 /// place of the pod's mount path, which stays among the `files` the pod must mount.
 fn institution(section: &kagi_runtime::Institution) -> (Option<String>, String) {
@@ -120,11 +147,13 @@ fn facts(service: &str, config: &Path) -> Value {
             s.lockout.policy().unwrap();
             let (file, institution) = institution(&s.institution);
             json!({
+                "tls": tls(&s.server),
                 "metrics": s.metrics.listen_addr.map(|a| a.to_string()),
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
                 "files": [path(&s.database.url_file), path(&s.auth.tokens_dir), path(&s.kek.keys_dir), file],
+                "certificate_callers": s.auth.certificate_callers,
                 "campus_networks": s.campus_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "institution": institution,
             })
@@ -132,19 +161,21 @@ fn facts(service: &str, config: &Path) -> Value {
         "reset" => {
             let s = kagi_reset::Settings::load(Some(config)).unwrap();
             json!({
+                "tls": tls(&s.server),
                 "metrics": s.metrics.listen_addr.map(|a| a.to_string()),
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
-                "files": [path(&s.database.url_file), path(&s.auth.tokens_dir), path(&s.code_hmac_key_file),
-                          path(&s.keystore.token_file), path(&s.notifier.token_file)],
-                "endpoints": [s.keystore.endpoint, s.notifier.endpoint],
+                "files": [path(&s.database.url_file), path(&s.auth.tokens_dir), path(&s.code_hmac_key_file)],
+                "clients": [client(&s.keystore), client(&s.notifier)],
+                "certificate_callers": s.auth.certificate_callers,
             })
         }
         "notifier" => {
             let s = kagi_notifier::Settings::load(Some(config)).unwrap();
             let (file, institution) = institution(&s.institution);
             json!({
+                "tls": tls(&s.server),
                 "metrics": s.metrics.listen_addr.map(|a| a.to_string()),
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
@@ -152,6 +183,7 @@ fn facts(service: &str, config: &Path) -> Value {
                 "files": [path(&s.database.url_file), path(&s.auth.tokens_dir),
                           Some(s.sealing.key_file.display().to_string()),
                           path(&s.transport.smtp.password_file), path(&s.mail.templates_dir), file],
+                "certificate_callers": s.auth.certificate_callers,
                 "smtp": format!("{:?} {}:{}", s.transport.kind, s.transport.smtp.host, s.transport.smtp.port),
                 "institution": institution,
             })
@@ -164,8 +196,8 @@ fn facts(service: &str, config: &Path) -> Value {
                 "port": s.server.listen_addr.port(),
                 "max_connections": s.database.max_connections,
                 "migrate_on_start": s.database.migrate_on_start,
-                "files": [path(&s.database.url_file), path(&s.keystore.token_file), path(&s.reset.token_file), file],
-                "endpoints": [s.keystore.endpoint, s.reset.endpoint],
+                "files": [path(&s.database.url_file), file],
+                "clients": [client(&s.keystore), client(&s.reset)],
                 "public_url": s.server.public_url,
                 "institution": institution,
             })
@@ -204,12 +236,12 @@ fn every_services_settings_load_with_the_site_values_and_every_file_is_mounted()
                 .iter()
                 .map(|m| m["mountPath"].as_str().unwrap())
                 .collect();
-            for file in facts["files"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(Value::as_str)
-            {
+            let mut files: Vec<&Value> = facts["files"].as_array().unwrap().iter().collect();
+            files.extend(facts["tls"].as_array().into_iter().flatten());
+            for client in facts["clients"].as_array().into_iter().flatten() {
+                files.extend(client["files"].as_array().unwrap());
+            }
+            for file in files.into_iter().filter_map(Value::as_str) {
                 assert!(
                     mounts
                         .iter()
@@ -223,15 +255,48 @@ fn every_services_settings_load_with_the_site_values_and_every_file_is_mounted()
             !keystore["campus_networks"].as_array().unwrap().is_empty(),
             "{overlay}"
         );
+        // Callers reach the gRPC services over mTLS: an https endpoint, the CA, their own
+        // certificate and key (all mounted, above), and no bearer token.
+        let tls = json!([
+            "/etc/kagi/tls/tls.crt",
+            "/etc/kagi/tls/tls.key",
+            "/etc/kagi/tls/ca.crt"
+        ]);
+        for service in ["keystore", "reset", "notifier"] {
+            assert_eq!(loaded(overlay, service)["tls"], tls, "{overlay} {service}");
+        }
+        let client = |endpoint: &str| {
+            json!({"endpoint": endpoint, "files": [
+                "/etc/kagi/tls/ca.crt", "/etc/kagi/tls/tls.crt", "/etc/kagi/tls/tls.key", null]})
+        };
         let reset = loaded(overlay, "reset");
         assert_eq!(
-            reset["endpoints"],
-            json!(["http://kagi-keystore:50051", "http://kagi-notifier:50053"])
+            reset["clients"],
+            json!([
+                client("https://kagi-keystore:50051"),
+                client("https://kagi-notifier:50053")
+            ])
         );
         let portal = loaded(overlay, "portal");
         assert_eq!(
-            portal["endpoints"],
-            json!(["http://kagi-keystore:50051", "http://kagi-reset:50052"])
+            portal["clients"],
+            json!([
+                client("https://kagi-keystore:50051"),
+                client("https://kagi-reset:50052")
+            ])
+        );
+        // Each callee knows exactly its in-cluster callers by certificate.
+        assert_eq!(
+            loaded(overlay, "keystore")["certificate_callers"],
+            json!({"kagi-portal": "portal", "kagi-reset": "reset"})
+        );
+        assert_eq!(
+            reset["certificate_callers"],
+            json!({"kagi-portal": "portal"})
+        );
+        assert_eq!(
+            loaded(overlay, "notifier")["certificate_callers"],
+            json!({"kagi-reset": "reset"})
         );
         assert!(
             portal["public_url"]
