@@ -154,6 +154,7 @@ fn facts(service: &str, config: &Path) -> Value {
                 "migrate_on_start": s.database.migrate_on_start,
                 "files": [path(&s.database.url_file), path(&s.auth.tokens_dir), path(&s.kek.keys_dir), file],
                 "certificate_callers": s.auth.certificate_callers,
+                "allow": s.auth.allow,
                 "campus_networks": s.campus_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "institution": institution,
             })
@@ -169,6 +170,7 @@ fn facts(service: &str, config: &Path) -> Value {
                 "files": [path(&s.database.url_file), path(&s.auth.tokens_dir), path(&s.code_hmac_key_file)],
                 "clients": [client(&s.keystore), client(&s.notifier)],
                 "certificate_callers": s.auth.certificate_callers,
+                "allow": s.auth.allow,
             })
         }
         "notifier" => {
@@ -184,6 +186,7 @@ fn facts(service: &str, config: &Path) -> Value {
                           Some(s.sealing.key_file.display().to_string()),
                           path(&s.transport.smtp.password_file), path(&s.mail.templates_dir), file],
                 "certificate_callers": s.auth.certificate_callers,
+                "allow": s.auth.allow,
                 "smtp": format!("{:?} {}:{}", s.transport.kind, s.transport.smtp.host, s.transport.smtp.port),
                 "institution": institution,
             })
@@ -285,6 +288,16 @@ fn every_services_settings_load_with_the_site_values_and_every_file_is_mounted()
                 client("https://kagi-reset:50052")
             ])
         );
+        // No allow list is overridden: the services' own defaults hold, which admit the
+        // portal's VerifyCode (keystore) and NotifyKeyDisplayed (reset) and the reset
+        // service's SendKeyDisplayedNotice (notifier), the flows the NetworkPolicies admit.
+        for service in ["keystore", "reset", "notifier"] {
+            assert_eq!(
+                loaded(overlay, service)["allow"],
+                json!({}),
+                "{overlay} {service}"
+            );
+        }
         // Each callee knows exactly its in-cluster callers by certificate.
         assert_eq!(
             loaded(overlay, "keystore")["certificate_callers"],
