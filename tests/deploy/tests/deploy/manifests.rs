@@ -175,7 +175,8 @@ fn every_overlay_validates_strictly_against_kubernetes_1_30() {
         assert!(
             line.contains("Couldn't find schema")
                 && (line.contains("postgresql.cnpg.io/v1")
-                    || line.contains("monitoring.coreos.com/v1")),
+                    || line.contains("monitoring.coreos.com/v1")
+                    || line.contains("cert-manager.io/v1")),
             "{line}"
         );
     }
@@ -520,6 +521,73 @@ fn custom_resources_carry_the_fields_their_documentation_requires() {
                 name(m)
             );
         }
+    }
+}
+
+/// cert-manager `Certificate`s: what cert-manager requires (secretName, issuerRef.name, a
+/// name), and one for every Secret `kagi-*-tls` a pod mounts, valid for what the pod does
+/// with it (a server's DNS name is its Service; a caller's is the name its callees map).
+#[test]
+fn production_certificates_issue_every_mounted_tls_secret() {
+    let objects = objects("production");
+    let certificates: Vec<&Value> = kind(objects, "Certificate").collect();
+    for c in &certificates {
+        assert_eq!(c["apiVersion"], "cert-manager.io/v1");
+        let spec = &c["spec"];
+        assert!(
+            spec["secretName"].is_string(),
+            "{}: spec.secretName",
+            name(c)
+        );
+        assert!(
+            spec["issuerRef"]["name"].is_string(),
+            "{}: spec.issuerRef.name",
+            name(c)
+        );
+        assert!(
+            spec["dnsNames"].as_array().is_some_and(|d| !d.is_empty())
+                || spec["commonName"].is_string(),
+            "{}: a name",
+            name(c)
+        );
+    }
+    let issued = |secret: &str| {
+        certificates
+            .iter()
+            .find(|c| c["spec"]["secretName"] == secret)
+            .unwrap_or_else(|| panic!("no Certificate issues {secret}"))
+    };
+    let has = |c: &Value, field: &str, value: &str| {
+        c["spec"][field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == value)
+    };
+    for (service, server, client) in [
+        ("keystore", true, false),
+        ("reset", true, true),
+        ("notifier", true, false),
+        ("portal", false, true),
+    ] {
+        let secret = if server {
+            format!("kagi-{service}-tls")
+        } else {
+            format!("kagi-{service}-client-tls")
+        };
+        let deployment = named(objects, "Deployment", &format!("kagi-{service}"));
+        assert!(
+            pod_spec(deployment)["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["secret"]["secretName"] == secret),
+            "{service} mounts no {secret}"
+        );
+        let c = issued(&secret);
+        assert!(has(c, "dnsNames", &format!("kagi-{service}")), "{secret}");
+        assert_eq!(has(c, "usages", "server auth"), server, "{secret}");
+        assert_eq!(has(c, "usages", "client auth"), client, "{secret}");
     }
 }
 
