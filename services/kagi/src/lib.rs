@@ -340,7 +340,8 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
          tokens    {data}/callers/<caller>\n\n  \
          demo account : {account}\n  password     : {password}\n  recovery     : {recovery}\n  \
          setup key    : {key}\n  otpauth      : {uri}\n\n{qr}\n\
-         Scan the QR code with an authenticator app, then check a code:\n\n  \
+         Scan the QR code with an authenticator app: the portal's login asks for its current code\n\
+         (kagi dev names no campus network). Check a code directly:\n\n  \
          {grpcurl} \\\n    \
          -d '{{\"account_id\":\"{account}\",\"code\":\"123456\"}}' {keystore} kagi.v1.Keystore/VerifyCode\n\n\
          Ctrl-C stops everything.\n",

@@ -48,10 +48,11 @@ impl OtpTexts {
     }
 }
 
-/// A one-time password as typed: spaces (phones show "123 456") dropped; anything but 6 to
-/// 8 ASCII digits is no code at all.
+/// A one-time password as typed, read as every code field reads it
+/// ([`kagi_runtime::typed_code::typed_digits`]: full-width digits from a Japanese IME,
+/// spaces and hyphens between groups); anything but 6 to 8 digits then is no code at all.
 pub(super) fn normalized(typed: &str) -> Option<String> {
-    let code: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
+    let code = kagi_runtime::typed_code::typed_digits(typed);
     ((6..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
 }
 
@@ -118,16 +119,18 @@ mod tests {
     use super::normalized;
 
     #[test]
-    fn codes_are_digits_with_spaces_ignored() {
+    fn codes_are_read_as_typed_full_width_digits_and_groups_included() {
         assert_eq!(normalized(" 123 456 ").as_deref(), Some("123456"));
         assert_eq!(normalized("12345678").as_deref(), Some("12345678"));
         assert_eq!(normalized(""), None);
         assert_eq!(normalized("12345"), None);
         assert_eq!(
-            normalized("１２３４５６"),
-            None,
-            "full-width digits are not digits here"
+            normalized("１２３\u{3000}４５６").as_deref(),
+            Some("123456"),
+            "a Japanese IME's full-width digits (issue 14)"
         );
+        assert_eq!(normalized("123-456").as_deref(), Some("123456"));
         assert_eq!(normalized("12345a"), None);
+        assert_eq!(normalized("１２３４５a"), None);
     }
 }

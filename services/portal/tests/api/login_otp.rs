@@ -102,8 +102,13 @@ async fn off_campus_a_password_alone_does_not_show_the_key(backend: Backend) {
 
     // The user, with password and phone, gets in, and the code is used up.
     let mut user = Client::new(stack.portal);
-    let spaced = format!("{} {}", &right[..3], &right[3..]);
-    let ok = log_in_off_campus(&mut user, PASSWORD, Some(&spaced)).await;
+    // Typed as a Japanese IME types it: full-width digits, an ideographic space (issue 14).
+    let full_width: String = right
+        .chars()
+        .map(|c| char::from_u32(u32::from(c) - u32::from('0') + 0xFF10).unwrap())
+        .collect();
+    let typed = format!("{}\u{3000}{}", &full_width[..9], &full_width[9..]);
+    let ok = log_in_off_campus(&mut user, PASSWORD, Some(&typed)).await;
     assert_eq!(ok.status, 303, "{}", ok.text());
     assert_eq!(ok.header("location"), Some("/key"));
     assert!(
