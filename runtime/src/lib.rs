@@ -56,6 +56,11 @@ pub use db::{Database, DatabaseSettings, Schema};
 pub use institution::{Institution, Localized};
 pub use metrics::{Metrics, MetricsSettings};
 pub use server::{GrpcServer, ServerSettings};
+
+/// The future of the tower services every server wraps its calls in (caller auth, metrics,
+/// access log): one boxed type, so the layers stack without naming each other's futures.
+pub(crate) type BoxFuture<T, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
 pub use shutdown::{BackgroundTasks, Stopping};
 pub use telemetry::{LogFormat, TelemetryGuard, TelemetrySettings};
 pub use typed_code::typed_digits;

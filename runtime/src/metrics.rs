@@ -41,6 +41,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::BoxFuture;
 use crate::db::Database;
 
 /// The crate the services build their own metrics with, so they share this version.
@@ -400,8 +401,6 @@ pub struct GrpcMetricsService<S> {
     inner: S,
     red: Option<Arc<ServerRed>>,
 }
-
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 impl<S, B> tower::Service<http::Request<B>> for GrpcMetricsService<S>
 where

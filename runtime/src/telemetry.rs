@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use crate::BoxFuture;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
@@ -214,8 +215,6 @@ impl<S> tower::Layer<S> for AccessLogLayer {
 /// See [`AccessLogLayer`].
 #[derive(Debug, Clone)]
 pub struct AccessLog<S>(S);
-
-type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
 
 impl<S, B> tower::Service<http::Request<B>> for AccessLog<S>
 where
