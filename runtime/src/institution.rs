@@ -42,7 +42,7 @@ pub struct Institution {
     pub file: Option<PathBuf>,
     /// "サンプル大学": the page header, the mails' first line and sender.
     pub name: Localized,
-    /// Bracketed before every mail subject ("[サンプル大学]").
+    /// Bracketed before every mail subject (`[サンプル大学]`).
     pub short_name: Localized,
     /// "二要素認証管理システム": the system's name, after the institution's.
     pub system_name: Localized,

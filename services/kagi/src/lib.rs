@@ -9,7 +9,7 @@
 //! # Layout
 //! One module: [`main`] runs the parsed command line; `dev` creates the data directory's secrets
 //! (`kagi_runtime::random::read_or_create_secret_file`), builds each service's settings
-//! (`*_settings`), with `--tls` adds certificates to them ([`tls`]), starts the four
+//! (`*_settings`), with `--tls` adds certificates to them (the `tls` module), starts the four
 //! `Application`s on their ports, enrolls the demo account, prints the banner, and stops them
 //! all on Ctrl-C or SIGTERM. `outbox` keeps the mail folder private and deletes mails (reset
 //! codes) once the code's lifetime is over.
