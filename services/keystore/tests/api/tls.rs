@@ -165,11 +165,10 @@ async fn a_plaintext_client_gets_nothing_from_a_tls_keystore(backend: Backend) {
         .verify_code(verify_request())
         .await
         .unwrap_err();
+    // The TLS server reads garbage where a ClientHello should be and closes the connection;
+    // the client sees that as a failed or cancelled transport, never as a served answer.
     assert!(
-        matches!(
-            err.code(),
-            Code::Unavailable | Code::Unknown | Code::Internal
-        ),
+        refused_in_handshake(&err) || err.code() == Code::Internal,
         "{err:?}"
     );
 
