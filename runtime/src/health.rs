@@ -9,6 +9,14 @@
 //!   database does not answer, SERVING again once it does. Point the `readinessProbe` here,
 //!   so a replica cut off from its database stops receiving calls without being restarted.
 //!
+//! # The kubelet's view: `/livez` and `/readyz`
+//! The gRPC ports serve only mTLS in production, which Kubernetes' gRPC probe cannot speak.
+//! The same two answers are therefore also served over plain HTTP on the metrics listener
+//! (`[metrics] listen_addr`, see [`crate::metrics`]), which carries no secret: `GET /livez`
+//! is 200 while the process serves, `GET /readyz` is 200 while [`Readiness`] is ready and
+//! 503 otherwise. One [`Readiness`] is shared by the gRPC health names and `/readyz`, so both
+//! always tell the same story; the portal, which has no gRPC health, drives it the same way.
+//!
 //! # Reflection
 //! Every service is built from one descriptor set holding all of `kagi.v1`; reflection
 //! serves a copy holding only the server's own services (and the files they need), so
@@ -18,6 +26,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -73,11 +82,55 @@ pub fn database_probe<S: Send + Sync + 'static>(db: &Database<S>) -> ReadinessPr
     })
 }
 
-/// Keeps the readiness names in step with `probe` until shutdown begins (which then owns
-/// the status). Liveness (`""`) is left alone.
-pub(crate) async fn watch_readiness(
-    health: HealthReporter,
-    services: Vec<String>,
+/// Whether the service can do its work right now: what `/readyz` answers, kept in step with
+/// the gRPC readiness names. Ready from the start (the database answered at build time).
+#[derive(Debug, Clone)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+}
+
+/// `GET /livez` (200 while the process serves) and `GET /readyz` (200 while `readiness` is
+/// ready, 503 otherwise), for the metrics listener. Plain text bodies, no detail: the
+/// listener is reachable by whatever may scrape it.
+pub fn probe_routes(readiness: Readiness) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = readiness.is_ready();
+                async move {
+                    if ready {
+                        (http::StatusCode::OK, "ready")
+                    } else {
+                        (http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+}
+
+/// Keeps `readiness`, and the gRPC readiness names when `health` is given, in step with
+/// `probe` until shutdown begins (which then owns the status). Liveness (`""`) is left
+/// alone.
+pub async fn watch_readiness(
+    readiness: Readiness,
+    health: Option<(HealthReporter, Vec<String>)>,
     probe: ReadinessProbe,
     stopping: Stopping,
 ) {
@@ -93,6 +146,7 @@ pub(crate) async fn watch_readiness(
         }
         if now != ready {
             ready = now;
+            readiness.set(ready);
             let status = if ready {
                 tracing::info!("database reachable again: ready");
                 ServingStatus::Serving
@@ -100,8 +154,10 @@ pub(crate) async fn watch_readiness(
                 tracing::error!("database unreachable: not ready");
                 ServingStatus::NotServing
             };
-            for service in &services {
-                health.set_service_status(service, status).await;
+            if let Some((health, services)) = &health {
+                for service in services {
+                    health.set_service_status(service, status).await;
+                }
             }
         }
     }

@@ -17,9 +17,10 @@
 //! - [`db`]: SQLite or PostgreSQL by URL, one `Database<Schema>` per service with its
 //!   migrations, SQLite's write queue, the `[database]` settings section.
 //! - [`metrics`]: Prometheus metrics (why `prometheus-client`, the ports, the RED layer,
-//!   pool gauges) and the `[metrics]` section.
-//! - [`health`]: readiness from the database (liveness apart) and the descriptor set each
-//!   server's reflection lists, filtered to its own services.
+//!   pool gauges, why no pool-waiters gauge) and the `[metrics]` section.
+//! - [`health`]: readiness from the database (liveness apart), also as `/livez` and
+//!   `/readyz` on the metrics port for the kubelet, and the descriptor set each server's
+//!   reflection lists, filtered to its own services.
 //! - [`institution`]: the institution every page and mail names, configured once.
 //! - [`shutdown`]: SIGTERM/Ctrl-C, the grace period, background loops that stop between rounds.
 //! - [`clock`], [`random`], [`account`], [`typed_code`]: time as a parameter, the OS RNG

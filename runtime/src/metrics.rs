@@ -16,7 +16,19 @@
 //! need no bearer token and must not reach the RPCs). Unset, no endpoint is opened: tests,
 //! benchmarks and examples start many servers per process. The shipped manifests and
 //! `kagi dev` use the documented ports: keystore 9051, reset 9052, notifier 9053, portal 9080
-//! (the service's own port with 9 in front of its last three digits).
+//! (the service's own port with 9 in front of its last three digits). The same listener
+//! answers the kubelet's `GET /livez` and `GET /readyz` (see [`crate::health`]).
+//!
+//! # Pool waiters: not exported
+//! The issue asks for the database pool "in use and waiting". sqlx 0.9's `Pool` exposes only
+//! `size()` and `num_idle()`: the count of tasks queued in `acquire()` is private to its
+//! semaphore. Counting them ourselves would mean wrapping every acquire, but the stores run
+//! most queries on `&Pool` directly (sqlx acquires inside `execute`/`fetch`), so a count kept
+//! at [`Database`]'s own methods would miss most waiters and read as a comfort it is not.
+//! Exhaustion is therefore watched as `db_pool_connections_in_use` reaching
+//! `db_pool_connections_max` (the `KagiDatabasePoolExhausted` alert), with the waiting itself
+//! visible as gRPC latency, `acquire_timeout` errors (10 s, logged and `Unavailable`) and, in
+//! production, PgBouncer's `cnpg_pgbouncer_pools_cl_waiting`.
 //!
 //! # Cardinality
 //! No label carries a per-user value: RPC labels come from the served descriptor set (an
@@ -43,6 +55,7 @@ use tokio::net::TcpListener;
 
 use crate::BoxFuture;
 use crate::db::Database;
+use crate::health::Readiness;
 
 /// The crate the services build their own metrics with, so they share this version.
 pub use prometheus_client;
@@ -186,6 +199,7 @@ pub struct MetricsEndpoint {
     listener: TcpListener,
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
+    readiness: Readiness,
 }
 
 impl MetricsEndpoint {
@@ -210,6 +224,7 @@ impl MetricsEndpoint {
             listener,
             local_addr,
             metrics: Arc::new(metrics),
+            readiness: Readiness::default(),
         }))
     }
 
@@ -217,7 +232,12 @@ impl MetricsEndpoint {
         self.local_addr
     }
 
-    /// Serves `GET /metrics` until `shutdown` resolves.
+    /// What `/readyz` answers: the server's readiness watcher keeps it in step.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Serves `GET /metrics`, `/livez` and `/readyz` until `shutdown` resolves.
     ///
     /// # Errors
     /// Transport failures.
@@ -248,7 +268,8 @@ impl MetricsEndpoint {
         }
         let router = axum::Router::new()
             .route("/metrics", get(scrape))
-            .with_state(self.metrics);
+            .with_state(self.metrics)
+            .merge(crate::health::probe_routes(self.readiness));
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await

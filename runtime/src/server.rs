@@ -21,7 +21,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::auth::CallerAuthLayer;
-use crate::health::{self, ReadinessProbe};
+use crate::health::{self, Readiness, ReadinessProbe};
 use crate::metrics::{
     GrpcMetricsLayer, GrpcServerMetrics, Metrics, MetricsEndpoint, MetricsSettings,
 };
@@ -190,18 +190,19 @@ impl GrpcServer {
         let stopping = Stopping::on(shutdown);
         // Caller tokens follow their files (a rotated Kubernetes Secret) while serving.
         tokio::spawn(auth.authorizer().watch(stopping.clone().begun()));
-        let metrics_layer = match self.metrics {
+        let (metrics_layer, readiness) = match self.metrics {
             Some((red, endpoint)) => {
+                let readiness = endpoint.readiness();
                 tokio::spawn(endpoint.serve(stopping.clone().begun()));
-                red.layer(methods)
+                (red.layer(methods), readiness)
             }
-            None => GrpcMetricsLayer::default(),
+            None => (GrpcMetricsLayer::default(), Readiness::default()),
         };
         if let Some(probe) = self.readiness {
             let names = services.iter().map(|s| (*s).to_owned()).collect();
             tokio::spawn(health::watch_readiness(
-                health.clone(),
-                names,
+                readiness.clone(),
+                Some((health.clone(), names)),
                 probe,
                 stopping.clone(),
             ));
@@ -212,6 +213,7 @@ impl GrpcServer {
             async move {
                 stopping.begun().await;
                 // Readiness drops, so load balancers stop sending new calls.
+                readiness.set(false);
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 set_all(&health, &names, ServingStatus::NotServing).await;
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kagi_runtime::health::{database_probe, watch_readiness};
 use kagi_runtime::metrics::{HttpMetrics, MetricsEndpoint, track_http};
 use kagi_runtime::shutdown::with_grace;
 use kagi_runtime::{BackgroundTasks, Clock, Metrics, Stopping, SystemClock};
@@ -129,6 +130,14 @@ impl Application {
         });
         let http = match self.metrics {
             Some((http, endpoint)) => {
+                // `/readyz` on the metrics port follows the sessions database, like the
+                // gRPC services' readiness; the pages' own `/healthz` stays a liveness check.
+                tokio::spawn(watch_readiness(
+                    endpoint.readiness(),
+                    None,
+                    database_probe(&state.db),
+                    stopping.clone(),
+                ));
                 tokio::spawn(endpoint.serve(stopping.clone().begun()));
                 Some(http)
             }

@@ -132,3 +132,28 @@ pub fn value_with(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
+
+/// `GET path` from the metrics listener at `addr` as a kubelet's `httpGet` probe makes it:
+/// the status code (the probe passes on 2xx and 3xx).
+///
+/// # Panics
+/// No HTTP answer.
+pub async fn probe(addr: SocketAddr, path: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the metrics port accepts");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.30\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read the answer");
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {response}"))
+}

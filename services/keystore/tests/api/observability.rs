@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use kagi_runtime::ManualClock;
 use kagi_testkit::both_backends;
-use kagi_testkit::metrics::{promtool_check, scrape, scrape_text, value, value_with};
+use kagi_testkit::metrics::{probe, promtool_check, scrape, scrape_text, value, value_with};
 
 use sqlx::Connection as _;
 use tonic_health::ServingStatus;
@@ -150,16 +150,27 @@ async fn wait_for_readiness(
     panic!("readiness never became {wanted:?}");
 }
 
+/// Polls `/readyz` for up to 20 s, as the kubelet's readiness probe would.
+async fn wait_for_readyz(metrics: std::net::SocketAddr, wanted: u16) {
+    for _ in 0..80 {
+        if probe(metrics, "/readyz").await == wanted {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("/readyz never answered {wanted}");
+}
+
 /// The database is cut off for real: PostgreSQL refuses new connections to it and ends the
-/// open ones; then it is let back in.
+/// open ones; then it is let back in. gRPC health and the kubelet's `/readyz` and `/livez`
+/// on the plain-HTTP metrics port tell the same story.
 #[tokio::test]
 async fn readiness_follows_the_database_and_liveness_does_not() {
     let db = TestDatabase::new(Backend::Postgres, "keystore.db").await;
-    let app = TestApp::start(
-        &test_settings(&db),
-        Arc::new(ManualClock::new(SystemTime::now())),
-    )
-    .await;
+    let mut settings = test_settings(&db);
+    settings.metrics.listen_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = TestApp::start(&settings, Arc::new(ManualClock::new(SystemTime::now()))).await;
+    let metrics = app.metrics_addr.expect("metrics are on");
     let name = db
         .url
         .rsplit('/')
@@ -177,6 +188,8 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
         status_of(&mut health, "kagi.v1.Keystore").await,
         ServingStatus::Serving as i32
     );
+    assert_eq!(probe(metrics, "/readyz").await, 200);
+    assert_eq!(probe(metrics, "/livez").await, 200);
 
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
@@ -186,11 +199,13 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
     .await
     .unwrap();
     wait_for_readiness(&mut health, ServingStatus::NotServing).await;
+    wait_for_readyz(metrics, 503).await;
     assert_eq!(
         status_of(&mut health, "").await,
         ServingStatus::Serving as i32,
         "liveness stays up: restarting the pod would not bring the database back"
     );
+    assert_eq!(probe(metrics, "/livez").await, 200, "nor over HTTP");
 
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
@@ -199,6 +214,7 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
     .await
     .unwrap();
     wait_for_readiness(&mut health, ServingStatus::Serving).await;
+    wait_for_readyz(metrics, 200).await;
     let key = app.enroll("taro").await;
     assert!(!key.key_id.is_empty(), "serving again once ready");
     app.stop().await;

@@ -1,7 +1,7 @@
 //! The portal's `/metrics` after real page views: requests by route template (never the
 //! raw path) and status, linted by promtool.
 
-use kagi_testkit::metrics::{promtool_check, scrape, scrape_text, value, value_with};
+use kagi_testkit::metrics::{probe, promtool_check, scrape, scrape_text, value, value_with};
 
 use crate::common::Stack;
 use crate::common::http::Client;
@@ -48,4 +48,7 @@ async fn page_views_are_counted_by_route_template_and_promtool_accepts_them() {
         "raw paths never become labels"
     );
     assert!(value(&text, "db_pool_connections_max") >= 1.0);
+    // The kubelet's probes on the same port: alive, and ready while the database answers.
+    assert_eq!(probe(metrics, "/livez").await, 200);
+    assert_eq!(probe(metrics, "/readyz").await, 200);
 }

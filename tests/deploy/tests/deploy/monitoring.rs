@@ -1,7 +1,7 @@
 //! `deploy/monitoring`: the alerts and their unit tests (promtool), the PrometheusRule kept
 //! equal to the plain rules, the Grafana dashboard, and a ServiceMonitor per service that
 //! finds a `metrics` port on the rendered base's Service, where the service really serves
-//! `/metrics` (`[metrics] listen_addr` in its TOML).
+//! `/metrics` (`[metrics] listen_addr` in its TOML), and the kubelet's probes on that port.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -111,6 +111,55 @@ fn every_service_has_a_service_monitor_on_its_metrics_port() {
         }
         for workload in objects.iter().filter(|o| o["kind"] == "CronJob") {
             assert_eq!(pod_spec(workload)["enableServiceLinks"], false);
+        }
+    }
+}
+
+/// The kubelet cannot speak the gRPC ports' mTLS, so it asks the plain-HTTP metrics port:
+/// readiness is `/readyz` there (503 while the database is down), and the port it names is
+/// the container port the service's TOML really serves metrics on.
+#[test]
+fn the_kubelet_probes_readiness_on_the_metrics_port_the_service_serves() {
+    for overlay in OVERLAYS {
+        let objects = objects(overlay);
+        for service in SERVICES {
+            let what = format!("{overlay} {service}");
+            let deployment = objects
+                .iter()
+                .find(|o| {
+                    o["kind"] == "Deployment" && o["metadata"]["name"] == format!("kagi-{service}")
+                })
+                .unwrap();
+            let container = &pod_spec(deployment)["containers"][0];
+            let http_get = |probe: &str| container[probe]["httpGet"].clone();
+            assert_eq!(
+                http_get("readinessProbe"),
+                serde_json::json!({ "path": "/readyz", "port": "metrics" }),
+                "{what}"
+            );
+            let (live, live_port) = if service == "portal" {
+                ("/healthz", "http") // the page server itself
+            } else {
+                ("/livez", "metrics")
+            };
+            for probe in ["startupProbe", "livenessProbe"] {
+                assert_eq!(
+                    http_get(probe),
+                    serde_json::json!({ "path": live, "port": live_port }),
+                    "{what} {probe}"
+                );
+            }
+            let metrics_port = container["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "metrics")
+                .unwrap_or_else(|| panic!("{what}: no metrics port"));
+            assert_eq!(
+                crate::settings::loaded(overlay, service)["metrics"],
+                format!("0.0.0.0:{}", metrics_port["containerPort"]),
+                "{what}: /readyz is served where the TOML puts the metrics listener"
+            );
         }
     }
 }
