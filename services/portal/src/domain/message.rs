@@ -20,6 +20,10 @@ pub enum UserMessage {
     WrongCode {
         attempts_remaining: u32,
     },
+    /// A wrong code that is the one a resend replaced: the user typed the older mail's.
+    CodeReplaced {
+        attempts_remaining: u32,
+    },
     CodeFormat,
     CodeExpired,
     CodeLocked,
@@ -82,7 +86,8 @@ impl UserMessage {
             R::KeystoreUnavailable => Self::KeystoreUnavailable,
             R::BackendUnavailable => Self::Unavailable,
             R::Contended => Self::Busy,
-            R::Internal => Self::Internal,
+            // Only ever in a VerifyCode reply (see `web::reset::verify`), never a status.
+            R::Internal | R::CodeReplaced => Self::Internal,
             R::Unspecified => match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
                 Code::ResourceExhausted => Self::TooManyAttempts,
@@ -115,6 +120,12 @@ impl UserMessage {
                 format!("{ja}（あと{attempts_remaining}回入力できます）。")
             }
             (Self::WrongCode { attempts_remaining }, Lang::En) => {
+                format!("{en} ({attempts_remaining} tries left).")
+            }
+            (Self::CodeReplaced { attempts_remaining }, Lang::Ja) => {
+                format!("{ja}（あと{attempts_remaining}回入力できます）。")
+            }
+            (Self::CodeReplaced { attempts_remaining }, Lang::En) => {
                 format!("{en} ({attempts_remaining} tries left).")
             }
             (_, Lang::Ja) => ja.to_owned(),
@@ -165,6 +176,10 @@ impl UserMessage {
             Self::WrongCode { .. } => {
                 ("確認コードが違います", "The confirmation code is incorrect")
             }
+            Self::CodeReplaced { .. } => (
+                "この確認コードは、メールの再送信により新しいコードに置き換えられました。最新のメールに記載された確認コードを入力してください",
+                "This confirmation code was replaced when the mail was sent again. Enter the code in the newest mail",
+            ),
             Self::CodeFormat => (
                 "確認コードは数字6桁で入力してください。",
                 "Enter the 6-digit confirmation code.",
@@ -452,5 +467,20 @@ mod tests {
         .text(Lang::Ja);
         assert!(text.starts_with("確認コードが違います"), "{text}");
         assert!(text.contains('3'));
+    }
+
+    #[test]
+    fn a_replaced_code_says_so_and_how_many_tries_are_left() {
+        let replaced = UserMessage::CodeReplaced {
+            attempts_remaining: 2,
+        };
+        assert_eq!(
+            replaced.text(Lang::Ja),
+            "この確認コードは、メールの再送信により新しいコードに置き換えられました。最新のメールに記載された確認コードを入力してください（あと2回入力できます）。"
+        );
+        assert_eq!(
+            replaced.text(Lang::En),
+            "This confirmation code was replaced when the mail was sent again. Enter the code in the newest mail (2 tries left)."
+        );
     }
 }

@@ -36,9 +36,10 @@ fn status_of(message: UserMessage) -> StatusCode {
         | UserMessage::MailUnavailable
         | UserMessage::KeystoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         UserMessage::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        UserMessage::InvalidInput | UserMessage::CodeFormat | UserMessage::WrongCode { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        UserMessage::InvalidInput
+        | UserMessage::CodeFormat
+        | UserMessage::WrongCode { .. }
+        | UserMessage::CodeReplaced { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::CONFLICT,
     }
 }
@@ -318,6 +319,11 @@ pub async fn verify(
             let reply = reply.into_inner();
             match reply.result() {
                 pb::CodeCheck::Verified => return Ok(see_other("/reset/confirm")),
+                pb::CodeCheck::WrongCode if reply.reason() == pb::ErrorReason::CodeReplaced => {
+                    UserMessage::CodeReplaced {
+                        attempts_remaining: reply.attempts_remaining,
+                    }
+                }
                 pb::CodeCheck::WrongCode => UserMessage::WrongCode {
                     attempts_remaining: reply.attempts_remaining,
                 },

@@ -895,6 +895,72 @@ async fn reloading_after_a_wrong_code_does_not_use_up_a_try() {
     assert!(page.contains("あと3回"), "the reloads used no try: {page}");
 }
 
+/// Types `code` on step 2 and presses "確認する"; returns the redirect it answers with.
+async fn type_code(client: &mut Client, code: &str) -> Reply {
+    let csrf = csrf_in(&client.get("/reset/code").await.text());
+    let reply = client
+        .post("/reset/verify", &[("csrf", &csrf), ("code", code)])
+        .await;
+    assert_eq!(reply.status, 303, "POST/redirect/GET");
+    reply
+}
+
+/// Issue 14, item 8b: after "メールを再送信する", the first mail's code is refused saying the
+/// newest mail's code replaced it (in Japanese and in English), and it still uses up a try;
+/// a code that is merely wrong reads as before; the newest code goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_mails_code_after_a_resend_says_the_newest_mail_replaced_it() {
+    let stack = Box::pin(Stack::start()).await;
+    let mut client = Client::new(stack.portal);
+    start_reset(&mut client).await;
+    let mut old = stack.code_in_mail(1).await;
+    let mut new = old.clone();
+    let mut mails = 1;
+    // Two codes drawn alike (one chance in a million): resend again for a distinct one.
+    while new == old {
+        old = new;
+        stack.clock.advance(Duration::from_secs(181));
+        let resent = press_resend(&mut client).await;
+        assert_eq!(resent.header("location"), Some("/reset/code?resent=1"));
+        mails += 1;
+        new = stack.code_in_mail(mails).await;
+    }
+    let reply = type_code(&mut client, &old).await;
+    let page = client.follow(reply).await.text();
+    assert!(
+        page.contains(
+            "この確認コードは、メールの再送信により新しいコードに置き換えられました。\
+             最新のメールに記載された確認コードを入力してください（あと4回入力できます）。"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("確認コードが違います"), "{page}");
+
+    client.get("/lang?to=en&next=/reset/code").await;
+    let reply = type_code(&mut client, &old).await;
+    let page = client.follow(reply).await.text();
+    assert!(
+        page.contains(
+            "This confirmation code was replaced when the mail was sent again. \
+             Enter the code in the newest mail (3 tries left)."
+        ),
+        "{page}"
+    );
+    let neither = (0..)
+        .map(|n| format!("{n:06}"))
+        .find(|c| *c != old && *c != new)
+        .unwrap();
+    let reply = type_code(&mut client, &neither).await;
+    let page = client.follow(reply).await.text();
+    assert!(
+        page.contains("The confirmation code is incorrect (2 tries left)."),
+        "{page}"
+    );
+
+    let reply = type_code(&mut client, &new).await;
+    assert_eq!(reply.header("location"), Some("/reset/confirm"));
+}
+
 /// Issue 14, item 6: logging out on a shared computer tells the browser to forget the
 /// site (cache, back/forward cache, cookies, storage), then says 「ログアウトしました」.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,8 +137,14 @@ impl pb::reset_server::Reset for ResetGrpc {
                 reply.confirm_by = Some(timestamp(confirm_by));
                 pb::CodeCheck::Verified
             }
-            CodeOutcome::WrongCode { attempts_remaining } => {
+            CodeOutcome::WrongCode {
+                attempts_remaining,
+                replaced,
+            } => {
                 reply.attempts_remaining = attempts_remaining;
+                if replaced {
+                    reply.set_reason(pb::ErrorReason::CodeReplaced);
+                }
                 pb::CodeCheck::WrongCode
             }
             CodeOutcome::Expired => pb::CodeCheck::Expired,

@@ -63,8 +63,15 @@ pub struct Resent {
 /// The outcome of one VerifyCode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeOutcome {
-    Verified { confirm_by: i64 },
-    WrongCode { attempts_remaining: u32 },
+    Verified {
+        confirm_by: i64,
+    },
+    /// Not the current code. `replaced`: it is the code a resend replaced (the user typed
+    /// the older mail's); it costs an attempt all the same.
+    WrongCode {
+        attempts_remaining: u32,
+        replaced: bool,
+    },
     Expired,
     Locked,
 }

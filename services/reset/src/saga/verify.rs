@@ -1,5 +1,6 @@
 //! "2. 再設定メールを送信" → "コードを確認する": the right code verifies the reset, a wrong one
 //! costs an attempt, the last wrong one locks it; a code past its 30 minutes is expired.
+//! The code a resend replaced is a wrong code too, but the user is told it was replaced.
 
 use crate::domain::state::ms;
 use crate::domain::{ConfirmationCode, ResetState, ResetToken};
@@ -44,12 +45,15 @@ impl ResetSaga {
                 return Ok(CodeOutcome::Expired);
             }
             // Every outcome is decided only once its write wins, so parallel guesses cannot
-            // get past the cap.
-            if self
-                .inner
-                .hasher
-                .matches(&row.saga_id, code, &row.code_hash)
-            {
+            // get past the cap. Both hashes are compared (each in constant time) whatever the
+            // first says, so timing tells nothing about which one matched.
+            let hasher = &self.inner.hasher;
+            let current = hasher.matches(&row.saga_id, code, &row.code_hash);
+            let replaced = row
+                .replaced_code_hash
+                .as_deref()
+                .is_some_and(|old| hasher.matches(&row.saga_id, code, old));
+            if current {
                 if self
                     .inner
                     .db
@@ -69,7 +73,7 @@ impl ResetSaga {
                 .await?
             {
                 let wrong = u32::try_from(row.wrong_attempts + 1).unwrap_or(u32::MAX);
-                tracing::info!(wrong_attempts = wrong, "wrong code");
+                tracing::info!(wrong_attempts = wrong, replaced, "wrong code");
                 if wrong >= policy.max_wrong_codes {
                     tracing::warn!("reset locked after too many wrong codes");
                     crate::metrics::saga(crate::metrics::SagaEvent::Locked);
@@ -77,6 +81,7 @@ impl ResetSaga {
                 }
                 return Ok(CodeOutcome::WrongCode {
                     attempts_remaining: policy.max_wrong_codes - wrong,
+                    replaced,
                 });
             }
         }

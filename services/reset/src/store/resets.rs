@@ -58,6 +58,8 @@ pub struct ResetRow {
     #[sqlx(try_from = "String")]
     pub state: ResetState,
     pub code_hash: Vec<u8>,
+    /// The code the last resend replaced, to tell the user so when they type it.
+    pub replaced_code_hash: Option<Vec<u8>>,
     pub code_expires_at: i64,
     pub last_sent_at: Option<i64>,
     pub sends: i64,
@@ -114,7 +116,7 @@ macro_rules! reset_columns {
     () => {
         "token_hash, saga_id, account_id, recipient, locale, client_ip, user_agent, state, code_hash, \
          code_expires_at, last_sent_at, sends, wrong_attempts, verified_at, completed_at, new_key_id, \
-         notice_sent, created_at, updated_at, version"
+         notice_sent, created_at, updated_at, version, replaced_code_hash"
     };
 }
 
@@ -279,7 +281,9 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Replaces the code (a resend): the old hash is gone, so the old code is dead.
+    /// Replaces the code (a resend): the old code is dead. Its hash moves to
+    /// `replaced_code_hash`, which verifies nothing: VerifyCode only recognises it to tell
+    /// the user the newest mail's code is the one to type (one replaced code is kept).
     ///
     /// # Errors
     /// Database failures.
@@ -292,8 +296,8 @@ impl Db {
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE resets SET code_hash = $1, code_expires_at = $2, last_sent_at = $3, updated_at = $3, \
-             sends = sends + 1, version = version + 1 \
+            "UPDATE resets SET replaced_code_hash = code_hash, code_hash = $1, code_expires_at = $2, \
+             last_sent_at = $3, updated_at = $3, sends = sends + 1, version = version + 1 \
              WHERE token_hash = $4 AND state = $6 AND version = $5",
         )
         .bind(code_hash)

@@ -11,6 +11,7 @@ use kagi_testkit::both_backends;
 both_backends!(
     a_code_expires_after_thirty_minutes,
     resend_is_refused_before_three_minutes_and_kills_the_old_code,
+    the_replaced_code_is_refused_as_replaced_and_still_uses_up_a_try,
     at_most_five_resends,
     every_resend_the_policy_allows_arrives_and_so_do_those_after_starting_over,
     confirm_is_refused_before_the_code_is_verified,
@@ -62,6 +63,65 @@ async fn resend_is_refused_before_three_minutes_and_kills_the_old_code(backend: 
     }
     let new = stack.verify(&reset_id, &new_code).await.unwrap();
     assert_eq!(new.result(), pb::CodeCheck::Verified);
+}
+
+/// Issue 14, item 8b: the user who types the first mail's code after a resend is told it
+/// was replaced (reason CODE_REPLACED on WRONG_CODE), not just "wrong"; it costs a try all
+/// the same, so guessing with it cannot get past the 5-wrong-codes lock.
+async fn the_replaced_code_is_refused_as_replaced_and_still_uses_up_a_try(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    stack.account("a7").await;
+    let (reset_id, mut old_code) = stack.start_and_read_code("a7").await;
+    let mut new_code = old_code.clone();
+    let mut mails = 1;
+    // Two codes drawn alike (one chance in a million): resend again for a distinct one.
+    while new_code == old_code {
+        old_code = new_code;
+        stack.clock.advance(Duration::from_secs(180));
+        stack.resend(&reset_id).await.unwrap();
+        mails += 1;
+        new_code = stack.sink.code_in_mail(mails).await;
+    }
+    let neither = (0..)
+        .map(|n| format!("{n:06}"))
+        .find(|c| *c != old_code && *c != new_code)
+        .unwrap();
+
+    let old = stack.verify(&reset_id, &old_code).await.unwrap();
+    assert_eq!(
+        old.result(),
+        pb::CodeCheck::WrongCode,
+        "the old code is dead"
+    );
+    assert_eq!(
+        old.reason(),
+        pb::ErrorReason::CodeReplaced,
+        "and said to be replaced"
+    );
+    assert_eq!(old.attempts_remaining, 4, "it used up a try");
+    let other = stack.verify(&reset_id, &neither).await.unwrap();
+    assert_eq!(other.result(), pb::CodeCheck::WrongCode);
+    assert_eq!(other.reason(), pb::ErrorReason::Unspecified, "merely wrong");
+    assert_eq!(other.attempts_remaining, 3);
+    for left in [2, 1] {
+        let again = stack.verify(&reset_id, &old_code).await.unwrap();
+        assert_eq!(again.reason(), pb::ErrorReason::CodeReplaced);
+        assert_eq!(again.attempts_remaining, left);
+    }
+    let fifth = stack.verify(&reset_id, &old_code).await.unwrap();
+    assert_eq!(
+        fifth.result(),
+        pb::CodeCheck::Locked,
+        "the fifth wrong code locks"
+    );
+    assert_eq!(stack.get(&reset_id).await.state(), pb::ResetState::Locked);
+    let late = stack.verify(&reset_id, &new_code).await.unwrap();
+    assert_eq!(
+        late.result(),
+        pb::CodeCheck::Locked,
+        "even the newest code is refused now"
+    );
+    assert_eq!(stack.rotations("a7").await, 0);
 }
 
 async fn at_most_five_resends(backend: Backend) {
