@@ -64,6 +64,18 @@ pub enum Command {
         /// Where the portal (the web pages) listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         portal_addr: SocketAddr,
+        /// Where the keystore serves Prometheus `/metrics` (and `/livez`, `/readyz`).
+        #[arg(long, default_value = "127.0.0.1:9051")]
+        keystore_metrics_addr: SocketAddr,
+        /// Where the reset service serves `/metrics`.
+        #[arg(long, default_value = "127.0.0.1:9052")]
+        reset_metrics_addr: SocketAddr,
+        /// Where the notifier serves `/metrics`.
+        #[arg(long, default_value = "127.0.0.1:9053")]
+        notifier_metrics_addr: SocketAddr,
+        /// Where the portal serves `/metrics`.
+        #[arg(long, default_value = "127.0.0.1:9080")]
+        portal_metrics_addr: SocketAddr,
         /// Encrypt and mutually authenticate every gRPC hop: a CA, server and client
         /// certificates are generated under `<data-dir>/tls/` at each start.
         #[arg(long)]
@@ -83,6 +95,10 @@ pub async fn main(cli: Cli) -> ExitCode {
         reset_addr,
         notifier_addr,
         portal_addr,
+        keystore_metrics_addr,
+        reset_metrics_addr,
+        notifier_metrics_addr,
+        portal_metrics_addr,
         tls,
     } = cli.command;
     let addrs = Addrs {
@@ -90,6 +106,12 @@ pub async fn main(cli: Cli) -> ExitCode {
         reset: reset_addr,
         notifier: notifier_addr,
         portal: portal_addr,
+        metrics: MetricsAddrs {
+            keystore: keystore_metrics_addr,
+            reset: reset_metrics_addr,
+            notifier: notifier_metrics_addr,
+            portal: portal_metrics_addr,
+        },
     };
     kagi_runtime::cli::exit_code("kagi dev", dev(&data_dir, &account, addrs, tls).await)
 }
@@ -97,6 +119,17 @@ pub async fn main(cli: Cli) -> ExitCode {
 /// Where each service listens (port 0 picks a free one).
 #[derive(Debug, Clone, Copy)]
 struct Addrs {
+    keystore: SocketAddr,
+    reset: SocketAddr,
+    notifier: SocketAddr,
+    portal: SocketAddr,
+    metrics: MetricsAddrs,
+}
+
+/// Where each service serves Prometheus `/metrics`: on in dev too, so the metrics a
+/// dashboard shows can be tried locally (`curl http://127.0.0.1:9051/metrics`).
+#[derive(Debug, Clone, Copy)]
+struct MetricsAddrs {
     keystore: SocketAddr,
     reset: SocketAddr,
     notifier: SocketAddr,
@@ -122,7 +155,9 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         .transpose()?;
 
     let mut keystore_settings = keystore_settings(data_dir, &callers_dir, addrs.keystore)?;
+    keystore_settings.metrics.listen_addr = Some(addrs.metrics.keystore);
     let mut notifier_settings = notifier_settings(data_dir, &callers_dir, addrs.notifier);
+    notifier_settings.metrics.listen_addr = Some(addrs.metrics.notifier);
     if let Some(tls) = &tls {
         tls.serve(&mut keystore_settings.server, &mut keystore_settings.auth);
         tls.serve(&mut notifier_settings.server, &mut notifier_settings.auth);
@@ -136,6 +171,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         keystore.local_addr(),
         notifier.local_addr(),
     );
+    reset_settings.metrics.listen_addr = Some(addrs.metrics.reset);
     let outbox = outbox::Outbox {
         dir: data_dir.join("outbox"),
         keep: std::time::Duration::from_secs(reset_settings.policy.code_ttl_secs),
@@ -154,6 +190,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         keystore.local_addr(),
         reset.local_addr(),
     );
+    portal_settings.metrics.listen_addr = Some(addrs.metrics.portal);
     if let Some(tls) = &tls {
         tls.call(&mut portal_settings.keystore, "portal");
         tls.call(&mut portal_settings.reset, "portal");
@@ -180,6 +217,12 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         reset: reset.local_addr(),
         notifier: notifier.local_addr(),
         portal: portal.local_addr(),
+        metrics: [
+            keystore.metrics_addr(),
+            reset.metrics_addr(),
+            notifier.metrics_addr(),
+            portal.metrics_addr(),
+        ],
         data_dir,
         key: &key,
         uri: &uri,
@@ -304,6 +347,8 @@ struct Banner<'a> {
     reset: SocketAddr,
     notifier: SocketAddr,
     portal: SocketAddr,
+    /// keystore, reset, notifier, portal.
+    metrics: [Option<SocketAddr>; 4],
     data_dir: &'a Path,
     key: &'a service::RevealedKey,
     uri: &'a str,
@@ -332,11 +377,16 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
         ),
         Some(tls) => ("grpcs", tls.grpcurl_flags("login")),
     };
+    let metrics = |n: usize| {
+        b.metrics[n].map_or_else(String::new, |addr| {
+            format!("; metrics http://{addr}/metrics")
+        })
+    };
     println!(
-        "\nkagi (dev) is running\n\n  portal    http://{portal}/   (open it in a browser; the outbox is at /outbox)\n  \
-         keystore  {scheme}://{keystore}   (kagi.v1.Keystore)\n  \
-         reset     {scheme}://{reset}   (kagi.v1.Reset, kagi.v1.Directory)\n  \
-         notifier  {scheme}://{notifier}   (kagi.v1.Notifier; mail goes to {data}/outbox)\n  \
+        "\nkagi (dev) is running\n\n  portal    http://{portal}/   (open it in a browser; the outbox is at /outbox{portal_metrics})\n  \
+         keystore  {scheme}://{keystore}   (kagi.v1.Keystore{keystore_metrics})\n  \
+         reset     {scheme}://{reset}   (kagi.v1.Reset, kagi.v1.Directory{reset_metrics})\n  \
+         notifier  {scheme}://{notifier}   (kagi.v1.Notifier; mail goes to {data}/outbox{notifier_metrics})\n  \
          tokens    {data}/callers/<caller>\n\n  \
          demo account : {account}\n  password     : {password}\n  recovery     : {recovery}\n  \
          setup key    : {key}\n  otpauth      : {uri}\n\n{qr}\n\
@@ -354,6 +404,10 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
         recovery = DEMO_RECOVERY_EMAIL,
         key = grouped.join(" "),
         uri = b.uri,
+        keystore_metrics = metrics(0),
+        reset_metrics = metrics(1),
+        notifier_metrics = metrics(2),
+        portal_metrics = metrics(3),
     );
     Ok(())
 }

@@ -32,6 +32,31 @@ fn field(banner: &str, label: &str) -> String {
     value.split_whitespace().next().unwrap().to_owned()
 }
 
+/// The `/metrics` address printed on `service`'s banner line (`… metrics http://…/metrics)`).
+fn metrics_of(banner: &str, service: &str) -> std::net::SocketAddr {
+    let line = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with(service))
+        .unwrap_or_else(|| panic!("{banner}"));
+    let url = line
+        .split("metrics http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no metrics address on {line:?}"));
+    url.split('/').next().unwrap().parse().unwrap()
+}
+
+/// Every service's `/metrics` on a free port, so tests never collide on 9051….
+const FREE_METRICS_PORTS: [&str; 8] = [
+    "--keystore-metrics-addr",
+    "127.0.0.1:0",
+    "--reset-metrics-addr",
+    "127.0.0.1:0",
+    "--notifier-metrics-addr",
+    "127.0.0.1:0",
+    "--portal-metrics-addr",
+    "127.0.0.1:0",
+];
+
 /// The confirmation codes in the outbox's mails so far.
 fn codes_in_outbox(outbox: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(outbox) else {
@@ -102,6 +127,7 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
             "--portal-addr",
             "127.0.0.1:0",
         ])
+        .args(FREE_METRICS_PORTS)
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -261,6 +287,28 @@ async fn kagi_dev_runs_the_system_with_a_working_demo_account() {
     );
     assert!(outbox_page.contains(&code), "with the code in it");
 
+    // Metrics are on in dev, each service on the port its banner line names: the
+    // keystore's counted the three VerifyCode calls above, and promtool accepts them.
+    let metrics = metrics_of(&banner, "keystore");
+    let text = kagi_testkit::metrics::scrape(metrics).await;
+    assert_eq!(
+        kagi_testkit::metrics::value(
+            &text,
+            "grpc_server_handled_total{grpc_service=\"kagi.v1.Keystore\",grpc_method=\"VerifyCode\",grpc_code=\"OK\"}"
+        ),
+        3.0,
+        "{text}"
+    );
+    kagi_testkit::metrics::promtool_check(&kagi_testkit::metrics::scrape_text(metrics).await);
+    for service in ["keystore", "reset", "notifier", "portal"] {
+        let addr = metrics_of(&banner, service);
+        assert_eq!(
+            kagi_testkit::metrics::probe(addr, "/readyz").await,
+            200,
+            "{service}"
+        );
+    }
+
     // Ctrl-C stops everything cleanly.
     let pid = child.id().unwrap().to_string();
     tokio::process::Command::new("kill")
@@ -312,6 +360,7 @@ async fn kagi_dev_tls_runs_every_hop_on_mtls() {
             "127.0.0.1:0",
         ])
         .args(["--portal-addr", "127.0.0.1:0"])
+        .args(FREE_METRICS_PORTS)
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
