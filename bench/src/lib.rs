@@ -6,8 +6,10 @@
 //! - [`seed`]: enrolls the accounts a run needs; [`load`]: the closed-loop gRPC load
 //!   generator and its latency histogram; [`ceiling`]: bare services doing only the database
 //!   work (one UPDATE, or a SELECT then an UPDATE), the floor the keystore is compared with.
+//! - [`metrics_cost`]: the keystore with `[metrics]` off and on in one run (`--metrics both`).
 
 pub mod ceiling;
 pub mod load;
+pub mod metrics_cost;
 pub mod seed;
 pub mod suite;

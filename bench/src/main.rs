@@ -43,6 +43,11 @@ enum Command {
         /// in one run, each on a third of the accounts).
         #[arg(long)]
         tls: bool,
+        /// Instead, with `both`: what Prometheus metrics cost the accepted path (keystores
+        /// with `[metrics]` off and on in turn — off, on, off, on — on one database, each
+        /// phase on a quarter of the accounts, `/metrics` scraped every second when on).
+        #[arg(long, default_value = "off", value_parser = ["off", "both"])]
+        metrics: String,
     },
     /// Internal: serve one ceiling service (started by `verify`).
     Ceiling {
@@ -73,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
             max_connections,
             postgres_url,
             tls,
+            metrics,
         } => {
             let backend = match backend.as_str() {
                 "sqlite" => Backend::Sqlite,
@@ -88,6 +94,12 @@ async fn main() -> anyhow::Result<()> {
                 max_connections,
                 postgres_url,
             };
+            if metrics == "both" {
+                let rows = kagi_bench::metrics_cost::run_metrics(&spec).await?;
+                print_report(&spec, &rows);
+                print_metrics_cost(&rows);
+                return Ok(());
+            }
             let rows = if tls {
                 suite::run_tls(&spec).await?
             } else {
@@ -153,6 +165,16 @@ fn print_report(spec: &SuiteSpec, rows: &[suite::Row]) {
         println!(
             "\naccepted path = {:.0}% of the UPDATE ceiling",
             100.0 * a.report.per_second() / u.report.per_second()
+        );
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_metrics_cost(rows: &[suite::Row]) {
+    if let Some((off, on, cost)) = kagi_bench::metrics_cost::cost(rows) {
+        println!(
+            "\nmetrics off {off:.0} calls/s, on {on:.0} calls/s (mean of two phases each): \
+             metrics cost {cost:.1} % (target ≤ 3 %)"
         );
     }
 }

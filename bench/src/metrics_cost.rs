@@ -1,0 +1,153 @@
+//! What Prometheus metrics cost `VerifyCode` (issue 11's ≤ 3 % target): the same generator
+//! against keystore processes on one database in one run, `[metrics]` off and on in turn
+//! (off, on, off, on), each phase on its own quarter of the accounts so every code is fresh.
+//! While metrics are on, `/metrics` is scraped every second (Prometheus' ServiceMonitors ask
+//! every 30 s: this is the pessimistic side), and the last scrape must have counted the
+//! phase's calls, so an "on" phase cannot silently run without metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use zeroize::Zeroizing;
+
+use kagi_keystore::crypto::Keyring;
+use kagi_keystore::store::Db;
+
+use crate::load::{self, CodePath};
+use crate::seed;
+use crate::suite::{BenchDatabase, Row, Server, SuiteSpec, keystore_env, load_spec};
+
+/// The phases, in the order they run.
+const PHASES: [(&str, bool); 4] = [
+    ("keystore, accepted, metrics off (1)", false),
+    ("keystore, accepted, metrics on (1)", true),
+    ("keystore, accepted, metrics off (2)", false),
+    ("keystore, accepted, metrics on (2)", true),
+];
+
+/// Runs the four phases; the rows are in [`PHASES`] order.
+///
+/// # Errors
+/// Any failure to seed, spawn, load or scrape, or an "on" phase whose `/metrics` did not
+/// count its calls.
+pub async fn run_metrics(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
+    let database = BenchDatabase::create(spec).await?;
+    let kek = Zeroizing::new(vec![7_u8; 32]);
+    let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
+    let db = Db::connect(&database.url, 4).await?;
+    db.migrate().await?;
+    eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
+    let accounts = seed::seed_accounts(&db, &keyring, spec.accounts).await?;
+    seed::seed_steps(&db, spec.accounts).await?;
+    db.close().await;
+
+    let quarter = accounts.len() / PHASES.len();
+    let mut rows = Vec::new();
+    for (n, (name, metrics_on)) in PHASES.into_iter().enumerate() {
+        let mut env = keystore_env(spec, &database, &kek);
+        let metrics_addr = free_addr()?;
+        if metrics_on {
+            env.push((
+                "KAGI_KEYSTORE_METRICS__LISTEN_ADDR".into(),
+                metrics_addr.to_string(),
+            ));
+        }
+        let mut server = Server::spawn(
+            "kagi-keystore",
+            &["serve"],
+            &env,
+            "KAGI_KEYSTORE_SERVER__LISTEN_ADDR",
+        )
+        .await?;
+        let mut load = load_spec(spec, server.addr, CodePath::Valid);
+        let slice = Arc::new(accounts[n * quarter..(n + 1) * quarter].to_vec());
+        load.calls = load.calls.min(slice.len());
+        eprintln!("{name}…");
+        let scraper = metrics_on.then(|| tokio::spawn(scrape_every_second(metrics_addr)));
+        let report = load::run(&load, &slice).await;
+        if let Some(scraper) = scraper {
+            scraper.abort();
+        }
+        let report = report?;
+        if metrics_on {
+            let text = get_metrics(metrics_addr).await?;
+            let counted = ok_verify_calls(&text);
+            anyhow::ensure!(
+                counted >= report.calls,
+                "{name}: /metrics counted {counted} VerifyCode calls of {}",
+                report.calls
+            );
+        }
+        rows.push(Row {
+            name,
+            report,
+            peak_rss_kib: server.peak_rss_kib(),
+        });
+        server.stop().await;
+    }
+    database.drop_if_postgres(spec).await;
+    Ok(rows)
+}
+
+/// Metrics on vs off, from the rows of [`run_metrics`]: (calls/s off, calls/s on, the cost
+/// in percent of the off rate; negative when "on" was faster, i.e. within noise).
+pub fn cost(rows: &[Row]) -> Option<(f64, f64, f64)> {
+    let mean = |on: bool| {
+        let rates: Vec<f64> = rows
+            .iter()
+            .zip(PHASES)
+            .filter(|(_, (_, phase_on))| *phase_on == on)
+            .map(|(row, _)| row.report.per_second())
+            .collect();
+        #[allow(clippy::cast_precision_loss)]
+        let n = rates.len() as f64;
+        (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / n)
+    };
+    let (off, on) = (mean(false)?, mean(true)?);
+    Some((off, on, 100.0 * (off - on) / off))
+}
+
+fn free_addr() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// Scrapes like a (very eager) Prometheus until aborted; failures are the final check's.
+async fn scrape_every_second(addr: SocketAddr) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = get_metrics(addr).await;
+    }
+}
+
+/// `GET /metrics` over a fresh connection, as a scraper does; the body.
+async fn get_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP answer from {addr}"))?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    Ok(body.to_owned())
+}
+
+/// The keystore's count of VerifyCode calls answered OK.
+fn ok_verify_calls(text: &str) -> usize {
+    let series = "grpc_server_handled_total{grpc_service=\"kagi.v1.Keystore\",grpc_method=\"VerifyCode\",grpc_code=\"OK\"} ";
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let calls = v as usize;
+            calls
+        })
+}
