@@ -250,7 +250,10 @@ impl CheckSettings {
     /// A diagnosis window outside 1–60 minutes, an allowance outside 1–100 checks, or a
     /// limit window outside 1 minute–1 day: a wider window or more checks would turn the
     /// diagnosis into a code oracle.
-    pub fn policy(&self, verifier: &TotpVerifier) -> anyhow::Result<(AuthenticatorCheck, CheckLimit)> {
+    pub fn policy(
+        &self,
+        verifier: &TotpVerifier,
+    ) -> anyhow::Result<(AuthenticatorCheck, CheckLimit)> {
         anyhow::ensure!(
             (60..=3600).contains(&self.diagnosis_window_secs),
             "check.diagnosis_window_secs must be 60 to 3600"
@@ -289,6 +292,34 @@ mod tests {
     #[test]
     fn the_reference_file_states_the_real_defaults() {
         kagi_runtime::settings::reference_states_defaults::<Settings>(REFERENCE).unwrap();
+    }
+
+    #[test]
+    fn the_check_window_and_allowance_are_held_to_their_bounds() {
+        let verifier = TotpVerifier { skew: 1 };
+        let (check, limit) = CheckSettings::default().policy(&verifier).unwrap();
+        assert_eq!(check.window, Duration::from_secs(900));
+        assert_eq!((limit.max, limit.window), (5, Duration::from_secs(3600)));
+        for bad in [
+            CheckSettings {
+                diagnosis_window_secs: 7200,
+                ..CheckSettings::default()
+            },
+            CheckSettings {
+                max_per_account: 0,
+                ..CheckSettings::default()
+            },
+            CheckSettings {
+                max_per_account: 1000,
+                ..CheckSettings::default()
+            },
+            CheckSettings {
+                limit_window_secs: 1,
+                ..CheckSettings::default()
+            },
+        ] {
+            assert!(bad.policy(&verifier).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 use crate::crypto::Keyring;
 use crate::domain::setup_key::{self, Algorithm};
 use crate::domain::{
-    AccountId, AuthenticatorCheck, CampusNetworks, CheckLimit, IdempotencyKey, KeyParams, LockState, LockoutPolicy, OneTimeCode,
-    SetupKeySecret, TotpVerifier,
+    AccountId, AuthenticatorCheck, CampusNetworks, CheckLimit, IdempotencyKey, KeyParams,
+    LockState, LockoutPolicy, OneTimeCode, SetupKeySecret, TotpVerifier,
 };
 use crate::error::Error;
 use crate::store::{CurrentKey, Db, NewAuditEvent, NewKey, RotateOutcome};

@@ -139,6 +139,10 @@ mod tests {
             login_skew: 2,
             window: Duration::from_secs(30),
         };
-        assert_eq!(narrow.window_steps(params(30)), 2, "never below the login's");
+        assert_eq!(
+            narrow.window_steps(params(30)),
+            2,
+            "never below the login's"
+        );
     }
 }

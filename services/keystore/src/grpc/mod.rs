@@ -8,10 +8,10 @@ use kagi_runtime::Caller;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use crate::domain::Diagnosis;
 use crate::domain::setup_key::Algorithm;
 use crate::domain::{AccountId, IdempotencyKey, InvalidInput, OneTimeCode};
 use crate::error::Error;
-use crate::domain::Diagnosis;
 use crate::service::{self, Actor, CheckReport, Keystore, RevealedKey, Verification};
 
 /// Largest request the keystore decodes: its messages are a few hundred bytes.

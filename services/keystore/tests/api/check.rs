@@ -4,7 +4,7 @@
 //! lockout alone, has its own limit, answers only the portal and is audited.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
@@ -17,6 +17,7 @@ use crate::helpers::{
     Backend, TestApp, TestDatabase, advance, spawn_app, test_settings, wrong_code,
 };
 use kagi_testkit::both_backends;
+use kagi_testkit::metrics::{promtool_check, scrape, scrape_text, value_with};
 
 both_backends!(
     a_device_with_the_current_key_and_a_right_clock_is_ready,
@@ -30,6 +31,7 @@ both_backends!(
     every_check_is_audited_with_its_answer_and_no_code,
     a_malformed_code_is_refused_and_not_counted,
     an_account_without_a_key_gets_no_key,
+    each_answer_and_refusal_is_counted_by_outcome,
 );
 
 async fn check_with(
@@ -93,8 +95,12 @@ async fn a_clock_minutes_fast_or_slow_is_reported_with_its_offset(backend: Backe
     let key = app.enroll("taro").await;
 
     let fast = check(&app, "taro", &app.code_for(&key, 120)).await.unwrap();
-    let slow = check(&app, "taro", &app.code_for(&key, -600)).await.unwrap();
-    let edge = check(&app, "taro", &app.code_for(&key, -900)).await.unwrap();
+    let slow = check(&app, "taro", &app.code_for(&key, -600))
+        .await
+        .unwrap();
+    let edge = check(&app, "taro", &app.code_for(&key, -900))
+        .await
+        .unwrap();
 
     assert_eq!(
         (fast.outcome(), fast.drift_steps, fast.offset_seconds),
@@ -216,7 +222,10 @@ async fn the_sixth_check_in_an_hour_is_refused_with_when_to_retry(backend: Backe
     // The refusal counted nothing: an hour after the first check, checks are back.
     advance(&app, Duration::from_secs(3600 - 5 * 60));
     let again = check(&app, "taro", &app.code_for(&key, 0)).await.unwrap();
-    assert_eq!((again.outcome(), again.checks_remaining), (Outcome::Ready, 4));
+    assert_eq!(
+        (again.outcome(), again.checks_remaining),
+        (Outcome::Ready, 4)
+    );
     // Another account's allowance is its own.
     let hanako = app.enroll("hanako").await;
     let other = check(&app, "hanako", &app.code_for(&hanako, 0)).await;
@@ -276,7 +285,10 @@ async fn only_the_portal_may_check(backend: Backend) {
     let anonymous = app.client.clone().check_authenticator(bare).await;
     assert_eq!(anonymous.unwrap_err().code(), Code::Unauthenticated);
     // None of them used the allowance.
-    assert_eq!(check(&app, "taro", &code).await.unwrap().checks_remaining, 4);
+    assert_eq!(
+        check(&app, "taro", &code).await.unwrap().checks_remaining,
+        4
+    );
 }
 
 async fn every_check_is_audited_with_its_answer_and_no_code(backend: Backend) {
@@ -298,11 +310,18 @@ async fn every_check_is_audited_with_its_answer_and_no_code(backend: Backend) {
     let details: Vec<&str> = checks.iter().map(|e| e.detail.as_str()).collect();
     assert_eq!(
         details,
-        ["no_match", "clock_skewed drift=4 offset_secs=120", "ready drift=0"],
+        [
+            "no_match",
+            "clock_skewed drift=4 offset_secs=120",
+            "ready drift=0"
+        ],
         "newest first"
     );
     for event in &checks {
-        assert_eq!((event.caller.as_str(), event.key_id.as_str()), ("portal", key.key_id.as_str()));
+        assert_eq!(
+            (event.caller.as_str(), event.key_id.as_str()),
+            ("portal", key.key_id.as_str())
+        );
         assert!(!event.detail.contains(&fast) && !event.detail.contains(&wrong));
     }
     // Not one of them is a login or a failed login.
@@ -350,7 +369,46 @@ async fn an_account_without_a_key_gets_no_key(backend: Backend) {
     assert_eq!(reply.outcome(), Outcome::NoKey);
     let audited = app.audit("nobody").await;
     assert!(
-        audited.iter().any(|e| e.action == "check" && e.detail == "no_key"),
+        audited
+            .iter()
+            .any(|e| e.action == "check" && e.detail == "no_key"),
         "{audited:?}"
     );
+}
+
+async fn each_answer_and_refusal_is_counted_by_outcome(backend: Backend) {
+    let db = TestDatabase::new(backend, "keystore.db").await;
+    let mut settings = test_settings(&db);
+    settings.metrics.listen_addr = Some("127.0.0.1:0".parse().unwrap());
+    settings.check.max_per_account = 2;
+    let app = TestApp::start(&settings, Arc::new(ManualClock::new(SystemTime::now()))).await;
+    let metrics = app.metrics_addr.expect("metrics are on");
+    let key = app.enroll("taro").await;
+    let count = |text: &str, outcome: &str| {
+        value_with(
+            text,
+            "keystore_authenticator_checks_total",
+            &[("outcome", outcome)],
+        )
+    };
+    let before = scrape(metrics).await;
+
+    check(&app, "taro", &app.code_for(&key, 0)).await.unwrap();
+    check(&app, "taro", &app.code_for(&key, 300)).await.unwrap();
+    let refused = check(&app, "taro", &app.code_for(&key, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+
+    let after = scrape(metrics).await;
+    promtool_check(&scrape_text(metrics).await);
+    // Process-wide counters (other tests run beside this one): at least this much.
+    for outcome in ["READY", "CLOCK_SKEWED", "RATE_LIMITED"] {
+        assert!(
+            count(&after, outcome) - count(&before, outcome) >= 1.0,
+            "{outcome}: {after}"
+        );
+    }
+    assert!(!after.contains("taro"), "no series names the account");
+    app.stop().await;
 }

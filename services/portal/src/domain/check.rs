@@ -38,7 +38,10 @@ impl CheckAnswer {
             Self::NoMatch => "no_match".to_owned(),
             Self::NoKey => "no_key".to_owned(),
             Self::Limited { retry_at } => {
-                format!("limited:{}", retry_at.map(|t| t.to_string()).unwrap_or_default())
+                format!(
+                    "limited:{}",
+                    retry_at.map(|t| t.to_string()).unwrap_or_default()
+                )
             }
             Self::CodeFormat => "format".to_owned(),
             Self::Unavailable => "unavailable".to_owned(),
@@ -105,10 +108,18 @@ impl CheckAnswer {
                 let amount = amount(offset_secs.unsigned_abs(), lang);
                 let fast = offset_secs > 0;
                 let head = match (ja, fast) {
-                    (true, true) => format!("この端末には現在のセットアップキーが登録されていますが、時計が{amount}進んでいます。"),
-                    (true, false) => format!("この端末には現在のセットアップキーが登録されていますが、時計が{amount}遅れています。"),
-                    (false, true) => format!("Your device holds the current setup key, but its clock is {amount} fast."),
-                    (false, false) => format!("Your device holds the current setup key, but its clock is {amount} slow."),
+                    (true, true) => format!(
+                        "この端末には現在のセットアップキーが登録されていますが、時計が{amount}進んでいます。"
+                    ),
+                    (true, false) => format!(
+                        "この端末には現在のセットアップキーが登録されていますが、時計が{amount}遅れています。"
+                    ),
+                    (false, true) => format!(
+                        "Your device holds the current setup key, but its clock is {amount} fast."
+                    ),
+                    (false, false) => format!(
+                        "Your device holds the current setup key, but its clock is {amount} slow."
+                    ),
                 };
                 vec![
                     head,
@@ -135,7 +146,9 @@ impl CheckAnswer {
                     "You have checked your authenticator too many times.",
                 );
                 vec![match retry_at {
-                    Some(at) if ja => format!("{head}{} 以降にもう一度お試しください。", local_time(at)),
+                    Some(at) if ja => {
+                        format!("{head}{} 以降にもう一度お試しください。", local_time(at))
+                    }
                     Some(at) => format!("{head} Please try again after {}.", local_time(at)),
                     None if ja => format!("{head}しばらく時間をおいてからやり直してください。"),
                     None => format!("{head} Please wait a while and try again."),
@@ -195,7 +208,9 @@ mod tests {
 
     #[test]
     fn the_clock_is_told_in_minutes_or_seconds_and_fast_or_slow() {
-        let words = |secs, lang| CheckAnswer::ClockOff { offset_secs: secs }.lines(lang, |_| String::new())[0].clone();
+        let words = |secs, lang| {
+            CheckAnswer::ClockOff { offset_secs: secs }.lines(lang, |_| String::new())[0].clone()
+        };
         assert!(words(120, Lang::Ja).contains("約2分進んでいます"));
         assert!(words(-600, Lang::Ja).contains("約10分遅れています"));
         assert!(words(-30, Lang::Ja).contains("約30秒遅れています"));
@@ -206,10 +221,11 @@ mod tests {
 
     #[test]
     fn a_limited_check_says_when_to_come_back() {
-        let lines = CheckAnswer::Limited {
-            retry_at: Some(1),
-        }
-        .lines(Lang::En, |_| "15:04 JST".to_owned());
-        assert!(lines[0].ends_with("Please try again after 15:04 JST."), "{lines:?}");
+        let lines =
+            CheckAnswer::Limited { retry_at: Some(1) }.lines(Lang::En, |_| "15:04 JST".to_owned());
+        assert!(
+            lines[0].ends_with("Please try again after 15:04 JST."),
+            "{lines:?}"
+        );
     }
 }

@@ -212,7 +212,11 @@ pub async fn allow_after_reissue(
     .unwrap_or(i64::MAX);
     state
         .db
-        .allow_check(&session.id_hash, account, state.now().saturating_add(window))
+        .allow_check(
+            &session.id_hash,
+            account,
+            state.now().saturating_add(window),
+        )
         .await?;
     Ok(())
 }
