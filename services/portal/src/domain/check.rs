@@ -101,8 +101,8 @@ impl CheckAnswer {
         let pick = |j: &str, e: &str| if ja { j.to_owned() } else { e.to_owned() };
         match self {
             Self::Ready => vec![pick(
-                "この端末は正しく設定されています。現在のセットアップキーが登録されていて、時計も合っています。ログインの際は、このワンタイムパスワードを使用してください。",
-                "Your device is set up correctly: it holds the current setup key and its clock is right. Use its one-time passwords to log in.",
+                "この端末は正しく設定されています。現在のセットアップキーが登録されていて、時計も合っています。ログインの際は、この端末に表示されるワンタイムパスワードを入力してください。",
+                "Your device is set up correctly: it holds the current setup key and its clock is right. Log in with the one-time passwords it shows.",
             )],
             Self::ClockOff { offset_secs } => {
                 let amount = amount(offset_secs.unsigned_abs(), lang);
