@@ -79,6 +79,13 @@ impl pb::keystore_server::Keystore for Ceiling {
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         Err(Status::unimplemented("ceiling"))
     }
+
+    async fn check_authenticator(
+        &self,
+        _: Request<pb::CheckAuthenticatorRequest>,
+    ) -> Result<Response<pb::CheckAuthenticatorResponse>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
 }
 
 /// `UPDATE bench_steps SET last_step = now WHERE id = $account AND last_step < now`.

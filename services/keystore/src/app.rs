@@ -23,6 +23,8 @@ pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
     ("VerifyCode", &["login", "portal"]),
     ("CheckLoginPolicy", &["login", "portal"]),
     ("ListAuditEvents", &["admin"]),
+    // "Check my authenticator" answers only the portal, whose session can see the key.
+    ("CheckAuthenticator", &["portal"]),
 ];
 
 /// The gRPC service name reported by health checks.
@@ -131,6 +133,7 @@ pub async fn keystore(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Res
         verifier,
         lockout,
         settings.campus(),
+        settings.check.policy(&verifier)?,
         settings.rotation.replay_window(),
         &settings.institution.resolve()?.otpauth_issuer,
     ))

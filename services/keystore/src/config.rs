@@ -17,7 +17,9 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::crypto::Keyring;
-use crate::domain::{CampusNetworks, KeyParams, LockoutPolicy, TotpVerifier};
+use crate::domain::{
+    AuthenticatorCheck, CampusNetworks, CheckLimit, KeyParams, LockoutPolicy, TotpVerifier,
+};
 
 /// Every knob with its default, shown by `--help`.
 pub const REFERENCE: &str = include_str!("../keystore.toml");
@@ -38,6 +40,8 @@ pub struct Settings {
     pub totp: TotpSettings,
     pub lockout: LockoutSettings,
     pub rotation: RotationSettings,
+    /// "Check my authenticator" (CheckAuthenticator): its window and allowance.
+    pub check: CheckSettings,
     /// The institution: its `otpauth_issuer` names new keys in authenticator apps. The same
     /// section (or shared file) as the portal's and the notifier's.
     pub institution: kagi_runtime::Institution,
@@ -216,6 +220,65 @@ impl RotationSettings {
     }
 }
 
+/// "Check my authenticator": how far from now a code still says "your clock is off"
+/// rather than "another key", and how many checks an account gets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckSettings {
+    /// ± this many seconds around now (15 minutes by default).
+    pub diagnosis_window_secs: u64,
+    /// Checks per account per `limit_window_secs`.
+    pub max_per_account: u32,
+    pub limit_window_secs: u64,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        let limit = CheckLimit::default();
+        Self {
+            diagnosis_window_secs: 900,
+            max_per_account: limit.max,
+            limit_window_secs: limit.window.as_secs(),
+        }
+    }
+}
+
+impl CheckSettings {
+    /// The check's windows (the login's from `verifier`) and allowance.
+    ///
+    /// # Errors
+    /// A diagnosis window outside 1–60 minutes, an allowance outside 1–100 checks, or a
+    /// limit window outside 1 minute–1 day: a wider window or more checks would turn the
+    /// diagnosis into a code oracle.
+    pub fn policy(
+        &self,
+        verifier: &TotpVerifier,
+    ) -> anyhow::Result<(AuthenticatorCheck, CheckLimit)> {
+        anyhow::ensure!(
+            (60..=3600).contains(&self.diagnosis_window_secs),
+            "check.diagnosis_window_secs must be 60 to 3600"
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&self.max_per_account),
+            "check.max_per_account must be 1 to 100"
+        );
+        anyhow::ensure!(
+            (60..=86_400).contains(&self.limit_window_secs),
+            "check.limit_window_secs must be 60 to 86400"
+        );
+        Ok((
+            AuthenticatorCheck {
+                login_skew: verifier.skew,
+                window: Duration::from_secs(self.diagnosis_window_secs),
+            },
+            CheckLimit {
+                max: self.max_per_account,
+                window: Duration::from_secs(self.limit_window_secs),
+            },
+        ))
+    }
+}
+
 impl Settings {
     pub fn campus(&self) -> CampusNetworks {
         CampusNetworks::new(self.campus_networks.clone())
@@ -229,6 +292,34 @@ mod tests {
     #[test]
     fn the_reference_file_states_the_real_defaults() {
         kagi_runtime::settings::reference_states_defaults::<Settings>(REFERENCE).unwrap();
+    }
+
+    #[test]
+    fn the_check_window_and_allowance_are_held_to_their_bounds() {
+        let verifier = TotpVerifier { skew: 1 };
+        let (check, limit) = CheckSettings::default().policy(&verifier).unwrap();
+        assert_eq!(check.window, Duration::from_secs(900));
+        assert_eq!((limit.max, limit.window), (5, Duration::from_secs(3600)));
+        for bad in [
+            CheckSettings {
+                diagnosis_window_secs: 7200,
+                ..CheckSettings::default()
+            },
+            CheckSettings {
+                max_per_account: 0,
+                ..CheckSettings::default()
+            },
+            CheckSettings {
+                max_per_account: 1000,
+                ..CheckSettings::default()
+            },
+            CheckSettings {
+                limit_window_secs: 1,
+                ..CheckSettings::default()
+            },
+        ] {
+            assert!(bad.policy(&verifier).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum Error {
     ReplayWindowClosed,
     #[error("too many concurrent changes to this account; retry")]
     Contended,
+    /// "Check my authenticator" used up for now: its own allowance, not the login's.
+    #[error("too many authenticator checks for this account; try again later")]
+    CheckLimited { retry_at: i64 },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("key encryption error")]
@@ -45,6 +48,7 @@ impl Error {
             Self::RotationSuperseded => ErrorReason::KeyReissuedSince,
             Self::ReplayWindowClosed => ErrorReason::ReplayWindowPassed,
             Self::Contended => ErrorReason::Contended,
+            Self::CheckLimited { .. } => ErrorReason::RateLimited,
             Self::Database(_) => ErrorReason::BackendUnavailable,
             Self::Crypto(_) | Self::Internal(_) => ErrorReason::Internal,
         }
@@ -63,6 +67,7 @@ impl From<Error> for tonic::Status {
                 (Code::FailedPrecondition, err.to_string())
             }
             Error::Contended => (Code::Aborted, err.to_string()),
+            Error::CheckLimited { .. } => (Code::ResourceExhausted, err.to_string()),
             Error::Database(source) => {
                 tracing::error!(error = %source, "database failure");
                 (
@@ -79,6 +84,10 @@ impl From<Error> for tonic::Status {
                 (Code::Internal, "internal error".to_owned())
             }
         };
-        kagi_proto::reason::status(code, message, reason)
+        let status = kagi_proto::reason::status(code, message, reason);
+        match err {
+            Error::CheckLimited { retry_at } => kagi_proto::with_retry_at(status, retry_at),
+            _ => status,
+        }
     }
 }

@@ -6,19 +6,22 @@
 //!
 //! - [`domain`]: the rules, free of I/O (time and randomness are passed in): account IDs
 //!   validated at the edge, the setup key and how it is shown (Base32, otpauth URI, QR
-//!   code), RFC 6238 codes matched with clock skew, the lockout after repeated failures, and
-//!   the campus networks where no one-time password is asked.
+//!   code), RFC 6238 codes matched with clock skew, the lockout after repeated failures,
+//!   the campus networks where no one-time password is asked, and "check my authenticator"
+//!   (`domain::diagnosis`: ready, clock off by N steps, or another key; its own allowance).
 //! - [`crypto`]: every secret sealed with AES-256-GCM under a key-encryption key (KEK), bound
 //!   to its account and key ID; several KEKs can open, the active one seals (`rekey`).
 //! - [`store`]: sqlx over SQLite or PostgreSQL, one migration set each: accounts with their
 //!   sealed current key and counters, every key ever issued (without its secret), rotations
 //!   by idempotency key, and the audit trail.
-//! - [`service`]: the use cases (enroll, show the current key, rotate, verify, rekey, the
-//!   audit trail) over domain, crypto and store, without the transport.
+//! - [`service`]: the use cases (enroll, show the current key, rotate, verify, check an
+//!   authenticator, rekey, the audit trail) over domain, crypto and store, without the
+//!   transport.
 //! - [`grpc`]: `kagi.v1.Keystore` over tonic: take the caller the auth layer identified,
 //!   validate the request's shape, call the use case, shape the reply. [`error`] is the one
 //!   place an error becomes a gRPC status.
-//! - [`metrics`]: VerifyCode results, lockouts, clock drift, rotations and rekey progress,
+//! - [`metrics`]: VerifyCode results, lockouts, clock drift, rotations, rekey progress and
+//!   CheckAuthenticator outcomes,
 //!   for Prometheus.
 //! - [`config`] loads the [`Settings`]; [`app`] wires them into a running server
 //!   ([`Application`]); [`cli`] is the binary's commands (`serve`, `migrate`, `rekey`,

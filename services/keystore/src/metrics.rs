@@ -17,6 +17,7 @@ struct KeystoreMetrics {
     drift: Family<Labels, Counter>,
     rotations: Family<Labels, Counter>,
     rekeyed: Counter,
+    checks: Family<Labels, Counter>,
 }
 
 static METRICS: LazyLock<KeystoreMetrics> = LazyLock::new(KeystoreMetrics::default);
@@ -49,6 +50,11 @@ pub fn register(metrics: &mut Metrics) {
         "keystore_rekeyed_keys",
         "Keys re-sealed under the active key-encryption key by rekey",
         m.rekeyed.clone(),
+    );
+    r.register(
+        "keystore_authenticator_checks",
+        "CheckAuthenticator answers by outcome (READY, CLOCK_SKEWED, NO_MATCH, NO_KEY, RATE_LIMITED)",
+        m.checks.clone(),
     );
 }
 
@@ -87,4 +93,9 @@ pub(crate) fn rotated(replayed: bool) {
 
 pub(crate) fn rekeyed_one() {
     METRICS.rekeyed.inc();
+}
+
+/// One CheckAuthenticator answer (or its refusal by the allowance, `RATE_LIMITED`).
+pub(crate) fn checked(outcome: &'static str) {
+    METRICS.checks.get_or_create(&[("outcome", outcome)]).inc();
 }

@@ -10,11 +10,15 @@ use zeroize::Zeroizing;
 use crate::crypto::Keyring;
 use crate::domain::setup_key::{self, Algorithm};
 use crate::domain::{
-    AccountId, CampusNetworks, IdempotencyKey, KeyParams, LockState, LockoutPolicy, OneTimeCode,
-    SetupKeySecret, TotpVerifier,
+    AccountId, AuthenticatorCheck, CampusNetworks, CheckLimit, IdempotencyKey, KeyParams,
+    LockState, LockoutPolicy, OneTimeCode, SetupKeySecret, TotpVerifier,
 };
 use crate::error::Error;
 use crate::store::{CurrentKey, Db, NewAuditEvent, NewKey, RotateOutcome};
+
+mod check;
+
+pub use check::CheckReport;
 
 /// A setup key opened for showing to its owner.
 #[derive(Debug)]
@@ -70,6 +74,9 @@ struct Inner {
     verifier: TotpVerifier,
     lockout: LockoutPolicy,
     campus: CampusNetworks,
+    /// "Check my authenticator": its windows and its own per-account allowance.
+    check: AuthenticatorCheck,
+    check_limit: CheckLimit,
     /// How long a retried RotateKey hands out the rotation's secret again (ms).
     replay_window_ms: i64,
     /// The issuer new keys get (the institution's `otpauth_issuer`).
@@ -96,6 +103,7 @@ impl Keystore {
         verifier: TotpVerifier,
         lockout: LockoutPolicy,
         campus: CampusNetworks,
+        (check, check_limit): (AuthenticatorCheck, CheckLimit),
         replay_window: std::time::Duration,
         issuer: &str,
     ) -> Self {
@@ -108,6 +116,8 @@ impl Keystore {
                 verifier,
                 lockout,
                 campus,
+                check,
+                check_limit,
                 replay_window_ms: i64::try_from(replay_window.as_millis()).unwrap_or(i64::MAX),
                 issuer: issuer.to_owned(),
             }),

@@ -23,7 +23,7 @@
 //!   (language, session cookie, client address, identity header), `web::response` holds
 //!   sessions, CSRF, cookies and rendering, `web::pages` the top page, menu 1, menu 3 and
 //!   login, `web::login_otp` the login's one-time password off campus (keystore
-//!   `CheckLoginPolicy` + `VerifyCode`), `web::reset` menu 2's four screens, `web::templates` + `templates/*.html` the
+//!   `CheckLoginPolicy` + `VerifyCode`), `web::reset` menu 2's four screens, `web::check` "check my authenticator" under the key (keystore `CheckAuthenticator`, worded by `domain::check`), `web::templates` + `templates/*.html` the
 //!   askama pages and `web::texts` their fixed words.
 //!
 //! One request, `POST /reset/verify` (the user typed the code from the mail):

@@ -233,6 +233,48 @@ impl Db {
         Ok(())
     }
 
+    /// Lets the session `id_hash` check `account`'s authenticator until `until` (Unix ms):
+    /// set when 「4. リセット完了」 showed that account's new key to this session.
+    ///
+    /// # Errors
+    /// A database failure.
+    #[tracing::instrument(skip_all)]
+    pub async fn allow_check(
+        &self,
+        id_hash: &str,
+        account: &str,
+        until: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE sessions SET check_account = $1, check_until = $2 WHERE id_hash = $3")
+            .bind(account)
+            .bind(until)
+            .bind(id_hash)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The account [`Db::allow_check`] let this session check, while `now` is before its
+    /// end.
+    ///
+    /// # Errors
+    /// A database failure.
+    #[tracing::instrument(skip_all)]
+    pub async fn check_allowed(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT check_account FROM sessions WHERE id_hash = $1 AND check_until > $2",
+        )
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.and_then(|(account,)| account))
+    }
+
     /// Keeps what a refused form said (and the account ID it carried) for the next page
     /// view of this session: the POST answers with a redirect, the GET shows this once.
     ///

@@ -2,12 +2,14 @@
 
 pub mod account;
 pub mod campus;
+pub mod diagnosis;
 pub mod lockout;
 pub mod setup_key;
 pub mod totp;
 
 pub use account::{AccountId, IdempotencyKey};
 pub use campus::CampusNetworks;
+pub use diagnosis::{AuthenticatorCheck, CheckLimit, Diagnosis};
 pub use lockout::{LockState, LockoutPolicy};
 pub use setup_key::{KeyParams, SetupKeySecret};
 pub use totp::{CodeMatch, OneTimeCode, TotpVerifier};

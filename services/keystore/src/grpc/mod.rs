@@ -8,10 +8,11 @@ use kagi_runtime::Caller;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use crate::domain::Diagnosis;
 use crate::domain::setup_key::Algorithm;
 use crate::domain::{AccountId, IdempotencyKey, InvalidInput, OneTimeCode};
 use crate::error::Error;
-use crate::service::{self, Actor, Keystore, RevealedKey, Verification};
+use crate::service::{self, Actor, CheckReport, Keystore, RevealedKey, Verification};
 
 /// Largest request the keystore decodes: its messages are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -245,5 +246,64 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
             events,
             next_before,
         }))
+    }
+
+    #[instrument(name = "Keystore.CheckAuthenticator", skip_all, fields(account_id = tracing::field::Empty, outcome = tracing::field::Empty))]
+    async fn check_authenticator(
+        &self,
+        request: Request<pb::CheckAuthenticatorRequest>,
+    ) -> Result<Response<pb::CheckAuthenticatorResponse>, Status> {
+        let actor = Actor {
+            caller: caller(&request)?,
+        };
+        let account = account(&request.get_ref().account_id)?;
+        OneTimeCode::check_shape(&request.get_ref().code).map_err(Error::from)?;
+        let report = match self
+            .keystore
+            .check_authenticator(actor, account, &request.get_ref().code)
+            .await
+        {
+            Ok(report) => report,
+            Err(err @ Error::CheckLimited { .. }) => {
+                crate::metrics::checked("RATE_LIMITED");
+                return Err(err.into());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let reply = check_reply(report);
+        let outcome = reply.outcome();
+        tracing::Span::current().record("outcome", outcome.as_str_name());
+        crate::metrics::checked(
+            outcome
+                .as_str_name()
+                .trim_start_matches("CHECK_AUTHENTICATOR_OUTCOME_"),
+        );
+        Ok(Response::new(reply))
+    }
+}
+
+/// A check's report as the contract says it.
+fn check_reply(report: CheckReport) -> pb::CheckAuthenticatorResponse {
+    use pb::CheckAuthenticatorOutcome as Outcome;
+    let CheckReport::Checked {
+        diagnosis,
+        period,
+        checks_remaining,
+    } = report
+    else {
+        let mut reply = pb::CheckAuthenticatorResponse::default();
+        reply.set_outcome(Outcome::NoKey);
+        return reply;
+    };
+    let (outcome, drift) = match diagnosis {
+        Diagnosis::Ready { drift } => (Outcome::Ready, drift),
+        Diagnosis::ClockSkewed { drift } => (Outcome::ClockSkewed, drift),
+        Diagnosis::NoMatch => (Outcome::NoMatch, 0),
+    };
+    pb::CheckAuthenticatorResponse {
+        outcome: outcome.into(),
+        drift_steps: drift,
+        offset_seconds: i64::from(drift) * i64::from(period),
+        checks_remaining,
     }
 }

@@ -6,9 +6,11 @@
 //! read-then-write.
 
 mod audit;
+mod checks;
 mod keys;
 
 pub use audit::{AuditEvent, NewAuditEvent};
+pub use checks::CheckAdmission;
 pub use keys::{CurrentKey, KeyRecord, NewKey, RotateOutcome, VerifyRow};
 
 pub use kagi_runtime::db::Backend;

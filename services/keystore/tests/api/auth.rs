@@ -193,6 +193,7 @@ async fn grpcurl_lists_and_calls_the_keystore_through_reflection(backend: Backen
         "VerifyCode",
         "CheckLoginPolicy",
         "ListAuditEvents",
+        "CheckAuthenticator",
     ] {
         assert!(
             methods.contains(&format!("kagi.v1.Keystore.{rpc}")),

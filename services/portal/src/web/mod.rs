@@ -1,6 +1,7 @@
 //! The HTTP side: the router, the security headers every response carries, and the state
 //! every handler shares. Pages live in `pages` (menus 1 and 3, login) and `reset` (menu 2).
 
+mod check;
 mod context;
 mod login_otp;
 mod pages;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::top))
         .route("/key", get(pages::current_key))
+        .route("/key/check", get(check::answer).post(check::submit))
         .route("/apple", get(pages::apple))
         .route("/login", get(pages::login_page).post(pages::login_submit))
         .route("/logout", get(pages::logged_out).post(pages::logout))

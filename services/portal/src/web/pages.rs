@@ -99,7 +99,11 @@ fn key_refused_status(message: UserMessage) -> StatusCode {
 /// told by mail that it was displayed; or what to tell the user instead. No notice queued,
 /// no key shown: a password thief cannot copy the key silently.
 #[tracing::instrument(skip_all)]
-async fn fetch_key(state: &AppState, ctx: &Ctx, account: &str) -> Result<ShownKey, UserMessage> {
+pub(super) async fn fetch_key(
+    state: &AppState,
+    ctx: &Ctx,
+    account: &str,
+) -> Result<ShownKey, UserMessage> {
     let key = current_key_of(state, account).await?;
     state.notify_key_displayed(ctx, account).await?;
     Ok(key)
@@ -178,7 +182,10 @@ impl AppState {
     /// The account whose setup key this session may see: logged in, no longer ago than
     /// `session.key_view_max_age_secs` (step-up). Otherwise what to say on the login
     /// prompt: nothing (not logged in) or why to log in again.
-    fn key_viewer(&self, session: Option<&Session>) -> Result<String, Option<UserMessage>> {
+    pub(super) fn key_viewer(
+        &self,
+        session: Option<&Session>,
+    ) -> Result<String, Option<UserMessage>> {
         let Some((account, logged_in_at)) =
             session.and_then(|s| s.account_id.clone().zip(s.logged_in_at()))
         else {

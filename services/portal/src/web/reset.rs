@@ -470,6 +470,7 @@ pub async fn step4(State(state): State<AppState>, ctx: Ctx) -> PageResult {
             false,
         );
     };
+    super::check::allow_after_reissue(&state, &session, &key.account_id).await?;
     let page = Reset4Page {
         c: state.chrome(&ctx, Some(&session)),
         key: shown(&key),

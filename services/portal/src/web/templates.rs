@@ -130,6 +130,23 @@ pub struct Reset4Page {
     pub key: ShownKey,
 }
 
+/// "Check my authenticator": the answer to the code the user typed (`CheckAnswer`).
+#[derive(Debug, Template)]
+#[template(path = "check.html")]
+pub struct CheckPage {
+    pub c: Chrome,
+    /// The answer's short name (`data-answer`).
+    pub kind: &'static str,
+    pub ready: bool,
+    pub lines: Vec<String>,
+    /// The key, to be registered again (no match, FAQ 7).
+    pub key: Option<ShownKey>,
+    /// Offer the form again (not when the allowance is used up or there is no key).
+    pub again: bool,
+    /// Menu 1 can show the key to this session (a login, not only a reissue).
+    pub logged_in: bool,
+}
+
 /// One mail of the dev outbox.
 #[derive(Debug)]
 pub struct OutboxMail {

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use kagi_proto::v1::VerifyResult;
+use kagi_runtime::Clock as _;
 use kagi_testkit::Backend;
 
 use crate::common::{self, ACCOUNT, PASSWORD, Stack};
@@ -76,6 +77,23 @@ async fn menu_1_shows_the_current_key_after_login_and_its_qr_code_works(backend:
     browser
         .expect_page("スクリーンショットを他人に渡さないでください")
         .await;
+    // Issue 15: "check my authenticator" under the key, the code typed as a Japanese IME
+    // types it; the check is no login, so the same code logs in afterwards.
+    let now = u64::try_from(stack.keystore_clock.now_ms() / 1000).unwrap();
+    let shown_now = common::totp(&key.secret_base32, now);
+    browser
+        .find("#check-code")
+        .await
+        .type_text(&full_width_grouped(&shown_now))
+        .await;
+    browser.find("#check-submit").await.click().await;
+    browser.expect_path("/key/check").await;
+    browser
+        .expect_page("この端末は正しく設定されています")
+        .await;
+    browser.screenshot("04b-check-authenticator-ready").await;
+    browser.find("#back-to-key").await.click().await;
+    browser.expect_path("/key").await;
     assert_eq!(
         stack.login_with_secret(&common::secret_of(&uri)).await,
         VerifyResult::Accepted

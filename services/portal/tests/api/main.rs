@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
+mod check;
 mod common;
 mod key_notice;
 mod login_otp;

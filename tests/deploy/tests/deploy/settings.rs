@@ -145,6 +145,7 @@ fn facts(service: &str, config: &Path) -> Value {
             let s = kagi_keystore::Settings::load(Some(config)).unwrap();
             s.totp.params().unwrap();
             s.lockout.policy().unwrap();
+            s.check.policy(&s.totp.verifier().unwrap()).unwrap();
             let (file, institution) = institution(&s.institution);
             json!({
                 "tls": tls(&s.server),
