@@ -17,6 +17,7 @@ struct KeystoreMetrics {
     drift: Family<Labels, Counter>,
     rotations: Family<Labels, Counter>,
     rekeyed: Counter,
+    admin: Family<Labels, Counter>,
 }
 
 static METRICS: LazyLock<KeystoreMetrics> = LazyLock::new(KeystoreMetrics::default);
@@ -49,6 +50,11 @@ pub fn register(metrics: &mut Metrics) {
         "keystore_rekeyed_keys",
         "Keys re-sealed under the active key-encryption key by rekey",
         m.rekeyed.clone(),
+    );
+    r.register(
+        "keystore_admin_actions",
+        "Help-desk calls by action (get_account, unlock, revoke_key)",
+        m.admin.clone(),
     );
 }
 
@@ -87,4 +93,9 @@ pub(crate) fn rotated(replayed: bool) {
 
 pub(crate) fn rekeyed_one() {
     METRICS.rekeyed.inc();
+}
+
+/// One help-desk call that succeeded.
+pub(crate) fn admin_action(action: &'static str) {
+    METRICS.admin.get_or_create(&[("action", action)]).inc();
 }

@@ -5,9 +5,11 @@
 //! write lock up front), and every race is settled by a conditional UPDATE rather than a
 //! read-then-write.
 
+mod admin;
 mod audit;
 mod keys;
 
+pub use admin::AccountRecord;
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use keys::{CurrentKey, KeyRecord, NewKey, RotateOutcome, VerifyRow};
 
