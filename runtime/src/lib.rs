@@ -38,6 +38,7 @@ pub mod clock;
 pub mod db;
 pub mod health;
 pub mod institution;
+pub mod mask;
 pub mod metrics;
 pub mod operator;
 #[cfg(feature = "dev-pki")]
