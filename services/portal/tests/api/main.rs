@@ -10,6 +10,7 @@
 
 mod browser;
 mod common;
+mod helpdesk;
 mod key_notice;
 mod login_otp;
 mod metrics;
