@@ -282,7 +282,7 @@ async fn account(c: &mut Clients, id: &str, operator: &str) -> anyhow::Result<Va
     let mut events: Vec<Value> = Vec::new();
     let key_json = key.as_ref().map_or(Value::Null, |k| {
         events.extend(k.recent_events.iter().map(|e| event("keystore", e)));
-        let lockout = k.lockout.clone().unwrap_or_default();
+        let lockout = k.lockout.unwrap_or_default();
         json!({
             "enrolled": k.enrolled,
             "key_id": k.key_id,

@@ -107,6 +107,11 @@ fn reply_class(reply: &str) -> &'static str {
     }
 }
 
+/// One help-desk call that succeeded.
+pub(crate) fn admin_action(action: &'static str) {
+    METRICS.admin.get_or_create(&[("action", action)]).inc();
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -121,9 +126,4 @@ mod tests {
             "none"
         );
     }
-}
-
-/// One help-desk call that succeeded.
-pub(crate) fn admin_action(action: &'static str) {
-    METRICS.admin.get_or_create(&[("action", action)]).inc();
 }

@@ -64,7 +64,7 @@ impl AppState {
     }
 
     pub(super) fn key_view(&self, t: &HelpdeskTexts, a: &pb::GetAccountResponse) -> KeyView {
-        let lockout = a.lockout.clone().unwrap_or_default();
+        let lockout = a.lockout.unwrap_or_default();
         let locked = ms(lockout.locked_until.as_ref()).is_some_and(|until| until > self.now());
         let period = i64::from(a.period_seconds);
         KeyView {
@@ -177,7 +177,7 @@ impl AppState {
             .map(row("keystore"))
             .chain(reset.iter().map(row("reset")))
             .collect();
-        rows.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
         rows
     }
 }
