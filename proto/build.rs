@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kagi/v1/reset.proto",
         "kagi/v1/directory.proto",
         "kagi/v1/errors.proto",
+        "kagi/v1/admin.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

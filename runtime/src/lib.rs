@@ -39,7 +39,9 @@ pub mod clock;
 pub mod db;
 pub mod health;
 pub mod institution;
+pub mod mask;
 pub mod metrics;
+pub mod operator;
 #[cfg(feature = "dev-pki")]
 pub mod pki;
 pub mod random;
@@ -56,6 +58,7 @@ pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use db::{Database, DatabaseSettings, Schema};
 pub use institution::{Institution, Localized};
 pub use metrics::{Metrics, MetricsSettings};
+pub use operator::OperatorContext;
 pub use server::{GrpcServer, ServerSettings};
 
 /// The future of the tower services every server wraps its calls in (caller auth, metrics,

@@ -16,6 +16,7 @@
 
 mod tls;
 
+pub mod admin;
 pub mod multicall;
 
 use std::net::SocketAddr;
@@ -81,13 +82,32 @@ pub enum Command {
         #[arg(long)]
         tls: bool,
     },
+    /// The help desk from a terminal: `kagi admin account ID`, `unlock ID --reason …`,
+    /// `revoke ID --reason …`, `cancel-reset ID --reason …` (table, or `--json`).
+    Admin(admin::AdminArgs),
 }
 
-/// The callers `kagi dev` issues tokens to.
-const CALLERS: [&str; 5] = ["reset", "portal", "login", "admin", "onboarding"];
+/// The callers `kagi dev` issues tokens to; `helpdesk` is the console's and `kagi admin`'s.
+const CALLERS: [&str; 6] = [
+    "reset",
+    "portal",
+    "login",
+    "admin",
+    "onboarding",
+    "helpdesk",
+];
+
+/// The demo help-desk operator `kagi dev` enrols: a local account listed as an operator.
+pub const DEMO_OPERATOR: &str = "operator";
 
 /// Runs the command; errors are printed and become exit code 1.
 pub async fn main(cli: Cli) -> ExitCode {
+    let dev_args = match cli.command {
+        Command::Admin(args) => {
+            return kagi_runtime::cli::exit_code("kagi admin", admin::run(args).await);
+        }
+        dev @ Command::Dev { .. } => dev,
+    };
     let Command::Dev {
         data_dir,
         account,
@@ -100,7 +120,10 @@ pub async fn main(cli: Cli) -> ExitCode {
         notifier_metrics_addr,
         portal_metrics_addr,
         tls,
-    } = cli.command;
+    } = dev_args
+    else {
+        return ExitCode::FAILURE;
+    };
     let addrs = Addrs {
         keystore: keystore_addr,
         reset: reset_addr,
@@ -191,9 +214,22 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         reset.local_addr(),
     );
     portal_settings.metrics.listen_addr = Some(addrs.metrics.portal);
+    let helpdesk = &mut portal_settings.helpdesk;
+    helpdesk.operators = vec![DEMO_OPERATOR.to_owned()];
+    for (client, addr) in [
+        (&mut helpdesk.keystore, keystore.local_addr()),
+        (&mut helpdesk.reset, reset.local_addr()),
+        (&mut helpdesk.notifier, notifier.local_addr()),
+    ] {
+        client.endpoint = format!("http://{addr}");
+        client.token_file = Some(callers_dir.join("helpdesk"));
+    }
     if let Some(tls) = &tls {
         tls.call(&mut portal_settings.keystore, "portal");
         tls.call(&mut portal_settings.reset, "portal");
+        tls.call(&mut portal_settings.helpdesk.keystore, "helpdesk");
+        tls.call(&mut portal_settings.helpdesk.reset, "helpdesk");
+        tls.call(&mut portal_settings.helpdesk.notifier, "helpdesk");
     }
     // Dev only: the portal lists the outbox, so the reissue flow needs no mail server.
     let portal = kagi_portal::Application::build(&portal_settings)
@@ -210,7 +246,9 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         }
         other => other?,
     };
-    let password = demo_login(&reset, data_dir, key.account.as_str()).await?;
+    let password = demo_login(&reset, data_dir, key.account.as_str(), "demo-password").await?;
+    let operator_password =
+        demo_login(&reset, data_dir, DEMO_OPERATOR, "operator-password").await?;
     let (uri, _, _) = service::render(&kagi_keystore::Settings::default().totp.issuer, &key)?;
     print_banner(&Banner {
         keystore: keystore.local_addr(),
@@ -227,6 +265,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         key: &key,
         uri: &uri,
         password: &password,
+        operator_password: &operator_password,
         tls: tls.as_ref(),
     })?;
 
@@ -249,14 +288,16 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
     Ok(())
 }
 
-/// The demo account in the reset service's directory (its password generated once and kept
-/// in the data directory), so the reissue flow can be walked through.
+/// A demo account in the reset service's directory (its password generated once and kept
+/// in the data directory as `password_file`), so the reissue flow, and the help desk's
+/// console for the demo operator, can be walked through.
 async fn demo_login(
     reset: &kagi_reset::Application,
     data_dir: &Path,
     account: &str,
+    password_file: &str,
 ) -> anyhow::Result<String> {
-    let password = read_or_create_secret_file(&data_dir.join("demo-password"), 12)?.to_string();
+    let password = read_or_create_secret_file(&data_dir.join(password_file), 12)?.to_string();
     let now = kagi_runtime::clock::unix_ms(std::time::SystemTime::now());
     match reset
         .accounts()
@@ -353,6 +394,7 @@ struct Banner<'a> {
     key: &'a service::RevealedKey,
     uri: &'a str,
     password: &'a str,
+    operator_password: &'a str,
     tls: Option<&'a tls::DevTls>,
 }
 
@@ -389,6 +431,8 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
          notifier  {scheme}://{notifier}   (kagi.v1.Notifier; mail goes to {data}/outbox{notifier_metrics})\n  \
          tokens    {data}/callers/<caller>\n\n  \
          demo account : {account}\n  password     : {password}\n  recovery     : {recovery}\n  \
+         operator     : {operator}   (password {operator_password}; the help desk at http://{portal}/helpdesk,\n                 \
+         or `kagi admin account {account} --operator {operator}`)\n  \
          setup key    : {key}\n  otpauth      : {uri}\n\n{qr}\n\
          Scan the QR code with an authenticator app: the portal's login asks for its current code\n\
          (kagi dev names no campus network). Check a code directly:\n\n  \
@@ -401,6 +445,8 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
         notifier = b.notifier,
         account = b.key.account,
         password = b.password,
+        operator = DEMO_OPERATOR,
+        operator_password = b.operator_password,
         recovery = DEMO_RECOVERY_EMAIL,
         key = grouped.join(" "),
         uri = b.uri,

@@ -449,3 +449,137 @@ async fn kagi_dev_tls_runs_every_hop_on_mtls() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// `kagi admin` (issue 15, part 3) against the services `kagi dev` runs: the account as a
+/// table or JSON, an unlock with its reason in the keystore's trail and a mail queued for
+/// the user, and no action without a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kagi_admin_looks_up_and_unlocks_over_grpc_as_the_help_desk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kagi"))
+        .args([
+            "dev",
+            "--keystore-addr",
+            "127.0.0.1:0",
+            "--reset-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--notifier-addr",
+            "127.0.0.1:0",
+            "--portal-addr",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Ctrl-C stops everything") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("kagi dev prints its banner");
+    let endpoint = |service: &str| field(&banner, service).replace("grpc://", "http://");
+    assert_eq!(
+        field(&banner, "operator"),
+        "operator",
+        "the demo operator is printed"
+    );
+    let admin = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kagi"));
+        command
+            .arg("admin")
+            .args(args)
+            .args(["--operator", "operator"])
+            .args([
+                "--keystore",
+                &endpoint("keystore"),
+                "--reset",
+                &endpoint("reset"),
+            ])
+            .args(["--notifier", &endpoint("notifier")])
+            .current_dir(dir.path());
+        command.output().unwrap()
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = admin(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let token = std::fs::read_to_string(dir.path().join("data/callers/login")).unwrap();
+    let mut keystore = pb::keystore_client::KeystoreClient::connect(endpoint("keystore"))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let wrong = pb::VerifyCodeRequest {
+            account_id: "demo".into(),
+            code: "000000".into(),
+        };
+        keystore.verify_code(bearer(&token, wrong)).await.unwrap();
+    }
+
+    let seen = json(&["account", "demo", "--json"]);
+
+    assert_eq!(seen["key"]["enrolled"], true);
+    assert_eq!(seen["key"]["algorithm"], "SHA1");
+    assert_eq!(seen["key"]["times_locked"], 1);
+    assert!(seen["key"]["locked_until"].is_string(), "{seen}");
+    assert_eq!(seen["reset"]["recovery"], "d****@e*****.ac.jp");
+    let table = admin(&["account", "demo"]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("times_locked") && table.contains("lockout"),
+        "{table}"
+    );
+
+    let no_reason = admin(&["unlock", "demo", "--reason", " "]);
+    assert!(!no_reason.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_reason.stderr).contains("reason is required"),
+        "{}",
+        String::from_utf8_lossy(&no_reason.stderr)
+    );
+    let unlocked = json(&[
+        "unlock",
+        "demo",
+        "--reason",
+        "user called from the exam room",
+        "--json",
+    ]);
+    assert_eq!(unlocked["was_locked"], true);
+    assert_eq!(unlocked["user_mailed"], true);
+
+    let after = json(&["account", "demo", "--json"]);
+    assert!(after["key"]["locked_until"].is_null(), "{after}");
+    let audit = after["audit"].as_array().unwrap();
+    let unlock = audit
+        .iter()
+        .find(|e| e["action"] == "admin_unlock")
+        .unwrap_or_else(|| panic!("{after}"));
+    assert_eq!(unlock["caller"], "helpdesk");
+    assert_eq!(
+        unlock["detail"],
+        "operator=operator reason=user called from the exam room"
+    );
+    let kinds: Vec<&str> = after["mails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"OPERATOR_ACTION_NOTICE"), "{kinds:?}");
+}

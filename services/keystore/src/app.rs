@@ -10,6 +10,7 @@ use kagi_runtime::{Authorizer, CallerAuthLayer, Clock, GrpcServer, Metrics, Syst
 
 use crate::config::Settings;
 use crate::grpc::KeystoreGrpc;
+use crate::grpc::admin::KeystoreAdminGrpc;
 use crate::service::Keystore;
 use crate::store::Db;
 
@@ -25,10 +26,17 @@ pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
     ("ListAuditEvents", &["admin"]),
     // "Check my authenticator" answers only the portal, whose session can see the key.
     ("CheckAuthenticator", &["portal"]),
+    // kagi.v1.KeystoreAdmin: the help desk's console (portal) and `kagi admin` only.
+    ("GetAccount", &["helpdesk"]),
+    ("UnlockAccount", &["helpdesk"]),
+    ("RevokeKey", &["helpdesk"]),
 ];
 
 /// The gRPC service name reported by health checks.
 pub const SERVICE_NAME: &str = "kagi.v1.Keystore";
+
+/// The help desk's service, served beside it (health and reflection list both).
+pub const ADMIN_SERVICE_NAME: &str = "kagi.v1.KeystoreAdmin";
 
 /// A keystore bound to its port, ready to serve.
 #[derive(Debug)]
@@ -99,12 +107,14 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let routes = tonic::service::Routes::new(self.grpc.into_server());
+        let admin = KeystoreAdminGrpc::new(self.keystore.clone());
+        let routes =
+            tonic::service::Routes::new(self.grpc.into_server()).add_service(admin.into_server());
         let served = self
             .server
             .serve(
                 routes,
-                &[SERVICE_NAME],
+                &[SERVICE_NAME, ADMIN_SERVICE_NAME],
                 kagi_proto::FILE_DESCRIPTOR_SET,
                 self.auth,
                 shutdown,

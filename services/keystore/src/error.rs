@@ -14,6 +14,9 @@ pub enum Error {
     AlreadyEnrolled,
     #[error("account has no setup key")]
     NoKey,
+    /// RevokeKey on an account whose key is already revoked.
+    #[error("account has no live setup key to revoke")]
+    NoLiveKey,
     #[error(
         "the key issued under this idempotency key has since been replaced by a later rotation"
     )]
@@ -44,7 +47,7 @@ impl Error {
             Self::InvalidInput(InvalidInput::Code(_)) => ErrorReason::CodeFormat,
             Self::InvalidInput(_) => ErrorReason::InvalidInput,
             Self::AlreadyEnrolled => ErrorReason::AlreadyEnrolled,
-            Self::NoKey => ErrorReason::NoSetupKey,
+            Self::NoKey | Self::NoLiveKey => ErrorReason::NoSetupKey,
             Self::RotationSuperseded => ErrorReason::KeyReissuedSince,
             Self::ReplayWindowClosed => ErrorReason::ReplayWindowPassed,
             Self::Contended => ErrorReason::Contended,
@@ -63,7 +66,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidInput(e) => (Code::InvalidArgument, e.to_string()),
             Error::AlreadyEnrolled => (Code::AlreadyExists, err.to_string()),
             Error::NoKey => (Code::NotFound, err.to_string()),
-            Error::RotationSuperseded | Error::ReplayWindowClosed => {
+            Error::RotationSuperseded | Error::ReplayWindowClosed | Error::NoLiveKey => {
                 (Code::FailedPrecondition, err.to_string())
             }
             Error::Contended => (Code::Aborted, err.to_string()),

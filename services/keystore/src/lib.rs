@@ -14,6 +14,8 @@
 //! - [`store`]: sqlx over SQLite or PostgreSQL, one migration set each: accounts with their
 //!   sealed current key and counters, every key ever issued (without its secret), rotations
 //!   by idempotency key, and the audit trail.
+//! - [`admin`]: the help desk's use cases (look up, unlock, revoke), served as
+//!   `kagi.v1.KeystoreAdmin` by [`grpc::admin`] to the `helpdesk` caller only.
 //! - [`service`]: the use cases (enroll, show the current key, rotate, verify, check an
 //!   authenticator, rekey, the audit trail) over domain, crypto and store, without the
 //!   transport.
@@ -42,6 +44,7 @@
 //! 4. [`grpc`] turns the outcome into a `VerifyResult`; a failure becomes a status only in
 //!    [`error`].
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -18,6 +18,7 @@ struct KeystoreMetrics {
     rotations: Family<Labels, Counter>,
     rekeyed: Counter,
     checks: Family<Labels, Counter>,
+    admin: Family<Labels, Counter>,
 }
 
 static METRICS: LazyLock<KeystoreMetrics> = LazyLock::new(KeystoreMetrics::default);
@@ -55,6 +56,11 @@ pub fn register(metrics: &mut Metrics) {
         "keystore_authenticator_checks",
         "CheckAuthenticator answers by outcome (READY, CLOCK_SKEWED, NO_MATCH, NO_KEY, RATE_LIMITED)",
         m.checks.clone(),
+    );
+    r.register(
+        "keystore_admin_actions",
+        "Help-desk calls by action (get_account, unlock, revoke_key)",
+        m.admin.clone(),
     );
 }
 
@@ -98,4 +104,9 @@ pub(crate) fn rekeyed_one() {
 /// One CheckAuthenticator answer (or its refusal by the allowance, `RATE_LIMITED`).
 pub(crate) fn checked(outcome: &'static str) {
     METRICS.checks.get_or_create(&[("outcome", outcome)]).inc();
+}
+
+/// One help-desk call that succeeded.
+pub(crate) fn admin_action(action: &'static str) {
+    METRICS.admin.get_or_create(&[("action", action)]).inc();
 }

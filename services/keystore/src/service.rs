@@ -128,6 +128,11 @@ impl Keystore {
         &self.inner.db
     }
 
+    /// The service's clock (the admin use cases stamp their actions with it).
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
     /// Creates an account's first key with the configured parameters.
     ///
     /// # Errors
@@ -174,6 +179,7 @@ impl Keystore {
             .db
             .current_key(&account)
             .await?
+            .filter(|row| row.revoked_at.is_none())
             .ok_or(Error::NoKey)?;
         let key = self.reveal(account, &row)?;
         let audit = self.audit_event(
@@ -270,7 +276,8 @@ impl Keystore {
             .current_key(account)
             .await?
             .ok_or(Error::NoKey)?;
-        if current.key_id != key_id {
+        // A revoked key was replaced too, by nothing: its secret is gone.
+        if current.key_id != key_id || current.revoked_at.is_some() {
             return Err(Error::RotationSuperseded);
         }
         let now = self.inner.clock.now_ms();
@@ -308,7 +315,9 @@ impl Keystore {
         raw_code: &str,
     ) -> Result<Verification, Error> {
         let inner = &self.inner;
-        let Some(mut state) = inner.db.verify_state(&account).await? else {
+        let state = inner.db.verify_state(&account).await?;
+        // A key an operator revoked answers like no key until the user reissues one.
+        let Some(mut state) = state.filter(|s| s.key.revoked_at.is_none()) else {
             let audit = self.audit_event(
                 actor,
                 "verify_failed",
@@ -364,7 +373,10 @@ impl Keystore {
                 return Ok(outcome);
             }
             // Another call changed the account meanwhile: decide again on fresh state.
-            state = inner.db.verify_state(&account).await?.ok_or(Error::NoKey)?;
+            match inner.db.verify_state(&account).await? {
+                Some(fresh) if fresh.key.revoked_at.is_none() => state = fresh,
+                _ => return Ok(Verification::NoKey),
+            }
         }
         Err(Error::Contended)
     }
@@ -487,7 +499,7 @@ impl Keystore {
         })
     }
 
-    fn audit_event<'a>(
+    pub(crate) fn audit_event<'a>(
         &self,
         actor: Actor<'a>,
         action: &'a str,

@@ -12,6 +12,7 @@ use kagi_runtime::health::database_probe;
 use kagi_runtime::{CallerAuthLayer, GrpcServer, Metrics};
 use tokio::sync::{Notify, watch};
 
+use crate::admin::NotifierAdminService;
 use crate::config::Settings;
 use crate::grpc::{DEFAULT_ALLOW, NotifierService};
 use crate::mail::MailComposer;
@@ -146,15 +147,17 @@ impl Application {
             }
         };
         // Its messages are a few hundred bytes; refuse megabytes before decoding them.
-        let service =
-            NotifierServer::new(self.service).max_decoding_message_size(self.max_request_bytes);
-        let routes = tonic::service::Routes::new(service);
+        let shared = Arc::new(self.service);
+        let service = NotifierServer::from_arc(Arc::clone(&shared))
+            .max_decoding_message_size(self.max_request_bytes);
+        let admin = NotifierAdminService::new(shared).into_server(self.max_request_bytes);
+        let routes = tonic::service::Routes::new(service).add_service(admin);
         let serving = async {
             let result = self
                 .server
                 .serve(
                     routes,
-                    &["kagi.v1.Notifier"],
+                    &["kagi.v1.Notifier", "kagi.v1.NotifierAdmin"],
                     kagi_proto::FILE_DESCRIPTOR_SET,
                     self.auth,
                     server_shutdown,

@@ -24,6 +24,10 @@ pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
     ("SendKeyReissuedNotice", &["reset"]),
     ("SendKeyDisplayedNotice", &["reset"]),
     ("GetDelivery", &["reset"]),
+    // kagi.v1.NotifierAdmin: the help desk looks; only the reset service (which holds the
+    // address) sends an operator's notice.
+    ("ListRecentMails", &["helpdesk"]),
+    ("SendOperatorActionNotice", &["reset"]),
 ];
 
 /// The gRPC face of the queue.
@@ -41,7 +45,11 @@ const HOUR_MS: i64 = 3_600_000;
 
 impl NotifierService {
     /// Queues a validated message once per message ID and returns its delivery ID.
-    async fn enqueue(&self, message: NewMessage, now: DateTime<Utc>) -> Result<String, Error> {
+    pub(crate) async fn enqueue(
+        &self,
+        message: NewMessage,
+        now: DateTime<Utc>,
+    ) -> Result<String, Error> {
         let id = uuid::Uuid::new_v4().to_string();
         let json =
             Zeroizing::new(serde_json::to_string(&message.payload).map_err(anyhow::Error::from)?);
@@ -54,7 +62,8 @@ impl NotifierService {
             MessageKind::KeyDisplayedNotice => {
                 self.settings.key_display_notices_per_recipient_per_hour
             }
-            MessageKind::KeyReissuedNotice => 0,
+            // Only a human operator's action sends these: no allowance needed.
+            MessageKind::KeyReissuedNotice | MessageKind::OperatorActionNotice => 0,
         };
         let rate_limit = (limit > 0).then(|| (now_ms - HOUR_MS, i64::from(limit)));
         match self
@@ -184,11 +193,11 @@ impl Notifier for NotifierService {
     }
 }
 
-fn to_datetime(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+pub(crate) fn to_datetime(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
 }
 
-fn to_proto(record: DeliveryRecord) -> pb::Delivery {
+pub(crate) fn to_proto(record: DeliveryRecord) -> pb::Delivery {
     let state = match record.state {
         DeliveryState::Queued => pb::DeliveryState::Queued,
         DeliveryState::Sent => pb::DeliveryState::Sent,
@@ -198,6 +207,7 @@ fn to_proto(record: DeliveryRecord) -> pb::Delivery {
         MessageKind::ResetCode => pb::MessageKind::ResetCode,
         MessageKind::KeyReissuedNotice => pb::MessageKind::KeyReissuedNotice,
         MessageKind::KeyDisplayedNotice => pb::MessageKind::KeyDisplayedNotice,
+        MessageKind::OperatorActionNotice => pb::MessageKind::OperatorActionNotice,
     };
     pb::Delivery {
         delivery_id: record.id,

@@ -10,7 +10,9 @@
 //! - [`app`]: [`Application::build`] wires the pieces below and binds the listener;
 //!   `run_until_stopped` serves gRPC and runs the worker until shutdown.
 //! - [`grpc`]: the `kagi.v1.Notifier` service: validate through the domain, queue, wake the
-//!   worker; [`error`] is the one place gRPC status codes are chosen.
+//!   worker; [`error`] is the one place gRPC status codes are chosen. [`admin`] is
+//!   `kagi.v1.NotifierAdmin`: the help desk's list of an account's mails, and the notice of
+//!   an operator's action.
 //! - [`domain`]: the rules, without I/O: a valid [`domain::NewMessage`], the secret
 //!   [`domain::ConfirmationCode`], locales, delivery states, retry and backoff.
 //! - [`store`]: the queue in SQLite or PostgreSQL ([`store::Db`]): idempotent enqueue with
@@ -32,6 +34,7 @@
 //! [`store::Db::finish`] records that outcome (only while the lease is still its own) and
 //! clears the stored code. `GetDelivery` reads the row back through [`store::Db::get`].
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

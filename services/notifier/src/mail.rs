@@ -90,6 +90,30 @@ const DEFAULT_TEMPLATES: &[(&str, &str)] = &[
         "key_displayed_notice.en.html",
         include_str!("../templates/key_displayed_notice.en.html"),
     ),
+    (
+        "operator_action_notice.ja.subject.txt",
+        include_str!("../templates/operator_action_notice.ja.subject.txt"),
+    ),
+    (
+        "operator_action_notice.ja.txt",
+        include_str!("../templates/operator_action_notice.ja.txt"),
+    ),
+    (
+        "operator_action_notice.ja.html",
+        include_str!("../templates/operator_action_notice.ja.html"),
+    ),
+    (
+        "operator_action_notice.en.subject.txt",
+        include_str!("../templates/operator_action_notice.en.subject.txt"),
+    ),
+    (
+        "operator_action_notice.en.txt",
+        include_str!("../templates/operator_action_notice.en.txt"),
+    ),
+    (
+        "operator_action_notice.en.html",
+        include_str!("../templates/operator_action_notice.en.html"),
+    ),
 ];
 
 /// One addressed message as it sits in the queue.
@@ -131,6 +155,8 @@ struct TemplateContext<'a> {
     client_ip: Option<&'a str>,
     displayed_at: Option<String>,
     user_agent: Option<&'a str>,
+    acted_at: Option<String>,
+    action: Option<&'a str>,
 }
 
 impl MailComposer {
@@ -195,12 +221,17 @@ impl MailComposer {
                 client_ip: "192.0.2.1".into(),
                 user_agent: "Mozilla/5.0".into(),
             },
+            Payload::OperatorActionNotice {
+                acted_at_ms: now.timestamp_millis(),
+                action: "unlock".into(),
+            },
         ];
         for payload in &samples {
             let kind = match payload {
                 Payload::ResetCode { .. } => MessageKind::ResetCode,
                 Payload::KeyReissuedNotice { .. } => MessageKind::KeyReissuedNotice,
                 Payload::KeyDisplayedNotice { .. } => MessageKind::KeyDisplayedNotice,
+                Payload::OperatorActionNotice { .. } => MessageKind::OperatorActionNotice,
             };
             for locale in [Locale::Ja, Locale::En] {
                 let envelope = Envelope {
@@ -254,6 +285,8 @@ impl MailComposer {
             client_ip: None,
             displayed_at: None,
             user_agent: None,
+            acted_at: None,
+            action: None,
         };
         match payload {
             Payload::ResetCode {
@@ -278,6 +311,13 @@ impl MailComposer {
                 ctx.displayed_at = local(*displayed_at_ms);
                 ctx.client_ip = Some(client_ip);
                 ctx.user_agent = Some(user_agent);
+            }
+            Payload::OperatorActionNotice {
+                acted_at_ms,
+                action,
+            } => {
+                ctx.acted_at = local(*acted_at_ms);
+                ctx.action = Some(action);
             }
         }
         let render = |part: &str| -> anyhow::Result<String> {

@@ -18,6 +18,7 @@ type Labels = [(&'static str, &'static str); 2];
 struct NotifierMetrics {
     deliveries: Family<Labels, Counter>,
     retries: Counter,
+    admin: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 static METRICS: LazyLock<NotifierMetrics> = LazyLock::new(NotifierMetrics::default);
@@ -36,6 +37,11 @@ pub fn register(metrics: &mut Metrics, db: &Db, clock: Arc<dyn Clock>) {
         "notifier_delivery_retries",
         "Deliveries deferred for another attempt",
         m.retries.clone(),
+    );
+    r.register(
+        "notifier_admin_actions",
+        "Help-desk calls by action (list_recent_mails, send_operator_action_notice)",
+        m.admin.clone(),
     );
     r.register(
         "notifier_queue_depth",
@@ -99,6 +105,11 @@ fn reply_class(reply: &str) -> &'static str {
         Some(b'5') => "5xx",
         _ => "none",
     }
+}
+
+/// One help-desk call that succeeded.
+pub(crate) fn admin_action(action: &'static str) {
+    METRICS.admin.get_or_create(&[("action", action)]).inc();
 }
 
 #[cfg(test)]

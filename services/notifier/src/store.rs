@@ -174,6 +174,29 @@ impl Db {
         row.as_ref().map(record).transpose()
     }
 
+    /// The account's newest `limit` messages, newest first (the help desk's list).
+    ///
+    /// # Errors
+    /// Database failures.
+    #[instrument(skip_all)]
+    pub async fn recent_for_account(
+        &self,
+        account_id: &str,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>, sqlx::Error> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM deliveries WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(account_id)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
     /// How many messages are queued, and when the oldest was.
     ///
     /// # Errors

@@ -54,7 +54,9 @@ impl Application {
         let db = Db::open(&settings.database)
             .await
             .context("opening the portal database")?;
-        let clients = Clients::new(&settings.keystore, &settings.reset)?;
+        let mut clients = Clients::new(&settings.keystore, &settings.reset)?;
+        settings.helpdesk.check(settings.login.mode)?;
+        clients.helpdesk = crate::clients::HelpdeskClients::new(&settings.helpdesk)?;
         let proxy_secret = settings.login.proxy_secret()?.map(Arc::new);
         settings.login.authn_context()?;
         let listener = TcpListener::bind(settings.server.listen_addr)

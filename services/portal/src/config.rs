@@ -28,6 +28,8 @@ pub struct Settings {
     pub reset: ClientSettings,
     pub login: LoginSettings,
     pub session: SessionSettings,
+    /// The help desk's console, `/helpdesk`: who is an operator, and the admin services.
+    pub helpdesk: HelpdeskSettings,
     /// The institution the pages name, the same section (or shared file) as the notifier's
     /// and the keystore's.
     pub institution: Institution,
@@ -44,6 +46,7 @@ impl Default for Settings {
             reset: ClientSettings::at("http://127.0.0.1:50052"),
             login: LoginSettings::default(),
             session: SessionSettings::default(),
+            helpdesk: HelpdeskSettings::default(),
             institution: Institution::default(),
         }
     }
@@ -217,6 +220,72 @@ impl Default for SessionSettings {
             absolute_timeout_secs: 8 * 3600,
             key_view_max_age_secs: 300,
             cookie_name: "kagi_session".into(),
+        }
+    }
+}
+
+/// The help desk's console (issue 15). Off until `keystore.endpoint` is set. An operator
+/// is a logged-in user in the configured role, checked on every request (strict: no
+/// role, no console, whatever the session says):
+/// - `login.mode = "local"`: the account is listed in `operators`;
+/// - `login.mode = "trusted-header"`: the SSO proxy's `group_header` (from a trusted
+///   proxy, exactly once, beside the identity header of the same account) lists one of
+///   `group_values` (comma-separated).
+///
+/// The console calls the admin services as caller `helpdesk`, with credentials of its
+/// own (never the user-facing `portal` caller's), and names the operator in each call.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HelpdeskSettings {
+    /// Local mode: the account IDs that are operators.
+    pub operators: Vec<String>,
+    /// Trusted-header mode: the header in which the proxy lists the user's groups.
+    pub group_header: String,
+    /// Trusted-header mode: the groups that make an operator.
+    pub group_values: Vec<String>,
+    /// `kagi.v1.KeystoreAdmin` (the keystore), as caller `helpdesk`.
+    pub keystore: ClientSettings,
+    /// `kagi.v1.ResetAdmin` (the reset service), as caller `helpdesk`.
+    pub reset: ClientSettings,
+    /// `kagi.v1.NotifierAdmin` (the notifier), as caller `helpdesk`.
+    pub notifier: ClientSettings,
+}
+
+impl HelpdeskSettings {
+    /// Whether the console is on.
+    pub fn enabled(&self) -> bool {
+        !self.keystore.endpoint.is_empty()
+    }
+
+    /// Refuses a role that the login mode would never match (a silent, empty console), and
+    /// a console missing one of its services.
+    ///
+    /// # Errors
+    /// A role of the other login mode, or a partial set of endpoints.
+    pub fn check(&self, mode: LoginMode) -> anyhow::Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.reset.endpoint.is_empty() || self.notifier.endpoint.is_empty() {
+            anyhow::bail!("helpdesk: set keystore, reset and notifier endpoints together");
+        }
+        match mode {
+            LoginMode::Local if !self.group_header.is_empty() => {
+                anyhow::bail!(
+                    "helpdesk.group_header needs login.mode = \"trusted-header\"; list operators instead"
+                )
+            }
+            LoginMode::TrustedHeader if !self.operators.is_empty() => {
+                anyhow::bail!(
+                    "helpdesk.operators is for login.mode = \"local\"; use group_header and group_values"
+                )
+            }
+            LoginMode::TrustedHeader
+                if self.group_header.is_empty() || self.group_values.is_empty() =>
+            {
+                anyhow::bail!("helpdesk: trusted-header mode needs group_header and group_values")
+            }
+            _ => Ok(()),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::accounts::AccountAdmin;
 use crate::config::Settings;
 use crate::directory::{PasswordHasher, SqlDirectory};
 use crate::downstream;
-use crate::grpc::{DirectoryGrpc, ResetGrpc};
+use crate::grpc::{DirectoryGrpc, ResetAdminGrpc, ResetGrpc};
 use crate::limits::{AttemptLimiter, RateLimits};
 use crate::login::LocalLogin;
 use crate::saga::ResetSaga;
@@ -32,10 +32,14 @@ pub const DEFAULT_ALLOW: &[(&str, &[&str])] = &[
     ("GetReset", &["portal"]),
     ("Authenticate", &["portal"]),
     ("NotifyKeyDisplayed", &["portal"]),
+    // kagi.v1.ResetAdmin: the help desk's console (portal) and `kagi admin` only.
+    ("GetAccountReset", &["helpdesk"]),
+    ("CancelAccountReset", &["helpdesk"]),
+    ("NotifyOperatorAction", &["helpdesk"]),
 ];
 
 /// The gRPC service names reported by health checks.
-pub const SERVICE_NAMES: [&str; 2] = ["kagi.v1.Reset", "kagi.v1.Directory"];
+pub const SERVICE_NAMES: [&str; 3] = ["kagi.v1.Reset", "kagi.v1.Directory", "kagi.v1.ResetAdmin"];
 
 /// A reset service bound to its port, ready to serve.
 #[derive(Debug)]
@@ -154,7 +158,8 @@ impl Application {
         }
         let grace = self.server.grace();
         let routes = tonic::service::Routes::new(ResetGrpc::new(self.saga.clone()).into_server())
-            .add_service(DirectoryGrpc::new(self.login).into_server());
+            .add_service(DirectoryGrpc::new(self.login).into_server())
+            .add_service(ResetAdminGrpc::new(self.saga.clone()).into_server());
         let served = self
             .server
             .serve(

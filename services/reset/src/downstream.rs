@@ -14,6 +14,7 @@ use tonic::{Response, Status};
 
 type KeystoreGrpc = pb::keystore_client::KeystoreClient<ServiceChannel>;
 type NotifierGrpc = pb::notifier_client::NotifierClient<ServiceChannel>;
+type NotifierAdminGrpc = pb::notifier_admin_client::NotifierAdminClient<ServiceChannel>;
 
 /// The keystore calls the saga makes.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ impl KeystoreClient {
 #[derive(Debug, Clone)]
 pub struct NotifierClient {
     grpc: NotifierGrpc,
+    /// The same channel, for the operator notices (`kagi.v1.NotifierAdmin`).
+    admin: NotifierAdminGrpc,
     retry: Retry,
 }
 
@@ -80,6 +83,22 @@ impl NotifierClient {
             .await
     }
 
+    /// SendOperatorActionNotice; the message ID makes a repeat a no-op.
+    ///
+    /// # Errors
+    /// The notifier's status after the retries.
+    pub async fn send_operator_action_notice(
+        &mut self,
+        request: pb::SendOperatorActionNoticeRequest,
+    ) -> Result<Response<pb::SendOperatorActionNoticeResponse>, Status> {
+        self.retry
+            .idempotent(|| {
+                let (mut grpc, request) = (self.admin.clone(), request.clone());
+                async move { grpc.send_operator_action_notice(request).await }
+            })
+            .await
+    }
+
     /// SendKeyDisplayedNotice; the message ID makes a repeat a no-op.
     ///
     /// # Errors
@@ -109,8 +128,10 @@ pub fn keystore(settings: &ClientSettings) -> Result<KeystoreClient, ClientError
 /// # Errors
 /// A malformed endpoint or token, inconsistent TLS settings, or an unreadable file.
 pub fn notifier(settings: &ClientSettings) -> Result<NotifierClient, ClientError> {
+    let channel = channel(settings)?;
     Ok(NotifierClient {
-        grpc: NotifierGrpc::new(channel(settings)?),
+        grpc: NotifierGrpc::new(channel.clone()),
+        admin: NotifierAdminGrpc::new(channel),
         retry: settings.retry(),
     })
 }

@@ -25,6 +25,9 @@ pub enum Error {
     TooManyStarts { retry_at: i64 },
     #[error("no such reset; start again")]
     UnknownReset,
+    /// The help desk asked to cancel, and the account has no reset in progress.
+    #[error("the account has no reset in progress")]
+    NoResetInProgress,
     /// A step the reset's state does not allow.
     #[error("{0}")]
     IllegalStep(Refusal),
@@ -160,7 +163,7 @@ impl Error {
             Self::RateLimited { .. } => ErrorReason::RateLimited,
             // The reissues one account may start fit the notifier's mail allowance.
             Self::TooManyStarts { .. } => ErrorReason::MailRateLimited,
-            Self::UnknownReset => ErrorReason::UnknownReset,
+            Self::UnknownReset | Self::NoResetInProgress => ErrorReason::UnknownReset,
             Self::IllegalStep(refusal) => refusal.reason(),
             Self::ResendTooSoon { .. } => ErrorReason::ResendTooSoon,
             Self::ResendLimit => ErrorReason::ResendLimit,
@@ -186,7 +189,7 @@ impl From<Error> for tonic::Status {
             | Error::ResendLimit
             | Error::MailRateLimited => (Code::ResourceExhausted, err.to_string()),
             Error::UnknownReset => (Code::NotFound, err.to_string()),
-            Error::IllegalStep(_) | Error::ResendTooSoon { .. } => {
+            Error::IllegalStep(_) | Error::ResendTooSoon { .. } | Error::NoResetInProgress => {
                 (Code::FailedPrecondition, err.to_string())
             }
             Error::MailUnavailable | Error::KeystoreUnavailable => {

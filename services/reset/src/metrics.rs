@@ -19,6 +19,7 @@ struct ResetMetrics {
     sagas: Family<Labels, Counter>,
     codes_mailed: Counter,
     hashes_in_flight: Gauge,
+    admin: Family<Labels, Counter>,
 }
 
 static METRICS: LazyLock<ResetMetrics> = LazyLock::new(ResetMetrics::default);
@@ -53,6 +54,11 @@ pub fn register(metrics: &mut Metrics, db: &Db, clock: Arc<dyn Clock>) {
         "reset_argon2_in_flight",
         "Password hashes being computed now (each holds its argon2 memory)",
         m.hashes_in_flight.clone(),
+    );
+    r.register(
+        "reset_admin_actions",
+        "Help-desk calls by action (get_account_reset, cancel_reset, notify_operator_action)",
+        m.admin.clone(),
     );
     r.register(
         "reset_sagas_confirming",
@@ -110,4 +116,9 @@ pub(crate) fn hashing() -> impl Drop {
     }
     METRICS.hashes_in_flight.inc();
     InFlight
+}
+
+/// One help-desk call that succeeded.
+pub(crate) fn admin_action(action: &'static str) {
+    METRICS.admin.get_or_create(&[("action", action)]).inc();
 }

@@ -27,4 +27,6 @@ pub enum InvalidInput {
     ClientIp,
     #[error("page_size must be at most 1000")]
     PageSize,
+    #[error(transparent)]
+    Operator(#[from] kagi_runtime::operator::InvalidOperatorContext),
 }

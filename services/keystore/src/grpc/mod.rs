@@ -1,4 +1,7 @@
 //! `kagi.v1.Keystore` over tonic: validate the request, call the use case, shape the reply.
+//! [`admin`] is `kagi.v1.KeystoreAdmin`, the help desk's contract, served beside it.
+
+pub mod admin;
 
 use std::sync::Arc;
 
@@ -229,19 +232,7 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
         } else {
             0
         };
-        let events = events
-            .into_iter()
-            .map(|e| pb::AuditEvent {
-                sequence: e.seq,
-                at: Some(timestamp(e.at)),
-                caller: e.caller,
-                action: e.action,
-                account_id: e.account_id,
-                key_id: e.key_id,
-                detail: e.detail,
-                trace_id: e.trace_id,
-            })
-            .collect();
+        let events = events.into_iter().map(audit_event).collect();
         Ok(Response::new(pb::ListAuditEventsResponse {
             events,
             next_before,
@@ -305,5 +296,19 @@ fn check_reply(report: CheckReport) -> pb::CheckAuthenticatorResponse {
         drift_steps: drift,
         offset_seconds: i64::from(drift) * i64::from(period),
         checks_remaining,
+    }
+}
+
+/// A recorded audit event as the contract shows it.
+fn audit_event(e: crate::store::AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        sequence: e.seq,
+        at: Some(timestamp(e.at)),
+        caller: e.caller,
+        action: e.action,
+        account_id: e.account_id,
+        key_id: e.key_id,
+        detail: e.detail,
+        trace_id: e.trace_id,
     }
 }

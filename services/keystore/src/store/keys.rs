@@ -25,6 +25,8 @@ pub struct CurrentKey {
     pub ciphertext: Vec<u8>,
     /// The otpauth issuer it was issued with; `None` for keys older than the column.
     pub issuer: Option<String>,
+    /// Set when an operator revoked the key: its secret is wiped and it opens nothing.
+    pub revoked_at: Option<i64>,
 }
 
 impl CurrentKey {
@@ -97,7 +99,7 @@ pub enum RotateOutcome {
 /// The columns of [`CurrentKey`], as a macro so queries stay `&'static str` literals.
 macro_rules! key_columns {
     () => {
-        "account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext, issuer"
+        "account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext, issuer, revoked_at"
     };
 }
 
@@ -210,7 +212,7 @@ impl Db {
         if self.backend() == super::Backend::Postgres {
             let done = sqlx::query(
                 "WITH moved AS (UPDATE accounts SET last_step = $1, failures = 0, lockouts = 0 \
-                   WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 \
+                   WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 AND revoked_at IS NULL \
                    AND (locked_until IS NULL OR locked_until <= $4) RETURNING account_id) \
                  INSERT INTO audit_events (at, caller, action, account_id, key_id, detail, trace_id) \
                  SELECT $5, $6, $7, account_id, $3, $8, $9 FROM moved",
@@ -234,7 +236,7 @@ impl Db {
         } = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE accounts SET last_step = $1, failures = 0, lockouts = 0 \
-             WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 \
+             WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 AND revoked_at IS NULL \
              AND (locked_until IS NULL OR locked_until <= $4)",
         )
         .bind(step)
@@ -344,7 +346,7 @@ impl Db {
         insert_key_record(&mut tx, new).await?;
         let swapped = sqlx::query(
             "UPDATE accounts SET current_key_id = $1, key_created_at = $2, algorithm = $3, digits = $4, period = $5, \
-             kek_id = $6, nonce = $7, ciphertext = $8, issuer = $11 WHERE account_id = $9 AND current_key_id = $10",
+             kek_id = $6, nonce = $7, ciphertext = $8, issuer = $11, revoked_at = NULL WHERE account_id = $9 AND current_key_id = $10",
         )
         .bind(new.key_id)
         .bind(new.created_at)
@@ -385,7 +387,7 @@ impl Db {
         sqlx::query_as(concat!(
             "SELECT ",
             key_columns!(),
-            " FROM accounts WHERE kek_id <> $1 ORDER BY account_id LIMIT $2"
+            " FROM accounts WHERE kek_id <> $1 AND revoked_at IS NULL ORDER BY account_id LIMIT $2"
         ))
         .bind(active_kek)
         .bind(limit)

@@ -5,10 +5,12 @@
 //! write lock up front), and every race is settled by a conditional UPDATE rather than a
 //! read-then-write.
 
+mod admin;
 mod audit;
 mod checks;
 mod keys;
 
+pub use admin::AccountRecord;
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use checks::CheckAdmission;
 pub use keys::{CurrentKey, KeyRecord, NewKey, RotateOutcome, VerifyRow};

@@ -16,7 +16,14 @@ use tonic::transport::Channel;
 
 pub use kagi_testkit::{Backend, TestDatabase};
 
-pub const CALLERS: [&str; 5] = ["login", "reset", "portal", "admin", "onboarding"];
+pub const CALLERS: [&str; 6] = [
+    "login",
+    "reset",
+    "portal",
+    "admin",
+    "onboarding",
+    "helpdesk",
+];
 
 /// Settings for a test keystore: port 0, one KEK, a token per caller, a campus network.
 pub fn test_settings(db: &TestDatabase) -> Settings {

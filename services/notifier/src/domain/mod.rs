@@ -16,7 +16,9 @@ pub mod state;
 
 pub use code::ConfirmationCode;
 pub use locale::{Locale, format_local};
-pub use message::{DisplayedFields, MessageKind, NewMessage, NoticeFields, Payload};
+pub use message::{
+    DisplayedFields, MessageKind, NewMessage, NoticeFields, OperatorAction, OperatorFields, Payload,
+};
 pub use retry::{AttemptOutcome, Backoff, EXPIRED_UNSENT, NextStep, next_step};
 pub use state::DeliveryState;
 
@@ -40,6 +42,14 @@ pub enum InvalidInput {
     MissingReissuedAt,
     #[error("displayed_at is missing")]
     MissingDisplayedAt,
+    #[error("action must be UNLOCK, REVOKE_KEY or CANCEL_RESET")]
+    Action,
+    #[error("acted_at is missing")]
+    MissingActedAt,
+    #[error("{0}")]
+    Operator(String),
+    #[error("page_size must be at most 100")]
+    PageSize,
     #[error("client_ip is not an IP address")]
     ClientIp,
     #[error("unknown locale {0:?}; expected \"ja\" or \"en\"")]

@@ -7,6 +7,7 @@
     missing_debug_implementations
 )]
 
+mod admin;
 mod delivery;
 mod helpers;
 mod mail_content;

@@ -34,6 +34,9 @@ pub struct Ctx {
     /// for the account also says (in that header, once) that the SSO asked for the
     /// one-time password.
     pub vouched_otp: bool,
+    /// Trusted-header mode with `helpdesk.group_header` set: the groups the same proxy
+    /// lists for the vouched account (that header exactly once), for the operator role.
+    pub vouched_groups: Vec<String>,
     pub path: String,
 }
 
@@ -193,6 +196,22 @@ impl FromRequestParts<AppState> for Ctx {
                     _ => false,
                 }
             };
+        let group_header = settings.helpdesk.group_header.as_str();
+        let vouched_groups = if vouched_account.is_some() && !group_header.is_empty() {
+            let mut values = parts.headers.get_all(group_header).iter();
+            match (values.next(), values.next()) {
+                (Some(value), None) => value
+                    .to_str()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|g| g.trim().to_owned())
+                    .filter(|g| !g.is_empty())
+                    .collect(),
+                _ => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
         let ctx = Self {
             lang: cookie(&parts.headers, "lang").map_or(Lang::Ja, Lang::from_code),
             session_cookie: cookie(&parts.headers, &session_cookie_name(settings))
@@ -201,6 +220,7 @@ impl FromRequestParts<AppState> for Ctx {
             user_agent: header_str("user-agent").unwrap_or_default(),
             vouched_account,
             vouched_otp,
+            vouched_groups,
             path: parts.uri.path().to_owned(),
         };
         if trusted_header && identities > 1 {

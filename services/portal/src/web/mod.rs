@@ -1,8 +1,10 @@
 //! The HTTP side: the router, the security headers every response carries, and the state
-//! every handler shares. Pages live in `pages` (menus 1 and 3, login) and `reset` (menu 2).
+//! every handler shares. Pages live in `pages` (menus 1 and 3, login), `reset` (menu 2)
+//! and `helpdesk` (the help desk's console).
 
 mod check;
 mod context;
+mod helpdesk;
 mod login_otp;
 mod pages;
 mod reset;
@@ -67,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/reset/cancel", post(reset::cancel))
         .route("/reset/confirm", get(reset::step3).post(reset::confirm))
         .route("/reset/done", get(reset::step4))
+        .route("/helpdesk", get(helpdesk::page))
+        .route("/helpdesk/action", post(helpdesk::act))
         .route("/static/portal.css", get(stylesheet))
         .route("/static/portal.js", get(script))
         .route("/healthz", get(|| async { "ok" }))

@@ -11,6 +11,7 @@
 mod browser;
 mod check;
 mod common;
+mod helpdesk;
 mod key_notice;
 mod login_otp;
 mod metrics;

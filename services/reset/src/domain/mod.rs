@@ -2,12 +2,11 @@
 //! reset handles, masking. No I/O here; time and randomness come in as arguments.
 
 pub mod code;
-pub mod mask;
 pub mod state;
 pub mod token;
 
 pub use code::{CodeHasher, ConfirmationCode};
-pub use mask::mask_email;
+pub use kagi_runtime::mask::mask_email;
 pub use state::{Policy, ResetState};
 pub use token::ResetToken;
 
@@ -32,6 +31,14 @@ pub enum InvalidInput {
     ViewId,
     #[error("displayed_at is missing")]
     DisplayedAt,
+    #[error(transparent)]
+    Operator(#[from] kagi_runtime::operator::InvalidOperatorContext),
+    #[error("notice_id must be 1 to 64 printable ASCII characters")]
+    NoticeId,
+    #[error("action must be UNLOCK or REVOKE_KEY (a cancelled reset mails by itself)")]
+    Action,
+    #[error("acted_at is missing")]
+    ActedAt,
 }
 
 /// Checks an account ID with the rule every kagi service shares

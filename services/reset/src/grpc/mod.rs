@@ -2,8 +2,10 @@
 //! Span fields are only safe ones: the account ID (once valid) and the internal saga ID,
 //! never the password, the code or the reset ID.
 
+mod admin;
 mod directory;
 
+pub use admin::ResetAdminGrpc;
 pub use directory::DirectoryGrpc;
 
 use std::net::IpAddr;

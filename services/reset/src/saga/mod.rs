@@ -9,6 +9,8 @@
 //! - [`cancel`](ResetSaga::cancel) and [`get`](ResetSaga::get) — "最初からやり直す" and a
 //!   page reload;
 //! - [`sweep`](ResetSaga::sweep) — finishing what a crash or an outage interrupted;
+//! - [`admin_resets`](ResetSaga::admin_resets), [`admin_cancel`](ResetSaga::admin_cancel),
+//!   [`admin_notify`](ResetSaga::admin_notify) — the help desk's `kagi.v1.ResetAdmin`;
 //! - [`notify_key_displayed`](ResetSaga::notify_key_displayed) — no reset step: the mail
 //!   that the current key was displayed (menus 1 and 3), to the recovery address kept here.
 //!
@@ -16,6 +18,7 @@
 //! downstream (the saga ID is the keystore's idempotency key and names each notifier
 //! message), so retries and crashes rotate once and mail once per send.
 
+mod admin;
 mod cancel;
 mod confirm;
 mod displayed;
@@ -41,6 +44,7 @@ use crate::error::Error;
 use crate::limits::AttemptLimiter;
 use crate::store::{Db, ResetRow};
 
+pub use admin::{AccountResets, AdminActor, OperatorNotice};
 pub use displayed::KeyDisplay;
 
 /// What StartReset hands back.
@@ -147,6 +151,11 @@ impl ResetSaga {
 
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// The policy's numbers (the help desk shows attempts and resends left).
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
     }
 
     fn now(&self) -> i64 {

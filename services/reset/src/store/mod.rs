@@ -6,10 +6,15 @@
 //! UPDATE on the reset's state and version, never a read-then-write.
 
 mod accounts;
-mod rate;
+#[macro_use]
 mod resets;
+mod rate;
+
+// After `resets`, whose column macro it uses.
+mod admin;
 
 pub use accounts::AccountRow;
+pub use admin::{AdminEvent, NewAdminEvent};
 pub use rate::RateOutcome;
 pub use resets::{NewReset, ResetRow, StartOutcome};
 

@@ -112,6 +112,7 @@ pub enum StartOutcome {
     Raced,
 }
 
+/// The columns of [`ResetRow`], as a macro so queries stay `&'static str` literals.
 macro_rules! reset_columns {
     () => {
         "token_hash, saga_id, account_id, recipient, locale, client_ip, user_agent, state, code_hash, \

@@ -252,10 +252,12 @@ pub fn reset_settings(
     settings.code_hmac_key = Some(SecretString::from(
         base64::engine::general_purpose::STANDARD.encode(CODE_KEY),
     ));
-    settings
-        .auth
-        .tokens
-        .insert("portal".into(), SecretString::from(token_of("portal")));
+    for caller in ["portal", "helpdesk"] {
+        settings
+            .auth
+            .tokens
+            .insert(caller.into(), SecretString::from(token_of(caller)));
+    }
     settings.keystore.endpoint = format!("http://{keystore}");
     settings.keystore.token = Some(SecretString::from(token_of("reset")));
     settings.keystore.timeout_ms = 2_000;

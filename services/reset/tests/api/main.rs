@@ -12,6 +12,7 @@
 mod helpers;
 
 mod account_changes;
+mod admin;
 mod attacker;
 mod code;
 mod confirm;

@@ -198,6 +198,15 @@ impl Stack {
             settings.keystore = over_mtls(pki, settings.keystore, keystore_addr, "portal");
             settings.reset = over_mtls(pki, settings.reset, reset_addr, "portal");
         }
+        // The help desk's console, as its own caller; no operator unless a test names one.
+        for (client, addr) in [
+            (&mut settings.helpdesk.keystore, keystore_addr),
+            (&mut settings.helpdesk.reset, reset_addr),
+            (&mut settings.helpdesk.notifier, notifier_addr),
+        ] {
+            client.endpoint = format!("http://{addr}");
+            client.token = Some(SecretString::from(token_of("helpdesk")));
+        }
         tweak(&mut settings);
         let portal = kagi_portal::Application::build_with_clock(&settings, clock.clone())
             .await
@@ -414,7 +423,14 @@ fn keystore_settings(db: &TestDatabase) -> kagi_keystore::Settings {
     // the password only. Tests of the off-campus login come through a trusted proxy that
     // names an outside address (`X-Forwarded-For`).
     settings.campus_networks = vec!["127.0.0.0/8".parse().unwrap()];
-    for caller in ["login", "reset", "onboarding", "admin", "portal"] {
+    for caller in [
+        "login",
+        "reset",
+        "onboarding",
+        "admin",
+        "portal",
+        "helpdesk",
+    ] {
         settings
             .auth
             .tokens
@@ -430,10 +446,12 @@ fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Settin
         ..Default::default()
     };
     settings.server.shutdown_grace_secs = 2;
-    settings
-        .auth
-        .tokens
-        .insert("reset".into(), SecretString::from(token_of("reset")));
+    for caller in ["reset", "helpdesk"] {
+        settings
+            .auth
+            .tokens
+            .insert(caller.into(), SecretString::from(token_of(caller)));
+    }
     settings.database.url = db.url.clone();
     settings.database.max_connections = 4;
     settings.sealing.key_file = db.side_file("notifier-payload-key");
@@ -465,10 +483,12 @@ fn reset_settings(
     settings.code_hmac_key = Some(SecretString::from(
         base64::engine::general_purpose::STANDARD.encode([42_u8; 32]),
     ));
-    settings
-        .auth
-        .tokens
-        .insert("portal".into(), SecretString::from(token_of("portal")));
+    for caller in ["portal", "helpdesk"] {
+        settings
+            .auth
+            .tokens
+            .insert(caller.into(), SecretString::from(token_of(caller)));
+    }
     settings.keystore.endpoint = format!("http://{keystore}");
     settings.keystore.token = Some(SecretString::from(token_of("reset")));
     settings.notifier.endpoint = format!("http://{notifier}");

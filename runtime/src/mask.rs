@@ -1,4 +1,5 @@
-//! The recovery address as the screen shows it: enough to recognise, not enough to learn.
+//! An e-mail address as a screen shows it: enough to recognise, not enough to learn. Shared
+//! by the reset service (its pages and the help desk) and the notifier (the help desk's mail list).
 
 /// `taro@example.ac.jp` → `t****@e*****.ac.jp`: the first character of the local part and
 /// of the first domain label, fixed-length masks (so the length is not shown either), and

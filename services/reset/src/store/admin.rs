@@ -1,0 +1,85 @@
+//! The help desk's reads and trail (`kagi.v1.ResetAdmin`): an account's newest reset, and
+//! who looked at or acted on it.
+
+use super::Db;
+use super::resets::ResetRow;
+
+/// An entry of the help desk's trail about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewAdminEvent<'a> {
+    pub at: i64,
+    pub caller: &'a str,
+    pub action: &'a str,
+    pub account_id: &'a str,
+    /// `operator=ID` or `operator=ID reason=…`: no code, reset ID or address.
+    pub detail: String,
+    pub trace_id: String,
+}
+
+/// A recorded entry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AdminEvent {
+    pub seq: i64,
+    pub at: i64,
+    pub caller: String,
+    pub action: String,
+    pub account_id: String,
+    pub detail: String,
+    pub trace_id: String,
+}
+
+impl Db {
+    /// The account's newest reset, whatever its state.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn latest_reset(&self, account_id: &str) -> Result<Option<ResetRow>, sqlx::Error> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            reset_columns!(),
+            " FROM resets WHERE account_id = $1 ORDER BY created_at DESC, version DESC LIMIT 1"
+        ))
+        .bind(account_id)
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// Records one entry of the help desk's trail.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn admin_audit(&self, event: &NewAdminEvent<'_>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO admin_audit (at, caller, action, account_id, detail, trace_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(event.at)
+        .bind(event.caller)
+        .bind(event.action)
+        .bind(event.account_id)
+        .bind(&event.detail)
+        .bind(&event.trace_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The account's newest `limit` entries, newest first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn admin_events(
+        &self,
+        account_id: &str,
+        limit: i64,
+    ) -> Result<Vec<AdminEvent>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, at, caller, action, account_id, detail, trace_id FROM admin_audit \
+             WHERE account_id = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+    }
+}
