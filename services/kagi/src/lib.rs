@@ -174,7 +174,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         other => other?,
     };
     let password = demo_login(&reset, data_dir, key.account.as_str()).await?;
-    let (uri, _, _) = service::render(&kagi_keystore::Settings::default().totp.issuer, &key)?;
+    let uri = service::otpauth_uri(&kagi_keystore::Settings::default().totp.issuer, &key);
     print_banner(&Banner {
         keystore: keystore.local_addr(),
         reset: reset.local_addr(),

@@ -5,14 +5,16 @@
 //! # Layout
 //!
 //! - [`domain`]: the rules, free of I/O (time and randomness are passed in): account IDs
-//!   validated at the edge, the setup key and how it is shown (Base32, otpauth URI, QR
-//!   code), RFC 6238 codes matched with clock skew, the lockout after repeated failures, and
+//!   validated at the edge, the setup key and how it is written (Base32, otpauth URI),
+//!   RFC 6238 codes matched with clock skew, the lockout after repeated failures, and
 //!   the campus networks where no one-time password is asked.
 //! - [`crypto`]: every secret sealed with AES-256-GCM under a key-encryption key (KEK), bound
 //!   to its account and key ID; several KEKs can open, the active one seals (`rekey`).
 //! - [`store`]: sqlx over SQLite or PostgreSQL, one migration set each: accounts with their
 //!   sealed current key and counters, every key ever issued (without its secret), rotations
 //!   by idempotency key, and the audit trail.
+//! - [`render`]: a shown key's otpauth URI and, when asked for, its QR code (PNG, SVG),
+//!   with each key's mask choice remembered (never the key) so repeat views cost less.
 //! - [`service`]: the use cases (enroll, show the current key, rotate, verify, rekey, the
 //!   audit trail) over domain, crypto and store, without the transport.
 //! - [`grpc`]: `kagi.v1.Keystore` over tonic: take the caller the auth layer identified,
@@ -47,6 +49,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod render;
 pub mod service;
 pub mod store;
 

@@ -128,6 +128,7 @@ impl TestApp {
             "portal",
             pb::GetCurrentKeyRequest {
                 account_id: account.into(),
+                ..Default::default()
             },
         );
         Ok(self
