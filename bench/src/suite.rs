@@ -21,7 +21,7 @@ use kagi_runtime::pki::CertAuthority;
 use crate::load::{self, CodePath, LoadReport, LoadSpec};
 use crate::seed;
 
-const TOKEN: &str = "bench-login-token-0123456789";
+pub(crate) const TOKEN: &str = "bench-login-token-0123456789";
 
 /// Knobs of one suite run.
 #[derive(Debug, Clone)]
@@ -170,7 +170,7 @@ pub async fn run_tls(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
 }
 
 /// The keystore's environment: the bench database, KEK and login token, quiet logs.
-fn keystore_env(
+pub(crate) fn keystore_env(
     spec: &SuiteSpec,
     database: &BenchDatabase,
     kek: &Zeroizing<Vec<u8>>,
@@ -241,7 +241,7 @@ async fn ceilings(
     Ok(rows)
 }
 
-fn load_spec(spec: &SuiteSpec, addr: SocketAddr, path: CodePath) -> LoadSpec {
+pub(crate) fn load_spec(spec: &SuiteSpec, addr: SocketAddr, path: CodePath) -> LoadSpec {
     let mut client = ClientSettings::at(format!("http://{addr}"));
     client.token = Some(TOKEN.into());
     client.timeout_ms = 60_000;
@@ -255,21 +255,25 @@ fn load_spec(spec: &SuiteSpec, addr: SocketAddr, path: CodePath) -> LoadSpec {
 }
 
 /// A server process under test.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Server {
-    /// Starts `binary` (a sibling of this executable) on a free port and waits until it
-    /// accepts connections.
-    async fn spawn(
+    /// Starts `binary` (a sibling of this executable, or a path) on a free port and waits
+    /// until it accepts connections.
+    pub(crate) async fn spawn(
         binary: &str,
         args: &[&str],
         env: &[(String, String)],
         listen_var: &str,
     ) -> anyhow::Result<Self> {
-        let path: PathBuf = std::env::current_exe()?.with_file_name(binary);
+        let path: PathBuf = if binary.contains('/') {
+            PathBuf::from(binary)
+        } else {
+            std::env::current_exe()?.with_file_name(binary)
+        };
         let addr = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
             probe.local_addr()?
@@ -292,7 +296,7 @@ impl Server {
     }
 
     /// The process's peak resident set (VmHWM), in KiB.
-    fn peak_rss_kib(&self) -> u64 {
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
         let Some(pid) = self.child.id() else { return 0 };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
@@ -302,20 +306,20 @@ impl Server {
             .unwrap_or(0)
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.child.kill().await;
     }
 }
 
 /// A fresh database for one run: a temporary SQLite file or a new PostgreSQL database.
-struct BenchDatabase {
-    url: String,
+pub(crate) struct BenchDatabase {
+    pub(crate) url: String,
     pg_name: Option<String>,
     _dir: Option<PathBuf>,
 }
 
 impl BenchDatabase {
-    async fn create(spec: &SuiteSpec) -> anyhow::Result<Self> {
+    pub(crate) async fn create(spec: &SuiteSpec) -> anyhow::Result<Self> {
         match spec.backend {
             Backend::Sqlite => {
                 let dir = std::env::temp_dir()
@@ -352,7 +356,7 @@ impl BenchDatabase {
         }
     }
 
-    async fn drop_if_postgres(&self, spec: &SuiteSpec) {
+    pub(crate) async fn drop_if_postgres(&self, spec: &SuiteSpec) {
         if let Some(name) = &self.pg_name
             && let Ok(mut admin) = sqlx::PgConnection::connect(&spec.postgres_url).await
         {

@@ -111,8 +111,9 @@ impl KeyRenderer {
     fn qr_modules(&self, data: &[u8]) -> Result<Modules, String> {
         let bits = qrcode::bits::encode_auto(data, EcLevel::L).map_err(|e| e.to_string())?;
         let version = bits.version();
-        let (codewords, ec) = qrcode::ec::construct_codewords(&bits.into_bytes(), version, EcLevel::L)
-            .map_err(|e| e.to_string())?;
+        let (codewords, ec) =
+            qrcode::ec::construct_codewords(&bits.into_bytes(), version, EcLevel::L)
+                .map_err(|e| e.to_string())?;
         let mut canvas = Canvas::new(version, EcLevel::L);
         canvas.draw_all_functional_patterns();
         canvas.draw_data(&codewords, &ec);
@@ -291,6 +292,10 @@ mod tests {
         assert!(*choice < 8, "three bits of choice");
         assert!(!uri.as_bytes().windows(16).any(|w| w == tag));
         let other = MaskMemo::new().unwrap();
-        assert_ne!(other.tag(uri.as_bytes()), *tag, "tags are keyed per process");
+        assert_ne!(
+            other.tag(uri.as_bytes()),
+            *tag,
+            "tags are keyed per process"
+        );
     }
 }

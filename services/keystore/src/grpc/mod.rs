@@ -29,7 +29,10 @@ pub struct KeystoreGrpc {
 impl KeystoreGrpc {
     /// # Errors
     /// When the OS cannot provide randomness (for the QR renderer's memo key).
-    pub fn new(keystore: Keystore, issuer: &str) -> Result<Self, kagi_runtime::random::RandomError> {
+    pub fn new(
+        keystore: Keystore,
+        issuer: &str,
+    ) -> Result<Self, kagi_runtime::random::RandomError> {
         Ok(Self {
             keystore,
             issuer: issuer.into(),
