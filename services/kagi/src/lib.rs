@@ -68,6 +68,11 @@ pub enum Command {
         /// certificates are generated under `<data-dir>/tls/` at each start.
         #[arg(long)]
         tls: bool,
+        /// For benchmarks (bench/portal.sh): `off` mails no "key displayed" notice, `unlimited`
+        /// lifts its per-recipient allowance, so one user's thousands of views of menu 1
+        /// measure the page rather than the allowance's refusal.
+        #[arg(long, hide = true, default_value = "default", value_parser = ["default", "off", "unlimited"])]
+        key_display_notices: String,
     },
 }
 
@@ -84,23 +89,26 @@ pub async fn main(cli: Cli) -> ExitCode {
         notifier_addr,
         portal_addr,
         tls,
+        key_display_notices,
     } = cli.command;
     let addrs = Addrs {
         keystore: keystore_addr,
         reset: reset_addr,
         notifier: notifier_addr,
         portal: portal_addr,
+        key_display_notices,
     };
     kagi_runtime::cli::exit_code("kagi dev", dev(&data_dir, &account, addrs, tls).await)
 }
 
-/// Where each service listens (port 0 picks a free one).
-#[derive(Debug, Clone, Copy)]
+/// Where each service listens (port 0 picks a free one), and the benchmarks' notice knob.
+#[derive(Debug, Clone)]
 struct Addrs {
     keystore: SocketAddr,
     reset: SocketAddr,
     notifier: SocketAddr,
     portal: SocketAddr,
+    key_display_notices: String,
 }
 
 /// The demo account's recovery address: its mail lands in the outbox.
@@ -123,6 +131,11 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
 
     let mut keystore_settings = keystore_settings(data_dir, &callers_dir, addrs.keystore)?;
     let mut notifier_settings = notifier_settings(data_dir, &callers_dir, addrs.notifier);
+    if addrs.key_display_notices == "unlimited" {
+        notifier_settings
+            .delivery
+            .key_display_notices_per_recipient_per_hour = 0;
+    }
     if let Some(tls) = &tls {
         tls.serve(&mut keystore_settings.server, &mut keystore_settings.auth);
         tls.serve(&mut notifier_settings.server, &mut notifier_settings.auth);
@@ -146,6 +159,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         tls.call(&mut reset_settings.keystore, "reset");
         tls.call(&mut reset_settings.notifier, "reset");
     }
+    reset_settings.policy.notify_key_display = addrs.key_display_notices != "off";
     let reset = kagi_reset::Application::build(&reset_settings).await?;
     let mut portal_settings = portal_settings(
         data_dir,
