@@ -154,7 +154,7 @@ async fn worker_loop(
 }
 
 /// A 6-digit code matching none of the steps the keystore would accept.
-fn wrong_code(secret: &[u8], now: u64) -> String {
+pub fn wrong_code(secret: &[u8], now: u64) -> String {
     let window: Vec<String> = [now - 60, now - 30, now, now + 30, now + 60]
         .iter()
         .map(|t| code(secret, *t).to_string())

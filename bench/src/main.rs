@@ -49,6 +49,44 @@ enum Command {
         #[arg(long, default_value = "off", value_parser = ["off", "both"])]
         metrics: String,
     },
+    /// VerifyCode's accepted and wrong-code paths of several keystore builds
+    /// (`--bin NAME=PATH`, repeated) on one seeded database, in turns.
+    Compare {
+        #[command(flatten)]
+        run: RunArgs,
+        /// A keystore binary to measure, as NAME=PATH (repeat for each build).
+        #[arg(long = "bin", required = true)]
+        builds: Vec<kagi_bench::compare::Build>,
+        /// Turns per build (A B, then B A, …), each on accounts of its own.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
+    /// GetCurrentKey throughput by the forms asked for (every form, PNG on first and repeat
+    /// views, text only).
+    CurrentKey {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Keystore binaries as NAME=PATH; default: this build's kagi-keystore.
+        #[arg(long = "bin")]
+        builds: Vec<kagi_bench::compare::Build>,
+    },
+    /// VerifyCode at a fixed rate over mTLS (open loop): the latency distribution.
+    OpenLoop {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Calls per second.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// kagi-keystore's start-up time, exec to SERVING.
+    Startup {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, default_value_t = 21)]
+        runs: usize,
+    },
     /// Internal: serve one ceiling service (started by `verify`).
     Ceiling {
         /// echo, update or read-update.
@@ -66,9 +104,130 @@ enum Command {
     },
 }
 
+/// The knobs the issue-16 subcommands share with `verify`.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// sqlite or postgres.
+    #[arg(long, default_value = "sqlite")]
+    backend: String,
+    #[arg(long, default_value_t = 100_000)]
+    accounts: usize,
+    /// Calls per phase at most (each on a distinct account).
+    #[arg(long, default_value_t = 60_000)]
+    calls: usize,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, default_value_t = 16)]
+    max_connections: u32,
+    #[arg(
+        long,
+        env = "KAGI_TEST_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+    )]
+    postgres_url: String,
+}
+
+impl RunArgs {
+    fn spec(self) -> anyhow::Result<SuiteSpec> {
+        let backend = match self.backend.as_str() {
+            "sqlite" => Backend::Sqlite,
+            "postgres" => Backend::Postgres,
+            other => anyhow::bail!("unknown backend {other:?}"),
+        };
+        Ok(SuiteSpec {
+            backend,
+            accounts: self.accounts,
+            calls: self.calls,
+            concurrency: self.concurrency,
+            connections: self.connections,
+            max_connections: self.max_connections,
+            postgres_url: self.postgres_url,
+        })
+    }
+}
+
+/// The issue-16 subcommands; `None` for the others.
+async fn issue16(command: &mut Option<Command>) -> Option<anyhow::Result<()>> {
+    use kagi_bench::{compare, drive, keyview, openloop, startup};
+    let title = |spec: &SuiteSpec, what: &str| {
+        format!(
+            "{what} on {:?}: {} accounts, at most {} calls per phase, {} in flight over {} connections, pool {}",
+            spec.backend,
+            spec.accounts,
+            spec.calls,
+            spec.concurrency,
+            spec.connections,
+            spec.max_connections
+        )
+    };
+    let result = match command.take()? {
+        Command::Compare {
+            run,
+            builds,
+            rounds,
+        } => {
+            async {
+                let spec = run.spec()?;
+                let rows = compare::run(&spec, &builds, rounds).await?;
+                drive::print_rows(&title(&spec, "VerifyCode, builds compared"), &rows);
+                Ok(())
+            }
+            .await
+        }
+        Command::CurrentKey { run, mut builds } => {
+            async {
+                let spec = run.spec()?;
+                if builds.is_empty() {
+                    let path = std::env::current_exe()?.with_file_name("kagi-keystore");
+                    builds.push(compare::Build {
+                        name: "keystore".into(),
+                        path: path.display().to_string(),
+                    });
+                }
+                let rows = keyview::run(&spec, &builds).await?;
+                drive::print_rows(&title(&spec, "GetCurrentKey by forms"), &rows);
+                Ok(())
+            }
+            .await
+        }
+        Command::OpenLoop { run, rate, seconds } => {
+            async {
+                let spec = run.spec()?;
+                let report = openloop::run(&spec, rate, seconds).await?;
+                openloop::print(&spec, &report);
+                Ok(())
+            }
+            .await
+        }
+        Command::Startup { run, runs } => {
+            async {
+                let spec = run.spec()?;
+                let report = startup::run(&spec, runs).await?;
+                startup::print(&spec, &report);
+                Ok(())
+            }
+            .await
+        }
+        other => {
+            *command = Some(other);
+            return None;
+        }
+    };
+    Some(result)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let mut command = Some(Cli::parse().command);
+    if let Some(done) = issue16(&mut command).await {
+        return done;
+    }
+    let Some(command) = command else {
+        return Ok(());
+    };
+    match command {
         Command::Verify {
             backend,
             accounts,
@@ -124,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
             };
             ceiling::serve(ceiling, tokio::net::TcpListener::bind(listen).await?).await
         }
+        _ => Ok(()),
     }
 }
 

@@ -21,7 +21,7 @@ use kagi_runtime::pki::CertAuthority;
 use crate::load::{self, CodePath, LoadReport, LoadSpec};
 use crate::seed;
 
-const TOKEN: &str = "bench-login-token-0123456789";
+pub(crate) const TOKEN: &str = "bench-login-token-0123456789";
 
 /// Knobs of one suite run.
 #[derive(Debug, Clone)]
@@ -261,15 +261,19 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `binary` (a sibling of this executable) on a free port and waits until it
-    /// accepts connections.
+    /// Starts `binary` (a sibling of this executable, or a path) on a free port and waits
+    /// until it accepts connections.
     pub(crate) async fn spawn(
         binary: &str,
         args: &[&str],
         env: &[(String, String)],
         listen_var: &str,
     ) -> anyhow::Result<Self> {
-        let path: PathBuf = std::env::current_exe()?.with_file_name(binary);
+        let path: PathBuf = if binary.contains('/') {
+            PathBuf::from(binary)
+        } else {
+            std::env::current_exe()?.with_file_name(binary)
+        };
         let addr = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
             probe.local_addr()?

@@ -81,6 +81,11 @@ pub enum Command {
         /// certificates are generated under `<data-dir>/tls/` at each start.
         #[arg(long)]
         tls: bool,
+        /// For benchmarks (bench/portal.sh): `off` mails no "key displayed" notice, `unlimited`
+        /// lifts its per-recipient allowance, so one user's thousands of views of menu 1
+        /// measure the page rather than the allowance's refusal.
+        #[arg(long, hide = true, default_value = "default", value_parser = ["default", "off", "unlimited"])]
+        key_display_notices: String,
     },
     /// The help desk from a terminal: `kagi admin account ID`, `unlock ID --reason …`,
     /// `revoke ID --reason …`, `cancel-reset ID --reason …` (table, or `--json`).
@@ -120,6 +125,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         notifier_metrics_addr,
         portal_metrics_addr,
         tls,
+        key_display_notices,
     } = dev_args
     else {
         return ExitCode::FAILURE;
@@ -135,17 +141,19 @@ pub async fn main(cli: Cli) -> ExitCode {
             notifier: notifier_metrics_addr,
             portal: portal_metrics_addr,
         },
+        key_display_notices,
     };
     kagi_runtime::cli::exit_code("kagi dev", dev(&data_dir, &account, addrs, tls).await)
 }
 
-/// Where each service listens (port 0 picks a free one).
-#[derive(Debug, Clone, Copy)]
+/// Where each service listens (port 0 picks a free one), and the benchmarks' notice knob.
+#[derive(Debug, Clone)]
 struct Addrs {
     keystore: SocketAddr,
     reset: SocketAddr,
     notifier: SocketAddr,
     portal: SocketAddr,
+    key_display_notices: String,
     metrics: MetricsAddrs,
 }
 
@@ -181,6 +189,11 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
     keystore_settings.metrics.listen_addr = Some(addrs.metrics.keystore);
     let mut notifier_settings = notifier_settings(data_dir, &callers_dir, addrs.notifier);
     notifier_settings.metrics.listen_addr = Some(addrs.metrics.notifier);
+    if addrs.key_display_notices == "unlimited" {
+        notifier_settings
+            .delivery
+            .key_display_notices_per_recipient_per_hour = 0;
+    }
     if let Some(tls) = &tls {
         tls.serve(&mut keystore_settings.server, &mut keystore_settings.auth);
         tls.serve(&mut notifier_settings.server, &mut notifier_settings.auth);
@@ -205,6 +218,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         tls.call(&mut reset_settings.keystore, "reset");
         tls.call(&mut reset_settings.notifier, "reset");
     }
+    reset_settings.policy.notify_key_display = addrs.key_display_notices != "off";
     let reset = kagi_reset::Application::build(&reset_settings).await?;
     let mut portal_settings = portal_settings(
         data_dir,
@@ -249,7 +263,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
     let password = demo_login(&reset, data_dir, key.account.as_str(), "demo-password").await?;
     let operator_password =
         demo_login(&reset, data_dir, DEMO_OPERATOR, "operator-password").await?;
-    let (uri, _, _) = service::render(&kagi_keystore::Settings::default().totp.issuer, &key)?;
+    let uri = service::otpauth_uri(&kagi_keystore::Settings::default().totp.issuer, &key);
     print_banner(&Banner {
         keystore: keystore.local_addr(),
         reset: reset.local_addr(),

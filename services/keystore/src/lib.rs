@@ -5,9 +5,9 @@
 //! # Layout
 //!
 //! - [`domain`]: the rules, free of I/O (time and randomness are passed in): account IDs
-//!   validated at the edge, the setup key and how it is shown (Base32, otpauth URI, QR
-//!   code), RFC 6238 codes matched with clock skew, the lockout after repeated failures,
-//!   the campus networks where no one-time password is asked, and "check my authenticator"
+//!   validated at the edge, the setup key and how it is written (Base32, otpauth URI),
+//!   RFC 6238 codes matched with clock skew, the lockout after repeated failures, the
+//!   campus networks where no one-time password is asked, and "check my authenticator"
 //!   (`domain::diagnosis`: ready, clock off by N steps, or another key; its own allowance).
 //! - [`crypto`]: every secret sealed with AES-256-GCM under a key-encryption key (KEK), bound
 //!   to its account and key ID; several KEKs can open, the active one seals (`rekey`).
@@ -16,6 +16,8 @@
 //!   by idempotency key, and the audit trail.
 //! - [`admin`]: the help desk's use cases (look up, unlock, revoke), served as
 //!   `kagi.v1.KeystoreAdmin` by [`grpc::admin`] to the `helpdesk` caller only.
+//! - [`render`]: a shown key's otpauth URI and, when asked for, its QR code (PNG, SVG),
+//!   with each key's mask choice remembered (never the key) so repeat views cost less.
 //! - [`service`]: the use cases (enroll, show the current key, rotate, verify, check an
 //!   authenticator, rekey, the audit trail) over domain, crypto and store, without the
 //!   transport.
@@ -53,6 +55,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod render;
 pub mod service;
 pub mod store;
 

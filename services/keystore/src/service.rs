@@ -393,25 +393,24 @@ impl Keystore {
         let policy = self.inner.lockout;
         let after = policy.after_failure(before, now_ms);
         let locked = after.is_locked(now_ms);
-        let mut audits = vec![self.audit_event(
+        let rejected = self.audit_event(
             actor,
             "verify_failed",
             account.as_str(),
             key_id,
             "rejected".into(),
-        )];
-        if locked {
-            let detail = format!(
+        );
+        let lockout = locked.then(|| {
+            format!(
                 "lockout={} until_ms={}",
                 after.lockouts,
                 after.locked_until_ms.unwrap_or_default()
-            );
-            audits.push(self.audit_event(actor, "lockout", account.as_str(), key_id, detail));
-        }
+            )
+        });
         if !self
             .inner
             .db
-            .record_failure(account, before, after, &audits)
+            .record_failure(account, before, after, &rejected, lockout.as_deref())
             .await?
         {
             return Ok(None);
@@ -534,17 +533,10 @@ fn row_params(row: &CurrentKey) -> Result<KeyParams, Error> {
     })
 }
 
-/// The otpauth URI and QR codes of a revealed key, for the response: under the issuer the
-/// key was issued with, or `older_keys_issuer` for a key issued before that was recorded.
-///
-/// # Errors
-/// Only if the URI cannot be encoded as a QR code.
-pub fn render(
-    older_keys_issuer: &str,
-    key: &RevealedKey,
-) -> Result<(Zeroizing<String>, Vec<u8>, String), Error> {
+/// The otpauth URI of a revealed key, under the issuer the key was issued with, or
+/// `older_keys_issuer` for a key issued before that was recorded (its QR codes:
+/// [`crate::render`]).
+pub fn otpauth_uri(older_keys_issuer: &str, key: &RevealedKey) -> Zeroizing<String> {
     let issuer = key.issuer.as_deref().unwrap_or(older_keys_issuer);
-    let uri = setup_key::otpauth_uri(issuer, &key.account, &key.secret, key.params);
-    let (png, svg) = setup_key::qr_codes(&uri).map_err(|e| anyhow::anyhow!("QR encoding: {e}"))?;
-    Ok((uri, png, svg))
+    setup_key::otpauth_uri(issuer, &key.account, &key.secret, key.params)
 }

@@ -1,12 +1,10 @@
 //! A setup key: the shared TOTP secret and the parameters an authenticator needs, and how it
-//! is shown to the user (Base32 text, otpauth URI, QR code).
+//! is written for the user (Base32 text, otpauth URI; its QR code: `crate::render`).
 
 use std::fmt;
 use std::str::FromStr;
 
 use data_encoding::BASE32_NOPAD;
-use qrcode::QrCode;
-use qrcode::render::svg;
 use zeroize::Zeroizing;
 
 use super::AccountId;
@@ -147,33 +145,6 @@ pub fn otpauth_uri(
         digits = params.digits,
         period = params.period,
     ))
-}
-
-/// The URI as a QR code, PNG and SVG.
-///
-/// # Errors
-/// Only if the URI does not fit in a QR code, which kagi's bounded inputs rule out.
-pub fn qr_codes(uri: &str) -> Result<(Vec<u8>, String), String> {
-    // Error correction L: the code is shown on a screen, not printed and scuffed, and the
-    // lower density scans better on small screens. It also makes the encoder's mask
-    // selection (most of the CPU of showing a key) cheaper.
-    let code = QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::L)
-        .map_err(|e| e.to_string())?;
-    let image = code
-        .render::<image::Luma<u8>>()
-        .min_dimensions(256, 256)
-        .build();
-    let mut png = Vec::new();
-    image
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| e.to_string())?;
-    let svg = code
-        .render()
-        .min_dimensions(256, 256)
-        .dark_color(svg::Color("#000000"))
-        .light_color(svg::Color("#ffffff"))
-        .build();
-    Ok((png, svg))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.

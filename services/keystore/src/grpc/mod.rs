@@ -15,6 +15,7 @@ use crate::domain::Diagnosis;
 use crate::domain::setup_key::Algorithm;
 use crate::domain::{AccountId, IdempotencyKey, InvalidInput, OneTimeCode};
 use crate::error::Error;
+use crate::render::{Forms, KeyRenderer};
 use crate::service::{self, Actor, CheckReport, Keystore, RevealedKey, Verification};
 
 /// Largest request the keystore decodes: its messages are a few hundred bytes.
@@ -26,14 +27,21 @@ pub struct KeystoreGrpc {
     keystore: Keystore,
     /// The issuer of keys issued before each key recorded its own (`totp.issuer`).
     issuer: Arc<str>,
+    renderer: Arc<KeyRenderer>,
 }
 
 impl KeystoreGrpc {
-    pub fn new(keystore: Keystore, issuer: &str) -> Self {
-        Self {
+    /// # Errors
+    /// When the OS cannot provide randomness (for the QR renderer's memo key).
+    pub fn new(
+        keystore: Keystore,
+        issuer: &str,
+    ) -> Result<Self, kagi_runtime::random::RandomError> {
+        Ok(Self {
             keystore,
             issuer: issuer.into(),
-        }
+            renderer: Arc::new(KeyRenderer::new()?),
+        })
     }
 
     /// The tonic service, with the request size limit applied.
@@ -41,30 +49,51 @@ impl KeystoreGrpc {
         pb::keystore_server::KeystoreServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
-    fn setup_key(&self, key: &RevealedKey) -> Result<pb::SetupKey, Error> {
-        let (uri, qr_png, qr_svg) = service::render(&self.issuer, key)?;
-        Ok(pb::SetupKey {
-            account_id: key.account.to_string(),
-            key_id: key.key_id.clone(),
-            created_at: Some(timestamp(key.created_at_ms)),
-            secret_base32: key.secret.to_base32().to_string(),
-            otpauth_uri: uri.to_string(),
-            qr_png,
-            qr_svg,
-            algorithm: match key.params.algorithm {
-                Algorithm::Sha1 => pb::HashAlgorithm::Sha1,
-                Algorithm::Sha256 => pb::HashAlgorithm::Sha256,
-                Algorithm::Sha512 => pb::HashAlgorithm::Sha512,
-            }
-            .into(),
-            digits: key.params.digits,
-            period_seconds: key.params.period,
-            issuer: key
-                .issuer
-                .clone()
-                .unwrap_or_else(|| self.issuer.to_string()),
+    /// The reply's key in the asked-for `forms`. A QR code is bulk CPU work (hundreds of
+    /// microseconds), so it is drawn on a blocking thread, with the request's span, like
+    /// other bulk crypto; the text forms alone are not worth the hop.
+    async fn setup_key(&self, key: RevealedKey, forms: Forms) -> Result<pb::SetupKey, Error> {
+        if !(forms.qr_png || forms.qr_svg) {
+            return setup_key_message(&self.renderer, &self.issuer, &key, forms);
+        }
+        let (renderer, issuer) = (self.renderer.clone(), self.issuer.clone());
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            setup_key_message(&renderer, &issuer, &key, forms)
         })
+        .await
+        .map_err(|e| anyhow::anyhow!("rendering the key: {e}"))?
     }
+}
+
+fn setup_key_message(
+    renderer: &KeyRenderer,
+    issuer: &str,
+    key: &RevealedKey,
+    forms: Forms,
+) -> Result<pb::SetupKey, Error> {
+    let rendered = renderer
+        .render(issuer, key, forms)
+        .map_err(|e| anyhow::anyhow!("QR encoding: {e}"))?;
+    Ok(pb::SetupKey {
+        account_id: key.account.to_string(),
+        key_id: key.key_id.clone(),
+        created_at: Some(timestamp(key.created_at_ms)),
+        secret_base32: key.secret.to_base32().to_string(),
+        otpauth_uri: rendered.uri.to_string(),
+        qr_png: rendered.qr_png,
+        qr_svg: rendered.qr_svg,
+        algorithm: match key.params.algorithm {
+            Algorithm::Sha1 => pb::HashAlgorithm::Sha1,
+            Algorithm::Sha256 => pb::HashAlgorithm::Sha256,
+            Algorithm::Sha512 => pb::HashAlgorithm::Sha512,
+        }
+        .into(),
+        digits: key.params.digits,
+        period_seconds: key.params.period,
+        issuer: key.issuer.clone().unwrap_or_else(|| issuer.to_owned()),
+    })
 }
 
 /// The authenticated caller, put there by the auth layer.
@@ -97,7 +126,7 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
         let account = account(&request.get_ref().account_id)?;
         let key = self.keystore.enroll(actor, account).await?;
         Ok(Response::new(pb::EnrollResponse {
-            key: Some(self.setup_key(&key)?),
+            key: Some(self.setup_key(key, Forms::ALL).await?),
         }))
     }
 
@@ -110,9 +139,10 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
             caller: caller(&request)?,
         };
         let account = account(&request.get_ref().account_id)?;
+        let forms = Forms::from_request(&request.get_ref().forms);
         let key = self.keystore.current_key(actor, account).await?;
         Ok(Response::new(pb::GetCurrentKeyResponse {
-            key: Some(self.setup_key(&key)?),
+            key: Some(self.setup_key(key, forms).await?),
         }))
     }
 
@@ -130,7 +160,7 @@ impl pb::keystore_server::Keystore for KeystoreGrpc {
         let rotation = self.keystore.rotate(actor, account, idempotency).await?;
         crate::metrics::rotated(rotation.replayed);
         Ok(Response::new(pb::RotateKeyResponse {
-            key: Some(self.setup_key(&rotation.key)?),
+            key: Some(self.setup_key(rotation.key, Forms::ALL).await?),
             previous_key_id: rotation.previous_key_id.unwrap_or_default(),
             replayed: rotation.replayed,
         }))

@@ -96,6 +96,28 @@ pub enum RotateOutcome {
     CurrentKeyChanged,
 }
 
+/// The shared head of `record_failure`'s statements: the compare-and-swap of the counters,
+/// then the start of the audit insert that only happens when the swap did. The two
+/// columns `action`, `detail` come from a `VALUES` list of one or two events, numbered so
+/// the lockout is recorded after the failure that caused it.
+macro_rules! record_failure_sql {
+    (postgres_head) => {
+        "WITH moved AS (UPDATE accounts SET failures = $1, lockouts = $2, locked_until = $3 \
+           WHERE account_id = $4 AND failures = $5 AND lockouts = $6 \
+           AND COALESCE(locked_until, -1) = $7 RETURNING account_id) \
+         INSERT INTO audit_events (at, caller, action, account_id, key_id, detail, trace_id) \
+         SELECT $8, $9, v.action, moved.account_id, $10, v.detail, $11 "
+    };
+    (sqlite_head) => {
+        "BEGIN IMMEDIATE; \
+         UPDATE accounts SET failures = $1, lockouts = $2, locked_until = $3 \
+           WHERE account_id = $4 AND failures = $5 AND lockouts = $6 \
+           AND COALESCE(locked_until, -1) = $7; \
+         INSERT INTO audit_events (at, caller, action, account_id, key_id, detail, trace_id) \
+         SELECT $8, $9, column2, $4, $10, column3, $11 "
+    };
+}
+
 /// The columns of [`CurrentKey`], as a macro so queries stay `&'static str` literals.
 macro_rules! key_columns {
     () => {
@@ -194,10 +216,11 @@ impl Db {
 
     /// Records `step` as used, atomically: `true` only for the one caller that moved
     /// `last_step` forward while `key_id` was current and the account unlocked. Clears
-    /// the failure counters, and writes `audit` (the accepted verification) with the move:
-    /// on PostgreSQL in the very statement (the update feeds the insert), on SQLite in the
-    /// one transaction that the update alone would have been. The accepted path costs no
-    /// extra commit either way, and no accepted step goes unaudited.
+    /// the failure counters, and writes `audit` (the accepted verification) with the move,
+    /// in the same commit: on PostgreSQL in the very statement (the update feeds the
+    /// insert), on SQLite in one transaction sent as one command
+    /// ([`Db::sqlite_one_shot`]). No accepted step goes unaudited, and the audit costs
+    /// neither an extra commit nor an extra round trip.
     ///
     /// # Errors
     /// Database failures.
@@ -209,14 +232,25 @@ impl Db {
         now_ms: i64,
         audit: &NewAuditEvent<'_>,
     ) -> Result<bool, sqlx::Error> {
-        if self.backend() == super::Backend::Postgres {
-            let done = sqlx::query(
+        let sql = match self.backend() {
+            super::Backend::Postgres => {
                 "WITH moved AS (UPDATE accounts SET last_step = $1, failures = 0, lockouts = 0 \
                    WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 AND revoked_at IS NULL \
                    AND (locked_until IS NULL OR locked_until <= $4) RETURNING account_id) \
                  INSERT INTO audit_events (at, caller, action, account_id, key_id, detail, trace_id) \
-                 SELECT $5, $6, $7, account_id, $3, $8, $9 FROM moved",
-            )
+                 SELECT $5, $6, $7, account_id, $3, $8, $9 FROM moved"
+            }
+            super::Backend::Sqlite => {
+                "BEGIN IMMEDIATE; \
+                 UPDATE accounts SET last_step = $1, failures = 0, lockouts = 0 \
+                   WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 AND revoked_at IS NULL \
+                   AND (locked_until IS NULL OR locked_until <= $4); \
+                 INSERT INTO audit_events (at, caller, action, account_id, key_id, detail, trace_id) \
+                 SELECT $5, $6, $7, $2, $3, $8, $9 WHERE changes() = 1 RETURNING seq; \
+                 COMMIT;"
+            }
+        };
+        let query = sqlx::query(sql)
             .bind(step)
             .bind(account.as_str())
             .bind(key_id)
@@ -225,36 +259,15 @@ impl Db {
             .bind(audit.caller)
             .bind(audit.action)
             .bind(&audit.detail)
-            .bind(&audit.trace_id)
-            .execute(self.database.pool())
-            .await?;
-            return Ok(done.rows_affected() == 1);
-        }
-        let WriteTx {
-            mut tx,
-            turn: _turn,
-        } = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE accounts SET last_step = $1, failures = 0, lockouts = 0 \
-             WHERE account_id = $2 AND current_key_id = $3 AND last_step < $1 AND revoked_at IS NULL \
-             AND (locked_until IS NULL OR locked_until <= $4)",
-        )
-        .bind(step)
-        .bind(account.as_str())
-        .bind(key_id)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        insert_audit(&mut *tx, audit).await?;
-        tx.commit().await?;
-        Ok(true)
+            .bind(&audit.trace_id);
+        self.write_with_audit(query).await
     }
 
-    /// Moves the counters from `before` to `after` (compare-and-swap) and writes the audit
-    /// events in the same transaction. `false` when another call changed them first.
+    /// Moves the counters from `before` to `after` (compare-and-swap) and, in the same
+    /// commit, writes `rejected` (the failure) and, when `lockout` gives its detail, a
+    /// `lockout` event beside it: one statement on PostgreSQL, one command on SQLite, as
+    /// for an accepted code, so a flood of wrong codes costs no more than honest logins.
+    /// `false` when another call changed the counters first (nothing is written).
     ///
     /// # Errors
     /// Database failures.
@@ -263,33 +276,62 @@ impl Db {
         account: &AccountId,
         before: LockState,
         after: LockState,
-        audits: &[NewAuditEvent<'_>],
+        rejected: &NewAuditEvent<'_>,
+        lockout: Option<&str>,
     ) -> Result<bool, sqlx::Error> {
-        let WriteTx {
-            mut tx,
-            turn: _turn,
-        } = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE accounts SET failures = $1, lockouts = $2, locked_until = $3 \
-             WHERE account_id = $4 AND failures = $5 AND lockouts = $6 AND COALESCE(locked_until, -1) = $7",
-        )
-        .bind(i64::from(after.failures))
-        .bind(i64::from(after.lockouts))
-        .bind(after.locked_until_ms)
-        .bind(account.as_str())
-        .bind(i64::from(before.failures))
-        .bind(i64::from(before.lockouts))
-        .bind(before.locked_until_ms.unwrap_or(-1))
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
+        // $12/$13: the rejection's action and detail; $14/$15: the lockout's, when locked.
+        let sql = match (self.backend(), lockout.is_some()) {
+            (super::Backend::Postgres, false) => concat!(
+                record_failure_sql!(postgres_head),
+                "FROM moved CROSS JOIN (VALUES (1, $12, $13)) AS v (n, action, detail)"
+            ),
+            (super::Backend::Postgres, true) => concat!(
+                record_failure_sql!(postgres_head),
+                "FROM moved CROSS JOIN (VALUES (1, $12, $13), (2, $14, $15)) AS v (n, action, detail) ORDER BY v.n"
+            ),
+            (super::Backend::Sqlite, false) => concat!(
+                record_failure_sql!(sqlite_head),
+                "FROM (VALUES (1, $12, $13)) WHERE changes() = 1 RETURNING seq; COMMIT;"
+            ),
+            (super::Backend::Sqlite, true) => concat!(
+                record_failure_sql!(sqlite_head),
+                "FROM (VALUES (1, $12, $13), (2, $14, $15)) WHERE changes() = 1 \
+                 ORDER BY column1 RETURNING seq; COMMIT;"
+            ),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(i64::from(after.failures))
+            .bind(i64::from(after.lockouts))
+            .bind(after.locked_until_ms)
+            .bind(account.as_str())
+            .bind(i64::from(before.failures))
+            .bind(i64::from(before.lockouts))
+            .bind(before.locked_until_ms.unwrap_or(-1))
+            .bind(rejected.at_ms)
+            .bind(rejected.caller)
+            .bind(rejected.key_id)
+            .bind(&rejected.trace_id)
+            .bind(rejected.action)
+            .bind(&rejected.detail);
+        if let Some(detail) = lockout {
+            query = query.bind("lockout").bind(detail);
         }
-        for audit in audits {
-            insert_audit(&mut *tx, audit).await?;
+        self.write_with_audit(query).await
+    }
+
+    /// Runs a conditional change that writes its audit rows only when the change happened
+    /// (see [`Db::accept_step`], [`Db::record_failure`]): whether it did.
+    async fn write_with_audit(
+        &self,
+        query: sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>,
+    ) -> Result<bool, sqlx::Error> {
+        match self.backend() {
+            super::Backend::Postgres => {
+                let done = query.execute(self.database.pool()).await?;
+                Ok(done.rows_affected() > 0)
+            }
+            super::Backend::Sqlite => Ok(!self.sqlite_one_shot(query).await?.is_empty()),
         }
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// The new key ID of an earlier rotation with this idempotency key, and when it was

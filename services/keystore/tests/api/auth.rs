@@ -33,6 +33,7 @@ async fn a_call_without_a_token_is_unauthenticated(backend: Backend) {
 
     let mut forged = tonic::Request::new(pb::GetCurrentKeyRequest {
         account_id: "taro".into(),
+        ..Default::default()
     });
     let almost = format!("Bearer {}x", token_of("portal"));
     forged
@@ -90,6 +91,7 @@ async fn a_caller_outside_an_rpcs_list_is_permission_denied(backend: Backend) {
         "reset",
         pb::GetCurrentKeyRequest {
             account_id: "taro".into(),
+            ..Default::default()
         },
     );
     assert_eq!(

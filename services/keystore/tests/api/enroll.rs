@@ -18,6 +18,7 @@ both_backends!(
     an_account_without_a_key_is_not_found,
     key_parameters_are_recorded_per_key,
     keys_keep_the_issuer_they_were_issued_with,
+    a_caller_gets_only_the_forms_it_asks_for,
 );
 
 /// Issue 14, item 2: the authenticator entry is named by the institution's issuer, not
@@ -100,7 +101,55 @@ async fn the_qr_code_decodes_to_exactly_the_otpauth_uri(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
     let key = app.enroll("taro.yamada").await;
 
-    let image = image::load_from_memory(&key.qr_png).unwrap().to_luma8();
+    assert_eq!(decode_qr(&key.qr_png), key.otpauth_uri);
+}
+
+/// Issue 16, item 2: menu 1 asks for the PNG it shows, menu 3 for the text alone; a caller
+/// that names no form gets every form, as before callers could choose. A key's second
+/// view draws its QR code with the mask remembered from the first: the same code.
+async fn a_caller_gets_only_the_forms_it_asks_for(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let enrolled = app.enroll("taro.yamada").await;
+
+    let menu_1 = app
+        .current_key_in("taro.yamada", &[pb::KeyForm::QrPng])
+        .await
+        .unwrap();
+    let menu_1_again = app
+        .current_key_in("taro.yamada", &[pb::KeyForm::QrPng])
+        .await
+        .unwrap();
+    let menu_3 = app
+        .current_key_in("taro.yamada", &[pb::KeyForm::Text])
+        .await
+        .unwrap();
+    let everything = app.current_key("taro.yamada").await.unwrap();
+
+    assert_eq!(decode_qr(&menu_1.qr_png), enrolled.otpauth_uri);
+    assert_eq!(
+        menu_1_again.qr_png, menu_1.qr_png,
+        "the same image every view"
+    );
+    assert!(menu_1.qr_svg.is_empty(), "no SVG drawn for menu 1");
+    assert!(menu_3.qr_png.is_empty() && menu_3.qr_svg.is_empty());
+    for shown in [&menu_1, &menu_3, &everything] {
+        assert_eq!(shown.secret_base32, enrolled.secret_base32);
+        assert_eq!(shown.otpauth_uri, enrolled.otpauth_uri);
+    }
+    assert_eq!(decode_qr(&everything.qr_png), enrolled.otpauth_uri);
+    assert!(everything.qr_svg.contains("<svg"));
+    let views = app
+        .audit("taro.yamada")
+        .await
+        .into_iter()
+        .filter(|e| e.action == "view")
+        .count();
+    assert_eq!(views, 4, "every view audited, whatever its forms");
+}
+
+/// The text a QR code image holds, read by an independent decoder (rqrr).
+fn decode_qr(png: &[u8]) -> String {
+    let image = image::load_from_memory(png).unwrap().to_luma8();
     let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(
         image.width() as usize,
         image.height() as usize,
@@ -109,7 +158,7 @@ async fn the_qr_code_decodes_to_exactly_the_otpauth_uri(backend: Backend) {
     let grids = prepared.detect_grids();
     assert_eq!(grids.len(), 1, "one QR code in the PNG");
     let (_, content) = grids[0].decode().unwrap();
-    assert_eq!(content, key.otpauth_uri);
+    content
 }
 
 /// A real authenticator's algorithm: Python's pyotp reads the otpauth URI and computes the

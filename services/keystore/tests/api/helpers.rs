@@ -131,10 +131,20 @@ impl TestApp {
     }
 
     pub async fn current_key(&self, account: &str) -> Result<pb::SetupKey, tonic::Status> {
+        self.current_key_in(account, &[]).await
+    }
+
+    /// The current key in the named forms only (`GetCurrentKeyRequest.forms`).
+    pub async fn current_key_in(
+        &self,
+        account: &str,
+        forms: &[pb::KeyForm],
+    ) -> Result<pb::SetupKey, tonic::Status> {
         let request = Self::as_caller(
             "portal",
             pb::GetCurrentKeyRequest {
                 account_id: account.into(),
+                forms: forms.iter().map(|f| i32::from(*f)).collect(),
             },
         );
         Ok(self

@@ -120,7 +120,7 @@ pub async fn answer(State(state): State<AppState>, ctx: Ctx) -> PageResult {
     let mut key = None;
     if answer.shows_key() {
         // Shown to be registered again: a display like menu 1's, audited and mailed.
-        match fetch_key(&state, &ctx, &account).await {
+        match fetch_key(&state, &ctx, &account, pb::KeyForm::QrPng).await {
             Ok(shown) => key = Some(shown),
             Err(message) => lines.push(message.text(ctx.lang)),
         }

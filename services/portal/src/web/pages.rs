@@ -36,7 +36,7 @@ pub async fn current_key(State(state): State<AppState>, ctx: Ctx) -> PageResult 
         Ok(account) => account,
         Err(reason) => return login_prompt(&state, &ctx, session.as_ref(), "/key", reason),
     };
-    match fetch_key(&state, &ctx, &account).await {
+    match fetch_key(&state, &ctx, &account, pb::KeyForm::QrPng).await {
         Ok(key) => render(
             StatusCode::OK,
             &KeyPage {
@@ -68,7 +68,7 @@ pub async fn apple(State(state): State<AppState>, ctx: Ctx) -> PageResult {
         Ok(account) => account,
         Err(reason) => return login_prompt(&state, &ctx, session.as_ref(), "/apple", reason),
     };
-    match fetch_key(&state, &ctx, &account).await {
+    match fetch_key(&state, &ctx, &account, pb::KeyForm::Text).await {
         Ok(key) => render(
             StatusCode::OK,
             &ApplePage {
@@ -97,21 +97,29 @@ fn key_refused_status(message: UserMessage) -> StatusCode {
 
 /// The account's current key from the keystore (which audits the view), with the user
 /// told by mail that it was displayed; or what to tell the user instead. No notice queued,
-/// no key shown: a password thief cannot copy the key silently.
+/// no key shown: a password thief cannot copy the key silently. `form`: what the page
+/// shows besides the text (menu 1 its QR code as PNG, menu 3 only the otpauth link), so the
+/// keystore draws no image nobody sees.
 #[tracing::instrument(skip_all)]
 pub(super) async fn fetch_key(
     state: &AppState,
     ctx: &Ctx,
     account: &str,
+    form: pb::KeyForm,
 ) -> Result<ShownKey, UserMessage> {
-    let key = current_key_of(state, account).await?;
+    let key = current_key_of(state, account, form).await?;
     state.notify_key_displayed(ctx, account).await?;
     Ok(key)
 }
 
-async fn current_key_of(state: &AppState, account: &str) -> Result<ShownKey, UserMessage> {
+async fn current_key_of(
+    state: &AppState,
+    account: &str,
+    form: pb::KeyForm,
+) -> Result<ShownKey, UserMessage> {
     let request = pb::GetCurrentKeyRequest {
         account_id: account.to_owned(),
+        forms: vec![form.into()],
     };
     match state
         .clients

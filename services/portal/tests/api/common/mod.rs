@@ -275,6 +275,7 @@ impl Stack {
         keystore_as(self.tls.as_ref(), self.keystore, "portal")
             .get_current_key(pb::GetCurrentKeyRequest {
                 account_id: ACCOUNT.into(),
+                ..Default::default()
             })
             .await
             .expect("current key")
