@@ -10,6 +10,8 @@
 //! - one TCP listener per service with N replicas, balancing connections round-robin over
 //!   the replicas that pass a TCP check, as a Kubernetes `ClusterIP` Service (kube-proxy)
 //!   does; a connection refused by a dead replica is sent to another (`option redispatch`).
+//!   Two failed checks in a row mark a server down: one slow answer on a busy machine must
+//!   not take a healthy replica out.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -60,6 +62,8 @@ pub struct Listener {
 #[derive(Debug)]
 pub struct Front {
     child: Child,
+    /// The runtime API socket (`show stat`), to see what the checks decided.
+    socket: std::path::PathBuf,
 }
 
 impl Front {
@@ -69,7 +73,8 @@ impl Front {
     /// HAProxy is missing (`apt-get install haproxy`) or refuses the configuration.
     pub async fn start(dir: &Path, listeners: &[Listener]) -> anyhow::Result<Self> {
         let config = dir.join("haproxy.cfg");
-        std::fs::write(&config, render(listeners))?;
+        let socket = dir.join("haproxy.sock");
+        std::fs::write(&config, render(listeners, &socket))?;
         let haproxy = std::env::var_os("KAGI_STACK_HAPROXY").unwrap_or_else(|| "haproxy".into());
         let check = Command::new(&haproxy)
             .args(["-c", "-q", "-f"])
@@ -104,7 +109,57 @@ impl Front {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        Ok(Self { child })
+        Ok(Self { child, socket })
+    }
+
+    /// Waits until HAProxy's checks have marked `servers` of listener `name` up (a freshly
+    /// started replica is down until its first check passes; a call arriving before that
+    /// finds no server and has its connection closed).
+    ///
+    /// # Errors
+    /// Not within `within`.
+    pub async fn wait_up(&self, name: &str, servers: usize, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.servers_up(name).await.unwrap_or(0) >= servers {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "haproxy did not mark {servers} servers of {name} up within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many servers of listener `name` are up now (`show stat` on the runtime API).
+    ///
+    /// # Errors
+    /// The runtime API did not answer.
+    pub async fn servers_up(&self, name: &str) -> anyhow::Result<usize> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::UnixStream::connect(&self.socket).await?;
+        stream.write_all(b"show stat\n").await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let column = |n: &str| header.iter().position(|h| *h == n);
+        let (Some(px), Some(sv), Some(status)) = (column("pxname"), column("svname"), column("status"))
+        else {
+            anyhow::bail!("unexpected show stat header");
+        };
+        Ok(lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.get(px) == Some(&name))
+            .filter(|f| !matches!(f.get(sv), Some(&"FRONTEND" | &"BACKEND")))
+            .filter(|f| f.get(status).is_some_and(|s| s.starts_with("UP")))
+            .count())
     }
 
     /// Stops HAProxy.
@@ -115,11 +170,12 @@ impl Front {
 }
 
 /// The configuration text (one `listen` section per listener).
-pub fn render(listeners: &[Listener]) -> String {
-    let mut text = String::from(
-        "global\n    maxconn 8192\n\n\
+pub fn render(listeners: &[Listener], socket: &Path) -> String {
+    let mut text = format!(
+        "global\n    maxconn 8192\n    stats socket {} mode 600 level user\n\n\
          defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    \
          timeout server 1h\n    timeout check 1s\n    retries 3\n    option redispatch\n\n",
+        socket.display()
     );
     for l in listeners {
         let _ = writeln!(text, "listen {}\n    bind {}", l.name, l.bind);
@@ -130,15 +186,14 @@ pub fn render(listeners: &[Listener]) -> String {
                  tcp-check send-binary {}\n    \
                  tcp-check expect binary {}\n    \
                  tcp-check send-binary {PG_TERMINATE}\n    \
-                 default-server inter 250ms fall 1 rise 1 on-marked-down shutdown-sessions",
+                 default-server inter 250ms fall 2 rise 1 on-marked-down shutdown-sessions",
                 pg_startup(),
                 pg_primary()
             );
         } else {
             let _ = writeln!(
                 text,
-                "    balance roundrobin\n    \
-                 default-server inter 250ms fall 1 rise 1 on-marked-down shutdown-sessions"
+                "    balance roundrobin\n    default-server inter 250ms fall 2 rise 1"
             );
         }
         for (i, server) in l.servers.iter().enumerate() {

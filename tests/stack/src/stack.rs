@@ -135,6 +135,9 @@ impl StackBuilder {
         };
         if fronted {
             stack.start_front(pg_front, &replica_addrs).await?;
+            if stack.pg.is_some() {
+                stack.wait_front_up("pg-rw", 1).await?;
+            }
         }
         for service in Service::ALL {
             let url = match (&pg_front, &stack.test_db) {
@@ -175,7 +178,9 @@ impl StackBuilder {
             for other in others {
                 replicas.push(other.await??);
             }
+            let n = replicas.len();
             stack.replicas.insert(service, replicas);
+            stack.wait_front_up(service.name(), n).await?;
         }
         Ok(stack)
     }
@@ -190,7 +195,7 @@ pub struct Stack {
     pub mailbox: Mailbox,
     /// The replicated PostgreSQL, with [`Storage::PostgresReplicated`].
     pub pg: Option<PgCluster>,
-    front: Option<Front>,
+    pub(crate) front: Option<Front>,
     endpoints: BTreeMap<Service, SocketAddr>,
     database_urls: BTreeMap<Service, String>,
     test_db: Option<kagi_testkit::TestDatabase>,
@@ -254,6 +259,27 @@ impl Stack {
             .get_mut(&service)
             .and_then(|r| r.get_mut(index))
             .with_context(|| format!("no replica {index} of {service}"))
+    }
+
+    /// Waits until the front sends calls to `servers` servers of `listener` (a service's
+    /// name, or `pg-rw`); at once without a front.
+    ///
+    /// # Errors
+    /// Not within 30 s.
+    pub async fn wait_front_up(&self, listener: &str, servers: usize) -> anyhow::Result<()> {
+        match &self.front {
+            Some(front) => {
+                front
+                    .wait_up(listener, servers, std::time::Duration::from_secs(30))
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The front, with several replicas or the replicated database.
+    pub fn front(&self) -> Option<&Front> {
+        self.front.as_ref()
     }
 
     /// Keeps the stack's folder (logs, databases, mail) after the stack stops, for a

@@ -14,6 +14,7 @@ use rand::{RngExt as _, SeedableRng as _};
 use super::journal::{FaultKind, Journal};
 use std::collections::BTreeMap;
 
+use crate::haproxy::Front;
 use crate::mailbox::{Mailbox, SmtpMode};
 use crate::postgres::PgCluster;
 use crate::replica::{Replica, Service};
@@ -105,6 +106,7 @@ pub fn schedule(plan: &Plan) -> Schedule {
 pub async fn process_lane(
     replicas: &mut BTreeMap<Service, Vec<Replica>>,
     pg: &mut Option<PgCluster>,
+    front: Option<&Front>,
     plan: &[Planned],
     journal: &Journal,
     started: tokio::time::Instant,
@@ -127,10 +129,17 @@ pub async fn process_lane(
             replica.kill().await?;
             tokio::time::sleep(planned.pause).await;
             replica.restart().await?;
+            let n = replicas.get(&service).map_or(0, Vec::len);
+            if let Some(front) = front {
+                front.wait_up(service.name(), n, Duration::from_secs(30)).await?;
+            }
         } else if let Some(pg) = pg.as_mut() {
             match planned.kind {
                 FaultKind::PrimaryFailover => pg.failover().await?,
                 _ => pg.restart_primary().await?,
+            }
+            if let Some(front) = front {
+                front.wait_up("pg-rw", 1, Duration::from_secs(30)).await?;
             }
         }
         journal.fault_end(fault);

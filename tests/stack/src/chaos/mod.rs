@@ -136,7 +136,14 @@ async fn run_on(stack: &mut Stack, config: &Config) -> anyhow::Result<report::Re
         )));
     }
 
-    let process = faults::process_lane(&mut stack.replicas, &mut stack.pg, &schedule.process, &journal, started);
+    let process = faults::process_lane(
+        &mut stack.replicas,
+        &mut stack.pg,
+        stack.front.as_ref(),
+        &schedule.process,
+        &journal,
+        started,
+    );
     let mail = async {
         if let Some((at, down, greylist)) = schedule.smtp {
             faults::smtp_lane(&mut stack.mailbox, at, down, greylist, &journal, started).await;
