@@ -112,16 +112,17 @@ impl Front {
         Ok(Self { child, socket })
     }
 
-    /// Waits until HAProxy's checks have marked `servers` of listener `name` up (a freshly
-    /// started replica is down until its first check passes; a call arriving before that
-    /// finds no server and has its connection closed).
+    /// Waits until exactly `servers` servers of listener `name` are up, each after a
+    /// passed check, and every other one is down. HAProxy assumes servers up before their
+    /// first check (a standby would take writes) and marks a dead one down only after two
+    /// failed checks; a freshly started replica is down until its first check passes.
     ///
     /// # Errors
     /// Not within `within`.
     pub async fn wait_up(&self, name: &str, servers: usize, within: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if self.servers_up(name).await.unwrap_or(0) >= servers {
+            if self.servers_up(name).await.ok().flatten() == Some(servers) {
                 return Ok(());
             }
             anyhow::ensure!(
@@ -132,11 +133,13 @@ impl Front {
         }
     }
 
-    /// How many servers of listener `name` are up now (`show stat` on the runtime API).
+    /// How many servers of listener `name` are up now after a passed check (`show stat`
+    /// on the runtime API); `None` while a server is up without one (not yet checked, or
+    /// failing but not yet down).
     ///
     /// # Errors
     /// The runtime API did not answer.
-    pub async fn servers_up(&self, name: &str) -> anyhow::Result<usize> {
+    pub async fn servers_up(&self, name: &str) -> anyhow::Result<Option<usize>> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut stream = tokio::net::UnixStream::connect(&self.socket).await?;
         stream.write_all(b"show stat\n").await?;
@@ -150,16 +153,28 @@ impl Front {
             .split(',')
             .collect();
         let column = |n: &str| header.iter().position(|h| *h == n);
-        let (Some(px), Some(sv), Some(status)) = (column("pxname"), column("svname"), column("status"))
-        else {
+        let (Some(px), Some(sv), Some(status), Some(check)) = (
+            column("pxname"),
+            column("svname"),
+            column("status"),
+            column("check_status"),
+        ) else {
             anyhow::bail!("unexpected show stat header");
         };
-        Ok(lines
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .filter(|f| f.get(px) == Some(&name))
-            .filter(|f| !matches!(f.get(sv), Some(&"FRONTEND" | &"BACKEND")))
-            .filter(|f| f.get(status).is_some_and(|s| s.starts_with("UP")))
-            .count())
+        let mut up = 0;
+        for fields in lines.map(|l| l.split(',').collect::<Vec<_>>()) {
+            if fields.get(px) != Some(&name) || matches!(fields.get(sv), Some(&"FRONTEND" | &"BACKEND")) {
+                continue;
+            }
+            let is_up = fields.get(status).is_some_and(|s| s.starts_with("UP"));
+            let checked_ok = fields.get(check).is_some_and(|c| c.ends_with("OK"));
+            match (is_up, checked_ok) {
+                (true, true) => up += 1,
+                (true, false) => return Ok(None),
+                (false, _) => {}
+            }
+        }
+        Ok(Some(up))
     }
 
     /// Stops HAProxy.

@@ -121,10 +121,10 @@ impl Replica {
             }
             if !self.is_running() {
                 anyhow::bail!(
-                    "{} replica {} exited at start; see {}",
+                    "{} replica {} exited at start; its log ends:\n{}",
                     self.service,
                     self.index,
-                    self.log.display()
+                    self.log_tail()
                 );
             }
             if tokio::time::Instant::now() > deadline {
@@ -173,6 +173,14 @@ impl Replica {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
         self.spawn().await
+    }
+
+    /// The last lines of the replica's log, for an error message (the stack's folder is
+    /// gone by the time someone reads it).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(2_000);
+        text.get(start..).unwrap_or(&text).to_owned()
     }
 
     /// The replica's own log (stderr), for a failure's message.

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod replicated;
 mod stack;
 
 /// The multi-call binary the stacks run: this package's own, built with the tests.
