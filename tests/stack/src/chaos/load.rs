@@ -5,6 +5,7 @@
 //! balanced channel over each replica's address) and retry what a real client retries.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,7 +15,7 @@ use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_proto::v1::reset_client::ResetClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tonic::transport::{Channel, Endpoint};
+use kagi_runtime::client::{ClientSettings, Resolve, ServiceChannel};
 
 use super::journal::Journal;
 use crate::mailbox::MailReader;
@@ -31,8 +32,8 @@ pub struct Account {
 /// Everything a load task needs.
 #[derive(Debug, Clone)]
 pub struct Clients {
-    pub keystore: KeystoreClient<Channel>,
-    pub reset: ResetClient<Channel>,
+    pub keystore: KeystoreClient<ServiceChannel>,
+    pub reset: ResetClient<ServiceChannel>,
     pub portal: Vec<SocketAddr>,
     pub tokens: Arc<Tokens>,
     pub journal: Journal,
@@ -49,17 +50,32 @@ pub struct Tokens {
     pub onboarding: String,
 }
 
-/// A channel spreading calls over every replica's address.
-pub fn balanced(addrs: &[SocketAddr]) -> anyhow::Result<Channel> {
-    let endpoints = addrs
-        .iter()
-        .map(|a| {
-            Ok(Endpoint::from_shared(format!("http://{a}"))?
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(5)))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Channel::balance_list(endpoints.into_iter()))
+/// The replicas of one service, as a headless Service's DNS name would list them.
+#[derive(Debug)]
+struct Replicas(Vec<SocketAddr>);
+
+impl Resolve for Replicas {
+    fn resolve<'a>(
+        &'a self,
+        _host: &'a str,
+        _port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
+/// A client channel as kagi's own services build them (`kagi_runtime::client`), balancing
+/// over every replica's address: one connection each, calls spread over the ready ones.
+pub fn balanced(addrs: &[SocketAddr]) -> anyhow::Result<ServiceChannel> {
+    let settings = ClientSettings {
+        balance: true,
+        timeout_ms: 5_000,
+        ..ClientSettings::at("http://replicas.kagi-stack:1")
+    };
+    Ok(kagi_runtime::client::channel_with_resolver(
+        &settings,
+        Arc::new(Replicas(addrs.to_vec())),
+    )?)
 }
 
 /// `message` with `Bearer token`.

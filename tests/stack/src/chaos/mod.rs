@@ -64,13 +64,15 @@ pub struct Outcome {
 /// The stack could not start or a repair failed (then the run proves nothing); broken
 /// invariants are not errors but [`report::Report::violations`].
 pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
+    let began = std::time::Instant::now();
     let mut stack = StackBuilder::new(&config.binary)
         .storage(config.storage)
         .replicas(config.replicas)
         .start()
         .await
         .context("starting the stack")?;
-    let result = run_on(&mut stack, config).await;
+    progress(began, "stack up");
+    let result = run_on(&mut stack, config, began).await;
     let kept = match &result {
         Ok(report) if report.violations.is_empty() => None,
         _ => Some(stack.keep_dir()),
@@ -80,7 +82,17 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
     Ok(Outcome { report, kept })
 }
 
-async fn run_on(stack: &mut Stack, config: &Config) -> anyhow::Result<report::Report> {
+/// One line on stderr per phase, so a long run shows where it is.
+#[allow(clippy::print_stderr)]
+fn progress(began: std::time::Instant, what: &str) {
+    eprintln!("kagi-stack chaos: {what} after {:.1} s", began.elapsed().as_secs_f64());
+}
+
+async fn run_on(
+    stack: &mut Stack,
+    config: &Config,
+    began: std::time::Instant,
+) -> anyhow::Result<report::Report> {
     let journal = Journal::default();
     let stop = Arc::new(AtomicBool::new(false));
     let clients = Clients {
@@ -115,6 +127,7 @@ async fn run_on(stack: &mut Stack, config: &Config) -> anyhow::Result<report::Re
         smtp_4xx: config.smtp_4xx,
     };
     let schedule = faults::schedule(&plan);
+    progress(began, "accounts enrolled, load and faults start");
     let started = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     let workers = 8.min(accounts.len().max(1));
@@ -153,6 +166,7 @@ async fn run_on(stack: &mut Stack, config: &Config) -> anyhow::Result<report::Re
     process.context("repairing a fault")?;
     tokio::time::sleep_until(started + Duration::from_secs(config.seconds)).await;
     stop.store(true, Ordering::Relaxed);
+    progress(began, "load stopped, sagas finishing");
     for task in tasks {
         task.await?;
     }
@@ -165,7 +179,9 @@ async fn run_on(stack: &mut Stack, config: &Config) -> anyhow::Result<report::Re
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
+    progress(began, "sagas finished, checking");
     let found = check::all(stack, &clients, &expected, &sagas).await?;
+    progress(began, "checked");
     Ok(report::Report::new(config, &schedule, &journal, &sagas, found, elapsed))
 }
 
