@@ -106,7 +106,11 @@ impl PgCluster {
         cluster
             .run(
                 "initdb",
-                &["-D", &dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"],
+                &[
+                    "-D", &dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions",
+                    // A throwaway cluster: no need to wait for the disk at creation.
+                    "--no-sync",
+                ],
             )
             .await?;
         let conf = cluster.nodes[0].dir.join("postgresql.conf");
@@ -224,7 +228,7 @@ impl PgCluster {
             "pg_basebackup",
             &[
                 "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", &dir_text, "-R", "-X",
-                "stream", "-c", "fast",
+                "stream", "-c", "fast", "--no-sync",
             ],
         )
         .await?;

@@ -229,7 +229,7 @@ async fn enroll(clients: &Clients, id: &str) -> anyhow::Result<Vec<u8>> {
 async fn saga_accounts(stack: &Stack, clients: &Clients, n: usize) -> anyhow::Result<Vec<SagaAccount>> {
     let mut settings = kagi_reset::Settings::default();
     settings.database.url = stack.database_url(Service::Reset).to_owned();
-    settings.database.max_connections = 2;
+    settings.database.max_connections = 4;
     settings.password.memory_kib = 1024;
     settings.password.iterations = 1;
     let admin = kagi_reset::accounts::AccountAdmin::new(
@@ -238,19 +238,28 @@ async fn saga_accounts(stack: &Stack, clients: &Clients, n: usize) -> anyhow::Re
     );
     let now = kagi_runtime::clock::unix_ms(std::time::SystemTime::now());
     let mut accounts = Vec::with_capacity(n);
-    for i in 0..n {
-        let id = format!("saga{i:05}");
-        let email = format!("{id}@example.ac.jp");
-        admin
-            .add(&id, &email, SecretString::from(saga::PASSWORD), now)
-            .await
-            .with_context(|| format!("adding {id}"))?;
-        let old_secret = enroll(clients, &id).await?;
-        accounts.push(SagaAccount {
-            id,
-            email,
-            old_secret,
-        });
+    let ids: Vec<String> = (0..n).map(|i| format!("saga{i:05}")).collect();
+    for batch in ids.chunks(16) {
+        let mut handles = Vec::new();
+        for id in batch.iter().cloned() {
+            let (admin, clients) = (admin.clone(), clients.clone());
+            handles.push(tokio::spawn(async move {
+                let email = format!("{id}@example.ac.jp");
+                admin
+                    .add(&id, &email, SecretString::from(saga::PASSWORD), now)
+                    .await
+                    .with_context(|| format!("adding {id}"))?;
+                let old_secret = enroll(&clients, &id).await?;
+                anyhow::Ok(SagaAccount {
+                    id,
+                    email,
+                    old_secret,
+                })
+            }));
+        }
+        for handle in handles {
+            accounts.push(handle.await??);
+        }
     }
     accounts.reverse();
     Ok(accounts)

@@ -5,8 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod chaos;
 mod replicated;
 mod stack;
+
+/// The chaos run takes the machine's two cores for itself: the other scenarios wait, so
+/// their load does not look like faults to it.
+static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The multi-call binary the stacks run: this package's own, built with the tests.
 fn binary() -> std::path::PathBuf {

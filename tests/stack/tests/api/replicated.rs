@@ -47,6 +47,7 @@ async fn enroll(keystore: &mut KeystoreClient<Channel>, token: &str, id: &str) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_front_follows_the_primary_through_failover_and_restart_and_no_acknowledged_write_is_lost()
  {
+    let _shared = crate::ALONE.read().await;
     let mut stack = StackBuilder::new(crate::binary())
         .storage(Storage::PostgresReplicated)
         .start()

@@ -25,6 +25,7 @@ async fn channel(addr: std::net::SocketAddr) -> Channel {
 async fn two_replicas_of_everything_serve_a_reset_by_mail_across_a_killed_keystore(
     backend: Backend,
 ) {
+    let _shared = crate::ALONE.read().await;
     let mut stack = StackBuilder::new(crate::binary())
         .storage(backend)
         .replicas(2)
