@@ -419,4 +419,51 @@ mod tests {
         assert!(!format!("{built:?}").contains("s3cret"));
         assert!(!format!("{settings:?}").contains("s3cret"));
     }
+
+    /// A callee that accepts the connection, reads the call and then `answer`s.
+    async fn callee(answer: &'static str) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0_u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                if answer == "close" {
+                    drop(stream);
+                } else {
+                    // Never answers, holds the connection open.
+                    tokio::spawn(async move {
+                        let _ = stream.read(&mut buf).await;
+                        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    });
+                }
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    async fn check(endpoint: String, timeout_ms: u64) -> tonic::Status {
+        let settings = ClientSettings {
+            timeout_ms,
+            ..ClientSettings::at(endpoint)
+        };
+        tonic_health::pb::health_client::HealthClient::new(channel(&settings).unwrap())
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_callee_dying_mid_call_is_unavailable_so_callers_retry_it() {
+        // tonic alone reports this as UNKNOWN or CANCELLED, which nobody retries.
+        let status = check(callee("close").await, 5_000).await;
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_timeout_is_deadline_exceeded() {
+        let status = check(callee("never").await, 300).await;
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    }
 }

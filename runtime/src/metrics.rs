@@ -617,6 +617,11 @@ pub(crate) fn client_call_started(path: &str) -> impl FnOnce(tonic::Code) + Send
 
 /// A client channel counting every call into `grpc_client_*` by target service, method and
 /// the status the target answered (a transport failure counts as `Unavailable`).
+///
+/// A call whose transport failed also reaches the caller as the status gRPC's spec names
+/// ([`transport_status`]), not as the `UNKNOWN` or `CANCELLED` tonic would make of a broken
+/// pipe or a connection closed mid-call: a replica killed under a call must look
+/// retryable (`UNAVAILABLE`) to the caller, as the chaos run showed it did not.
 #[derive(Debug, Clone)]
 pub struct MeteredChannel<C>(pub C);
 
@@ -627,14 +632,16 @@ where
             Response = http::Response<tonic::body::Body>,
         >,
     C::Future: Send + 'static,
-    C::Error: Send + 'static,
+    C::Error: Into<tower::BoxError> + Send + 'static,
 {
     type Response = C::Response;
-    type Error = C::Error;
+    type Error = tower::BoxError;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.0
+            .poll_ready(cx)
+            .map_err(|e| transport_status(e.into()).into())
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
@@ -645,11 +652,29 @@ where
                 Ok(response) => Ok(observe_status(response, on_end)),
                 Err(e) => {
                     on_end(tonic::Code::Unavailable);
-                    Err(e)
+                    Err(transport_status(e.into()).into())
                 }
             }
         })
     }
+}
+
+/// The status of a call whose transport failed (the callee never answered): its timeout
+/// is `DEADLINE_EXCEEDED`; anything else — refused, reset, broken pipe, closed mid-call —
+/// is `UNAVAILABLE`, which callers retry on another replica. A status already in the
+/// error is kept.
+pub fn transport_status(error: tower::BoxError) -> tonic::Status {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+    while let Some(e) = source {
+        if let Some(status) = e.downcast_ref::<tonic::Status>() {
+            return tonic::Status::new(status.code(), status.message());
+        }
+        if e.is::<tonic::TimeoutExpired>() {
+            return tonic::Status::deadline_exceeded(format!("the call timed out: {error}"));
+        }
+        source = e.source();
+    }
+    tonic::Status::unavailable(format!("the connection failed: {error}"))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
