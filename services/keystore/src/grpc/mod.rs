@@ -16,7 +16,7 @@ use crate::domain::setup_key::Algorithm;
 use crate::domain::{AccountId, IdempotencyKey, InvalidInput, OneTimeCode};
 use crate::error::Error;
 use crate::render::{Forms, KeyRenderer};
-use crate::service::{self, Actor, CheckReport, Keystore, RevealedKey, Verification};
+use crate::service::{Actor, CheckReport, Keystore, RevealedKey, Verification};
 
 /// Largest request the keystore decodes: its messages are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
