@@ -662,19 +662,28 @@ where
 /// The status of a call whose transport failed (the callee never answered): its timeout
 /// is `DEADLINE_EXCEEDED`; anything else — refused, reset, broken pipe, closed mid-call —
 /// is `UNAVAILABLE`, which callers retry on another replica. A status already in the
-/// error is kept.
+/// error is kept. The transport error stays the status's source, which is how a caller
+/// tells "never reached the server" from a status the server sent.
 pub fn transport_status(error: tower::BoxError) -> tonic::Status {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+    let mut status = None;
     while let Some(e) = source {
-        if let Some(status) = e.downcast_ref::<tonic::Status>() {
-            return tonic::Status::new(status.code(), status.message());
+        if let Some(sent) = e.downcast_ref::<tonic::Status>() {
+            status = Some(tonic::Status::new(sent.code(), sent.message()));
+            break;
         }
         if e.is::<tonic::TimeoutExpired>() {
-            return tonic::Status::deadline_exceeded(format!("the call timed out: {error}"));
+            status = Some(tonic::Status::deadline_exceeded(format!(
+                "the call timed out: {error}"
+            )));
+            break;
         }
         source = e.source();
     }
-    tonic::Status::unavailable(format!("the connection failed: {error}"))
+    let mut status = status
+        .unwrap_or_else(|| tonic::Status::unavailable(format!("the connection failed: {error}")));
+    status.set_source(std::sync::Arc::from(error));
+    status
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
