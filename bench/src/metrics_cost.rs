@@ -35,7 +35,7 @@ const PHASES: [(&str, bool); 4] = [
 #[derive(Debug, Clone, Copy)]
 pub struct CpuPerCall(pub f64);
 
-/// Runs the four phases; the rows (and CPU figures) are in [`PHASES`] order.
+/// Runs the four phases; the rows (and CPU figures) are in the order the phases ran (off, on, off, on).
 ///
 /// # Errors
 /// Any failure to seed, spawn, load or scrape, or an "on" phase whose `/metrics` did not
