@@ -254,9 +254,9 @@ async fn main() -> anyhow::Result<()> {
                 postgres_url,
             };
             if metrics == "both" {
-                let rows = kagi_bench::metrics_cost::run_metrics(&spec).await?;
+                let (rows, cpu) = kagi_bench::metrics_cost::run_metrics(&spec).await?;
                 print_report(&spec, &rows);
-                print_metrics_cost(&rows);
+                print_metrics_cost(&rows, &cpu);
                 return Ok(());
             }
             let rows = if tls {
@@ -330,11 +330,22 @@ fn print_report(spec: &SuiteSpec, rows: &[suite::Row]) {
 }
 
 #[allow(clippy::print_stdout)]
-fn print_metrics_cost(rows: &[suite::Row]) {
-    if let Some((off, on, cost)) = kagi_bench::metrics_cost::cost(rows) {
+fn print_metrics_cost(rows: &[suite::Row], cpu: &[kagi_bench::metrics_cost::CpuPerCall]) {
+    use kagi_bench::metrics_cost::{cost, cpu_cost};
+    println!("\n| run | server CPU µs per call |\n| --- | ---: |");
+    for (row, cpu) in rows.iter().zip(cpu) {
+        println!("| {} | {:.0} |", row.name, cpu.0);
+    }
+    if let Some((off, on, cost)) = cost(rows) {
         println!(
-            "\nmetrics off {off:.0} calls/s, on {on:.0} calls/s (mean of two phases each): \
-             metrics cost {cost:.1} % (target ≤ 3 %)"
+            "\nthroughput: metrics off {off:.0} calls/s, on {on:.0} calls/s (mean of two \
+             phases each): {cost:.1} % fewer with metrics"
+        );
+    }
+    if let Some((off, on, cost)) = cpu_cost(cpu) {
+        println!(
+            "server CPU per call: off {off:.0} µs, on {on:.0} µs: metrics add {cost:.1} % \
+             (target ≤ 3 %)"
         );
     }
 }

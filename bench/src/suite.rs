@@ -295,6 +295,11 @@ impl Server {
         anyhow::bail!("{binary} did not start listening on {addr}")
     }
 
+    /// The process's ID while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The process's peak resident set (VmHWM), in KiB.
     pub(crate) fn peak_rss_kib(&self) -> u64 {
         let Some(pid) = self.child.id() else { return 0 };
