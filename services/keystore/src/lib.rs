@@ -14,7 +14,8 @@
 //!   sealed current key and counters, every key ever issued (without its secret), rotations
 //!   by idempotency key, and the audit trail.
 //! - [`render`]: a shown key's otpauth URI and, when asked for, its QR code (PNG, SVG),
-//!   with each key's mask choice remembered (never the key) so repeat views cost less.
+//!   drawn with the mask chosen at the key's first drawing (kept in its row, never the
+//!   key) so later views skip the encoder's mask search.
 //! - [`service`]: the use cases (enroll, show the current key, rotate, verify, rekey, the
 //!   audit trail) over domain, crypto and store, without the transport.
 //! - [`grpc`]: `kagi.v1.Keystore` over tonic: take the caller the auth layer identified,
