@@ -17,6 +17,9 @@ use crate::suite::{BenchDatabase, Server, SuiteSpec, keystore_env, load_spec};
 
 const PORTAL_TOKEN: &str = "bench-portal-token-0123456789";
 
+/// One measured phase: its name, the accounts it views, the forms it asks for.
+type Phase<'a> = (&'static str, &'a Arc<Vec<String>>, &'static [pb::KeyForm]);
+
 /// Seeds `spec.accounts` accounts and measures each build's `GetCurrentKey` by forms.
 ///
 /// # Errors
@@ -58,7 +61,7 @@ pub async fn run(spec: &SuiteSpec, builds: &[Build]) -> anyhow::Result<Vec<Named
             c.get_current_key(request("warm-up", &[])).await.map(|_| ())
         })
         .await?;
-        let phases: [(&str, &Arc<Vec<String>>, &[pb::KeyForm]); 4] = [
+        let phases: [Phase<'_>; 4] = [
             ("every form (no forms named)", &first, &[]),
             (
                 "PNG only (menu 1), first view",

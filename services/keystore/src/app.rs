@@ -77,7 +77,7 @@ impl Application {
             .await?
             .with_readiness(database_probe(keystore.db()));
         tracing::info!(addr = %server.local_addr(), backend = ?keystore.db().backend(), "keystore listening");
-        let grpc = KeystoreGrpc::new(keystore.clone(), &settings.totp.issuer)?;
+        let grpc = KeystoreGrpc::new(keystore.clone(), &settings.totp.issuer);
         Ok(Self {
             server,
             keystore,

@@ -17,7 +17,8 @@
 //! - [`admin`]: the help desk's use cases (look up, unlock, revoke), served as
 //!   `kagi.v1.KeystoreAdmin` by [`grpc::admin`] to the `helpdesk` caller only.
 //! - [`render`]: a shown key's otpauth URI and, when asked for, its QR code (PNG, SVG),
-//!   with each key's mask choice remembered (never the key) so repeat views cost less.
+//!   drawn with the mask chosen at the key's first drawing (kept in its row, never the
+//!   key) so later views skip the encoder's mask search.
 //! - [`service`]: the use cases (enroll, show the current key, rotate, verify, check an
 //!   authenticator, rekey, the audit trail) over domain, crypto and store, without the
 //!   transport.

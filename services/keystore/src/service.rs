@@ -30,6 +30,8 @@ pub struct RevealedKey {
     pub secret: SetupKeySecret,
     /// The otpauth issuer it was issued with; `None` for keys older than that record.
     pub issuer: Option<String>,
+    /// The QR mask pattern chosen when the key was first drawn (see [`crate::render`]).
+    pub qr_mask: Option<u8>,
 }
 
 /// The outcome of one `VerifyCode`.
@@ -425,6 +427,15 @@ impl Keystore {
         }))
     }
 
+    /// Remembers the QR mask pattern first drawn for the account's key `key_id`, so its
+    /// later views skip the mask search. Best effort: a failure is logged and costs only
+    /// the next view a search.
+    pub async fn remember_qr_mask(&self, account: &AccountId, key_id: &str, mask: u8) {
+        if let Err(e) = self.inner.db.remember_qr_mask(account, key_id, mask).await {
+            tracing::warn!(error = %e, "could not remember the key's QR mask");
+        }
+    }
+
     /// The campus network containing `ip`, if the login needs no one-time password.
     pub fn campus_network(&self, ip: IpAddr) -> Option<String> {
         self.inner.campus.containing(ip).map(ToString::to_string)
@@ -480,6 +491,7 @@ impl Keystore {
             params: self.inner.params,
             secret,
             issuer: Some(self.inner.issuer.clone()),
+            qr_mask: None,
         })
     }
 
@@ -495,6 +507,7 @@ impl Keystore {
             params: row_params(row)?,
             secret,
             issuer: row.issuer.clone(),
+            qr_mask: row.qr_mask.and_then(|m| u8::try_from(m).ok()),
         })
     }
 

@@ -15,7 +15,7 @@ use crate::domain::Diagnosis;
 use crate::domain::setup_key::Algorithm;
 use crate::domain::{AccountId, IdempotencyKey, InvalidInput, OneTimeCode};
 use crate::error::Error;
-use crate::render::{Forms, KeyRenderer};
+use crate::render::{self, Forms};
 use crate::service::{Actor, CheckReport, Keystore, RevealedKey, Verification};
 
 /// Largest request the keystore decodes: its messages are a few hundred bytes.
@@ -27,21 +27,14 @@ pub struct KeystoreGrpc {
     keystore: Keystore,
     /// The issuer of keys issued before each key recorded its own (`totp.issuer`).
     issuer: Arc<str>,
-    renderer: Arc<KeyRenderer>,
 }
 
 impl KeystoreGrpc {
-    /// # Errors
-    /// When the OS cannot provide randomness (for the QR renderer's memo key).
-    pub fn new(
-        keystore: Keystore,
-        issuer: &str,
-    ) -> Result<Self, kagi_runtime::random::RandomError> {
-        Ok(Self {
+    pub fn new(keystore: Keystore, issuer: &str) -> Self {
+        Self {
             keystore,
             issuer: issuer.into(),
-            renderer: Arc::new(KeyRenderer::new()?),
-        })
+        }
     }
 
     /// The tonic service, with the request size limit applied.
@@ -50,33 +43,40 @@ impl KeystoreGrpc {
     }
 
     /// The reply's key in the asked-for `forms`. A QR code is bulk CPU work (hundreds of
-    /// microseconds), so it is drawn on a blocking thread, with the request's span, like
-    /// other bulk crypto; the text forms alone are not worth the hop.
+    /// microseconds on a key's first drawing), so it is drawn on a blocking thread, with
+    /// the request's span, like other bulk crypto; the text forms alone are not worth the
+    /// hop. A key drawn for the first time has its mask choice remembered.
     async fn setup_key(&self, key: RevealedKey, forms: Forms) -> Result<pb::SetupKey, Error> {
         if !(forms.qr_png || forms.qr_svg) {
-            return setup_key_message(&self.renderer, &self.issuer, &key, forms);
+            return Ok(setup_key_message(&self.issuer, &key, forms)?.0);
         }
-        let (renderer, issuer) = (self.renderer.clone(), self.issuer.clone());
+        let (account, key_id) = (key.account.clone(), key.key_id.clone());
+        let issuer = self.issuer.clone();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let (message, new_mask) = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            setup_key_message(&renderer, &issuer, &key, forms)
+            setup_key_message(&issuer, &key, forms)
         })
         .await
-        .map_err(|e| anyhow::anyhow!("rendering the key: {e}"))?
+        .map_err(|e| anyhow::anyhow!("rendering the key: {e}"))??;
+        if let Some(mask) = new_mask {
+            self.keystore
+                .remember_qr_mask(&account, &key_id, mask)
+                .await;
+        }
+        Ok(message)
     }
 }
 
+/// The key's message, and the QR mask chosen if the key was drawn for the first time.
 fn setup_key_message(
-    renderer: &KeyRenderer,
     issuer: &str,
     key: &RevealedKey,
     forms: Forms,
-) -> Result<pb::SetupKey, Error> {
-    let rendered = renderer
-        .render(issuer, key, forms)
-        .map_err(|e| anyhow::anyhow!("QR encoding: {e}"))?;
-    Ok(pb::SetupKey {
+) -> Result<(pb::SetupKey, Option<u8>), Error> {
+    let rendered =
+        render::render(issuer, key, forms).map_err(|e| anyhow::anyhow!("QR encoding: {e}"))?;
+    let message = pb::SetupKey {
         account_id: key.account.to_string(),
         key_id: key.key_id.clone(),
         created_at: Some(timestamp(key.created_at_ms)),
@@ -93,7 +93,8 @@ fn setup_key_message(
         digits: key.params.digits,
         period_seconds: key.params.period,
         issuer: key.issuer.clone().unwrap_or_else(|| issuer.to_owned()),
-    })
+    };
+    Ok((message, rendered.new_qr_mask))
 }
 
 /// The authenticated caller, put there by the auth layer.

@@ -27,6 +27,8 @@ pub struct CurrentKey {
     pub issuer: Option<String>,
     /// Set when an operator revoked the key: its secret is wiped and it opens nothing.
     pub revoked_at: Option<i64>,
+    /// The QR mask pattern (0–7) chosen when the key was first drawn; `None` before that.
+    pub qr_mask: Option<i64>,
 }
 
 impl CurrentKey {
@@ -121,7 +123,7 @@ macro_rules! record_failure_sql {
 /// The columns of [`CurrentKey`], as a macro so queries stay `&'static str` literals.
 macro_rules! key_columns {
     () => {
-        "account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext, issuer, revoked_at"
+        "account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext, issuer, revoked_at, qr_mask"
     };
 }
 
@@ -388,7 +390,8 @@ impl Db {
         insert_key_record(&mut tx, new).await?;
         let swapped = sqlx::query(
             "UPDATE accounts SET current_key_id = $1, key_created_at = $2, algorithm = $3, digits = $4, period = $5, \
-             kek_id = $6, nonce = $7, ciphertext = $8, issuer = $11, revoked_at = NULL WHERE account_id = $9 AND current_key_id = $10",
+             kek_id = $6, nonce = $7, ciphertext = $8, issuer = $11, revoked_at = NULL, qr_mask = NULL \
+             WHERE account_id = $9 AND current_key_id = $10",
         )
         .bind(new.key_id)
         .bind(new.created_at)
@@ -415,6 +418,28 @@ impl Db {
         tx.commit().await?;
         self.flush_old_pages().await;
         Ok(RotateOutcome::Rotated)
+    }
+
+    /// Remembers the QR mask pattern drawn for `key_id` while it is the account's current
+    /// key (a key rotated away meanwhile is left alone).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn remember_qr_mask(
+        &self,
+        account: &AccountId,
+        key_id: &str,
+        mask: u8,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE accounts SET qr_mask = $1 WHERE account_id = $2 AND current_key_id = $3",
+        )
+        .bind(i64::from(mask))
+        .bind(account.as_str())
+        .bind(key_id)
+        .execute(self.database.pool())
+        .await?;
+        Ok(())
     }
 
     /// Up to `limit` current keys sealed under a KEK other than `active_kek`.

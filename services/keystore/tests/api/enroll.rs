@@ -106,7 +106,7 @@ async fn the_qr_code_decodes_to_exactly_the_otpauth_uri(backend: Backend) {
 
 /// Issue 16, item 2: menu 1 asks for the PNG it shows, menu 3 for the text alone; a caller
 /// that names no form gets every form, as before callers could choose. A key's second
-/// view draws its QR code with the mask remembered from the first: the same code.
+/// view draws its QR code with the mask kept in its row at the first: the same code.
 async fn a_caller_gets_only_the_forms_it_asks_for(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
     let enrolled = app.enroll("taro.yamada").await;
