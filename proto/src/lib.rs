@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - `kagi/v1/*.proto` (beside this crate): one file per service (`keystore`, `reset`,
-//!   `directory`, `notifier`), package `kagi.v1`, a request and response message per RPC.
+//!   `directory`, `notifier`), package `kagi.v1`, a request and response message per RPC;
+//!   `admin` holds the help desk's contract (`KeystoreAdmin`, `ResetAdmin`,
+//!   `NotifierAdmin`), each served by the service that owns its data.
 //! - `build.rs`: compiles them with `protox` (no `protoc`) into [`v1`] and writes the
 //!   descriptor set behind [`FILE_DESCRIPTOR_SET`] for reflection.
 //! - [`timestamp`]: the one conversion from the databases' milliseconds to the contract's

@@ -25,6 +25,8 @@
 //! - [`shutdown`]: SIGTERM/Ctrl-C, the grace period, background loops that stop between rounds.
 //! - [`clock`], [`random`], [`account`], [`typed_code`]: time as a parameter, the OS RNG
 //!   for secrets, the one account-ID rule, how a typed code is read (full-width digits).
+//! - [`operator`], [`mask`]: the help desk's operator and mandatory reason, checked alike
+//!   by every admin contract; an e-mail address masked for a screen.
 //!
 //! A call into any service passes, in order: [`server`] (TLS, the trace span from
 //! [`telemetry`]), [`auth`] (who is calling, may it call this RPC), the service's own `grpc`

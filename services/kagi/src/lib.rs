@@ -254,12 +254,9 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
     let actor = Actor {
         caller: "onboarding",
     };
-    let key = match keystore.keystore().enroll(actor, account.clone()).await {
-        Err(kagi_keystore::Error::AlreadyEnrolled) => {
-            keystore.keystore().current_key(actor, account).await?
-        }
-        other => other?,
-    };
+    let key = enrolled(&keystore, actor, account).await?;
+    // The operator logs in to the console like anyone (the dev login asks for a code too).
+    let operator_key = enrolled(&keystore, actor, AccountId::parse(DEMO_OPERATOR)?).await?;
     let password = demo_login(&reset, data_dir, key.account.as_str(), "demo-password").await?;
     let operator_password =
         demo_login(&reset, data_dir, DEMO_OPERATOR, "operator-password").await?;
@@ -280,6 +277,7 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
         uri: &uri,
         password: &password,
         operator_password: &operator_password,
+        operator_key: &operator_key.secret.to_base32(),
         tls: tls.as_ref(),
     })?;
 
@@ -300,6 +298,22 @@ async fn dev(data_dir: &Path, account: &str, addrs: Addrs, tls: bool) -> anyhow:
     notifier.await??;
     sweeper.await?;
     Ok(())
+}
+
+/// The account's key: enrolled now, or the one a previous run enrolled.
+async fn enrolled(
+    keystore: &kagi_keystore::Application,
+    actor: Actor<'_>,
+    account: AccountId,
+) -> anyhow::Result<service::RevealedKey> {
+    Ok(
+        match keystore.keystore().enroll(actor, account.clone()).await {
+            Err(kagi_keystore::Error::AlreadyEnrolled) => {
+                keystore.keystore().current_key(actor, account).await?
+            }
+            other => other?,
+        },
+    )
 }
 
 /// A demo account in the reset service's directory (its password generated once and kept
@@ -409,6 +423,8 @@ struct Banner<'a> {
     uri: &'a str,
     password: &'a str,
     operator_password: &'a str,
+    /// The operator's setup key, Base32: its login asks for a code too.
+    operator_key: &'a str,
     tls: Option<&'a tls::DevTls>,
 }
 
@@ -445,13 +461,16 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
          notifier  {scheme}://{notifier}   (kagi.v1.Notifier; mail goes to {data}/outbox{notifier_metrics})\n  \
          tokens    {data}/callers/<caller>\n\n  \
          demo account : {account}\n  password     : {password}\n  recovery     : {recovery}\n  \
-         operator     : {operator}   (password {operator_password}; the help desk at http://{portal}/helpdesk,\n                 \
-         or `kagi admin account {account} --operator {operator}`)\n  \
          setup key    : {key}\n  otpauth      : {uri}\n\n{qr}\n\
          Scan the QR code with an authenticator app: the portal's login asks for its current code\n\
          (kagi dev names no campus network). Check a code directly:\n\n  \
          {grpcurl} \\\n    \
          -d '{{\"account_id\":\"{account}\",\"code\":\"123456\"}}' {keystore} kagi.v1.Keystore/VerifyCode\n\n\
+         The help desk's console is at http://{portal}/helpdesk for the demo operator:\n\n  \
+         operator     : {operator}\n  password     : {operator_password}\n  \
+         operator key : {operator_key}   (its login asks for a code too)\n\n\
+         or from a terminal (endpoints and TLS files: kagi admin --help):\n  \
+         kagi admin account {account} --operator {operator} --keystore http://{keystore} --reset http://{reset} --notifier http://{notifier}\n\n\
          Ctrl-C stops everything.\n",
         portal = b.portal,
         keystore = b.keystore,
@@ -461,6 +480,7 @@ fn print_banner(b: &Banner<'_>) -> anyhow::Result<()> {
         password = b.password,
         operator = DEMO_OPERATOR,
         operator_password = b.operator_password,
+        operator_key = b.operator_key,
         recovery = DEMO_RECOVERY_EMAIL,
         key = grouped.join(" "),
         uri = b.uri,

@@ -257,8 +257,8 @@ impl HelpdeskSettings {
         !self.keystore.endpoint.is_empty()
     }
 
-    /// Refuses a role that the login mode would never match (a silent, empty console), and
-    /// a console missing one of its services.
+    /// Refuses a role that the login mode would never match, and a console missing one of
+    /// its services. A console with no role configured admits nobody (strict).
     ///
     /// # Errors
     /// A role of the other login mode, or a partial set of endpoints.
@@ -280,11 +280,6 @@ impl HelpdeskSettings {
                     "helpdesk.operators is for login.mode = \"local\"; use group_header and group_values"
                 )
             }
-            LoginMode::TrustedHeader
-                if self.group_header.is_empty() || self.group_values.is_empty() =>
-            {
-                anyhow::bail!("helpdesk: trusted-header mode needs group_header and group_values")
-            }
             _ => Ok(()),
         }
     }
@@ -297,6 +292,25 @@ mod tests {
     #[test]
     fn the_reference_file_states_the_real_defaults() {
         kagi_runtime::settings::reference_states_defaults::<Settings>(REFERENCE).unwrap();
+    }
+
+    #[test]
+    fn a_helpdesk_role_of_the_other_login_mode_is_refused() {
+        let mut h = HelpdeskSettings::default();
+        assert!(h.check(LoginMode::Local).is_ok(), "the console is off");
+        h.keystore.endpoint = "http://127.0.0.1:1".into();
+        assert!(h.check(LoginMode::Local).is_err(), "one endpoint of three");
+        h.reset.endpoint = "http://127.0.0.1:2".into();
+        h.notifier.endpoint = "http://127.0.0.1:3".into();
+        assert!(
+            h.check(LoginMode::Local).is_ok(),
+            "no role: nobody is an operator"
+        );
+        h.group_header = "x-kagi-groups".into();
+        assert!(h.check(LoginMode::Local).is_err());
+        assert!(h.check(LoginMode::TrustedHeader).is_ok());
+        h.operators = vec!["ops1".into()];
+        assert!(h.check(LoginMode::TrustedHeader).is_err());
     }
 
     #[test]

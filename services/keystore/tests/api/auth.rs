@@ -145,11 +145,21 @@ async fn health_and_reflection_answer_without_a_token(backend: Backend) {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"kagi.v1.Keystore".to_owned()), "{names:?}");
     assert!(
+        names.contains(&"kagi.v1.KeystoreAdmin".to_owned()),
+        "the help desk's contract is served by the service that owns the data: {names:?}"
+    );
+    assert!(
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
     // Only the keystore's own API: the other kagi services live elsewhere.
-    for other in ["kagi.v1.Reset", "kagi.v1.Directory", "kagi.v1.Notifier"] {
+    for other in [
+        "kagi.v1.Reset",
+        "kagi.v1.Directory",
+        "kagi.v1.Notifier",
+        "kagi.v1.ResetAdmin",
+        "kagi.v1.NotifierAdmin",
+    ] {
         assert!(!names.contains(&other.to_owned()), "{names:?}");
     }
 }

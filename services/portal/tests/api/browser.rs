@@ -13,6 +13,7 @@ use kagi_runtime::Clock as _;
 use kagi_testkit::Backend;
 
 use crate::common::{self, ACCOUNT, PASSWORD, Stack};
+use crate::helpdesk;
 use crate::webdriver::Browser;
 
 const IPHONE_SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
@@ -357,7 +358,88 @@ async fn menu_3_is_greyed_out_for_chrome_on_windows() {
     browser.screenshot("12-apple-autofill-unavailable").await;
 }
 
+/// Issue 15: the help desk's console in a browser. A user without the role is refused and
+/// sees nothing; the operator finds the locked account, unlocks it, cancels its reissue and
+/// revokes its key, each with a reason: every action is in the trail on the page, and the
+/// user has a mail for each in the SMTP mailbox.
+async fn the_help_desk_console_walk(backend: Backend) {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let stack = helpdesk::stack_with_operator(backend).await;
+    helpdesk::lock_out(&stack).await;
+    helpdesk::start_reissue(&stack).await;
+    let browser = Browser::start(WINDOWS_CHROME).await;
+
+    browser.goto(&stack.url("/helpdesk")).await;
+    log_in(&browser, &stack).await;
+    browser.expect_page("ITヘルプデスクの担当者のみ").await;
+    assert!(
+        browser.try_find("#account").await.is_none(),
+        "no search for a non-operator"
+    );
+    browser.find("#logout").await.click().await;
+    browser.expect_page("ログアウトしました").await;
+
+    browser.goto(&stack.url("/helpdesk")).await;
+    browser
+        .find("#account_id")
+        .await
+        .type_text(helpdesk::OPERATOR)
+        .await;
+    browser.find("#password").await.type_text(PASSWORD).await;
+    browser.find("#submit").await.click().await;
+    browser.expect_path("/helpdesk").await;
+    browser.find("#account").await.type_text(ACCOUNT).await;
+    browser.find("#search").await.click().await;
+    assert_eq!(browser.text_of("#times-locked").await, "1");
+    assert_eq!(browser.text_of("#reset-state").await, "CODE_SENT");
+    assert_eq!(browser.text_of("#recovery").await, "t****@e*****.ac.jp");
+    browser.screenshot("13-helpdesk-account").await;
+
+    for (button, reason, done) in [
+        (
+            "#unlock",
+            "本人から電話。学生証で確認",
+            "ロックを解除しました",
+        ),
+        (
+            "#cancel-reset",
+            "本人が取り消しを希望",
+            "再発行の手続きを取り消しました",
+        ),
+        (
+            "#revoke",
+            "端末の盗難の届け出",
+            "セットアップキーを無効にしました",
+        ),
+    ] {
+        browser.find("#reason").await.type_text(reason).await;
+        browser.find(button).await.click().await;
+        browser.expect_page(done).await;
+        browser.expect_page("利用者にメールで通知しました").await;
+    }
+    let page = browser.source().await;
+    for action in ["admin_unlock", "admin_cancel_reset", "admin_revoke"] {
+        assert!(page.contains(action), "{action} in the trail on the page");
+    }
+    assert!(page.contains("operator=ops1 reason=端末の盗難の届け出"));
+    browser.screenshot("14-helpdesk-after-actions").await;
+    assert_eq!(
+        stack
+            .login_with_secret(&stack.first_key.secret_base32)
+            .await,
+        VerifyResult::NoKey,
+        "the revoked key logs nobody in"
+    );
+    let mails = stack.sink.wait_for_mails(4).await;
+    let notices = helpdesk::subjects(&mails)
+        .into_iter()
+        .filter(|s| s.contains("ヘルプデスクによるアカウント操作のお知らせ"))
+        .count();
+    assert_eq!(notices, 3, "a mail in the mailbox for each action");
+}
+
 kagi_testkit::both_backends!(
+    the_help_desk_console_walk,
     menu_1_shows_the_current_key_after_login_and_its_qr_code_works,
     menu_2_reissues_the_key_end_to_end_with_the_code_from_the_mail,
     menu_3_is_enabled_for_iphone_safari,

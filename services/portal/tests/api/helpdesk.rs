@@ -13,9 +13,9 @@ use secrecy::SecretString;
 use crate::common::http::{Client, Reply, csrf_in};
 use crate::common::{self, ACCOUNT, PASSWORD, Stack};
 
-const OPERATOR: &str = "ops1";
+pub const OPERATOR: &str = "ops1";
 
-async fn stack_with_operator(backend: Backend) -> Stack {
+pub async fn stack_with_operator(backend: Backend) -> Stack {
     let stack = Box::pin(Stack::start_with_on(backend, |s| {
         s.helpdesk.operators = vec![OPERATOR.into()];
     }))
@@ -51,7 +51,7 @@ async fn log_in_as(client: &mut Client, account: &str) {
 }
 
 /// Five wrong codes: the account locks.
-async fn lock_out(stack: &Stack) {
+pub async fn lock_out(stack: &Stack) {
     let mut login = common::keystore_as(None, stack.keystore, "login");
     for _ in 0..5 {
         login
@@ -81,7 +81,7 @@ async fn verify_now(stack: &Stack) -> pb::VerifyResult {
 }
 
 /// Menu 2's first step through the portal: the code mail goes out.
-async fn start_reissue(stack: &Stack) {
+pub async fn start_reissue(stack: &Stack) {
     let mut user = Client::new(stack.portal);
     let form = user.get("/reset").await;
     let csrf = csrf_in(&form.text());
@@ -115,7 +115,7 @@ async fn act(client: &mut Client, action: &str, reason: &str) -> Reply {
         .await
 }
 
-fn subjects(raw: &[Vec<u8>]) -> Vec<String> {
+pub fn subjects(raw: &[Vec<u8>]) -> Vec<String> {
     raw.iter()
         .map(|m| {
             mail_parser::MessageParser::default()

@@ -103,27 +103,16 @@ impl ResetSaga {
                 ResetState::Confirming => return Err(Error::IllegalStep(Refusal::NotCancellable)),
                 _ => return Err(Error::NoResetInProgress),
             }
+            let detail = context.audit_detail();
+            let event = self.event(actor, "admin_cancel_reset", account_id, detail);
             let moved = self
                 .inner
                 .db
-                .move_state(
-                    &row.token_hash,
-                    row.version,
-                    row.state,
-                    ResetState::Cancelled,
-                    now,
-                )
+                .cancel_by_operator(&row.token_hash, row.version, row.state, &event)
                 .await?;
             if !moved {
                 continue;
             }
-            self.record(
-                actor,
-                "admin_cancel_reset",
-                account_id,
-                context.audit_detail(),
-            )
-            .await?;
             tracing::info!(operator = %context.operator, "reset cancelled by an operator");
             let notice = OperatorNotice {
                 account_id,
@@ -208,15 +197,25 @@ impl ResetSaga {
         account_id: &str,
         detail: String,
     ) -> Result<(), Error> {
-        let event = NewAdminEvent {
+        let event = self.event(actor, action, account_id, detail);
+        Ok(self.inner.db.admin_audit(&event).await?)
+    }
+
+    fn event<'a>(
+        &self,
+        actor: AdminActor<'a>,
+        action: &'a str,
+        account_id: &'a str,
+        detail: String,
+    ) -> NewAdminEvent<'a> {
+        NewAdminEvent {
             at: self.now(),
             caller: actor.caller,
             action,
             account_id,
             detail,
             trace_id: kagi_runtime::telemetry::current_trace_id().unwrap_or_default(),
-        };
-        Ok(self.inner.db.admin_audit(&event).await?)
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The help desk's reads and trail (`kagi.v1.ResetAdmin`): an account's newest reset, and
 //! who looked at or acted on it.
 
-use super::Db;
-use super::resets::ResetRow;
+use super::resets::{ResetRow, state_column};
+use super::{Db, WriteTx};
+use crate::domain::ResetState;
 
 /// An entry of the help desk's trail about to be recorded.
 #[derive(Debug, Clone)]
@@ -44,24 +45,47 @@ impl Db {
         .await
     }
 
+    /// Cancels the reset `token_hash` if it is still at `version` in state `from`, and
+    /// records `event` with it, in one transaction. `false` when another step moved first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn cancel_by_operator(
+        &self,
+        token_hash: &str,
+        version: i64,
+        from: ResetState,
+        event: &NewAdminEvent<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        let WriteTx {
+            mut tx,
+            turn: _turn,
+        } = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE resets SET state = $1, updated_at = $2, version = version + 1 \
+             WHERE token_hash = $3 AND state = $4 AND version = $5",
+        )
+        .bind(state_column(ResetState::Cancelled))
+        .bind(event.at)
+        .bind(token_hash)
+        .bind(state_column(from))
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Records one entry of the help desk's trail.
     ///
     /// # Errors
     /// Database failures.
     pub async fn admin_audit(&self, event: &NewAdminEvent<'_>) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO admin_audit (at, caller, action, account_id, detail, trace_id) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(event.at)
-        .bind(event.caller)
-        .bind(event.action)
-        .bind(event.account_id)
-        .bind(&event.detail)
-        .bind(&event.trace_id)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        insert_event(self.pool(), event).await
     }
 
     /// The account's newest `limit` entries, newest first.
@@ -82,4 +106,23 @@ impl Db {
         .fetch_all(self.pool())
         .await
     }
+}
+
+async fn insert_event<'c, E>(executor: E, event: &NewAdminEvent<'_>) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO admin_audit (at, caller, action, account_id, detail, trace_id) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event.at)
+    .bind(event.caller)
+    .bind(event.action)
+    .bind(event.account_id)
+    .bind(&event.detail)
+    .bind(&event.trace_id)
+    .execute(executor)
+    .await?;
+    Ok(())
 }

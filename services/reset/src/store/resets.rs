@@ -7,7 +7,7 @@ use super::{Db, WriteTx, is_unique_violation};
 
 /// The one place a [`ResetState`] becomes the text of the `state` column: every query
 /// binds its states through it.
-fn state_column(state: ResetState) -> &'static str {
+pub(crate) fn state_column(state: ResetState) -> &'static str {
     match state {
         ResetState::CodeSent => "code_sent",
         ResetState::Verified => "verified",
