@@ -119,7 +119,12 @@ impl Front {
     ///
     /// # Errors
     /// Not within `within`.
-    pub async fn wait_up(&self, name: &str, servers: usize, within: Duration) -> anyhow::Result<()> {
+    pub async fn wait_up(
+        &self,
+        name: &str,
+        servers: usize,
+        within: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if self.servers_up(name).await.ok().flatten() == Some(servers) {
@@ -163,7 +168,9 @@ impl Front {
         };
         let mut up = 0;
         for fields in lines.map(|l| l.split(',').collect::<Vec<_>>()) {
-            if fields.get(px) != Some(&name) || matches!(fields.get(sv), Some(&"FRONTEND" | &"BACKEND")) {
+            if fields.get(px) != Some(&name)
+                || matches!(fields.get(sv), Some(&"FRONTEND" | &"BACKEND"))
+            {
                 continue;
             }
             let is_up = fields.get(status).is_some_and(|s| s.starts_with("UP"));

@@ -25,8 +25,10 @@ use tokio::process::{Child, Command};
 
 /// Debian's PostgreSQL 15 programs; `KAGI_STACK_PG_BIN` overrides.
 fn pg_bin() -> PathBuf {
-    std::env::var_os("KAGI_STACK_PG_BIN")
-        .map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from)
+    std::env::var_os("KAGI_STACK_PG_BIN").map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        PathBuf::from,
+    )
 }
 
 /// Settings of both nodes (each also gets `-p <port>` on its command line).
@@ -107,7 +109,14 @@ impl PgCluster {
             .run(
                 "initdb",
                 &[
-                    "-D", &dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions",
+                    "-D",
+                    &dir,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
                     // A throwaway cluster: no need to wait for the disk at creation.
                     "--no-sync",
                 ],
@@ -189,8 +198,7 @@ impl PgCluster {
     pub async fn wait_in_sync(&self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&self.primary_url("postgres")).await
-            {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&self.primary_url("postgres")).await {
                 let state: Option<(String,)> = sqlx::query_as(
                     "SELECT sync_state::text FROM pg_stat_replication WHERE state = 'streaming'",
                 )
@@ -227,8 +235,20 @@ impl PgCluster {
         self.run(
             "pg_basebackup",
             &[
-                "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", &dir_text, "-R", "-X",
-                "stream", "-c", "fast", "--no-sync",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &dir_text,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
             ],
         )
         .await?;
@@ -306,7 +326,10 @@ impl PgCluster {
         let port = node.port;
         self.nodes[index].child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while sqlx::PgConnection::connect(&url(port, "postgres")).await.is_err() {
+        while sqlx::PgConnection::connect(&url(port, "postgres"))
+            .await
+            .is_err()
+        {
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
                 "postgres on {port} did not accept connections; see {}",

@@ -100,8 +100,15 @@ impl Replica {
         let mut command = Command::new(&self.binary);
         command
             .args([self.service.name(), "serve"])
-            .envs(self.settings.iter().map(|(k, v)| (format!("{prefix}{k}"), v)))
-            .env(format!("{prefix}SERVER__LISTEN_ADDR"), self.addr.to_string())
+            .envs(
+                self.settings
+                    .iter()
+                    .map(|(k, v)| (format!("{prefix}{k}"), v)),
+            )
+            .env(
+                format!("{prefix}SERVER__LISTEN_ADDR"),
+                self.addr.to_string(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -128,7 +135,12 @@ impl Replica {
                 );
             }
             if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("{} replica {} did not listen on {}", self.service, self.index, self.addr);
+                anyhow::bail!(
+                    "{} replica {} did not listen on {}",
+                    self.service,
+                    self.index,
+                    self.addr
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -75,7 +75,8 @@ impl StackBuilder {
     /// One setting of one service, as its environment variable without the prefix
     /// (`POLICY__STARTS_PER_HOUR`), over the stack's defaults.
     pub fn setting(mut self, service: Service, key: &str, value: impl ToString) -> Self {
-        self.settings.push((service, key.to_owned(), value.to_string()));
+        self.settings
+            .push((service, key.to_owned(), value.to_string()));
         self
     }
 
@@ -161,8 +162,9 @@ impl StackBuilder {
             let addrs = replica_addrs.get(&service).cloned().unwrap_or_default();
             let logs = root.join("logs");
             let first = addrs.first().copied().context("no replica address")?;
-            let mut replicas =
-                vec![Replica::start(&self.binary, service, 0, first, settings.clone(), &logs).await?];
+            let mut replicas = vec![
+                Replica::start(&self.binary, service, 0, first, settings.clone(), &logs).await?,
+            ];
             let others: Vec<_> = addrs
                 .iter()
                 .enumerate()

@@ -130,7 +130,12 @@ async fn mail(stack: &Stack, found: &mut Found) -> anyhow::Result<()> {
     };
     let mut received: HashMap<String, usize> = HashMap::new();
     for mail in stack.mail().all() {
-        let id = mail.message_id.split('@').next().unwrap_or_default().to_owned();
+        let id = mail
+            .message_id
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         *received.entry(id).or_default() += 1;
     }
     found.mails_queued = rows.len();
@@ -138,9 +143,9 @@ async fn mail(stack: &Stack, found: &mut Found) -> anyhow::Result<()> {
     found.duplicate_mails = received.values().filter(|n| **n > 1).count();
     for (id, state) in &rows {
         if !received.contains_key(id) {
-            found
-                .violations
-                .push(format!("queued mail {id} (state {state}) never reached the SMTP server"));
+            found.violations.push(format!(
+                "queued mail {id} (state {state}) never reached the SMTP server"
+            ));
         }
     }
     Ok(())
@@ -148,7 +153,11 @@ async fn mail(stack: &Stack, found: &mut Found) -> anyhow::Result<()> {
 
 /// Every key decrypts (GetCurrentKey) and is the one its user holds; 16 accounts at a
 /// time (each answer renders QR codes, which takes a while).
-async fn keys(clients: &Clients, expected: &[(String, Vec<u8>)], found: &mut Found) -> anyhow::Result<()> {
+async fn keys(
+    clients: &Clients,
+    expected: &[(String, Vec<u8>)],
+    found: &mut Found,
+) -> anyhow::Result<()> {
     for batch in expected.chunks(16) {
         let mut handles = Vec::new();
         for (account, secret) in batch.iter().cloned() {
@@ -162,7 +171,9 @@ async fn keys(clients: &Clients, expected: &[(String, Vec<u8>)], found: &mut Fou
             handles.push(tokio::spawn(async move {
                 let key = keystore.get_current_key(request).await;
                 let held = match key.map(|k| k.into_inner().key.map(|k| k.secret_base32)) {
-                    Ok(Some(b32)) => data_encoding::BASE32_NOPAD.decode(b32.as_bytes()).ok() == Some(secret),
+                    Ok(Some(b32)) => {
+                        data_encoding::BASE32_NOPAD.decode(b32.as_bytes()).ok() == Some(secret)
+                    }
                     _ => false,
                 };
                 (account, held)
@@ -193,10 +204,13 @@ async fn keystore_rows(
     let url = stack.database_url(Service::Keystore);
     let accounts = qualified(url, "keystore", "accounts");
     let audit = qualified(url, "keystore", "audit_events");
-    let last: HashMap<String, i64> = query_i64(url, &format!("SELECT account_id, last_step FROM {accounts}"))
-        .await?
-        .into_iter()
-        .collect();
+    let last: HashMap<String, i64> = query_i64(
+        url,
+        &format!("SELECT account_id, last_step FROM {accounts}"),
+    )
+    .await?
+    .into_iter()
+    .collect();
     let mut seen: HashMap<String, u64> = HashMap::new();
     for (account, step) in clients.journal.accepted_codes() {
         let max = seen.entry(account).or_default();
@@ -212,7 +226,9 @@ async fn keystore_rows(
     }
     let rotations: HashMap<String, i64> = query_i64(
         url,
-        &format!("SELECT account_id, COUNT(*) FROM {audit} WHERE action = 'rotate' GROUP BY account_id"),
+        &format!(
+            "SELECT account_id, COUNT(*) FROM {audit} WHERE action = 'rotate' GROUP BY account_id"
+        ),
     )
     .await?
     .into_iter()

@@ -67,11 +67,19 @@ pub fn schedule(plan: &Plan) -> Schedule {
     if plan.database_faults {
         kinds.extend([FaultKind::PrimaryFailover, FaultKind::PostgresRestart]);
     }
-    let window = Duration::from_secs(plan.seconds).mul_f64(0.9).saturating_sub(Duration::from_secs(5));
+    let window = Duration::from_secs(plan.seconds)
+        .mul_f64(0.9)
+        .saturating_sub(Duration::from_secs(5));
     // A failover takes ~10 s with the standby's rebuild, a kill ~3 s: one round's share.
     let round_secs: u64 = kinds
         .iter()
-        .map(|k| if *k == FaultKind::PrimaryFailover { 12 } else { 5 })
+        .map(|k| {
+            if *k == FaultKind::PrimaryFailover {
+                12
+            } else {
+                5
+            }
+        })
         .sum();
     let rounds = (window.as_secs() / round_secs.max(1)).max(1);
     let slots = usize::try_from(rounds).unwrap_or(1) * kinds.len();
@@ -80,7 +88,8 @@ pub fn schedule(plan: &Plan) -> Schedule {
     for round in 0..rounds {
         kinds.shuffle(&mut rng);
         for (i, kind) in kinds.iter().enumerate() {
-            let slot = u32::try_from(usize::try_from(round).unwrap_or(0) * kinds.len() + i).unwrap_or(0);
+            let slot =
+                u32::try_from(usize::try_from(round).unwrap_or(0) * kinds.len() + i).unwrap_or(0);
             process.push(Planned {
                 at: Duration::from_secs(5) + gap * slot,
                 kind: *kind,
@@ -131,7 +140,9 @@ pub async fn process_lane(
             replica.restart().await?;
             let n = replicas.get(&service).map_or(0, Vec::len);
             if let Some(front) = front {
-                front.wait_up(service.name(), n, Duration::from_secs(30)).await?;
+                front
+                    .wait_up(service.name(), n, Duration::from_secs(30))
+                    .await?;
             }
         } else if let Some(pg) = pg.as_mut() {
             match planned.kind {

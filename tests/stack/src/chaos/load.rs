@@ -5,8 +5,8 @@
 //! balanced channel over each replica's address) and retry what a real client retries.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_proto::v1::reset_client::ResetClient;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use kagi_runtime::client::{ClientSettings, Resolve, ServiceChannel};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::journal::Journal;
 use crate::mailbox::MailReader;
@@ -164,7 +164,8 @@ pub async fn logins(clients: Clients, mut accounts: Vec<Account>, replay_every: 
             let attempts = std::sync::atomic::AtomicU32::new(0);
             let reply = retry(journal, "keystore.VerifyCode", LOGIN_BUDGET, || {
                 attempts.fetch_add(1, Ordering::Relaxed);
-                let (mut ks, request) = (clients.keystore.clone(), verify(&clients, account, &code));
+                let (mut ks, request) =
+                    (clients.keystore.clone(), verify(&clients, account, &code));
                 async move { ks.verify_code(request).await }
             })
             .await;
@@ -180,7 +181,9 @@ pub async fn logins(clients: Clients, mut accounts: Vec<Account>, replay_every: 
                 }
                 // The first attempt went through but its reply was lost; the retry is
                 // rightly refused. Ambiguous for the client, never a double acceptance.
-                pb::VerifyResult::Replayed if retried => journal.note("login retried after a lost reply: REPLAYED"),
+                pb::VerifyResult::Replayed if retried => {
+                    journal.note("login retried after a lost reply: REPLAYED")
+                }
                 other => journal.violation(format!(
                     "login {} at step {step}: {other:?} for a fresh code of the current key",
                     account.id
@@ -193,7 +196,11 @@ pub async fn logins(clients: Clients, mut accounts: Vec<Account>, replay_every: 
     }
 }
 
-fn verify(clients: &Clients, account: &Account, code: &str) -> tonic::Request<pb::VerifyCodeRequest> {
+fn verify(
+    clients: &Clients,
+    account: &Account,
+    code: &str,
+) -> tonic::Request<pb::VerifyCodeRequest> {
     bearer(
         &clients.tokens.login,
         pb::VerifyCodeRequest {
@@ -206,10 +213,15 @@ fn verify(clients: &Clients, account: &Account, code: &str) -> tonic::Request<pb
 /// Sends an accepted code again (the balancer picks any replica): anything but REPLAYED
 /// is a second acceptance or a wrong answer.
 async fn replay(clients: &Clients, account: &Account, code: &str, step: u64) {
-    let reply = retry(&clients.journal, "keystore.VerifyCode (replay)", LOGIN_BUDGET, || {
-        let (mut ks, request) = (clients.keystore.clone(), verify(clients, account, code));
-        async move { ks.verify_code(request).await }
-    })
+    let reply = retry(
+        &clients.journal,
+        "keystore.VerifyCode (replay)",
+        LOGIN_BUDGET,
+        || {
+            let (mut ks, request) = (clients.keystore.clone(), verify(clients, account, code));
+            async move { ks.verify_code(request).await }
+        },
+    )
     .await;
     if let Ok(reply) = reply {
         match reply.into_inner().result() {

@@ -85,7 +85,10 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
 /// One line on stderr per phase, so a long run shows where it is.
 #[allow(clippy::print_stderr)]
 fn progress(began: std::time::Instant, what: &str) {
-    eprintln!("kagi-stack chaos: {what} after {:.1} s", began.elapsed().as_secs_f64());
+    eprintln!(
+        "kagi-stack chaos: {what} after {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
 }
 
 async fn run_on(
@@ -133,9 +136,16 @@ async fn run_on(
     let workers = 8.min(accounts.len().max(1));
     let chunk = accounts.len().div_ceil(workers).max(1);
     for part in accounts.chunks(chunk) {
-        tasks.push(tokio::spawn(load::logins(clients.clone(), part.to_vec(), 10)));
+        tasks.push(tokio::spawn(load::logins(
+            clients.clone(),
+            part.to_vec(),
+            10,
+        )));
     }
-    tasks.push(tokio::spawn(load::pages(clients.clone(), Duration::from_millis(50))));
+    tasks.push(tokio::spawn(load::pages(
+        clients.clone(),
+        Duration::from_millis(50),
+    )));
     let pool = Arc::new(Mutex::new(saga_accounts));
     let done: Arc<Mutex<Vec<Saga>>> = Arc::default();
     let mut saga_tasks = Vec::new();
@@ -182,7 +192,9 @@ async fn run_on(
     progress(began, "sagas finished, checking");
     let found = check::all(stack, &clients, &expected, &sagas).await?;
     progress(began, "checked");
-    Ok(report::Report::new(config, &schedule, &journal, &sagas, found, elapsed))
+    Ok(report::Report::new(
+        config, &schedule, &journal, &sagas, found, elapsed,
+    ))
 }
 
 /// Enrolls `n` login accounts, 16 at a time.
@@ -193,7 +205,9 @@ async fn enroll_logins(clients: &Clients, n: usize) -> anyhow::Result<Vec<Accoun
         let mut handles = Vec::new();
         for id in batch {
             let (clients, id) = (clients.clone(), id.clone());
-            handles.push(tokio::spawn(async move { enroll(&clients, &id).await.map(|s| (id, s)) }));
+            handles.push(tokio::spawn(async move {
+                enroll(&clients, &id).await.map(|s| (id, s))
+            }));
         }
         for handle in handles {
             let (id, secret) = handle.await??;
@@ -226,7 +240,11 @@ async fn enroll(clients: &Clients, id: &str) -> anyhow::Result<Vec<u8>> {
 
 /// `n` accounts in the reset service's directory (added as `kagi reset accounts add`
 /// does, through its library), each enrolled at the keystore.
-async fn saga_accounts(stack: &Stack, clients: &Clients, n: usize) -> anyhow::Result<Vec<SagaAccount>> {
+async fn saga_accounts(
+    stack: &Stack,
+    clients: &Clients,
+    n: usize,
+) -> anyhow::Result<Vec<SagaAccount>> {
     let mut settings = kagi_reset::Settings::default();
     settings.database.url = stack.database_url(Service::Reset).to_owned();
     settings.database.max_connections = 4;

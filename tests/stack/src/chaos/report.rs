@@ -55,7 +55,9 @@ impl Report {
         }
         let mut last_failure: BTreeMap<usize, Instant> = BTreeMap::new();
         for failure in journal.failures() {
-            let Some(fault) = fault_at(&faults, failure.at, now) else { continue };
+            let Some(fault) = fault_at(&faults, failure.at, now) else {
+                continue;
+            };
             let index = faults
                 .iter()
                 .position(|f| f.start == fault.start && f.kind == fault.kind)
@@ -77,8 +79,14 @@ impl Report {
                 row.longest_failure_window = row.longest_failure_window.max(at - fault.start);
             }
         }
-        let started = sagas.iter().filter(|s| !matches!(s.outcome, Outcome::NotStarted)).count();
-        let completed = sagas.iter().filter(|s| matches!(s.outcome, Outcome::Completed { .. })).count();
+        let started = sagas
+            .iter()
+            .filter(|s| !matches!(s.outcome, Outcome::NotStarted))
+            .count();
+        let completed = sagas
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Completed { .. }))
+            .count();
         let header = format!(
             "{} s, seed {}, {} replicas of each service, {:?}, {} login accounts, {} saga workers; \
              schedule: {} process faults, SMTP {:?} down then {:?} 451",
@@ -110,7 +118,12 @@ impl Report {
     /// The Markdown FAULTS.md shows.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "Run: {} (load ran {:.0} s)\n", self.header, self.elapsed.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "Run: {} (load ran {:.0} s)\n",
+            self.header,
+            self.elapsed.as_secs_f64()
+        );
         let _ = writeln!(
             out,
             "| fault | injected | longest window of failed calls | failed attempts | calls failed after retries | logins failed | invariant violations |\n\

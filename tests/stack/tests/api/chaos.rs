@@ -46,5 +46,8 @@ async fn a_short_chaos_run_with_every_fault_type_breaks_no_invariant() {
     // The load really ran: logins accepted, sagas completed, mail delivered.
     assert!(outcome.report.sagas_completed > 0, "{report}");
     assert!(outcome.report.found.mails_received > 0, "{report}");
-    assert!(outcome.report.found.keys_checked > config.accounts, "{report}");
+    assert!(
+        outcome.report.found.keys_checked > config.accounts,
+        "{report}"
+    );
 }

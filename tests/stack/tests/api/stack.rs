@@ -70,7 +70,12 @@ async fn two_replicas_of_everything_serve_a_reset_by_mail_across_a_killed_keysto
     .unwrap();
 
     // A keystore replica dies mid-run; the front sends the next calls to the other.
-    stack.replica(Service::Keystore, 0).unwrap().kill().await.unwrap();
+    stack
+        .replica(Service::Keystore, 0)
+        .unwrap()
+        .kill()
+        .await
+        .unwrap();
 
     let portal = stack.token("portal").unwrap();
     let mut reset = ResetClient::new(channel(stack.addr(Service::Reset)).await);
@@ -113,7 +118,12 @@ async fn two_replicas_of_everything_serve_a_reset_by_mail_across_a_killed_keysto
         .unwrap()
         .into_inner();
     assert_eq!(verified.result(), pb::CodeCheck::Verified);
-    stack.replica(Service::Keystore, 0).unwrap().restart().await.unwrap();
+    stack
+        .replica(Service::Keystore, 0)
+        .unwrap()
+        .restart()
+        .await
+        .unwrap();
     let new = reset
         .confirm_reset(bearer(
             &portal,
