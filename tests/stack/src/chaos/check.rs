@@ -59,6 +59,7 @@ pub async fn all(
     }
     keys(clients, &expected, &mut found).await?;
     keystore_rows(stack, clients, sagas, &mut found).await?;
+    sagas_not_stuck(stack, clients, sagas, &mut found).await?;
     Ok(found)
 }
 
@@ -240,6 +241,57 @@ async fn keystore_rows(
             found.violations.push(format!(
                 "saga of {}: {n} rotations in the audit trail, want {want}",
                 saga.account.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// No saga is left mid-rotation in the reset service's database (its sweeper finishes what
+/// a killed replica left), and each started saga mailed its code exactly once.
+async fn sagas_not_stuck(
+    stack: &Stack,
+    clients: &Clients,
+    sagas: &[Saga],
+    found: &mut Found,
+) -> anyhow::Result<()> {
+    let url = stack.database_url(Service::Reset);
+    let resets = qualified(url, "reset", "resets");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = query_i64(
+            url,
+            &format!("SELECT state, COUNT(*) FROM {resets} GROUP BY state"),
+        )
+        .await?;
+        let confirming = states
+            .iter()
+            .find(|(state, _)| state == "confirming")
+            .map_or(0, |(_, n)| *n);
+        if confirming == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            found
+                .violations
+                .push(format!("{confirming} sagas stuck in CONFIRMING after 60 s"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for saga in sagas.iter().filter(|s| s.reset_id.is_some()) {
+        let codes: HashSet<String> = clients
+            .mail
+            .to(&saga.account.email)
+            .into_iter()
+            .filter(|m| m.reset_code().is_some())
+            .map(|m| m.message_id)
+            .collect();
+        if codes.len() != 1 {
+            found.violations.push(format!(
+                "saga of {}: {} distinct code mails, want 1",
+                saga.account.id,
+                codes.len()
             ));
         }
     }
