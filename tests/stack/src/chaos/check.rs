@@ -74,13 +74,18 @@ fn accepted_once(clients: &Clients, found: &mut Found) {
     }
 }
 
-/// The fault whose window (start to repair + [`GRACE`]) holds `at`, preferring the latest.
+/// The fault a failure at `at` belongs to: the one being injected then (faults of the
+/// process lane never overlap), else the latest-repaired one whose [`GRACE`] holds it. SMTP
+/// outages fail no call (they delay mail) and explain none.
 pub fn fault_at(faults: &[Fault], at: Instant, end_of_run: Instant) -> Option<&Fault> {
-    faults
-        .iter()
-        .filter(|f| f.kind != FaultKind::SmtpOutage)
-        .filter(|f| f.start <= at && at <= f.end.unwrap_or(end_of_run) + GRACE)
-        .max_by_key(|f| f.start)
+    let calls = || faults.iter().filter(|f| f.kind != FaultKind::SmtpOutage);
+    calls()
+        .find(|f| f.start <= at && at <= f.end.unwrap_or(end_of_run))
+        .or_else(|| {
+            calls()
+                .filter(|f| f.start <= at && at <= f.end.unwrap_or(end_of_run) + GRACE)
+                .max_by_key(|f| f.end)
+        })
 }
 
 fn failures_inside_faults(clients: &Clients, found: &mut Found) {

@@ -101,7 +101,8 @@ async fn run_on(
     let clients = Clients {
         keystore: KeystoreClient::new(load::balanced(&stack.replica_addrs(Service::Keystore))?),
         reset: ResetClient::new(load::balanced(&stack.replica_addrs(Service::Reset))?),
-        portal: stack.replica_addrs(Service::Portal),
+        // Browsers reach the portal through the front, as through an Ingress.
+        portal: vec![stack.addr(Service::Portal)],
         tokens: Arc::new(Tokens {
             login: stack.token("login")?,
             portal: stack.token("portal")?,
@@ -167,11 +168,7 @@ async fn run_on(
         &journal,
         started,
     );
-    let mail = async {
-        if let Some((at, down, greylist)) = schedule.smtp {
-            faults::smtp_lane(&mut stack.mailbox, at, down, greylist, &journal, started).await;
-        }
-    };
+    let mail = faults::smtp_lane(&mut stack.mailbox, &schedule, &journal, started);
     let (process, ()) = tokio::join!(process, mail);
     process.context("repairing a fault")?;
     tokio::time::sleep_until(started + Duration::from_secs(config.seconds)).await;
