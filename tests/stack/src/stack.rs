@@ -13,7 +13,7 @@ use kagi_runtime::random::read_or_create_secret_file;
 use crate::haproxy::{Front, Listener};
 use crate::mailbox::{MailReader, Mailbox};
 use crate::postgres::{self, PgCluster};
-use crate::replica::{Replica, Service, free_addr};
+use crate::replica::{Replica, Service, free_addrs};
 
 /// Where the services keep their data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,17 +109,20 @@ impl StackBuilder {
             Storage::Sqlite => (None, None),
         };
         let fronted = self.replicas > 1 || pg.is_some();
+        // Every address at once, so no two of them can be the same port.
+        let mut free = free_addrs(Service::ALL.len() * (self.replicas + 1) + 1)?.into_iter();
+        let mut next = || free.next().context("a free port");
         let mut replica_addrs: BTreeMap<Service, Vec<SocketAddr>> = BTreeMap::new();
         let mut endpoints: BTreeMap<Service, SocketAddr> = BTreeMap::new();
         for service in Service::ALL {
             let addrs = (0..self.replicas)
-                .map(|_| free_addr())
+                .map(|_| next())
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            endpoints.insert(service, if fronted { free_addr()? } else { addrs[0] });
+            endpoints.insert(service, if fronted { next()? } else { addrs[0] });
             replica_addrs.insert(service, addrs);
         }
         let pg_front = match &pg {
-            Some(_) => Some(free_addr()?),
+            Some(_) => Some(next()?),
             None => None,
         };
         let mut stack = Stack {

@@ -78,7 +78,10 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
         _ => Some(stack.keep_dir()),
     };
     stack.stop().await;
-    let report = result?;
+    let report = result.with_context(|| match &kept {
+        Some(dir) => format!("logs and data kept in {}", dir.display()),
+        None => String::new(),
+    })?;
     Ok(Outcome { report, kept })
 }
 
