@@ -163,29 +163,9 @@ impl StackBuilder {
                     .map(|(_, k, v)| (k.clone(), v.clone())),
             );
             let addrs = replica_addrs.get(&service).cloned().unwrap_or_default();
-            let logs = root.join("logs");
-            let first = addrs.first().copied().context("no replica address")?;
-            let mut replicas = vec![
-                Replica::start(&self.binary, service, 0, first, settings.clone(), &logs).await?,
-            ];
-            let others: Vec<_> = addrs
-                .iter()
-                .enumerate()
-                .skip(1)
-                .map(|(index, addr)| {
-                    let (binary, settings, logs, addr) =
-                        (self.binary.clone(), settings.clone(), logs.clone(), *addr);
-                    tokio::spawn(async move {
-                        Replica::start(&binary, service, index, addr, settings, &logs).await
-                    })
-                })
-                .collect();
-            for other in others {
-                replicas.push(other.await??);
-            }
-            let n = replicas.len();
-            stack.replicas.insert(service, replicas);
-            stack.wait_front_up(service.name(), n).await?;
+            stack
+                .start_replicas(&self.binary, service, &addrs, settings)
+                .await?;
         }
         Ok(stack)
     }
@@ -264,6 +244,40 @@ impl Stack {
             .get_mut(&service)
             .and_then(|r| r.get_mut(index))
             .with_context(|| format!("no replica {index} of {service}"))
+    }
+
+    /// Starts `service`'s replicas on `addrs`: the first alone (it migrates, and creates
+    /// the key files the others share), then the others together; waits until the front
+    /// sends calls to all of them.
+    async fn start_replicas(
+        &mut self,
+        binary: &Path,
+        service: Service,
+        addrs: &[SocketAddr],
+        settings: Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
+        let logs = self.root.join("logs");
+        let first = addrs.first().copied().context("no replica address")?;
+        let mut replicas =
+            vec![Replica::start(binary, service, 0, first, settings.clone(), &logs).await?];
+        let others: Vec<_> = addrs
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(index, addr)| {
+                let (binary, settings, logs, addr) =
+                    (binary.to_owned(), settings.clone(), logs.clone(), *addr);
+                tokio::spawn(async move {
+                    Replica::start(&binary, service, index, addr, settings, &logs).await
+                })
+            })
+            .collect();
+        for other in others {
+            replicas.push(other.await??);
+        }
+        let n = replicas.len();
+        self.replicas.insert(service, replicas);
+        self.wait_front_up(service.name(), n).await
     }
 
     /// Waits until the front sends calls to `servers` servers of `listener` (a service's
