@@ -117,8 +117,9 @@ async fn run_on(
         stop: stop.clone(),
     };
     let accounts = enroll_logins(&clients, config.accounts).await?;
-    // One saga per account: enough for a saga per worker every second of the run.
-    let saga_count = usize::try_from(config.seconds).unwrap_or(60) * config.saga_workers + 10;
+    // One saga per account: enough for a saga per worker every two seconds of the run (a
+    // saga takes about that with its pause); a worker out of accounts stops early.
+    let saga_count = usize::try_from(config.seconds).unwrap_or(60) * config.saga_workers / 2 + 10;
     let saga_accounts = saga_accounts(stack, &clients, saga_count).await?;
     let expected: Vec<(String, Vec<u8>)> = accounts
         .iter()
