@@ -222,20 +222,42 @@ async fn enroll_logins(clients: &Clients, n: usize) -> anyhow::Result<Vec<Accoun
     Ok(accounts)
 }
 
-/// The account's first key, as the onboarding system enrolls it.
+/// The account's first key, as the onboarding system enrolls it: retried while the stack
+/// is slow to answer (a busy machine), and read back if a lost reply's enrollment went
+/// through (`ALREADY_EXISTS` on the retry).
 async fn enroll(clients: &Clients, id: &str) -> anyhow::Result<Vec<u8>> {
-    let mut keystore = clients.keystore.clone();
-    let key = keystore
-        .enroll(bearer(
+    let budget = Duration::from_secs(60);
+    let enrolled = load::retry(&Journal::default(), "setup Enroll", budget, || {
+        let mut keystore = clients.keystore.clone();
+        let request = bearer(
             &clients.tokens.onboarding,
             pb::EnrollRequest {
                 account_id: id.to_owned(),
             },
-        ))
-        .await?
-        .into_inner()
-        .key
-        .context("Enroll returned no key")?;
+        );
+        async move { keystore.enroll(request).await }
+    })
+    .await;
+    let key = match enrolled {
+        Ok(reply) => reply.into_inner().key,
+        Err(status) if status.code() == tonic::Code::AlreadyExists => {
+            load::retry(&Journal::default(), "setup GetCurrentKey", budget, || {
+                let mut keystore = clients.keystore.clone();
+                let request = bearer(
+                    &clients.tokens.portal,
+                    pb::GetCurrentKeyRequest {
+                        account_id: id.to_owned(),
+                    },
+                );
+                async move { keystore.get_current_key(request).await }
+            })
+            .await?
+            .into_inner()
+            .key
+        }
+        Err(status) => return Err(status.into()),
+    };
+    let key = key.context("no key in the reply")?;
     Ok(data_encoding::BASE32_NOPAD.decode(key.secret_base32.as_bytes())?)
 }
 
