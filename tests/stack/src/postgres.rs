@@ -90,15 +90,14 @@ impl PgCluster {
             std::os::unix::fs::chown(&root, Some(uid), Some(gid))?;
             std::os::unix::fs::chown(&sockets, Some(uid), Some(gid))?;
         }
-        let node = |name: &str| -> anyhow::Result<Node> {
-            Ok(Node {
-                dir: root.join(name),
-                port: crate::replica::free_addr()?.port(),
-                child: None,
-            })
+        let ports = crate::replica::free_addrs(2)?;
+        let node = |name: &str, i: usize| Node {
+            dir: root.join(name),
+            port: ports[i].port(),
+            child: None,
         };
         let mut cluster = Self {
-            nodes: [node("a")?, node("b")?],
+            nodes: [node("a", 0), node("b", 1)],
             root,
             sockets,
             primary: 0,

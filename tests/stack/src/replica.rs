@@ -91,6 +91,14 @@ impl Replica {
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
+        // Someone else on our port would answer our readiness probe (and our callers).
+        anyhow::ensure!(
+            tokio::net::TcpStream::connect(self.addr).await.is_err(),
+            "{} replica {}: {} is taken by another process",
+            self.service,
+            self.index,
+            self.addr
+        );
         let prefix = self.service.env_prefix();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -123,7 +131,7 @@ impl Replica {
     async fn wait_listening(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() && self.is_running() {
                 return Ok(());
             }
             if !self.is_running() {
@@ -213,6 +221,21 @@ pub async fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
         .context("running kill")?;
     anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
     Ok(())
+}
+
+/// `n` distinct loopback addresses nothing listens on (yet): all bound at once before any
+/// is released, since the kernel may hand a just-released port out again.
+///
+/// # Errors
+/// No port could be bound.
+pub fn free_addrs(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let probes = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(probes
+        .iter()
+        .map(std::net::TcpListener::local_addr)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// A loopback address with a port nothing listens on (yet).

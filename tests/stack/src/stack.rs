@@ -13,7 +13,7 @@ use kagi_runtime::random::read_or_create_secret_file;
 use crate::haproxy::{Front, Listener};
 use crate::mailbox::{MailReader, Mailbox};
 use crate::postgres::{self, PgCluster};
-use crate::replica::{Replica, Service, free_addr};
+use crate::replica::{Replica, Service, free_addrs};
 
 /// Where the services keep their data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,17 +109,20 @@ impl StackBuilder {
             Storage::Sqlite => (None, None),
         };
         let fronted = self.replicas > 1 || pg.is_some();
+        // Every address at once, so no two of them can be the same port.
+        let mut free = free_addrs(Service::ALL.len() * (self.replicas + 1) + 1)?.into_iter();
+        let mut next = || free.next().context("a free port");
         let mut replica_addrs: BTreeMap<Service, Vec<SocketAddr>> = BTreeMap::new();
         let mut endpoints: BTreeMap<Service, SocketAddr> = BTreeMap::new();
         for service in Service::ALL {
             let addrs = (0..self.replicas)
-                .map(|_| free_addr())
+                .map(|_| next())
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            endpoints.insert(service, if fronted { free_addr()? } else { addrs[0] });
+            endpoints.insert(service, if fronted { next()? } else { addrs[0] });
             replica_addrs.insert(service, addrs);
         }
         let pg_front = match &pg {
-            Some(_) => Some(free_addr()?),
+            Some(_) => Some(next()?),
             None => None,
         };
         let mut stack = Stack {
@@ -160,29 +163,9 @@ impl StackBuilder {
                     .map(|(_, k, v)| (k.clone(), v.clone())),
             );
             let addrs = replica_addrs.get(&service).cloned().unwrap_or_default();
-            let logs = root.join("logs");
-            let first = addrs.first().copied().context("no replica address")?;
-            let mut replicas = vec![
-                Replica::start(&self.binary, service, 0, first, settings.clone(), &logs).await?,
-            ];
-            let others: Vec<_> = addrs
-                .iter()
-                .enumerate()
-                .skip(1)
-                .map(|(index, addr)| {
-                    let (binary, settings, logs, addr) =
-                        (self.binary.clone(), settings.clone(), logs.clone(), *addr);
-                    tokio::spawn(async move {
-                        Replica::start(&binary, service, index, addr, settings, &logs).await
-                    })
-                })
-                .collect();
-            for other in others {
-                replicas.push(other.await??);
-            }
-            let n = replicas.len();
-            stack.replicas.insert(service, replicas);
-            stack.wait_front_up(service.name(), n).await?;
+            stack
+                .start_replicas(&self.binary, service, &addrs, settings)
+                .await?;
         }
         Ok(stack)
     }
@@ -261,6 +244,40 @@ impl Stack {
             .get_mut(&service)
             .and_then(|r| r.get_mut(index))
             .with_context(|| format!("no replica {index} of {service}"))
+    }
+
+    /// Starts `service`'s replicas on `addrs`: the first alone (it migrates, and creates
+    /// the key files the others share), then the others together; waits until the front
+    /// sends calls to all of them.
+    async fn start_replicas(
+        &mut self,
+        binary: &Path,
+        service: Service,
+        addrs: &[SocketAddr],
+        settings: Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
+        let logs = self.root.join("logs");
+        let first = addrs.first().copied().context("no replica address")?;
+        let mut replicas =
+            vec![Replica::start(binary, service, 0, first, settings.clone(), &logs).await?];
+        let others: Vec<_> = addrs
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(index, addr)| {
+                let (binary, settings, logs, addr) =
+                    (binary.to_owned(), settings.clone(), logs.clone(), *addr);
+                tokio::spawn(async move {
+                    Replica::start(&binary, service, index, addr, settings, &logs).await
+                })
+            })
+            .collect();
+        for other in others {
+            replicas.push(other.await??);
+        }
+        let n = replicas.len();
+        self.replicas.insert(service, replicas);
+        self.wait_front_up(service.name(), n).await
     }
 
     /// Waits until the front sends calls to `servers` servers of `listener` (a service's

@@ -35,8 +35,11 @@ pub struct Planned {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub process: Vec<Planned>,
-    /// When the SMTP outage starts, how long it is down, how long it then answers 451.
-    pub smtp: Option<(Duration, Duration, Duration)>,
+    /// When each SMTP outage starts (one per 200 s of run, at least one); each is down for
+    /// `smtp_down`, then answers 451 for `smtp_4xx`.
+    pub smtp: Vec<Duration>,
+    pub smtp_down: Duration,
+    pub smtp_4xx: Duration,
 }
 
 /// What the schedule is drawn for.
@@ -98,12 +101,23 @@ pub fn schedule(plan: &Plan) -> Schedule {
             });
         }
     }
-    let latest = window.saturating_sub(plan.smtp_down + plan.smtp_4xx);
-    let latest_ms = u64::try_from(latest.as_millis()).unwrap_or(u64::MAX).max(1);
-    let smtp_at = Duration::from_secs(5) + Duration::from_millis(rng.random_range(0..latest_ms));
+    let outage = plan.smtp_down + plan.smtp_4xx;
+    let outages = u32::try_from((plan.seconds / 200).max(1)).unwrap_or(1);
+    let share = window / outages;
+    let smtp = (0..outages)
+        .map(|i| {
+            let latest = share.saturating_sub(outage);
+            let latest_ms = u64::try_from(latest.as_millis()).unwrap_or(u64::MAX).max(1);
+            Duration::from_secs(5)
+                + share * i
+                + Duration::from_millis(rng.random_range(0..latest_ms))
+        })
+        .collect();
     Schedule {
         process,
-        smtp: Some((smtp_at, plan.smtp_down, plan.smtp_4xx)),
+        smtp,
+        smtp_down: plan.smtp_down,
+        smtp_4xx: plan.smtp_4xx,
     }
 }
 
@@ -158,21 +172,70 @@ pub async fn process_lane(
     Ok(())
 }
 
-/// The mail lane: down for `down`, then 451 for `greylist`, then accepting again.
+/// The mail lane: at each planned time, down for `smtp_down`, then 451 for `smtp_4xx`,
+/// then accepting again.
 pub async fn smtp_lane(
     mailbox: &mut Mailbox,
-    at: Duration,
-    down: Duration,
-    greylist: Duration,
+    schedule: &Schedule,
     journal: &Journal,
     started: tokio::time::Instant,
 ) {
-    tokio::time::sleep_until(started + at).await;
-    let fault = journal.fault_start(FaultKind::SmtpOutage);
-    mailbox.set_mode(SmtpMode::Down).await;
-    tokio::time::sleep(down).await;
-    mailbox.set_mode(SmtpMode::Greylisting).await;
-    tokio::time::sleep(greylist).await;
-    mailbox.set_mode(SmtpMode::Accepting).await;
-    journal.fault_end(fault);
+    for at in &schedule.smtp {
+        tokio::time::sleep_until(started + *at).await;
+        let fault = journal.fault_start(FaultKind::SmtpOutage);
+        mailbox.set_mode(SmtpMode::Down).await;
+        tokio::time::sleep(schedule.smtp_down).await;
+        mailbox.set_mode(SmtpMode::Greylisting).await;
+        tokio::time::sleep(schedule.smtp_4xx).await;
+        mailbox.set_mode(SmtpMode::Accepting).await;
+        journal.fault_end(fault);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(seconds: u64, seed: u64) -> Plan {
+        Plan {
+            seconds,
+            seed,
+            replicas: 3,
+            database_faults: true,
+            smtp_down: Duration::from_secs(30),
+            smtp_4xx: Duration::from_secs(15),
+        }
+    }
+
+    #[test]
+    fn a_seed_repeats_its_schedule_and_another_seed_changes_it() {
+        let a = schedule(&plan(600, 13));
+        assert_eq!(a.process, schedule(&plan(600, 13)).process);
+        assert_eq!(a.smtp, schedule(&plan(600, 13)).smtp);
+        assert_ne!(a.process, schedule(&plan(600, 14)).process);
+    }
+
+    #[test]
+    fn every_fault_kind_is_injected_in_short_and_long_runs_and_ends_before_the_last_tenth() {
+        for seconds in [40, 60, 600] {
+            let s = schedule(&plan(seconds, 7));
+            for kind in KILLS
+                .iter()
+                .chain(&[FaultKind::PrimaryFailover, FaultKind::PostgresRestart])
+            {
+                assert!(
+                    s.process.iter().any(|p| p.kind == *kind),
+                    "{kind:?} in {seconds} s"
+                );
+            }
+            assert!(!s.smtp.is_empty());
+            let last = s.process.iter().map(|p| p.at).max().unwrap();
+            assert!(
+                last < Duration::from_secs(seconds).mul_f64(0.9),
+                "{seconds} s: {last:?}"
+            );
+            assert!(s.process.iter().all(|p| p.replica < 3));
+        }
+        assert!(schedule(&plan(600, 7)).smtp.len() >= 3);
+    }
 }

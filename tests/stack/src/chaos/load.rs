@@ -241,8 +241,8 @@ async fn replay(clients: &Clients, account: &Account, code: &str, step: u64) {
     }
 }
 
-/// Portal page loads through plain HTTP/1.1, spread over the replicas; a load that fails
-/// on every replica within its budget is a failed call.
+/// Portal page loads through plain HTTP/1.1 (to the front, which spreads them over the
+/// replicas); a load still failing after its budget of retries is a failed call.
 pub async fn pages(clients: Clients, pause: Duration) {
     let next = AtomicUsize::new(0);
     while !clients.stop.load(Ordering::Relaxed) {

@@ -78,7 +78,10 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
         _ => Some(stack.keep_dir()),
     };
     stack.stop().await;
-    let report = result?;
+    let report = result.with_context(|| match &kept {
+        Some(dir) => format!("logs and data kept in {}", dir.display()),
+        None => String::new(),
+    })?;
     Ok(Outcome { report, kept })
 }
 
@@ -101,7 +104,8 @@ async fn run_on(
     let clients = Clients {
         keystore: KeystoreClient::new(load::balanced(&stack.replica_addrs(Service::Keystore))?),
         reset: ResetClient::new(load::balanced(&stack.replica_addrs(Service::Reset))?),
-        portal: stack.replica_addrs(Service::Portal),
+        // Browsers reach the portal through the front, as through an Ingress.
+        portal: vec![stack.addr(Service::Portal)],
         tokens: Arc::new(Tokens {
             login: stack.token("login")?,
             portal: stack.token("portal")?,
@@ -113,8 +117,9 @@ async fn run_on(
         stop: stop.clone(),
     };
     let accounts = enroll_logins(&clients, config.accounts).await?;
-    // One saga per account: enough for a saga per worker every second of the run.
-    let saga_count = usize::try_from(config.seconds).unwrap_or(60) * config.saga_workers + 10;
+    // One saga per account: enough for a saga per worker every two seconds of the run (a
+    // saga takes about that with its pause); a worker out of accounts stops early.
+    let saga_count = usize::try_from(config.seconds).unwrap_or(60) * config.saga_workers / 2 + 10;
     let saga_accounts = saga_accounts(stack, &clients, saga_count).await?;
     let expected: Vec<(String, Vec<u8>)> = accounts
         .iter()
@@ -167,11 +172,7 @@ async fn run_on(
         &journal,
         started,
     );
-    let mail = async {
-        if let Some((at, down, greylist)) = schedule.smtp {
-            faults::smtp_lane(&mut stack.mailbox, at, down, greylist, &journal, started).await;
-        }
-    };
+    let mail = faults::smtp_lane(&mut stack.mailbox, &schedule, &journal, started);
     let (process, ()) = tokio::join!(process, mail);
     process.context("repairing a fault")?;
     tokio::time::sleep_until(started + Duration::from_secs(config.seconds)).await;
@@ -221,20 +222,43 @@ async fn enroll_logins(clients: &Clients, n: usize) -> anyhow::Result<Vec<Accoun
     Ok(accounts)
 }
 
-/// The account's first key, as the onboarding system enrolls it.
+/// The account's first key, as the onboarding system enrolls it: retried while the stack
+/// is slow to answer (a busy machine), and read back if a lost reply's enrollment went
+/// through (`ALREADY_EXISTS` on the retry).
 async fn enroll(clients: &Clients, id: &str) -> anyhow::Result<Vec<u8>> {
-    let mut keystore = clients.keystore.clone();
-    let key = keystore
-        .enroll(bearer(
+    let budget = Duration::from_secs(60);
+    let enrolled = load::retry(&Journal::default(), "setup Enroll", budget, || {
+        let mut keystore = clients.keystore.clone();
+        let request = bearer(
             &clients.tokens.onboarding,
             pb::EnrollRequest {
                 account_id: id.to_owned(),
             },
-        ))
-        .await?
-        .into_inner()
-        .key
-        .context("Enroll returned no key")?;
+        );
+        async move { keystore.enroll(request).await }
+    })
+    .await;
+    let key = match enrolled {
+        Ok(reply) => reply.into_inner().key,
+        Err(status) if status.code() == tonic::Code::AlreadyExists => {
+            load::retry(&Journal::default(), "setup GetCurrentKey", budget, || {
+                let mut keystore = clients.keystore.clone();
+                let request = bearer(
+                    &clients.tokens.portal,
+                    pb::GetCurrentKeyRequest {
+                        account_id: id.to_owned(),
+                        forms: vec![pb::KeyForm::Text as i32],
+                    },
+                );
+                async move { keystore.get_current_key(request).await }
+            })
+            .await?
+            .into_inner()
+            .key
+        }
+        Err(status) => return Err(status.into()),
+    };
+    let key = key.context("no key in the reply")?;
     Ok(data_encoding::BASE32_NOPAD.decode(key.secret_base32.as_bytes())?)
 }
 

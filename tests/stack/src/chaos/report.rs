@@ -22,6 +22,8 @@ pub struct Row {
     pub calls_failed: usize,
     /// Of those, logins (`keystore.VerifyCode`) that failed after their retries.
     pub logins_failed: usize,
+    /// Failed attempts by call and status code, for the reader who wants to know which.
+    pub by_call: BTreeMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,9 @@ impl Report {
                 .unwrap_or(0);
             let row = rows.entry(fault.kind).or_default();
             row.attempts_failed += 1;
+            *row.by_call
+                .entry(format!("{} {:?}", failure.call, failure.code))
+                .or_default() += 1;
             if failure.last {
                 row.calls_failed += 1;
                 if failure.call == "keystore.VerifyCode" {
@@ -89,7 +94,7 @@ impl Report {
             .count();
         let header = format!(
             "{} s, seed {}, {} replicas of each service, {:?}, {} login accounts, {} saga workers; \
-             schedule: {} process faults, SMTP {:?} down then {:?} 451",
+             schedule: {} process faults, {} SMTP outages of {:?} down then {:?} 451",
             config.seconds,
             config.seed,
             config.replicas,
@@ -97,6 +102,7 @@ impl Report {
             config.accounts,
             config.saga_workers,
             schedule.process.len(),
+            schedule.smtp.len(),
             config.smtp_down,
             config.smtp_4xx,
         );
@@ -140,6 +146,12 @@ impl Report {
                 row.calls_failed,
                 row.logins_failed,
             );
+        }
+        let _ = writeln!(out, "\nFailed attempts by fault, call and status:");
+        for (kind, row) in &self.rows {
+            for (call, n) in &row.by_call {
+                let _ = writeln!(out, "- {}: {call} ×{n}", kind.label());
+            }
         }
         let _ = writeln!(out, "\nCalls made:");
         for (call, n) in &self.calls {

@@ -130,15 +130,27 @@ async fn finish(clients: &Clients, account: &SagaAccount, reset_id: &str, token:
         reset_id: reset_id.to_owned(),
         code,
     };
+    let attempts = std::sync::atomic::AtomicU32::new(0);
     let verified = retry(journal, "reset.VerifyCode", STEP_BUDGET, || {
+        let retried = attempts.fetch_add(1, Ordering::Relaxed) > 0;
         let (mut reset, request) = (clients.reset.clone(), bearer(token, check.clone()));
-        async move { reset.verify_code(request).await }
+        async move {
+            match reset.verify_code(request).await {
+                // The first attempt went through but its reply was lost: the retry is told
+                // the code was already verified, a right answer; ConfirmReset follows.
+                Err(status) if retried && status.code() == tonic::Code::FailedPrecondition => {
+                    Ok(tonic::Response::new(pb::VerifyResetCodeResponse {
+                        result: pb::CodeCheck::Verified.into(),
+                        ..Default::default()
+                    }))
+                }
+                other => other,
+            }
+        }
     })
     .await;
     match verified.map(|r| r.into_inner().result()) {
         Ok(pb::CodeCheck::Verified) => {}
-        // A verify whose reply was lost leaves the saga verified; ConfirmReset tells.
-        Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
         other => return Outcome::Broken(format!("VerifyCode: {other:?}")),
     }
     let confirm = pb::ConfirmResetRequest {
