@@ -35,7 +35,9 @@ impl Keystore {
         raw_code: &str,
     ) -> Result<CheckReport, Error> {
         let inner = &self.inner;
-        let Some(row) = inner.db.current_key(&account).await? else {
+        // A key an operator revoked has no secret left: the device can hold no current key.
+        let current = inner.db.current_key(&account).await?;
+        let Some(row) = current.filter(|row| row.revoked_at.is_none()) else {
             let audit = self.audit_event(actor, "check", account.as_str(), "", "no_key".into());
             inner.db.audit(&audit).await?;
             return Ok(CheckReport::NoKey);

@@ -161,6 +161,24 @@ async fn a_revoked_key_answers_no_key_until_the_user_reissues(backend: Backend) 
     );
     let menu1 = app.current_key("taro").await.unwrap_err();
     assert_eq!(menu1.code(), Code::NotFound, "menu 1 shows nothing");
+    let checked = app
+        .client
+        .clone()
+        .check_authenticator(TestApp::as_caller(
+            "portal",
+            pb::CheckAuthenticatorRequest {
+                account_id: "taro".into(),
+                code: app.code_for(&key, 0),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        checked.outcome(),
+        pb::CheckAuthenticatorOutcome::NoKey,
+        "\"check my authenticator\" finds no key either"
+    );
     let seen = get_account(&app, "helpdesk").await.unwrap();
     assert!(!seen.enrolled);
     assert!(seen.revoked_at.is_some());
