@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The portal's pages under 50 concurrent users (wrk on loopback) and their weight, against
-# the whole system as `kagi dev` runs it (release build, SQLite). Prints a markdown table.
+# The portal's pages under 50 concurrent users, and the help desk's account page under 20
+# concurrent operators (wrk on loopback), with their weight, against the whole system as
+# `kagi dev` runs it (release build, SQLite). Prints a markdown table.
 #
 #   bash bench/portal.sh [seconds per page, default 10] [key notices: unlimited|off|default]
 #
@@ -24,27 +25,37 @@ portal="http://127.0.0.1:$port"
 kagi=$!
 trap 'kill -INT $kagi 2>/dev/null; wait $kagi 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do grep -q "Ctrl-C stops" "$work/banner.txt" 2>/dev/null && break; sleep 0.2; done
-password=$(awk '/password     :/ {print $3}' "$work/banner.txt")
+password=$(awk '/password     :/ {print $3; exit}' "$work/banner.txt")
 # kagi dev names no campus network, so the login also asks for the current one-time password.
 secret=$(sed -n 's/.*setup key    : //p' "$work/banner.txt" | tr -d ' ')
-otp=$(python3 -c 'import base64,hmac,struct,sys,time
+totp() {  # the current RFC 6238 code of a Base32 secret
+    python3 -c 'import base64,hmac,struct,sys,time
 k=base64.b32decode(sys.argv[1]+"="*(-len(sys.argv[1])%8)); h=hmac.new(k,struct.pack(">Q",int(time.time())//30),"sha1").digest()
-o=h[-1]&15; print("%06d"%((struct.unpack(">I",h[o:o+4])[0]&0x7fffffff)%1000000))' "$secret")
+o=h[-1]&15; print("%06d"%((struct.unpack(">I",h[o:o+4])[0]&0x7fffffff)%1000000))' "$1"
+}
+otp=$(totp "$secret")
 
-# Log in as the demo account (local mode) to measure the pages behind the login.
-jar="$work/cookies"
-csrf=$(curl -s -c "$jar" "$portal/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -1)
-curl -s -b "$jar" -c "$jar" -o /dev/null --data-urlencode "csrf=$csrf" --data-urlencode "account_id=demo" \
-    --data-urlencode "password=$password" --data-urlencode "one_time_password=$otp" "$portal/login"
-cookie="kagi_session=$(awk '$6 == "kagi_session" {print $7}' "$jar")"
+# Log in (local mode) to measure the pages behind the login: the demo account, and the demo
+# help-desk operator for the console.
+login() {  # login ACCOUNT PASSWORD CODE -> the session cookie
+    local jar="$work/cookies-$1" csrf
+    csrf=$(curl -s -c "$jar" "$portal/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -1)
+    curl -s -b "$jar" -c "$jar" -o /dev/null --data-urlencode "csrf=$csrf" --data-urlencode "account_id=$1" \
+        --data-urlencode "password=$2" --data-urlencode "one_time_password=$3" "$portal/login"
+    echo "kagi_session=$(awk '$6 == "kagi_session" {print $7}' "$jar")"
+}
+cookie=$(login demo "$password" "$otp")
+operator_password=$(awk '/^  password     :/ {n++} /^  password     :/ && n == 2 {print $3}' "$work/banner.txt")
+operator_secret=$(sed -n 's/.*operator key : \([A-Z2-7 ]*\) .*/\1/p' "$work/banner.txt" | tr -d ' ')
+operator_cookie=$(login operator "$operator_password" "$(totp "$operator_secret")")
 
 echo "| page | what it does | requests/s | p50 ms | p99 ms | bytes | non-2xx |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
-measure() {
-    local path=$1 what=$2
+measure() {  # measure PATH WHAT [CONNECTIONS] [COOKIE]
+    local path=$1 what=$2 connections=${3:-50} as=${4:-$cookie}
     local bytes out
-    bytes=$(curl -s -H "Cookie: $cookie" -o /dev/null -w '%{size_download}' "$portal$path")
-    out=$(wrk -t2 -c50 -d"${seconds}s" --latency -H "Cookie: $cookie" "$portal$path")
+    bytes=$(curl -s -H "Cookie: $as" -o /dev/null -w '%{size_download}' "$portal$path")
+    out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency -H "Cookie: $as" "$portal$path")
     local rps p50 p99
     rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -61,3 +72,4 @@ measure /apple "menu 3: UA check (greyed out for wrk)"
 measure /reset "menu 2 step 1 form"
 measure /login "login form"
 measure /static/portal.css "stylesheet"
+measure "/helpdesk?account=demo" "help desk account page, 20 operators: 3 admin RPCs, audited" 20 "$operator_cookie"
