@@ -6,15 +6,12 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kagi_keystore::crypto::Keyring;
-use kagi_keystore::store::Db;
 use kagi_proto::v1 as pb;
-use zeroize::Zeroizing;
 
 use crate::drive::{self, NamedRow};
 use crate::load::wrong_code;
 use crate::seed::{self, SeededAccount};
-use crate::suite::{BenchDatabase, Server, SuiteSpec, keystore_env, load_spec};
+use crate::suite::{Seeded, Server, SuiteSpec, keystore_env, load_spec};
 
 /// A keystore binary to measure, by a name for the report.
 #[derive(Debug, Clone)]
@@ -47,14 +44,11 @@ pub async fn run(
     builds: &[Build],
     rounds: usize,
 ) -> anyhow::Result<Vec<NamedRow>> {
-    let database = BenchDatabase::create(spec).await?;
-    let kek = Zeroizing::new(vec![7_u8; 32]);
-    let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
-    let db = Db::connect(&database.url, 4).await?;
-    db.migrate().await?;
-    eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
-    let accounts = seed::seed_accounts(&db, &keyring, spec.accounts).await?;
-    db.close().await;
+    let Seeded {
+        database,
+        kek,
+        accounts,
+    } = Seeded::create(spec, false).await?;
 
     let turns: Vec<&Build> = (0..rounds.max(1))
         .flat_map(|round| {

@@ -5,15 +5,11 @@
 
 use std::sync::Arc;
 
-use kagi_keystore::crypto::Keyring;
-use kagi_keystore::store::Db;
 use kagi_proto::v1 as pb;
-use zeroize::Zeroizing;
 
 use crate::compare::Build;
 use crate::drive::{self, NamedRow};
-use crate::seed;
-use crate::suite::{BenchDatabase, Server, SuiteSpec, keystore_env, load_spec};
+use crate::suite::{Seeded, Server, SuiteSpec, keystore_env, load_spec};
 
 const PORTAL_TOKEN: &str = "bench-portal-token-0123456789";
 
@@ -25,18 +21,12 @@ type Phase<'a> = (&'static str, &'a Arc<Vec<String>>, &'static [pb::KeyForm]);
 /// # Errors
 /// Any failure to seed, spawn or load.
 pub async fn run(spec: &SuiteSpec, builds: &[Build]) -> anyhow::Result<Vec<NamedRow>> {
-    let database = BenchDatabase::create(spec).await?;
-    let kek = Zeroizing::new(vec![7_u8; 32]);
-    let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
-    let db = Db::connect(&database.url, 4).await?;
-    db.migrate().await?;
-    eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
-    let accounts: Vec<String> = seed::seed_accounts(&db, &keyring, spec.accounts)
-        .await?
-        .into_iter()
-        .map(|a| a.account_id)
-        .collect();
-    db.close().await;
+    let Seeded {
+        database,
+        kek,
+        accounts,
+    } = Seeded::create(spec, false).await?;
+    let accounts: Vec<String> = accounts.into_iter().map(|a| a.account_id).collect();
 
     let share = accounts.len() / builds.len().max(1) / 2;
     let mut rows = Vec::new();

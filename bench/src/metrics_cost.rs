@@ -14,14 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use zeroize::Zeroizing;
-
-use kagi_keystore::crypto::Keyring;
-use kagi_keystore::store::Db;
 
 use crate::load::{self, CodePath};
-use crate::seed;
-use crate::suite::{BenchDatabase, Row, Server, SuiteSpec, keystore_env, load_spec};
+use crate::suite::{Row, Seeded, Server, SuiteSpec, keystore_env, load_spec};
 
 /// The phases, in the order they run.
 const PHASES: [(&str, bool); 4] = [
@@ -41,15 +36,11 @@ pub struct CpuPerCall(pub f64);
 /// Any failure to seed, spawn, load or scrape, or an "on" phase whose `/metrics` did not
 /// count its calls.
 pub async fn run_metrics(spec: &SuiteSpec) -> anyhow::Result<(Vec<Row>, Vec<CpuPerCall>)> {
-    let database = BenchDatabase::create(spec).await?;
-    let kek = Zeroizing::new(vec![7_u8; 32]);
-    let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
-    let db = Db::connect(&database.url, 4).await?;
-    db.migrate().await?;
-    eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
-    let accounts = seed::seed_accounts(&db, &keyring, spec.accounts).await?;
-    seed::seed_steps(&db, spec.accounts).await?;
-    db.close().await;
+    let Seeded {
+        database,
+        kek,
+        accounts,
+    } = Seeded::create(spec, false).await?;
 
     let quarter = accounts.len() / PHASES.len();
     let mut rows = Vec::new();

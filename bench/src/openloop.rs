@@ -9,18 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use kagi_keystore::crypto::Keyring;
-use kagi_keystore::store::Db;
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_runtime::pki::CertAuthority;
 use rand::seq::SliceRandom;
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 use crate::drive;
 use crate::seed;
-use crate::suite::{BenchDatabase, Server, SuiteSpec, keystore_env, load_spec};
+use crate::suite::{Seeded, Server, SuiteSpec, keystore_env, load_spec};
 
 /// What an open-loop run measured.
 #[derive(Debug)]
@@ -41,14 +38,11 @@ pub struct OpenLoopReport {
 /// # Errors
 /// Any failure to seed, spawn, connect, or a call failing.
 pub async fn run(spec: &SuiteSpec, rate: f64, seconds: u64) -> anyhow::Result<OpenLoopReport> {
-    let database = BenchDatabase::create(spec).await?;
-    let kek = Zeroizing::new(vec![7_u8; 32]);
-    let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
-    let db = Db::connect(&database.url, 4).await?;
-    db.migrate().await?;
-    eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
-    let mut accounts = seed::seed_accounts(&db, &keyring, spec.accounts).await?;
-    db.close().await;
+    let Seeded {
+        database,
+        kek,
+        mut accounts,
+    } = Seeded::create(spec, false).await?;
     accounts.shuffle(&mut rand::rng());
     let accounts = Arc::new(accounts);
 

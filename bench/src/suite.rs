@@ -48,15 +48,12 @@ pub struct Row {
 /// # Errors
 /// Any failure to seed, spawn or load.
 pub async fn run(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
-    let database = BenchDatabase::create(spec).await?;
-    let kek = Zeroizing::new(vec![7_u8; 32]);
-    let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
-    let db = Db::connect(&database.url, 4).await?;
-    db.migrate().await?;
-    eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
-    let accounts = Arc::new(seed::seed_accounts(&db, &keyring, spec.accounts).await?);
-    seed::seed_steps(&db, spec.accounts).await?;
-    db.close().await;
+    let Seeded {
+        database,
+        kek,
+        accounts,
+    } = Seeded::create(spec, true).await?;
+    let accounts = Arc::new(accounts);
 
     let mut rows = Vec::new();
     let keystore_env = keystore_env(spec, &database, &kek);
@@ -93,15 +90,11 @@ pub async fn run(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
 /// # Errors
 /// Any failure to seed, spawn or load.
 pub async fn run_tls(spec: &SuiteSpec) -> anyhow::Result<Vec<Row>> {
-    let database = BenchDatabase::create(spec).await?;
-    let kek = Zeroizing::new(vec![7_u8; 32]);
-    let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
-    let db = Db::connect(&database.url, 4).await?;
-    db.migrate().await?;
-    eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
-    let accounts = seed::seed_accounts(&db, &keyring, spec.accounts).await?;
-    seed::seed_steps(&db, spec.accounts).await?;
-    db.close().await;
+    let Seeded {
+        database,
+        kek,
+        accounts,
+    } = Seeded::create(spec, false).await?;
 
     let dir =
         std::env::temp_dir().join(format!("kagi-bench-tls-{}", uuid::Uuid::new_v4().simple()));
@@ -313,6 +306,37 @@ impl Server {
 
     pub(crate) async fn stop(&mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+/// A run's fresh database with `spec.accounts` enrolled accounts sealed under `kek`, the
+/// key-encryption key every keystore under test is given.
+pub(crate) struct Seeded {
+    pub(crate) database: BenchDatabase,
+    pub(crate) kek: Zeroizing<Vec<u8>>,
+    pub(crate) accounts: Vec<seed::SeededAccount>,
+}
+
+impl Seeded {
+    /// Creates and migrates the database and enrolls the accounts; with `ceiling_table`,
+    /// also the bare-UPDATE ceiling's table (only the suite's ceilings read it).
+    pub(crate) async fn create(spec: &SuiteSpec, ceiling_table: bool) -> anyhow::Result<Self> {
+        let database = BenchDatabase::create(spec).await?;
+        let kek = Zeroizing::new(vec![7_u8; 32]);
+        let keyring = Keyring::new("bench", [("bench".to_owned(), kek.clone())].into())?;
+        let db = Db::connect(&database.url, 4).await?;
+        db.migrate().await?;
+        eprintln!("seeding {} accounts on {:?}…", spec.accounts, spec.backend);
+        let accounts = seed::seed_accounts(&db, &keyring, spec.accounts).await?;
+        if ceiling_table {
+            seed::seed_steps(&db, spec.accounts).await?;
+        }
+        db.close().await;
+        Ok(Self {
+            database,
+            kek,
+            accounts,
+        })
     }
 }
 
