@@ -54,6 +54,27 @@ pub fn captured() -> String {
         .join("\n")
 }
 
+/// Whether `token` stands alone somewhere in `haystack`, not inside a longer run of letters
+/// and digits. A six-digit code is found by chance inside the long numbers a trace-level log
+/// is full of (durations, floats, IDs) — the notifier's "the code never reaches the logs"
+/// failed in CI that way twice — while a leaked code, however it is written into a line,
+/// stands between a quote, a space, a `=` or some other non-alphanumeric byte.
+pub fn mentions(haystack: &[u8], token: &str) -> bool {
+    let token = token.as_bytes();
+    !token.is_empty()
+        && haystack
+            .windows(token.len())
+            .enumerate()
+            .any(|(at, window)| {
+                let before = at.checked_sub(1).map(|i| haystack[i]);
+                let after = haystack.get(at + token.len()).copied();
+                window == token
+                    && [before, after]
+                        .into_iter()
+                        .all(|byte| !byte.is_some_and(|b| b.is_ascii_alphanumeric()))
+            })
+}
+
 /// `{"timestamp":"…","level":…}` → `{"level":…}`; any other line as it is.
 fn without_timestamp(line: &str) -> String {
     line.strip_prefix("{\"timestamp\":\"")
@@ -63,7 +84,17 @@ fn without_timestamp(line: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::without_timestamp;
+    use super::{mentions, without_timestamp};
+
+    #[test]
+    fn a_code_is_mentioned_only_standing_alone() {
+        assert!(mentions(br#"{"code":"860217"}"#, "860217"));
+        assert!(mentions("確認コード 860217 です".as_bytes(), "860217"));
+        assert!(mentions(b"860217", "860217"));
+        assert!(!mentions(br#"{"elapsed":0.0018602171}"#, "860217"));
+        assert!(!mentions(b"id-a860217", "860217"));
+        assert!(!mentions(b"anything", ""));
+    }
 
     #[test]
     fn a_json_line_loses_only_its_timestamp() {

@@ -17,20 +17,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// `code` standing alone, not as part of a longer word or number (`"123456"`, `=123456,`):
-/// how a typed code would appear if it were logged or stored, quoted or not.
-fn contains_code(haystack: &[u8], code: &str) -> bool {
-    let code = code.as_bytes();
-    haystack.windows(code.len()).enumerate().any(|(at, w)| {
-        let before = at.checked_sub(1).map(|i| haystack[i]);
-        let after = haystack.get(at + code.len()).copied();
-        w == code
-            && [before, after]
-                .iter()
-                .all(|b| !b.is_some_and(|b| b.is_ascii_alphanumeric()))
-    })
-}
-
 /// Every form `key`'s secret can take, named.
 fn encodings(key: &pb::SetupKey) -> Vec<(&'static str, Vec<u8>)> {
     let raw = BASE32_NOPAD.decode(key.secret_base32.as_bytes()).unwrap();
@@ -120,12 +106,12 @@ async fn secrets_appear_in_neither_database_nor_logs(backend: Backend) {
             "the typed code {code} in logs"
         );
         assert!(
-            !contains_code(logs.as_bytes(), code),
+            !kagi_testkit::logs::mentions(logs.as_bytes(), code),
             "the typed code {code} in logs"
         );
         for (name, content) in &dump {
             assert!(
-                !contains_code(content, code),
+                !kagi_testkit::logs::mentions(content, code),
                 "the typed code {code} in {name}"
             );
         }
