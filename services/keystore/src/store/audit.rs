@@ -63,6 +63,10 @@ impl Db {
 
     /// Events newest first, optionally of one account, older than `before` when non-zero.
     ///
+    /// Two statements rather than one `($1 = '' OR account_id = $1)`: SQLite plans a query
+    /// once for any parameter, so that form never used the account's index and an account's
+    /// page scanned the whole trail back to the account's oldest shown event.
+    ///
     /// # Errors
     /// Database failures.
     pub async fn audit_events(
@@ -72,14 +76,21 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<AuditEvent>, sqlx::Error> {
         let before = if before > 0 { before } else { i64::MAX };
-        sqlx::query_as(
-            "SELECT seq, at, caller, action, account_id, key_id, detail, trace_id FROM audit_events \
-             WHERE ($1 = '' OR account_id = $1) AND seq < $2 ORDER BY seq DESC LIMIT $3",
-        )
-        .bind(account_id.unwrap_or_default())
-        .bind(before)
-        .bind(limit)
-        .fetch_all(self.database.pool())
-        .await
+        let query = match account_id.filter(|a| !a.is_empty()) {
+            Some(account_id) => sqlx::query_as(
+                "SELECT seq, at, caller, action, account_id, key_id, detail, trace_id FROM audit_events \
+                 WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+            )
+            .bind(account_id),
+            None => sqlx::query_as(
+                "SELECT seq, at, caller, action, account_id, key_id, detail, trace_id FROM audit_events \
+                 WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+            ),
+        };
+        query
+            .bind(before)
+            .bind(limit)
+            .fetch_all(self.database.pool())
+            .await
     }
 }

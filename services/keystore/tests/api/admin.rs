@@ -16,6 +16,7 @@ both_backends!(
     a_revoked_key_answers_no_key_until_the_user_reissues,
     only_the_help_desk_may_look_or_act,
     an_action_without_a_reason_is_refused_and_changes_nothing,
+    the_last_login_is_shown_behind_a_long_trail_of_views,
 );
 
 fn context(reason: &str) -> Option<pb::OperatorContext> {
@@ -142,6 +143,30 @@ async fn an_operator_sees_the_lockout_and_unlocks_the_account(backend: Backend) 
         viewed.detail, "operator=ops1",
         "who looked is on the trail too"
     );
+}
+
+/// The page's last login is the newest accepted code however many views and looks came
+/// after it, and its recent events are the account's own, not another's.
+async fn the_last_login_is_shown_behind_a_long_trail_of_views(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let key = app.enroll("taro").await;
+    app.enroll("jiro").await;
+    let login = app.verify("taro", &app.code_for(&key, 30)).await.unwrap();
+    assert_eq!(login.result(), VerifyResult::Accepted);
+    for _ in 0..15 {
+        app.current_key("taro").await.unwrap();
+        app.current_key("jiro").await.unwrap();
+        get_account(&app, "helpdesk").await.unwrap();
+    }
+
+    let seen = get_account(&app, "helpdesk").await.unwrap();
+
+    assert!(seen.last_login_at.is_some(), "the login behind 31 newer events of the account");
+    assert_eq!(seen.last_login_drift_steps, 1, "the phone ran 30 s ahead");
+    assert_eq!(seen.recent_events.len(), 20);
+    assert!(seen.recent_events.iter().all(|e| e.account_id == "taro"));
+    assert_eq!(seen.recent_events[0].action, "admin_view", "this look first");
+    assert!(seen.recent_events.iter().all(|e| e.action != "verify"));
 }
 
 async fn a_revoked_key_answers_no_key_until_the_user_reissues(backend: Backend) {
