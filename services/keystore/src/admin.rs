@@ -39,19 +39,16 @@ impl Keystore {
             .ok_or(Error::NoKey)?;
         let detail = format!("operator={operator}");
         let audit = self.audit_event(actor, "admin_view", account.as_str(), "", detail);
-        self.db().audit(&audit).await?;
-        let last_login = self
-            .db()
-            .last_accepted(account)
-            .await?
-            .map(|(at, detail)| (at, drift_of(&detail)));
-        let recent_events = self
-            .db()
-            .audit_events(Some(account.as_str()), 0, RECENT_EVENTS)
-            .await?;
+        self.db().record_look(&audit).await?;
+        // Two reads on two connections at once: the page waits for the slower, not both.
+        let (last_login, recent_events) = tokio::try_join!(
+            self.db().last_accepted(account),
+            self.db()
+                .audit_events(Some(account.as_str()), 0, RECENT_EVENTS),
+        )?;
         Ok(AccountOverview {
             record,
-            last_login,
+            last_login: last_login.map(|(at, detail)| (at, drift_of(&detail))),
             recent_events,
         })
     }
