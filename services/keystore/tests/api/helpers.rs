@@ -61,6 +61,8 @@ pub struct TestApp {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub clock: Arc<ManualClock>,
     pub client: KeystoreClient<Channel>,
+    /// The running service's use cases and database (its pool is the one the RPCs use).
+    pub keystore: kagi_keystore::service::Keystore,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -74,6 +76,7 @@ impl TestApp {
             .expect("keystore starts");
         let addr = app.local_addr();
         let metrics_addr = app.metrics_addr();
+        let keystore = app.keystore().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -84,6 +87,7 @@ impl TestApp {
             metrics_addr,
             clock,
             client,
+            keystore,
             stop: Some(stop),
             task: Some(task),
         }
