@@ -163,6 +163,11 @@ async fn a_call_finding_every_connection_lent_out_shows_as_waiting(backend: Back
         1.0
     );
     assert_eq!(value(&seen, "db_pool_connections_in_use"), 2.0);
+    // The bucket KagiDatabasePoolExhausted (deploy/monitoring) divides by.
+    assert!(
+        seen.contains("db_pool_acquire_seconds_bucket{le=\"0.0256\"}"),
+        "{seen}"
+    );
 
     drop(held);
     let answer = call
