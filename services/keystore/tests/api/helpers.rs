@@ -63,6 +63,8 @@ pub struct TestApp {
     pub client: KeystoreClient<Channel>,
     /// The running service's use cases and database (its pool is the one the RPCs use).
     pub keystore: kagi_keystore::service::Keystore,
+    /// The audit trail's purge, the one the service runs hourly.
+    pub audit_retention: kagi_keystore::retention::AuditRetention,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -77,6 +79,7 @@ impl TestApp {
         let addr = app.local_addr();
         let metrics_addr = app.metrics_addr();
         let keystore = app.keystore().clone();
+        let audit_retention = app.audit_retention().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -88,6 +91,7 @@ impl TestApp {
             clock,
             client,
             keystore,
+            audit_retention,
             stop: Some(stop),
             task: Some(task),
         }
