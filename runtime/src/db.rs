@@ -21,6 +21,9 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+mod metered;
+pub use metered::{MeteredPool, PoolMeter};
+
 /// The sqlx this crate was built with, for [`crate::service_database!`].
 pub use sqlx;
 
@@ -246,7 +249,9 @@ pub trait Schema: Send + Sync + 'static {
 /// write transactions. `S` names the service's schema, so each service's `store::Db` is
 /// `Database<ItsSchema>` and can only migrate its own tables.
 pub struct Database<S> {
-    pool: AnyPool,
+    /// Every statement, transaction and connection of the stores goes through it, so the
+    /// waits for a connection are measured (see [`MeteredPool`]).
+    pool: MeteredPool,
     backend: Backend,
     /// SQLite admits one writer at a time. A transaction holds that lock across several
     /// round trips, and writers that find it taken sleep in SQLite's busy handler (in steps
@@ -305,7 +310,7 @@ impl<S: Schema> Database<S> {
         let (pool, backend) = connect_in(url, max_connections, Some(S::POSTGRES_SCHEMA)).await?;
         let transaction_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         Ok(Self {
-            pool,
+            pool: MeteredPool::new(pool),
             backend,
             transaction_gate,
             schema: PhantomData,
@@ -320,9 +325,9 @@ impl<S: Schema> Database<S> {
     /// A failed migration, or one changed after it ran.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         if self.backend == Backend::Postgres {
-            create_schema(&self.pool, S::POSTGRES_SCHEMA).await?;
+            create_schema(self.pool.unmetered(), S::POSTGRES_SCHEMA).await?;
         }
-        S::migrator(self.backend).run(&self.pool).await
+        S::migrator(self.backend).run(self.pool.unmetered()).await
     }
 }
 
@@ -357,7 +362,9 @@ impl<S> Database<S> {
         }
     }
 
-    pub fn pool(&self) -> &AnyPool {
+    /// The pool the stores run their statements on: an [`Executor`] like `&AnyPool`, whose
+    /// every acquisition is measured.
+    pub fn pool(&self) -> &MeteredPool {
         &self.pool
     }
 

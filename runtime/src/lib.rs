@@ -15,9 +15,10 @@
 //! - [`client`]: calls to another kagi service (TLS/mTLS, token re-read from its file,
 //!   deadline, retries of idempotent calls, DNS balancing, trace context).
 //! - [`db`]: SQLite or PostgreSQL by URL, one `Database<Schema>` per service with its
-//!   migrations, SQLite's write queue, the `[database]` settings section.
+//!   migrations, SQLite's write queue, the pool whose waits are measured, the `[database]`
+//!   settings section.
 //! - [`metrics`]: Prometheus metrics (why `prometheus-client`, the ports, the RED layer,
-//!   pool gauges, why no pool-waiters gauge) and the `[metrics]` section.
+//!   pool gauges and the waits for a connection) and the `[metrics]` section.
 //! - [`health`]: readiness from the database (liveness apart), also as `/livez` and
 //!   `/readyz` on the metrics port for the kubelet, and the descriptor set each server's
 //!   reflection lists, filtered to its own services.

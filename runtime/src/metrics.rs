@@ -1,7 +1,7 @@
 //! Prometheus metrics, wired once for every service: the `[metrics]` settings section, a
 //! plain-HTTP `/metrics` endpoint on its own port, RED metrics per RPC for the gRPC server
-//! (a tower layer), outgoing-call metrics for clients, database pool gauges, and a place for
-//! each service to register its own domain metrics.
+//! (a tower layer), outgoing-call metrics for clients, database pool gauges and the waits
+//! for a connection, and a place for each service to register its own domain metrics.
 //!
 //! # Why `prometheus-client`
 //! It is the Prometheus project's own Rust client: small (no HTTP stack, no protobuf, a
@@ -19,16 +19,19 @@
 //! (the service's own port with 9 in front of its last three digits). The same listener
 //! answers the kubelet's `GET /livez` and `GET /readyz` (see [`crate::health`]).
 //!
-//! # Pool waiters: not exported
+//! # Pool waiters
 //! The issue asks for the database pool "in use and waiting". sqlx 0.9's `Pool` exposes only
 //! `size()` and `num_idle()`: the count of tasks queued in `acquire()` is private to its
-//! semaphore. Counting them ourselves would mean wrapping every acquire, but the stores run
-//! most queries on `&Pool` directly (sqlx acquires inside `execute`/`fetch`), so a count kept
-//! at [`Database`]'s own methods would miss most waiters and read as a comfort it is not.
-//! Exhaustion is therefore watched as `db_pool_connections_in_use` reaching
-//! `db_pool_connections_max` (the `KagiDatabasePoolExhausted` alert), with the waiting itself
-//! visible as gRPC latency, `acquire_timeout` errors (10 s, logged and `Unavailable`) and, in
-//! production, PgBouncer's `cnpg_pgbouncer_pools_cl_waiting`.
+//! semaphore. So the runtime counts them itself: [`Database::pool`] is a
+//! [`crate::db::MeteredPool`], through which every statement, transaction and connection of
+//! the stores is acquired (the stores call it exactly as they called sqlx's pool), and which
+//! keeps `db_pool_acquire_waiting` (tasks inside `acquire()` now), the
+//! `db_pool_acquire_seconds` histogram (every acquisition, not a sample) and
+//! `db_pool_acquire_timeouts_total` (waits that hit the 10 s `acquire_timeout`). No labels:
+//! one pool per service process. Waiting includes opening a new connection while the pool
+//! is below its maximum; tasks queued for SQLite's write turn (`begin_write`) hold no
+//! connection yet and are not counted. The `KagiDatabasePoolExhausted` alert fires on
+//! waiters, not on a busy but sufficient pool.
 //!
 //! # Cardinality
 //! No label carries a per-user value: RPC labels come from the served descriptor set (an
@@ -130,8 +133,26 @@ impl Metrics {
     }
 
     /// Pool gauges for `db`, sampled at each scrape: connections open, in use, idle, and the
-    /// configured maximum (in use near max for minutes is pool exhaustion).
+    /// configured maximum; and, kept live by the pool itself, the tasks waiting for a
+    /// connection, how long each acquisition waited, and the waits that timed out (tasks
+    /// waiting for minutes is pool exhaustion).
     pub fn database<S: Send + Sync + 'static>(&mut self, db: &Database<S>) {
+        let meter = db.pool().meter();
+        self.registry.register(
+            "db_pool_acquire_waiting",
+            "Tasks waiting for a database connection (all lent out, or one being opened)",
+            meter.waiting.clone(),
+        );
+        self.registry.register(
+            "db_pool_acquire_seconds",
+            "Time each statement, transaction or connection waited for its database connection",
+            meter.acquire_seconds.clone(),
+        );
+        self.registry.register(
+            "db_pool_acquire_timeouts",
+            "Acquisitions that gave up after the pool's acquire timeout (10 s)",
+            meter.timeouts.clone(),
+        );
         let gauges: [(&str, &str); 4] = [
             ("db_pool_connections", "Connections open in the pool"),
             ("db_pool_connections_in_use", "Connections lent out"),
@@ -142,7 +163,7 @@ impl Metrics {
         for ((name, help), gauge) in gauges.iter().zip([&open, &in_use, &idle, &max]) {
             self.registry.register(*name, *help, gauge.clone());
         }
-        let pool = db.pool().clone();
+        let pool = db.pool().unmetered().clone();
         self.on_scrape(move || {
             let size = i64::from(pool.size());
             let free = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);

@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kagi_runtime::health::database_probe;
-use kagi_runtime::{Authorizer, CallerAuthLayer, Clock, GrpcServer, Metrics, SystemClock};
+use kagi_runtime::{
+    Authorizer, BackgroundTasks, CallerAuthLayer, Clock, GrpcServer, Metrics, Stopping, SystemClock,
+};
 
 use crate::config::Settings;
 use crate::grpc::KeystoreGrpc;
 use crate::grpc::admin::KeystoreAdminGrpc;
+use crate::retention::{AuditRetention, PURGE_EVERY};
 use crate::service::Keystore;
 use crate::store::Db;
 
@@ -45,6 +48,7 @@ pub struct Application {
     keystore: Keystore,
     grpc: KeystoreGrpc,
     auth: CallerAuthLayer,
+    retention: AuditRetention,
 }
 
 impl Application {
@@ -65,7 +69,9 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let keystore = keystore(settings, clock).await?;
+        let keystore = keystore(settings, Arc::clone(&clock)).await?;
+        let retention =
+            AuditRetention::new(keystore.db().clone(), clock, settings.audit.retention());
         let auth =
             CallerAuthLayer::new(Authorizer::new("/kagi.v1.", &settings.auth, DEFAULT_ALLOW)?);
         let mut metrics = Metrics::new();
@@ -83,6 +89,7 @@ impl Application {
             keystore,
             grpc,
             auth,
+            retention,
         })
     }
 
@@ -99,7 +106,14 @@ impl Application {
         &self.keystore
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight calls and closes the pool.
+    /// The audit trail's purge, which [`Application::run_until_stopped`] runs hourly.
+    pub fn audit_retention(&self) -> &AuditRetention {
+        &self.retention
+    }
+
+    /// Serves until `shutdown` resolves, purging the audit trail at start and then hourly;
+    /// then drains in-flight calls, lets a purge in progress finish its batch, and closes
+    /// the pool.
     ///
     /// # Errors
     /// Transport failures.
@@ -107,6 +121,20 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let stopping = Stopping::on(shutdown);
+        let mut background = BackgroundTasks::new(stopping.clone());
+        if self.retention.is_on() {
+            let retention = self.retention.clone();
+            background.every("audit-retention", PURGE_EVERY, move || {
+                let retention = retention.clone();
+                async move {
+                    if let Err(e) = retention.purge().await {
+                        tracing::warn!(error = %e, "audit retention purge failed");
+                    }
+                }
+            });
+        }
+        let grace = self.server.grace();
         let admin = KeystoreAdminGrpc::new(self.keystore.clone());
         let routes =
             tonic::service::Routes::new(self.grpc.into_server()).add_service(admin.into_server());
@@ -117,9 +145,10 @@ impl Application {
                 &[SERVICE_NAME, ADMIN_SERVICE_NAME],
                 kagi_proto::FILE_DESCRIPTOR_SET,
                 self.auth,
-                shutdown,
+                stopping.begun(),
             )
             .await;
+        background.join(grace).await;
         self.keystore.db().close().await;
         served
     }

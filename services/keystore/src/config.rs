@@ -42,6 +42,8 @@ pub struct Settings {
     pub rotation: RotationSettings,
     /// "Check my authenticator" (CheckAuthenticator): its window and allowance.
     pub check: CheckSettings,
+    /// How long the audit trail is kept.
+    pub audit: AuditSettings,
     /// The institution: its `otpauth_issuer` names new keys in authenticator apps. The same
     /// section (or shared file) as the portal's and the notifier's.
     pub institution: kagi_runtime::Institution,
@@ -217,6 +219,38 @@ impl Default for RotationSettings {
 impl RotationSettings {
     pub fn replay_window(&self) -> Duration {
         Duration::from_secs(self.replay_window_secs)
+    }
+}
+
+/// The audit trail's retention.
+///
+/// Why 400 days by default: the trail answers "who saw, rotated or tried this account's key,
+/// and when" for incidents found late (a compromised account noticed at the end of a
+/// semester, a complaint after the academic year) and for the yearly audit, which compares
+/// with the same weeks a year before: a year plus a month's margin. It holds no secret and no
+/// address, only account IDs, callers and trace IDs, so it may outlive the 30 days the reset
+/// service and notifier keep personal data. Growth is about 200 bytes per login
+/// (BENCHMARKS.md, issue 16 item 3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Events older than this many days are deleted, hourly; 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: 400,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// `None` when events are kept forever.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_days > 0)
+            .then(|| Duration::from_secs(self.retention_days.saturating_mul(86_400)))
     }
 }
 

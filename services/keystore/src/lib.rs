@@ -57,6 +57,7 @@ pub mod error;
 pub mod grpc;
 pub mod metrics;
 pub mod render;
+pub mod retention;
 pub mod service;
 pub mod store;
 

@@ -19,6 +19,7 @@ struct KeystoreMetrics {
     rekeyed: Counter,
     checks: Family<Labels, Counter>,
     admin: Family<Labels, Counter>,
+    audit_purged: Counter,
 }
 
 static METRICS: LazyLock<KeystoreMetrics> = LazyLock::new(KeystoreMetrics::default);
@@ -61,6 +62,11 @@ pub fn register(metrics: &mut Metrics) {
         "keystore_admin_actions",
         "Help-desk calls by action (get_account, unlock, revoke_key)",
         m.admin.clone(),
+    );
+    r.register(
+        "keystore_audit_events_purged",
+        "Audit events deleted after the retention period (audit.retention_days)",
+        m.audit_purged.clone(),
     );
 }
 
@@ -109,4 +115,9 @@ pub(crate) fn checked(outcome: &'static str) {
 /// One help-desk call that succeeded.
 pub(crate) fn admin_action(action: &'static str) {
     METRICS.admin.get_or_create(&[("action", action)]).inc();
+}
+
+/// Audit events deleted by one retention pass.
+pub(crate) fn audit_purged(events: u64) {
+    METRICS.audit_purged.inc_by(events);
 }

@@ -94,3 +94,39 @@ impl Db {
             .await
     }
 }
+
+impl Db {
+    /// Deletes audit events recorded before `before` (ms), `batch` rows per statement, and
+    /// returns how many went.
+    ///
+    /// Why batches from the front: each statement looks at the `batch` oldest rows by `seq`
+    /// (the primary key, so no index on `at` and no cost on the insert path) and deletes those
+    /// that are old enough, so no statement holds its locks, or SQLite's one write lock, for
+    /// long, and a million expired rows never become one transaction. `seq` follows `at`
+    /// (events are numbered as they are recorded); a row stamped by a clock that went back
+    /// is deleted late, never early, since every delete also tests `at`. It stops at the
+    /// first batch with nothing expired.
+    ///
+    /// # Errors
+    /// Database failures; the batches already deleted stay deleted.
+    pub async fn purge_audit_before(&self, before: i64, batch: i64) -> Result<u64, sqlx::Error> {
+        let mut purged = 0;
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM audit_events WHERE at < $1 AND seq IN \
+                 (SELECT seq FROM audit_events ORDER BY seq LIMIT $2)",
+            )
+            .bind(before)
+            .bind(batch.max(1))
+            .execute(self.database.pool())
+            .await?
+            .rows_affected();
+            if deleted == 0 {
+                return Ok(purged);
+            }
+            purged += deleted;
+            // Let the calls queued behind this statement run before the next batch.
+            tokio::task::yield_now().await;
+        }
+    }
+}

@@ -61,6 +61,10 @@ pub struct TestApp {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub clock: Arc<ManualClock>,
     pub client: KeystoreClient<Channel>,
+    /// The running service's use cases and database (its pool is the one the RPCs use).
+    pub keystore: kagi_keystore::service::Keystore,
+    /// The audit trail's purge, the one the service runs hourly.
+    pub audit_retention: kagi_keystore::retention::AuditRetention,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -74,6 +78,8 @@ impl TestApp {
             .expect("keystore starts");
         let addr = app.local_addr();
         let metrics_addr = app.metrics_addr();
+        let keystore = app.keystore().clone();
+        let audit_retention = app.audit_retention().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -84,6 +90,8 @@ impl TestApp {
             metrics_addr,
             clock,
             client,
+            keystore,
+            audit_retention,
             stop: Some(stop),
             task: Some(task),
         }

@@ -15,6 +15,7 @@ mod observability;
 mod policy;
 mod process;
 mod rekey;
+mod retention;
 mod rotate;
 mod secrecy;
 mod tls;

@@ -86,8 +86,103 @@ async fn verify_code_traffic_moves_the_metrics_and_promtool_accepts_them(backend
         ) == 3.0
     );
     assert!(value(&after, "db_pool_connections_max") >= 1.0);
+    // The waits for a connection are measured at every acquisition: none waiting now, and
+    // each of the three calls took at least one connection (the refused one none).
+    assert!(
+        after.contains("# TYPE db_pool_acquire_waiting gauge"),
+        "{after}"
+    );
+    assert_eq!(value(&after, "db_pool_acquire_waiting"), 0.0);
+    assert!(
+        value(&after, "db_pool_acquire_seconds_count")
+            - value(&before, "db_pool_acquire_seconds_count")
+            >= 2.0,
+        "{after}"
+    );
+    assert_eq!(value(&after, "db_pool_acquire_timeouts_total"), 0.0);
     // No series names the account or the code.
     assert!(!after.contains("taro"), "{after}");
+    app.stop().await;
+}
+
+both_backends!(a_call_finding_every_connection_lent_out_shows_as_waiting);
+
+/// Pool exhaustion as an on-call engineer sees it: with both connections of a two-connection
+/// pool held, a VerifyCode waits for one, `db_pool_acquire_waiting` reads 1 while it does, and
+/// it completes once a connection comes back.
+async fn a_call_finding_every_connection_lent_out_shows_as_waiting(backend: Backend) {
+    let db = TestDatabase::new(backend, "keystore.db").await;
+    let mut settings = test_settings(&db);
+    settings.database.max_connections = 2;
+    settings.metrics.listen_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = TestApp::start(&settings, Arc::new(ManualClock::new(SystemTime::now()))).await;
+    let metrics = app.metrics_addr.expect("metrics are on");
+    let key = app.enroll("taro").await;
+    let waiting = |text: &str| value(text, "db_pool_acquire_waiting");
+    let waits = |text: &str| value(text, "db_pool_acquire_seconds_count");
+    let before = scrape(metrics).await;
+    assert_eq!(waiting(&before), 0.0);
+
+    let pool = app.keystore.db().pool();
+    let held = [pool.acquire().await.unwrap(), pool.acquire().await.unwrap()];
+    let code = app.code_for(&key, 0);
+    let call = tokio::spawn({
+        let client = app.client.clone();
+        async move {
+            let mut client = client;
+            client
+                .verify_code(TestApp::as_caller(
+                    "login",
+                    kagi_proto::v1::VerifyCodeRequest {
+                        account_id: "taro".into(),
+                        code,
+                    },
+                ))
+                .await
+        }
+    });
+    // The readiness probe may be waiting beside it for a moment (it gives up after 2 s):
+    // read until the call alone is waiting.
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(8), async {
+        loop {
+            let text = scrape(metrics).await;
+            if waiting(&text) == 1.0 {
+                break text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the call waits for a connection and the gauge shows it");
+    assert!(!call.is_finished(), "the call did not wait: {seen}");
+    assert_eq!(
+        value(
+            &seen,
+            "grpc_server_in_flight{grpc_service=\"kagi.v1.Keystore\",grpc_method=\"VerifyCode\"}"
+        ),
+        1.0
+    );
+    assert_eq!(value(&seen, "db_pool_connections_in_use"), 2.0);
+    // The bucket KagiDatabasePoolExhausted (deploy/monitoring) divides by.
+    assert!(
+        seen.contains("db_pool_acquire_seconds_bucket{le=\"0.0256\"}"),
+        "{seen}"
+    );
+
+    drop(held);
+    let answer = call
+        .await
+        .unwrap()
+        .expect("the call completes once a connection is free");
+    assert_eq!(
+        answer.into_inner().result(),
+        kagi_proto::v1::VerifyResult::Accepted
+    );
+    let after = scrape(metrics).await;
+    assert_eq!(waiting(&after), 0.0, "{after}");
+    assert!(waits(&after) > waits(&before), "{after}");
+    assert_eq!(value(&after, "db_pool_acquire_timeouts_total"), 0.0);
+    promtool_check(&scrape_text(metrics).await);
     app.stop().await;
 }
 
