@@ -80,12 +80,15 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// kagi-keystore's start-up time, exec to SERVING.
+    /// Each service's start-up time, exec to ready (gRPC SERVING; the portal's `/readyz`).
     Startup {
         #[command(flatten)]
         run: RunArgs,
         #[arg(long, default_value_t = 21)]
         runs: usize,
+        /// keystore, reset, notifier, portal or all (repeat or comma-separate).
+        #[arg(long = "service", value_delimiter = ',', default_value = "all")]
+        services: Vec<String>,
     },
     /// Internal: serve one ceiling service (started by `verify`).
     Ceiling {
@@ -201,11 +204,23 @@ async fn issue16(command: &mut Option<Command>) -> Option<anyhow::Result<()>> {
             }
             .await
         }
-        Command::Startup { run, runs } => {
+        Command::Startup {
+            run,
+            runs,
+            services,
+        } => {
             async {
                 let spec = run.spec()?;
-                let report = startup::run(&spec, runs).await?;
-                startup::print(&spec, &report);
+                let mut chosen = Vec::new();
+                for name in &services {
+                    if name == "all" {
+                        chosen.extend(startup::Service::ALL);
+                    } else {
+                        chosen.push(startup::Service::parse(name)?);
+                    }
+                }
+                let reports = startup::run(&spec, &chosen, runs).await?;
+                startup::print(&spec, &reports);
                 Ok(())
             }
             .await
