@@ -6,6 +6,8 @@
 //!   and portal from the multi-call binary, on SQLite, the machine's PostgreSQL, or a
 //!   replicated PostgreSQL of the stack's own, with a real SMTP server; [`Stack`] gives
 //!   tests their addresses, tokens and mail, and kills and restarts replicas.
+//! - [`local`]: [`LocalStack`], the same system in the test's own process, for the
+//!   services' integration tests: manual clocks, captured logs, handles into the services.
 //! - [`replica`]: one service process on a port it keeps across restarts.
 //! - [`postgres`]: a primary and a synchronous streaming standby from Debian's binaries,
 //!   failover by promotion, restart.
@@ -15,10 +17,12 @@
 
 pub mod chaos;
 pub mod haproxy;
+pub mod local;
 pub mod mailbox;
 pub mod postgres;
 pub mod replica;
 pub mod stack;
 
+pub use local::{LocalBuilder, LocalStack};
 pub use replica::Service;
 pub use stack::{Stack, StackBuilder, Storage};

@@ -182,7 +182,7 @@ impl MailReader {
     }
 }
 
-fn parse(raw: &[u8]) -> Option<Mail> {
+pub(crate) fn parse(raw: &[u8]) -> Option<Mail> {
     let mail = mail_parser::MessageParser::default().parse(raw)?;
     Some(Mail {
         to: mail

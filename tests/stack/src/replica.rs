@@ -32,6 +32,16 @@ impl Service {
         }
     }
 
+    /// Its SQLite file's name (`keystore.db`).
+    pub fn file(self) -> &'static str {
+        match self {
+            Self::Keystore => "keystore.db",
+            Self::Notifier => "notifier.db",
+            Self::Reset => "reset.db",
+            Self::Portal => "portal.db",
+        }
+    }
+
     /// The prefix of the environment variables its settings are read from.
     fn env_prefix(self) -> String {
         format!("KAGI_{}_", self.name().to_uppercase())

@@ -430,7 +430,7 @@ async fn the_help_desk_console_walk(backend: Backend) {
         VerifyResult::NoKey,
         "the revoked key logs nobody in"
     );
-    let mails = stack.sink.wait_for_mails(4).await;
+    let mails = stack.sink.wait_for_raw(4).await;
     let notices = helpdesk::subjects(&mails)
         .into_iter()
         .filter(|s| s.contains("ヘルプデスクによるアカウント操作のお知らせ"))

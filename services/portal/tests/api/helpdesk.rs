@@ -206,7 +206,7 @@ async fn one_page_answers_the_faq_and_every_action_is_audited_and_mailed(backend
         );
         assert!(after.contains(&row), "{action} in the trail: {after}");
     }
-    let mails = stack.sink.wait_for_mails(4).await;
+    let mails = stack.sink.wait_for_raw(4).await;
     let notices = subjects(&mails)
         .iter()
         .filter(|s| s.contains("ヘルプデスクによるアカウント操作のお知らせ"))

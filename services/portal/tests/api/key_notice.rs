@@ -32,7 +32,7 @@ async fn log_in(client: &mut Client) -> Reply {
 
 /// Subject and text body of mail number `n` (1-based).
 async fn mail(stack: &Stack, n: usize) -> (String, String) {
-    let mails = stack.sink.wait_for_mails(n).await;
+    let mails = stack.sink.wait_for_raw(n).await;
     let parsed = mail_parser::MessageParser::default()
         .parse(&mails[n - 1])
         .expect("a mail");

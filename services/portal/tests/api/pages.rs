@@ -1118,7 +1118,7 @@ fn names_only_omu(what: &str, text: &str) {
 
 /// The text and HTML bodies and the subject of mail `n`, as the user reads them.
 async fn mail_text(stack: &Stack, n: usize) -> (String, String) {
-    let mails = stack.sink.wait_for_mails(n).await;
+    let mails = stack.sink.wait_for_raw(n).await;
     let mail = mail_parser::MessageParser::default()
         .parse(&mails[n - 1])
         .unwrap();

@@ -126,7 +126,7 @@ async fn a_directory_change_the_saga_was_not_told_of_is_caught_at_confirm_and_re
     stack.verify(&verified, &code).await.unwrap();
     let (pending, _) = stack.start_and_read_code("m5").await;
     sql(
-        &stack.db,
+        &stack.reset_db,
         &format!(
             "UPDATE accounts SET recovery_email = '{NEW_EMAIL}' WHERE account_id IN ('m4', 'm5')"
         ),
@@ -185,6 +185,6 @@ async fn the_reissued_notice_also_goes_to_the_current_recovery_address(backend: 
     assert_eq!(notices.len(), 2, "{notices:?}");
     assert!(notices.contains(&vec![EMAIL.to_owned()]), "{notices:?}");
     assert!(notices.contains(&vec![NEW_EMAIL.to_owned()]), "{notices:?}");
-    let rows = sql(&stack.db, "SELECT notice_sent FROM resets").await;
+    let rows = sql(&stack.reset_db, "SELECT notice_sent FROM resets").await;
     assert_eq!(rows[0].get::<i64, _>("notice_sent"), 1);
 }

@@ -91,7 +91,7 @@ async fn parallel_guesses_cannot_pass_the_cap(backend: Backend) {
         })
         .count();
     assert_eq!(wrong_codes, 4, "only four answers say 'try again'");
-    let rows = sql(&stack.db, "SELECT wrong_attempts, state FROM resets").await;
+    let rows = sql(&stack.reset_db, "SELECT wrong_attempts, state FROM resets").await;
     assert_eq!(rows[0].get::<i64, _>("wrong_attempts"), 5);
     assert_eq!(rows[0].get::<String, _>("state"), "locked");
     assert_eq!(
@@ -123,7 +123,7 @@ async fn unknown_disabled_and_wrong_password_get_the_same_answer(backend: Backen
         assert_eq!(refusal.message(), "the account ID or password is incorrect");
     }
     assert!(stack.sink.mails().is_empty(), "no mail for a refused start");
-    let live = sql(&stack.db, "SELECT COUNT(*) AS n FROM resets").await;
+    let live = sql(&stack.reset_db, "SELECT COUNT(*) AS n FROM resets").await;
     assert_eq!(live[0].get::<i64, _>("n"), 0);
 }
 
@@ -136,7 +136,7 @@ async fn two_concurrent_starts_leave_one_live_reset(backend: Backend) {
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let live = sql(
-        &stack.db,
+        &stack.reset_db,
         "SELECT COUNT(*) AS n FROM resets WHERE state IN ('code_sent', 'verified', 'confirming')",
     )
     .await;
@@ -237,7 +237,7 @@ async fn reset_ids_and_codes_are_stored_only_hashed(backend: Backend) {
     let (reset_id, code) = stack.start_and_read_code("b7").await;
 
     let rows = sql(
-        &stack.db,
+        &stack.reset_db,
         "SELECT token_hash, saga_id, code_hash FROM resets",
     )
     .await;

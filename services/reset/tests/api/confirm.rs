@@ -67,7 +67,7 @@ async fn notifier_down_at_start_is_unavailable_and_leaves_nothing_live(backend: 
         "{}",
         down.message()
     );
-    let rows = sql(&stack.db, "SELECT state FROM resets").await;
+    let rows = sql(&stack.reset_db, "SELECT state FROM resets").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<String, _>("state"), "cancelled");
 }
@@ -101,7 +101,7 @@ async fn a_reissue_the_keystore_refuses_ends_and_the_user_can_start_over(backend
         pb::ResetState::Cancelled
     );
     let live = sql(
-        &stack.db,
+        &stack.reset_db,
         "SELECT COUNT(*) AS n FROM resets WHERE state = 'confirming'",
     )
     .await;

@@ -161,8 +161,9 @@ async fn sweep_records_a_rotation_the_keystore_made_for_a_confirming_saga(backen
 
     // The saga persisted CONFIRMING and the keystore rotated; then the process died before
     // recording it.
-    sql(&stack.db, "UPDATE resets SET state = 'confirming'").await;
-    let saga_id: String = sql(&stack.db, "SELECT saga_id FROM resets").await[0].get("saga_id");
+    sql(&stack.reset_db, "UPDATE resets SET state = 'confirming'").await;
+    let saga_id: String =
+        sql(&stack.reset_db, "SELECT saga_id FROM resets").await[0].get("saga_id");
     let rotated = stack
         .keystore_client()
         .await
@@ -182,7 +183,7 @@ async fn sweep_records_a_rotation_the_keystore_made_for_a_confirming_saga(backen
     // On restart the sweeper finishes it: one rotation, recorded, notice sent.
     assert_eq!(stack.saga.sweep().await.unwrap(), 1);
     let rows = sql(
-        &stack.db,
+        &stack.reset_db,
         "SELECT state, new_key_id, notice_sent FROM resets",
     )
     .await;
@@ -281,7 +282,7 @@ impl StallingProxy {
 
 async fn reset_state(stack: &Stack) -> (String, Option<String>, i64) {
     let rows = sql(
-        &stack.db,
+        &stack.reset_db,
         "SELECT state, new_key_id, notice_sent FROM resets",
     )
     .await;

@@ -90,7 +90,7 @@ async fn the_user_reissues_the_key_and_the_old_key_stops_working(backend: Backen
     assert!(logs.contains("a23b456c"), "logs were captured");
     // The saga ID is the keystore's idempotency key: a copy could replay the rotation.
     let saga_id: String = sqlx::Row::get(
-        &crate::helpers::sql(&stack.db, "SELECT saga_id FROM resets").await[0],
+        &crate::helpers::sql(&stack.reset_db, "SELECT saga_id FROM resets").await[0],
         "saga_id",
     );
     for secret in [
@@ -164,7 +164,9 @@ async fn starting_over_cancels_the_reset(backend: Backend) {
 
 /// Resets stored for `account` (their rows hold the recovery address, IP and user agent).
 async fn stored_resets(stack: &Stack, account: &str) -> i64 {
-    let (pool, _) = kagi_runtime::db::connect(&stack.db.url, 1).await.unwrap();
+    let (pool, _) = kagi_runtime::db::connect(&stack.reset_db.url, 1)
+        .await
+        .unwrap();
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM resets WHERE account_id = $1")
         .bind(account)
         .fetch_one(&pool)

@@ -3,28 +3,23 @@
 //! under test and a clock the test moves.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use base64::Engine as _;
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_proto::v1::reset_client::ResetClient;
 use kagi_reset::accounts::AccountAdmin;
 use kagi_runtime::ManualClock;
+use kagi_stack::LocalStack;
 use secrecy::SecretString;
 use sqlx::Connection as _;
 use tonic::transport::Channel;
 
+pub use kagi_stack::local::{CODE_KEY, InProcess as Running, Sink as SmtpSink, token_of};
 pub use kagi_testkit::{Backend, TestDatabase};
 
 pub const PASSWORD: &str = "correct-horse-battery-staple";
 pub const EMAIL: &str = "taro@example.ac.jp";
-pub const CODE_KEY: [u8; 32] = [42; 32];
-
-pub fn token_of(caller: &str) -> String {
-    format!("test-token-of-{caller}-0123456789")
-}
-
 /// Runs a statement against the reset service's database (to look behind the API).
 pub async fn sql(db: &TestDatabase, statement: &str) -> Vec<sqlx::any::AnyRow> {
     sqlx::any::install_default_drivers();
@@ -41,71 +36,6 @@ pub fn captured_logs() -> String {
     kagi_testkit::logs::captured()
 }
 
-/// The SMTP server (kagi-testkit's aiosmtpd sink), read as the user reads mail.
-pub struct SmtpSink {
-    pub port: u16,
-    inner: kagi_testkit::smtp::SmtpSink,
-}
-
-/// One message as the user's mail client shows it.
-#[derive(Debug, Clone)]
-pub struct Mail {
-    /// The addresses of the `To:` header.
-    pub to: Vec<String>,
-    pub subject: String,
-    /// The text body.
-    pub body: String,
-}
-
-fn parse_mail(raw: &[u8]) -> Mail {
-    let mail = mail_parser::MessageParser::default().parse(raw).unwrap();
-    Mail {
-        to: mail
-            .to()
-            .map(|to| {
-                to.iter()
-                    .filter_map(|a| a.address())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        subject: mail.subject().unwrap_or_default().to_owned(),
-        body: mail.body_text(0).unwrap_or_default().into_owned(),
-    }
-}
-
-impl SmtpSink {
-    pub async fn start() -> Self {
-        let inner = kagi_testkit::smtp::SmtpSink::start("250").await;
-        Self {
-            port: inner.port,
-            inner,
-        }
-    }
-
-    /// The messages accepted so far, in order.
-    pub fn mails(&self) -> Vec<Mail> {
-        self.inner.mails().iter().map(|m| parse_mail(m)).collect()
-    }
-
-    pub async fn wait_for_mails(&self, n: usize) -> Vec<Mail> {
-        self.inner
-            .wait_for_mails(n)
-            .await
-            .iter()
-            .map(|m| parse_mail(m))
-            .collect()
-    }
-
-    /// The confirmation code in the `n`-th mail (1-based), read as the user reads it.
-    pub async fn code_in_mail(&self, n: usize) -> String {
-        let mails = self.wait_for_mails(n).await;
-        let Mail { subject, body, .. } = &mails[n - 1];
-        assert!(subject.contains("二要素認証の再設定のご案内"), "{subject}");
-        code_in(body).unwrap_or_else(|| panic!("no code in mail:\n{body}"))
-    }
-}
-
 pub fn code_in(body: &str) -> Option<String> {
     body.lines()
         .find_map(|l| {
@@ -117,175 +47,28 @@ pub fn code_in(body: &str) -> Option<String> {
 
 // ---------------------------------------------------------------- the stack
 
-/// A service running in this process, stopped when dropped.
-pub struct Running {
-    pub addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Running {
-    fn spawn<F>(
-        addr: std::net::SocketAddr,
-        run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
-    ) -> Self
-    where
-        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(stopped));
-        Self {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Stops as on SIGTERM and waits until it has.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-pub fn keystore_settings(db: &TestDatabase, addr: &str) -> kagi_keystore::Settings {
-    let mut settings = kagi_keystore::Settings::default();
-    settings.server.listen_addr = addr.parse().unwrap();
-    settings.server.shutdown_grace_secs = 2;
-    settings.database.url = db.url.clone();
-    settings.database.max_connections = 4;
-    settings.kek.keys.insert(
-        "k1".into(),
-        SecretString::from(base64::engine::general_purpose::STANDARD.encode([11_u8; 32])),
-    );
-    for caller in ["login", "reset", "onboarding", "admin"] {
-        settings
-            .auth
-            .tokens
-            .insert(caller.into(), SecretString::from(token_of(caller)));
-    }
-    settings
-}
-
-pub async fn start_keystore(
-    settings: &kagi_keystore::Settings,
-    clock: Arc<ManualClock>,
-) -> Running {
-    kagi_testkit::logs::init();
-    let app = kagi_keystore::Application::build_with_clock(settings, clock)
-        .await
-        .expect("keystore starts");
-    let addr = app.local_addr();
-    Running::spawn(addr, |stopped| {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-    })
-}
-
-pub fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Settings {
-    use kagi_notifier::config::{SmtpTls, TransportKind};
-    let mut settings = kagi_notifier::Settings {
-        server: kagi_runtime::ServerSettings::on("127.0.0.1:0".parse().unwrap()),
-        ..Default::default()
-    };
-    settings.server.shutdown_grace_secs = 2;
-    settings
-        .auth
-        .tokens
-        .insert("reset".into(), SecretString::from(token_of("reset")));
-    settings.database.url = db.url.clone();
-    settings.database.max_connections = 4;
-    settings.sealing.key_file = db.side_file("notifier-payload-key");
-    settings.mail.templates_dir = None;
-    settings.transport.kind = TransportKind::Smtp;
-    settings.transport.smtp.host = "127.0.0.1".into();
-    settings.transport.smtp.port = smtp_port;
-    settings.transport.smtp.tls = SmtpTls::None;
-    settings.transport.smtp.timeout_ms = 3_000;
-    settings.transport.smtp.hello_name = Some("notifier.test".into());
-    settings.delivery.poll_interval_ms = 25;
-    settings.delivery.backoff_initial_ms = 40;
-    settings.delivery.backoff_max_ms = 200;
-    settings
-}
-
-pub async fn start_notifier(settings: kagi_notifier::Settings) -> Running {
-    kagi_testkit::logs::init();
-    let app = kagi_notifier::Application::build(&settings)
-        .await
-        .expect("notifier starts");
-    let addr = app.local_addr();
-    Running::spawn(addr, |stopped| {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-    })
-}
-
-/// Reset settings for the test stack: cheap argon2 (tests hash often; production strength
-/// is tested on its own), no background sweeper, and every limit at its shipped default
-/// (the notifier's too: see [`notifier_settings`]).
-pub fn reset_settings(
-    db: &TestDatabase,
-    keystore: std::net::SocketAddr,
-    notifier: std::net::SocketAddr,
-) -> kagi_reset::Settings {
-    let mut settings = kagi_reset::Settings::default();
-    settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.server.shutdown_grace_secs = 2;
-    settings.database.url = db.url.clone();
-    settings.database.max_connections = 8;
-    settings.code_hmac_key_file = None;
-    settings.code_hmac_key = Some(SecretString::from(
-        base64::engine::general_purpose::STANDARD.encode(CODE_KEY),
-    ));
-    for caller in ["portal", "helpdesk"] {
-        settings
-            .auth
-            .tokens
-            .insert(caller.into(), SecretString::from(token_of(caller)));
-    }
-    settings.keystore.endpoint = format!("http://{keystore}");
-    settings.keystore.token = Some(SecretString::from(token_of("reset")));
-    settings.keystore.timeout_ms = 2_000;
-    settings.notifier.endpoint = format!("http://{notifier}");
-    settings.notifier.token = Some(SecretString::from(token_of("reset")));
-    settings.notifier.timeout_ms = 2_000;
-    settings.password.memory_kib = 1024;
-    settings.password.iterations = 1;
-    settings.sweeper.interval_secs = 0;
-    settings
-}
-
-/// Everything one scenario talks to.
+/// Everything one scenario talks to: [`LocalStack`] without a portal (the tests call the
+/// reset service as the portal does), the keystore and the notifier on SQLite, the reset
+/// service on the backend under test.
 pub struct Stack {
-    pub db: TestDatabase,
-    pub clock: Arc<ManualClock>,
-    pub keystore_clock: Arc<ManualClock>,
-    _keystore_db: TestDatabase,
-    pub keystore_settings: kagi_keystore::Settings,
-    pub sink: SmtpSink,
-    pub keystore: Option<Running>,
-    _notifier: Running,
+    /// The reset service as the stack started it; `None` once a test took it.
     pub reset: Option<Running>,
     pub saga: kagi_reset::saga::ResetSaga,
     pub accounts: AccountAdmin,
+    /// Its settings, to start more replicas of it.
     pub settings: kagi_reset::Settings,
     pub client: ResetClient<Channel>,
-    pub notifier_db: TestDatabase,
+    /// The clocks, the SMTP server (`sink`), the keystore (stopped and restarted by some
+    /// scenarios, `keystore_settings`), the databases (`reset_db`, `notifier_db`).
+    system: LocalStack,
+}
+
+impl std::ops::Deref for Stack {
+    type Target = LocalStack;
+
+    fn deref(&self) -> &LocalStack {
+        &self.system
+    }
 }
 
 impl Stack {
@@ -296,40 +79,26 @@ impl Stack {
     /// Starts the stack, letting the test change the reset service's settings first.
     pub async fn start_with(
         backend: Backend,
-        tweak: impl FnOnce(&mut kagi_reset::Settings),
+        tweak: impl FnOnce(&mut kagi_reset::Settings) + Send,
     ) -> Self {
-        kagi_testkit::logs::init();
-        let sink = SmtpSink::start().await;
-        let keystore_db = TestDatabase::new(Backend::Sqlite, "keystore.db").await;
-        let keystore_settings = keystore_settings(&keystore_db, "127.0.0.1:0");
-        let keystore_clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let keystore = start_keystore(&keystore_settings, keystore_clock.clone()).await;
-        let notifier_db = TestDatabase::new(Backend::Sqlite, "notifier.db").await;
-        let notifier = start_notifier(notifier_settings(&notifier_db, sink.port)).await;
-        let db = TestDatabase::new(backend, "reset.db").await;
-        let mut settings = reset_settings(&db, keystore.addr, notifier.addr);
-        tweak(&mut settings);
-        let clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let (reset, saga, accounts) = start_reset(&settings, clock.clone()).await;
-        let client = ResetClient::new(channel(reset.addr).await);
-        // The keystore restarts on the same port in some scenarios.
-        let mut keystore_settings = keystore_settings;
-        keystore_settings.server.listen_addr = keystore.addr;
+        let mut system = LocalStack::builder(backend)
+            .backend_of(kagi_stack::Service::Keystore, Backend::Sqlite)
+            .backend_of(kagi_stack::Service::Notifier, Backend::Sqlite)
+            .without_portal()
+            // Concurrent scenarios (races, replicas) hold more connections at once.
+            .reset(|s| s.database.max_connections = 8)
+            .reset(tweak)
+            .start()
+            .await
+            .expect("the system starts");
+        let reset = system.reset.take().expect("the reset service");
         Self {
-            db,
-            clock,
-            keystore_clock,
-            _keystore_db: keystore_db,
-            keystore_settings,
-            sink,
-            keystore: Some(keystore),
-            _notifier: notifier,
-            reset: Some(reset),
-            saga,
-            accounts,
-            settings,
-            client,
-            notifier_db,
+            client: ResetClient::new(channel(reset.running.addr).await),
+            reset: Some(reset.running),
+            saga: reset.saga,
+            accounts: reset.accounts,
+            settings: system.reset_settings.clone(),
+            system,
         }
     }
 
@@ -431,14 +200,14 @@ impl Stack {
     }
 
     pub async fn stop_keystore(&mut self) {
-        if let Some(ks) = self.keystore.take() {
-            ks.stop().await;
-        }
+        self.system.stop_keystore().await;
     }
 
     pub async fn restart_keystore(&mut self) {
-        self.keystore =
-            Some(start_keystore(&self.keystore_settings, self.keystore_clock.clone()).await);
+        self.system
+            .restart_keystore()
+            .await
+            .expect("the keystore restarts");
     }
 
     // ---- the portal's calls
@@ -544,22 +313,15 @@ impl Stack {
     }
 }
 
+/// Another reset service replica on `settings` (the same database) and `clock`.
 pub async fn start_reset(
     settings: &kagi_reset::Settings,
     clock: Arc<ManualClock>,
 ) -> (Running, kagi_reset::saga::ResetSaga, AccountAdmin) {
-    let app = kagi_reset::Application::build_with_clock(settings, clock)
+    let replica = kagi_stack::local::ResetReplica::start(settings, clock)
         .await
         .expect("reset service starts");
-    let addr = app.local_addr();
-    let saga = app.saga().clone();
-    let accounts = app.accounts().clone();
-    let running = Running::spawn(addr, |stopped| {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-    });
-    (running, saga, accounts)
+    (replica.running, replica.saga, replica.accounts)
 }
 
 pub async fn channel(addr: std::net::SocketAddr) -> Channel {

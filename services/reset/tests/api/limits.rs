@@ -95,7 +95,7 @@ async fn forty_simultaneous_guesses_over_three_replicas_check_the_password_only_
         "{codes:?}"
     );
     let rows = sql(
-        &stack.db,
+        &stack.reset_db,
         "SELECT COUNT(*) AS n FROM rate_events WHERE scope = 'account' AND subject = 'victim'",
     )
     .await;
@@ -145,7 +145,7 @@ async fn forty_simultaneous_starts_from_one_address_over_three_replicas_pass_onl
         "{codes:?}"
     );
     let rows = sql(
-        &stack.db,
+        &stack.reset_db,
         "SELECT subject, COUNT(*) AS n FROM rate_events WHERE scope = 'ip' GROUP BY subject",
     )
     .await;

@@ -8,18 +8,16 @@
 pub mod http;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
-use kagi_portal::config::LoginMode;
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_runtime::client::{ClientSettings, channel};
-use kagi_runtime::{Clock as _, ManualClock, ServiceChannel};
-use kagi_testkit::smtp::SmtpSink;
+use kagi_runtime::{Clock as _, ServiceChannel};
+use kagi_stack::LocalStack;
+use kagi_testkit::Backend;
 use kagi_testkit::tls::TestPki;
-use kagi_testkit::{Backend, TestDatabase};
 use secrecy::SecretString;
 use tonic::transport::Channel;
 
@@ -27,47 +25,13 @@ pub const ACCOUNT: &str = "taro";
 pub const PASSWORD: &str = "correct-horse-battery-staple";
 pub const EMAIL: &str = "taro@example.ac.jp";
 
-pub fn token_of(caller: &str) -> String {
-    format!("test-token-of-{caller}-0123456789")
-}
+pub use kagi_stack::local::token_of;
 
-/// A running service and the way to stop it.
-pub struct Running {
-    pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Running {
-    fn spawn<F>(addr: SocketAddr, run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F) -> Self
-    where
-        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(run(stopped));
-        Self {
-            addr,
-            stop: Some(stop),
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// The whole system for one test.
+/// The whole system for one test ([`LocalStack`]), with the demo account enrolled.
+#[derive(Debug)]
 pub struct Stack {
     pub portal: SocketAddr,
     pub keystore: SocketAddr,
-    /// The clock of the portal and the reset service (resend cooldown, idle sessions).
-    pub clock: Arc<ManualClock>,
-    /// The keystore's clock (one-time passwords).
-    pub keystore_clock: Arc<ManualClock>,
-    pub sink: SmtpSink,
     pub accounts: kagi_reset::accounts::AccountAdmin,
     pub first_key: pb::SetupKey,
     /// The reset service's database (to check what it recorded).
@@ -76,10 +40,17 @@ pub struct Stack {
     pub notifier_db: String,
     /// The portal's own database (sessions, login limits).
     pub portal_db: String,
-    /// With every gRPC hop on mTLS: the CA and certificates the services use.
-    pub tls: Option<TestPki>,
-    _services: Vec<Running>,
-    _dbs: Vec<TestDatabase>,
+    /// The clocks (`clock`, `keystore_clock`), the SMTP server (`sink`), the mTLS material
+    /// (`tls`) and the running services.
+    system: LocalStack,
+}
+
+impl std::ops::Deref for Stack {
+    type Target = LocalStack;
+
+    fn deref(&self) -> &LocalStack {
+        &self.system
+    }
 }
 
 impl Stack {
@@ -94,135 +65,57 @@ impl Stack {
     }
 
     /// Everything on SQLite, letting the test change the portal's settings first.
-    pub async fn start_with(tweak: impl FnOnce(&mut kagi_portal::Settings)) -> Self {
+    pub async fn start_with<'a>(
+        tweak: impl FnOnce(&mut kagi_portal::Settings) + Send + 'a,
+    ) -> Self {
         Self::start_with_on(Backend::Sqlite, tweak).await
     }
 
     /// Everything on `backend`, letting the test change the portal's settings first.
-    pub async fn start_with_on(
+    pub async fn start_with_on<'a>(
         backend: Backend,
-        tweak: impl FnOnce(&mut kagi_portal::Settings),
+        tweak: impl FnOnce(&mut kagi_portal::Settings) + Send + 'a,
     ) -> Self {
-        Self::start_full(backend, &kagi_runtime::Institution::default(), tweak, None).await
+        Self::start_from(LocalStack::builder(backend).portal(tweak)).await
     }
 
     /// Everything on `backend`, every gRPC hop (portal → keystore and reset, reset →
     /// keystore and notifier, the test's own calls) over TLS with client certificates.
     pub async fn start_mtls_on(backend: Backend) -> Self {
-        Self::start_full(
-            backend,
-            &kagi_runtime::Institution::default(),
-            |_| {},
-            Some(TestPki::new()),
-        )
-        .await
+        Self::start_from(LocalStack::builder(backend).mtls(TestPki::new())).await
     }
 
     /// Everything on `backend` for `institution`, configured once and given to the portal,
     /// the notifier and the keystore alike (as a deployment's shared file would).
-    pub async fn start_for(
+    pub async fn start_for<'a>(
         backend: Backend,
         institution: &kagi_runtime::Institution,
-        tweak: impl FnOnce(&mut kagi_portal::Settings),
+        tweak: impl FnOnce(&mut kagi_portal::Settings) + Send + 'a,
     ) -> Self {
-        Self::start_full(backend, institution, tweak, None).await
+        Self::start_from(
+            LocalStack::builder(backend)
+                .institution(institution.clone())
+                .portal(tweak),
+        )
+        .await
     }
 
-    async fn start_full(
-        backend: Backend,
-        institution: &kagi_runtime::Institution,
-        tweak: impl FnOnce(&mut kagi_portal::Settings),
-        tls: Option<TestPki>,
-    ) -> Self {
-        kagi_testkit::logs::init();
-        let sink = SmtpSink::start("250").await;
-        let keystore_db = TestDatabase::new(backend, "keystore.db").await;
-        let notifier_db = TestDatabase::new(backend, "notifier.db").await;
-        let reset_db = TestDatabase::new(backend, "reset.db").await;
-        let portal_db = TestDatabase::new(backend, "portal.db").await;
-
-        let keystore_clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let mut settings = keystore_settings(&keystore_db);
-        settings.institution = institution.clone();
-        if let Some(pki) = &tls {
-            let callers = ["login", "reset", "onboarding", "admin", "portal"];
-            pki.serve_mtls(&mut settings.server, &mut settings.auth, &callers);
-        }
-        let keystore =
-            kagi_keystore::Application::build_with_clock(&settings, keystore_clock.clone())
-                .await
-                .expect("keystore starts");
-        let keystore_addr = keystore.local_addr();
-        let keystore = Running::spawn(keystore_addr, |s| {
-            keystore.run_until_stopped(async {
-                let _ = s.await;
-            })
-        });
-
-        let mut settings = notifier_settings(&notifier_db, sink.port);
-        settings.institution = institution.clone();
-        if let Some(pki) = &tls {
-            pki.serve_mtls(&mut settings.server, &mut settings.auth, &["reset"]);
-        }
-        let notifier = kagi_notifier::Application::build(&settings)
+    async fn start_from(builder: kagi_stack::LocalBuilder<'_>) -> Self {
+        // The tests' browsers connect from loopback: on campus, so the local login asks for
+        // the password only. Tests of the off-campus login come through a trusted proxy that
+        // names an outside address (`X-Forwarded-For`).
+        let system = builder
+            .keystore(|s| s.campus_networks = vec!["127.0.0.0/8".parse().unwrap()])
+            .start()
             .await
-            .expect("notifier starts");
-        let notifier_addr = notifier.local_addr();
-        let notifier = Running::spawn(notifier_addr, |s| {
-            notifier.run_until_stopped(async {
-                let _ = s.await;
-            })
-        });
-
-        let clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let mut settings = reset_settings(&reset_db, keystore_addr, notifier_addr);
-        if let Some(pki) = &tls {
-            pki.serve_mtls(&mut settings.server, &mut settings.auth, &["portal"]);
-            settings.keystore = over_mtls(pki, settings.keystore, keystore_addr, "reset");
-            settings.notifier = over_mtls(pki, settings.notifier, notifier_addr, "reset");
-        }
-        let reset = kagi_reset::Application::build_with_clock(&settings, clock.clone())
-            .await
-            .expect("reset service starts");
-        let reset_addr = reset.local_addr();
-        let accounts = reset.accounts().clone();
-        let reset = Running::spawn(reset_addr, |s| {
-            reset.run_until_stopped(async {
-                let _ = s.await;
-            })
-        });
-
-        let mut settings = portal_settings(&portal_db, keystore_addr, reset_addr);
-        settings.institution = institution.clone();
-        if let Some(pki) = &tls {
-            settings.keystore = over_mtls(pki, settings.keystore, keystore_addr, "portal");
-            settings.reset = over_mtls(pki, settings.reset, reset_addr, "portal");
-        }
-        // The help desk's console, as its own caller; no operator unless a test names one.
-        for (client, addr) in [
-            (&mut settings.helpdesk.keystore, keystore_addr),
-            (&mut settings.helpdesk.reset, reset_addr),
-            (&mut settings.helpdesk.notifier, notifier_addr),
-        ] {
-            client.endpoint = format!("http://{addr}");
-            client.token = Some(SecretString::from(token_of("helpdesk")));
-        }
-        tweak(&mut settings);
-        let portal = kagi_portal::Application::build_with_clock(&settings, clock.clone())
-            .await
-            .expect("portal starts");
-        let portal_addr = portal.local_addr();
-        let portal = Running::spawn(portal_addr, |s| {
-            portal.run_until_stopped(async {
-                let _ = s.await;
-            })
-        });
-
+            .expect("the system starts");
+        let accounts = system.reset.as_ref().unwrap().accounts.clone();
         accounts
             .add(ACCOUNT, EMAIL, SecretString::from(PASSWORD), 0)
             .await
             .expect("demo account");
-        let first_key = keystore_as(tls.as_ref(), keystore_addr, "onboarding")
+        let keystore = system.keystore_addr();
+        let first_key = keystore_as(system.tls.as_ref(), keystore, "onboarding")
             .enroll(pb::EnrollRequest {
                 account_id: ACCOUNT.into(),
             })
@@ -232,19 +125,14 @@ impl Stack {
             .key
             .expect("key");
         Self {
-            portal: portal_addr,
-            keystore: keystore_addr,
-            clock,
-            keystore_clock,
-            sink,
+            portal: system.portal.as_ref().unwrap().addr,
+            keystore,
             accounts,
             first_key,
-            reset_db: reset_db.url.clone(),
-            notifier_db: notifier_db.url.clone(),
-            portal_db: portal_db.url.clone(),
-            tls,
-            _services: vec![portal, reset, notifier, keystore],
-            _dbs: vec![keystore_db, notifier_db, reset_db, portal_db],
+            reset_db: system.reset_db.url.clone(),
+            notifier_db: system.notifier_db.url.clone(),
+            portal_db: system.portal_db.as_ref().unwrap().url.clone(),
+            system,
         }
     }
 
@@ -303,18 +191,7 @@ impl Stack {
 
     /// The confirmation code in the `n`-th mail (1-based), read as the user reads it.
     pub async fn code_in_mail(&self, n: usize) -> String {
-        let mails = self.sink.wait_for_mails(n).await;
-        let mail = mail_parser::MessageParser::default()
-            .parse(&mails[n - 1])
-            .expect("a mail");
-        let body = mail.body_text(0).unwrap_or_default().into_owned();
-        body.lines()
-            .find_map(|l| {
-                l.strip_prefix("確認コード: ")
-                    .or_else(|| l.strip_prefix("Confirmation code: "))
-            })
-            .map(|c| c.trim().to_owned())
-            .unwrap_or_else(|| panic!("no code in mail:\n{body}"))
+        self.sink.code_in_mail(n).await
     }
 }
 
@@ -331,19 +208,6 @@ pub fn keystore_as(
     };
     settings.token = Some(SecretString::from(token_of(caller)));
     KeystoreClient::new(channel(&settings).expect("a keystore client"))
-}
-
-/// `plain` (a client of `addr` with its token) over TLS, presenting `caller`'s certificate.
-fn over_mtls(
-    pki: &TestPki,
-    plain: ClientSettings,
-    addr: SocketAddr,
-    caller: &str,
-) -> ClientSettings {
-    ClientSettings {
-        token: plain.token,
-        ..pki.client_settings(addr, Some(caller))
-    }
 }
 
 pub async fn keystore_client(addr: SocketAddr) -> KeystoreClient<Channel> {
@@ -408,116 +272,6 @@ pub fn png_of_data_uri(uri: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(b64)
         .unwrap()
-}
-
-fn keystore_settings(db: &TestDatabase) -> kagi_keystore::Settings {
-    let mut settings = kagi_keystore::Settings::default();
-    settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.server.shutdown_grace_secs = 2;
-    settings.database.url = db.url.clone();
-    settings.database.max_connections = 4;
-    settings.kek.keys.insert(
-        "k1".into(),
-        SecretString::from(base64::engine::general_purpose::STANDARD.encode([11_u8; 32])),
-    );
-    // The tests' browsers connect from loopback: on campus, so the local login asks for
-    // the password only. Tests of the off-campus login come through a trusted proxy that
-    // names an outside address (`X-Forwarded-For`).
-    settings.campus_networks = vec!["127.0.0.0/8".parse().unwrap()];
-    for caller in [
-        "login",
-        "reset",
-        "onboarding",
-        "admin",
-        "portal",
-        "helpdesk",
-    ] {
-        settings
-            .auth
-            .tokens
-            .insert(caller.into(), SecretString::from(token_of(caller)));
-    }
-    settings
-}
-
-fn notifier_settings(db: &TestDatabase, smtp_port: u16) -> kagi_notifier::Settings {
-    use kagi_notifier::config::{SmtpTls, TransportKind};
-    let mut settings = kagi_notifier::Settings {
-        server: kagi_runtime::ServerSettings::on("127.0.0.1:0".parse().unwrap()),
-        ..Default::default()
-    };
-    settings.server.shutdown_grace_secs = 2;
-    for caller in ["reset", "helpdesk"] {
-        settings
-            .auth
-            .tokens
-            .insert(caller.into(), SecretString::from(token_of(caller)));
-    }
-    settings.database.url = db.url.clone();
-    settings.database.max_connections = 4;
-    settings.sealing.key_file = db.side_file("notifier-payload-key");
-    settings.mail.templates_dir = None;
-    settings.transport.kind = TransportKind::Smtp;
-    settings.transport.smtp.host = "127.0.0.1".into();
-    settings.transport.smtp.port = smtp_port;
-    settings.transport.smtp.tls = SmtpTls::None;
-    settings.transport.smtp.timeout_ms = 3_000;
-    settings.transport.smtp.hello_name = Some("notifier.test".into());
-    settings.delivery.poll_interval_ms = 25;
-    settings.delivery.backoff_initial_ms = 40;
-    settings.delivery.backoff_max_ms = 200;
-    // Every limit stays at its production default (reset mails per recipient included).
-    settings
-}
-
-fn reset_settings(
-    db: &TestDatabase,
-    keystore: SocketAddr,
-    notifier: SocketAddr,
-) -> kagi_reset::Settings {
-    let mut settings = kagi_reset::Settings::default();
-    settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.server.shutdown_grace_secs = 2;
-    settings.database.url = db.url.clone();
-    settings.database.max_connections = 4;
-    settings.code_hmac_key_file = None;
-    settings.code_hmac_key = Some(SecretString::from(
-        base64::engine::general_purpose::STANDARD.encode([42_u8; 32]),
-    ));
-    for caller in ["portal", "helpdesk"] {
-        settings
-            .auth
-            .tokens
-            .insert(caller.into(), SecretString::from(token_of(caller)));
-    }
-    settings.keystore.endpoint = format!("http://{keystore}");
-    settings.keystore.token = Some(SecretString::from(token_of("reset")));
-    settings.notifier.endpoint = format!("http://{notifier}");
-    settings.notifier.token = Some(SecretString::from(token_of("reset")));
-    settings.password.memory_kib = 1024;
-    settings.password.iterations = 1;
-    // The reset policy (resends, attempts per account and per address) stays at its
-    // production defaults.
-    settings.sweeper.interval_secs = 0;
-    settings
-}
-
-fn portal_settings(
-    db: &TestDatabase,
-    keystore: SocketAddr,
-    reset: SocketAddr,
-) -> kagi_portal::Settings {
-    let mut settings = kagi_portal::Settings::default();
-    settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.server.shutdown_grace_secs = 2;
-    settings.database.url = db.url.clone();
-    settings.database.max_connections = 4;
-    settings.keystore.endpoint = format!("http://{keystore}");
-    settings.keystore.token = Some(SecretString::from(token_of("portal")));
-    settings.reset.endpoint = format!("http://{reset}");
-    settings.reset.token = Some(SecretString::from(token_of("portal")));
-    settings.login.mode = LoginMode::Local;
-    settings
 }
 
 /// A secret as the key page groups it.
