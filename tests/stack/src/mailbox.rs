@@ -24,14 +24,18 @@ pub struct Mail {
 impl Mail {
     /// The confirmation code of a reset mail, as the user reads it (Japanese or English).
     pub fn reset_code(&self) -> Option<String> {
-        self.body
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("確認コード: ")
-                    .or_else(|| l.strip_prefix("Confirmation code: "))
-            })
-            .map(|c| c.trim().to_owned())
+        code_in(&self.body)
     }
+}
+
+/// The confirmation code a reset mail's text `body` gives (Japanese or English).
+pub fn code_in(body: &str) -> Option<String> {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix("確認コード: ")
+                .or_else(|| l.strip_prefix("Confirmation code: "))
+        })
+        .map(|c| c.trim().to_owned())
 }
 
 /// What the SMTP server does now.

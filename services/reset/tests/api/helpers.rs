@@ -1,6 +1,7 @@
 //! `Stack::start`: a keystore, a notifier delivering to an SMTP sink, and the reset service
-//! under test, each on 127.0.0.1:0 with a fresh database; the reset service on the backend
-//! under test and a clock the test moves.
+//! under test, each on 127.0.0.1:0 with a fresh database, started by the one stack builder
+//! ([`LocalStack`]); the reset service on the backend under test and a clock the test moves;
+//! and the calls the tests make in the portal's place.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +16,13 @@ use secrecy::SecretString;
 use sqlx::Connection as _;
 use tonic::transport::Channel;
 
-pub use kagi_stack::local::{CODE_KEY, InProcess as Running, Sink as SmtpSink, token_of};
+pub use kagi_stack::local::{CODE_KEY, InProcess as Running, Sink as SmtpSink, token_of, wrong};
+pub use kagi_stack::mailbox::code_in;
 pub use kagi_testkit::{Backend, TestDatabase};
 
 pub const PASSWORD: &str = "correct-horse-battery-staple";
 pub const EMAIL: &str = "taro@example.ac.jp";
+
 /// Runs a statement against the reset service's database (to look behind the API).
 pub async fn sql(db: &TestDatabase, statement: &str) -> Vec<sqlx::any::AnyRow> {
     sqlx::any::install_default_drivers();
@@ -34,15 +37,6 @@ pub async fn sql(db: &TestDatabase, statement: &str) -> Vec<sqlx::any::AnyRow> {
 /// this test binary.
 pub fn captured_logs() -> String {
     kagi_testkit::logs::captured()
-}
-
-pub fn code_in(body: &str) -> Option<String> {
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix("確認コード: ")
-                .or_else(|| l.strip_prefix("Confirmation code: "))
-        })
-        .map(|c| c.trim().to_owned())
 }
 
 // ---------------------------------------------------------------- the stack
@@ -345,23 +339,7 @@ pub fn portal<T>(message: T) -> tonic::Request<T> {
     as_caller("portal", message)
 }
 
-/// RFC 6238 by hand over the Base32 secret the user sees.
+/// The code `key` shows at `unix_secs`.
 pub fn totp_at(key: &pb::SetupKey, unix_secs: u64) -> String {
-    let secret = data_encoding::BASE32_NOPAD
-        .decode(key.secret_base32.as_bytes())
-        .unwrap();
-    let totp = totp_rs::Builder::new()
-        .with_algorithm(totp_rs::Algorithm::SHA1)
-        .with_digits(u8::try_from(key.digits).unwrap())
-        .with_step_duration(u64::from(key.period_seconds))
-        .with_secret(secret)
-        .build()
-        .unwrap();
-    totp.generate(unix_secs).to_string()
-}
-
-/// A six-digit code that is not `right`.
-pub fn wrong(right: &str) -> String {
-    let n: u32 = right.parse().unwrap();
-    format!("{:06}", (n + 1) % 1_000_000)
+    kagi_stack::local::totp_of(key, unix_secs)
 }

@@ -13,7 +13,7 @@ use kagi_testkit::otlp::ExportedSpan;
 use tonic::transport::Channel;
 
 use crate::helpers::{Backend, CODE_KEY, EMAIL, PASSWORD, SmtpSink, TestDatabase, token_of};
-use kagi_testkit::both_backends;
+use kagi_testkit::{both_backends, free_port};
 
 both_backends!(one_reset_is_one_trace_across_the_three_services);
 
@@ -29,14 +29,6 @@ fn binary(name: &str) -> PathBuf {
         assert!(built.success(), "building {name}");
     }
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn connect(port: u16) -> Channel {

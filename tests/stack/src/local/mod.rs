@@ -12,6 +12,7 @@
 //!     .await?;
 //! ```
 
+mod codes;
 pub mod settings;
 mod sink;
 
@@ -29,6 +30,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use crate::mailbox::Mail;
+pub use codes::{totp, totp_of, wrong};
 pub use settings::{CODE_KEY, KEK, token_of};
 pub use sink::Sink;
 

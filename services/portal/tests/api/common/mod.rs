@@ -25,7 +25,7 @@ pub const ACCOUNT: &str = "taro";
 pub const PASSWORD: &str = "correct-horse-battery-staple";
 pub const EMAIL: &str = "taro@example.ac.jp";
 
-pub use kagi_stack::local::token_of;
+pub use kagi_stack::local::{token_of, wrong};
 
 /// The whole system for one test ([`LocalStack`]), with the demo account enrolled.
 #[derive(Debug)]
@@ -220,20 +220,10 @@ pub async fn keystore_client(addr: SocketAddr) -> KeystoreClient<Channel> {
     )
 }
 
-/// RFC 6238 over a Base32 secret, SHA-1, 6 digits, 30 s (the keystore's defaults).
+/// The code `secret_base32` shows at `unix_secs` (SHA-1, 6 digits, 30 s: the keystore's
+/// defaults).
 pub fn totp(secret_base32: &str, unix_secs: u64) -> String {
-    let secret = data_encoding::BASE32_NOPAD
-        .decode(secret_base32.as_bytes())
-        .unwrap();
-    totp_rs::Builder::new()
-        .with_algorithm(totp_rs::Algorithm::SHA1)
-        .with_digits(6)
-        .with_step_duration(30)
-        .with_secret(secret)
-        .build()
-        .unwrap()
-        .generate(unix_secs)
-        .to_string()
+    kagi_stack::local::totp(secret_base32, 6, 30, unix_secs)
 }
 
 /// The `secret` parameter of an otpauth URI.
@@ -243,12 +233,6 @@ pub fn secret_of(otpauth_uri: &str) -> String {
         .find_map(|p| p.strip_prefix("secret="))
         .unwrap()
         .to_owned()
-}
-
-/// A six-digit code that is not `right`.
-pub fn wrong(right: &str) -> String {
-    let n: u32 = right.parse().unwrap();
-    format!("{:06}", (n + 1) % 1_000_000)
 }
 
 /// Decodes the QR code in a PNG.
