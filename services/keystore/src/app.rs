@@ -112,7 +112,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, purging the audit trail at start and then hourly;
-    /// then drains in-flight calls, lets a purge in progress finish its batch, and closes
+    /// then drains in-flight calls, waits up to the grace period for a purge in progress
+    /// (one cut short keeps the batches it finished; the next start goes on), and closes
     /// the pool.
     ///
     /// # Errors
