@@ -4,8 +4,8 @@
 
 use kagi_runtime::db::WriteTx;
 
-use super::{Backend, Db};
 use super::audit::{NewAuditEvent, insert_audit};
+use super::{Backend, Db};
 use crate::domain::AccountId;
 
 /// An account as the help desk sees it: no secret, only facts.

@@ -161,11 +161,17 @@ async fn the_last_login_is_shown_behind_a_long_trail_of_views(backend: Backend) 
 
     let seen = get_account(&app, "helpdesk").await.unwrap();
 
-    assert!(seen.last_login_at.is_some(), "the login behind 31 newer events of the account");
+    assert!(
+        seen.last_login_at.is_some(),
+        "the login behind 31 newer events of the account"
+    );
     assert_eq!(seen.last_login_drift_steps, 1, "the phone ran 30 s ahead");
     assert_eq!(seen.recent_events.len(), 20);
     assert!(seen.recent_events.iter().all(|e| e.account_id == "taro"));
-    assert_eq!(seen.recent_events[0].action, "admin_view", "this look first");
+    assert_eq!(
+        seen.recent_events[0].action, "admin_view",
+        "this look first"
+    );
     assert!(seen.recent_events.iter().all(|e| e.action != "verify"));
 }
 

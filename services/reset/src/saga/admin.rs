@@ -51,21 +51,23 @@ impl ResetSaga {
             format!("operator={operator}"),
         )
         .await?;
-        // Three independent reads at once: the page waits for the slowest, not their sum.
-        let db = &self.inner.db;
-        let (account, latest, recent_events) = tokio::try_join!(
-            async { Ok::<_, Error>(self.inner.directory.lookup(account_id).await?) },
-            async { Ok::<_, Error>(db.latest_reset(account_id).await?) },
-            async { Ok::<_, Error>(db.admin_events(account_id, RECENT_ADMIN_EVENTS).await?) },
-        )?;
-        let masked_recipient = account
+        let masked_recipient = self
+            .inner
+            .directory
+            .lookup(account_id)
+            .await?
             .map(|a| mask_email(&a.recovery_email))
             .unwrap_or_default();
         let now = self.now();
-        let latest = latest.map(|row| {
+        let latest = self.inner.db.latest_reset(account_id).await?.map(|row| {
             let state = effective(&row, now, &self.inner.policy);
             (row, state)
         });
+        let recent_events = self
+            .inner
+            .db
+            .admin_events(account_id, RECENT_ADMIN_EVENTS)
+            .await?;
         Ok(AccountResets {
             masked_recipient,
             latest,

@@ -2,7 +2,7 @@
 //! who looked at or acted on it.
 
 use super::resets::{ResetRow, state_column};
-use super::{Backend, Db, WriteTx};
+use super::{Db, WriteTx};
 use crate::domain::ResetState;
 
 /// An entry of the help desk's trail about to be recorded.
@@ -82,22 +82,10 @@ impl Db {
 
     /// Records one entry of the help desk's trail.
     ///
-    /// On SQLite the entries queue for this process's write turn rather than meet as bare
-    /// INSERTs, which on a taken write lock sleep in SQLite's busy handler (1, 2, 5, 10 ms…):
-    /// with twenty operators looking at once, that sleep was the account page's tail.
-    ///
     /// # Errors
     /// Database failures.
     pub async fn admin_audit(&self, event: &NewAdminEvent<'_>) -> Result<(), sqlx::Error> {
-        if self.backend() == Backend::Postgres {
-            return insert_event(self.pool(), event).await;
-        }
-        let WriteTx {
-            mut tx,
-            turn: _turn,
-        } = self.begin_write().await?;
-        insert_event(&mut *tx, event).await?;
-        tx.commit().await
+        insert_event(self.pool(), event).await
     }
 
     /// The account's newest `limit` entries, newest first.
