@@ -167,7 +167,8 @@ impl Keystore {
         Ok(key)
     }
 
-    /// The account's current key, opened (the manual's menu 1). Audited as a view.
+    /// The account's current key, opened (the manual's menu 1). Audited as a view, in the
+    /// same command that reads it.
     ///
     /// # Errors
     /// [`Error::NoKey`]; storage or crypto failures.
@@ -176,23 +177,15 @@ impl Keystore {
         actor: Actor<'_>,
         account: AccountId,
     ) -> Result<RevealedKey, Error> {
+        // The key ID is the row's, read and audited in one command.
+        let view = self.audit_event(actor, "view", account.as_str(), "", String::new());
         let row = self
             .inner
             .db
-            .current_key(&account)
+            .view_current_key(&account, &view)
             .await?
-            .filter(|row| row.revoked_at.is_none())
             .ok_or(Error::NoKey)?;
-        let key = self.reveal(account, &row)?;
-        let audit = self.audit_event(
-            actor,
-            "view",
-            key.account.as_str(),
-            &key.key_id,
-            String::new(),
-        );
-        self.inner.db.audit(&audit).await?;
-        Ok(key)
+        self.reveal(account, &row)
     }
 
     /// Replaces the current key by a new one and destroys the old; idempotent per key. A

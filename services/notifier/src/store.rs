@@ -94,35 +94,47 @@ impl Db {
         now: i64,
         rate_limit: Option<(i64, i64)>,
     ) -> Result<Enqueued, sqlx::Error> {
-        let (window_start, limit) = rate_limit.unwrap_or((i64::MIN, i64::MAX));
         let rate_key = message.rate_key();
         let mut conn = self.pool().acquire().await?;
         // Under READ COMMITTED two concurrent inserts could both count below the limit, so on
         // PostgreSQL they are serialized per recipient. SQLite runs one writing statement at
         // a time, and the count happens inside the insert.
         let lock = rate_limit.is_some() && self.backend() == Backend::Postgres;
-        let insert = sqlx::query(
+        // Without an allowance there is nothing to count: counting every mail the recipient
+        // was ever sent (the window then being all time) made each insert slower than the
+        // last, one recipient's row count per mail.
+        let sql = if rate_limit.is_some() {
             "INSERT INTO deliveries (id, message_id, kind, recipient, rate_key, account_id, locale, payload, \
                                      state, attempts, created_at, not_after, next_attempt_at) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11 \
              WHERE (SELECT COUNT(*) FROM deliveries WHERE rate_key = $12 AND kind = $13 AND created_at > $14) < $15 \
-             ON CONFLICT (message_id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(&message.message_id)
-        .bind(message.kind.as_str())
-        .bind(message.recipient.to_string())
-        .bind(&rate_key)
-        .bind(&message.account_id)
-        .bind(message.locale.as_str())
-        .bind(payload)
-        .bind(now)
-        .bind(message.not_after.timestamp_millis())
-        .bind(now)
-        .bind(&rate_key)
-        .bind(message.kind.as_str())
-        .bind(window_start)
-        .bind(limit);
+             ON CONFLICT (message_id) DO NOTHING"
+        } else {
+            "INSERT INTO deliveries (id, message_id, kind, recipient, rate_key, account_id, locale, payload, \
+                                     state, attempts, created_at, not_after, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11) \
+             ON CONFLICT (message_id) DO NOTHING"
+        };
+        let insert = sqlx::query(sql)
+            .bind(id)
+            .bind(&message.message_id)
+            .bind(message.kind.as_str())
+            .bind(message.recipient.to_string())
+            .bind(&rate_key)
+            .bind(&message.account_id)
+            .bind(message.locale.as_str())
+            .bind(payload)
+            .bind(now)
+            .bind(message.not_after.timestamp_millis())
+            .bind(now);
+        let insert = match rate_limit {
+            Some((window_start, limit)) => insert
+                .bind(&rate_key)
+                .bind(message.kind.as_str())
+                .bind(window_start)
+                .bind(limit),
+            None => insert,
+        };
         let inserted = if lock {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")

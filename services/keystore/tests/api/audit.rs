@@ -8,8 +8,32 @@ use kagi_testkit::both_backends;
 
 both_backends!(
     every_sensitive_action_is_audited_with_caller_and_trace,
+    a_view_names_the_key_shown_and_no_key_shown_is_no_view,
     the_trail_pages_newest_first
 );
+
+/// Menu 1's view is read and audited in one command: the row names the key that was
+/// shown, and an account without a key (nothing shown) leaves no view in the trail.
+async fn a_view_names_the_key_shown_and_no_key_shown_is_no_view(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let key = app.enroll("taro").await;
+
+    let shown = app.current_key("taro").await.unwrap();
+    let refused = app.current_key("nobody").await.unwrap_err();
+
+    assert_eq!(shown.key_id, key.key_id);
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    let views: Vec<_> = app
+        .audit("taro")
+        .await
+        .into_iter()
+        .filter(|e| e.action == "view")
+        .collect();
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].key_id, key.key_id);
+    assert_eq!(views[0].caller, "portal");
+    assert!(app.audit("nobody").await.is_empty());
+}
 
 async fn every_sensitive_action_is_audited_with_caller_and_trace(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;

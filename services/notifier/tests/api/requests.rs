@@ -16,6 +16,7 @@ both_backends!(
     a_message_id_cannot_be_reused_for_another_message,
     the_thirteenth_reset_mail_in_an_hour_is_refused,
     a_burst_of_concurrent_reset_mails_still_stops_at_twelve,
+    with_the_allowance_lifted_every_mail_is_queued_once,
     callers_without_a_token_are_refused,
 );
 
@@ -285,4 +286,35 @@ async fn futures_join_all<F: std::future::Future>(
     })
     .await;
     outputs.into_iter().map(Option::unwrap).collect()
+}
+
+/// An operator may lift the allowance (0: no limit, as `kagi dev --key-display-notices
+/// unlimited` does for benchmarks): then every mail is queued, past the shipped twelve, and a
+/// repeated message ID is still one mail.
+async fn with_the_allowance_lifted_every_mail_is_queued_once(backend: Backend) {
+    let sink = SmtpSink::start("250").await;
+    let db = TestDatabase::new(backend, "notifier.db").await;
+    let mut settings = test_settings(&db, sink.port);
+    settings.delivery.reset_codes_per_recipient_per_hour = 0;
+    let app = TestApp::spawn(settings).await;
+
+    let total = default_limit() + 3;
+    let mut ids = Vec::new();
+    for n in 0..total {
+        let id = app
+            .send_reset_code(&format!("lifted-{n}"), "victim@example.ac.jp", "000111")
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let again = app
+        .send_reset_code("lifted-0", "victim@example.ac.jp", "000111")
+        .await
+        .unwrap();
+
+    assert_eq!(again, ids[0], "the same message ID is the same delivery");
+    assert_eq!(queued_rows(&app).await, total as i64);
+    assert_eq!(sink.wait_for_mails(total).await.len(), total);
+    app.stop().await;
+    sink.stop().await;
 }
