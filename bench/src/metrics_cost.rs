@@ -1,6 +1,8 @@
 //! What Prometheus metrics cost `VerifyCode` (issue 11's ≤ 3 % target): the same generator
 //! against keystore processes on one database in one run, `[metrics]` off and on in turn
-//! (off, on, off, on), each phase on its own quarter of the accounts so every code is fresh.
+//! (off, on, off, on), each phase on its own quarter of the accounts so every code is fresh
+//! (on SQLite each phase on its own copy of the seeded file, so none inherits the WAL of
+//! the one before).
 //! While metrics are on, `/metrics` is scraped every second (Prometheus' ServiceMonitors ask
 //! every 30 s: this is the pessimistic side), and the last scrape must have counted the
 //! phase's calls, so an "on" phase cannot silently run without metrics.
@@ -47,6 +49,10 @@ pub async fn run_metrics(spec: &SuiteSpec) -> anyhow::Result<(Vec<Row>, Vec<CpuP
     let mut cpu = Vec::new();
     for (n, (name, metrics_on)) in PHASES.into_iter().enumerate() {
         let mut env = keystore_env(spec, &database, &kek);
+        if let Some(url) = database.sqlite_copy(&format!("phase-{n}"))? {
+            env.retain(|(name, _)| name != "KAGI_KEYSTORE_DATABASE__URL");
+            env.push(("KAGI_KEYSTORE_DATABASE__URL".into(), url));
+        }
         let metrics_addr = free_addr()?;
         if metrics_on {
             env.push((

@@ -385,6 +385,23 @@ impl BenchDatabase {
         }
     }
 
+    /// On SQLite, a copy of the database file as it stands (seeded, closed) for one phase of
+    /// a comparison, so every phase starts from the same file rather than from the WAL and
+    /// free pages its predecessors left — the drift that made one SQLite setting differ
+    /// from itself by 15 % between phases. `None` on PostgreSQL (phases share its one
+    /// database; its vacuum keeps no such trail).
+    ///
+    /// # Errors
+    /// The copy failed.
+    pub(crate) fn sqlite_copy(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let Some(dir) = &self._dir else {
+            return Ok(None);
+        };
+        let copy = dir.join(format!("{name}.db"));
+        std::fs::copy(dir.join("keystore.db"), &copy)?;
+        Ok(Some(format!("sqlite://{}?mode=rwc", copy.display())))
+    }
+
     pub(crate) async fn drop_if_postgres(&self, spec: &SuiteSpec) {
         if let Some(name) = &self.pg_name
             && let Ok(mut admin) = sqlx::PgConnection::connect(&spec.postgres_url).await
