@@ -17,28 +17,8 @@ enum Command {
     /// VerifyCode throughput and latency on the accepted and wrong-code paths, with the
     /// bare-tonic and bare-UPDATE ceilings, on one backend.
     Verify {
-        /// sqlite or postgres.
-        #[arg(long, default_value = "sqlite")]
-        backend: String,
-        #[arg(long, default_value_t = 100_000)]
-        accounts: usize,
-        /// Calls per phase (each on a distinct account, so every valid code is unused).
-        #[arg(long, default_value_t = 60_000)]
-        calls: usize,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// HTTP/2 connections the calls are spread over.
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        /// Database pool size of every server under test.
-        #[arg(long, default_value_t = 16)]
-        max_connections: u32,
-        #[arg(
-            long,
-            env = "KAGI_TEST_POSTGRES_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-        )]
-        postgres_url: String,
+        #[command(flatten)]
+        run: RunArgs,
         /// Instead: what TLS and mTLS cost the accepted path (plaintext, TLS, mTLS keystores
         /// in one run, each on a third of the accounts).
         #[arg(long)]
@@ -107,7 +87,7 @@ enum Command {
     },
 }
 
-/// The knobs the issue-16 subcommands share with `verify`.
+/// The knobs `verify` and the issue-16 subcommands share.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// sqlite or postgres.
@@ -120,8 +100,10 @@ struct RunArgs {
     calls: usize,
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// HTTP/2 connections the calls are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Database pool size of every server under test.
     #[arg(long, default_value_t = 16)]
     max_connections: u32,
     #[arg(
@@ -243,31 +225,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     match command {
-        Command::Verify {
-            backend,
-            accounts,
-            calls,
-            concurrency,
-            connections,
-            max_connections,
-            postgres_url,
-            tls,
-            metrics,
-        } => {
-            let backend = match backend.as_str() {
-                "sqlite" => Backend::Sqlite,
-                "postgres" => Backend::Postgres,
-                other => anyhow::bail!("unknown backend {other:?}"),
-            };
-            let spec = SuiteSpec {
-                backend,
-                accounts,
-                calls,
-                concurrency,
-                connections,
-                max_connections,
-                postgres_url,
-            };
+        Command::Verify { run, tls, metrics } => {
+            let spec = run.spec()?;
             if metrics == "both" {
                 let (rows, cpu) = kagi_bench::metrics_cost::run_metrics(&spec).await?;
                 print_report(&spec, &rows);
