@@ -6,7 +6,11 @@
 # valid code of a token not used before), then kagi's accepted VerifyCode path on the same
 # backend with the same accounts and concurrency, and the ratio. Optional: not part of any
 # test command. Everything it installs goes to a venv under target/; everything it creates
-# (a scratch directory, the PostgreSQL database kagi_peer_pi) is removed at the end.
+# (a scratch directory, the PostgreSQL database kagi_peer_pi) is removed at the end, unless
+# PI_STATE names a directory to keep it in: a later run with the same backend and TOKENS then
+# skips setup and enrolment (minutes per 100,000 tokens), so the tokens can be enrolled while
+# the machine is busy and measured when it is quiet. `rm -rf` the directory (and drop
+# kagi_peer_pi) to start over.
 #
 #   bash bench/peer/privacyidea.sh [sqlite|postgres] [TOKENS=100000] [SECONDS=60] [CONCURRENCY=64]
 #
@@ -33,10 +37,21 @@ if ! "$venv/bin/python" -c 'import privacyidea, gunicorn, psycopg2' 2>/dev/null;
 fi
 py=$venv/bin/python
 
-work=$(mktemp -d "$root/target/peer-pi.XXXXXX")
+if [ -n "${PI_STATE:-}" ]; then
+    work=$(realpath -m "$PI_STATE")
+    mkdir -p "$work"
+    keep=1
+else
+    work=$(mktemp -d "$root/target/peer-pi.XXXXXX")
+    keep=0
+fi
+enrolled="$backend $tokens"
+reuse=0
+[ "$keep" = 1 ] && [ "$(cat "$work/enrolled" 2>/dev/null)" = "$enrolled" ] && reuse=1
 gunicorn_pid=
 cleanup() {
     [ -n "$gunicorn_pid" ] && kill "$gunicorn_pid" 2>/dev/null && wait "$gunicorn_pid" 2>/dev/null
+    [ "$keep" = 1 ] && return
     if [ "$backend" = postgres ]; then
         psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
     fi
@@ -47,8 +62,10 @@ trap cleanup EXIT
 case $backend in
     sqlite) db_uri="sqlite:///$work/pi.sqlite" ;;
     postgres)
-        PGOPTIONS="-c client_min_messages=warning" psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" \
-            -c "CREATE DATABASE $pg_db" >/dev/null
+        if [ "$reuse" = 0 ]; then
+            PGOPTIONS="-c client_min_messages=warning" psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" \
+                -c "CREATE DATABASE $pg_db" >/dev/null
+        fi
         base=${pg_url%%\?*}
         db_uri="postgresql+psycopg2://${base#postgres://}"
         db_uri="${db_uri%/*}/$pg_db"
@@ -57,8 +74,10 @@ case $backend in
 esac
 
 # privacyIDEA's production configuration with its defaults (signed SQL audit in the same
-# database), only paths, keys and the log level set.
-cat >"$work/pi.cfg" <<EOF
+# database), only paths, keys and the log level set; then the tables and the tokens.
+setup_and_enrol() {
+    rm -f "$work/enrolled" "$work/pi.sqlite"
+    cat >"$work/pi.cfg" <<EOF
 SQLALCHEMY_DATABASE_URI = '$db_uri'
 SECRET_KEY = '$(head -c 24 /dev/urandom | base64)'
 PI_PEPPER = '$(head -c 24 /dev/urandom | base64)'
@@ -70,22 +89,29 @@ PI_LOGLEVEL = 30
 PI_UUID_FILE = '$work/uuid.txt'
 PI_NODE = 'bench'
 EOF
-cat >"$work/pi_wsgi.py" <<EOF
+    cat >"$work/pi_wsgi.py" <<EOF
 from privacyidea.app import create_app
 application = create_app(config_name="production", config_file="$work/pi.cfg", silent=True)
 EOF
-export PRIVACYIDEA_CONFIGFILE=$work/pi.cfg
-manage() { (cd "$work" && "$venv/bin/pi-manage" "$@"); }
-manage setup create_enckey >/dev/null
-manage setup create_audit_keys >/dev/null
-manage setup create_tables >/dev/null
+    manage() { (cd "$work" && "$venv/bin/pi-manage" "$@"); }
+    manage setup create_enckey >/dev/null
+    manage setup create_audit_keys >/dev/null
+    manage setup create_tables >/dev/null
 
-echo "importing $tokens TOTP tokens into privacyIDEA ($backend)..." >&2
-"$py" bench/peer/drive.py csv "$tokens" "$work/secrets.txt" >"$work/tokens.csv"
-started=$(date +%s)
-(cd "$work" && "$py" "$root/bench/peer/enrol.py" "$work/pi.cfg" "$work/tokens.csv")
-echo "imported in $(($(date +%s) - started)) s" >&2
-rm "$work/tokens.csv"
+    echo "importing $tokens TOTP tokens into privacyIDEA ($backend)..." >&2
+    "$py" bench/peer/drive.py csv "$tokens" "$work/secrets.txt" >"$work/tokens.csv"
+    started=$(date +%s)
+    (cd "$work" && "$py" "$root/bench/peer/enrol.py" "$work/pi.cfg" "$work/tokens.csv")
+    echo "imported in $(($(date +%s) - started)) s" >&2
+    rm "$work/tokens.csv"
+    echo "$enrolled" >"$work/enrolled"
+}
+export PRIVACYIDEA_CONFIGFILE=$work/pi.cfg
+if [ "$reuse" = 1 ]; then
+    echo "reusing the $tokens tokens enrolled in $work ($backend)" >&2
+else
+    setup_and_enrol
+fi
 
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (cd "$work" && exec "$venv/bin/gunicorn" --workers "$workers" --bind "127.0.0.1:$port" \

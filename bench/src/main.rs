@@ -59,6 +59,9 @@ enum Command {
         rate: f64,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Seconds at the same rate before the measured ones, not recorded.
+        #[arg(long, default_value_t = 5)]
+        warm_up_seconds: u64,
     },
     /// Each service's start-up time, exec to ready (gRPC SERVING; the portal's `/readyz`).
     Startup {
@@ -177,10 +180,15 @@ async fn issue16(command: &mut Option<Command>) -> Option<anyhow::Result<()>> {
             }
             .await
         }
-        Command::OpenLoop { run, rate, seconds } => {
+        Command::OpenLoop {
+            run,
+            rate,
+            seconds,
+            warm_up_seconds,
+        } => {
             async {
                 let spec = run.spec()?;
-                let report = openloop::run(&spec, rate, seconds).await?;
+                let report = openloop::run(&spec, rate, seconds, warm_up_seconds).await?;
                 openloop::print(&spec, &report);
                 Ok(())
             }

@@ -13,7 +13,7 @@ use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
 use kagi_runtime::pki::CertAuthority;
 use rand::seq::SliceRandom;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::drive;
 use crate::seed;
@@ -32,12 +32,18 @@ pub struct OpenLoopReport {
     pub send_lag: Histogram<u64>,
 }
 
-/// Seeds `spec.accounts`, starts the keystore with TLS and client certificates, and sends
-/// `rate` calls per second for `seconds`.
+/// Seeds `spec.accounts`, starts the keystore with TLS and client certificates, lets the
+/// database settle, and sends `rate` calls per second: for `warm_up_seconds` unrecorded (the
+/// server's pool grows to what the rate needs, caches fill), then for `seconds` measured.
 ///
 /// # Errors
 /// Any failure to seed, spawn, connect, or a call failing.
-pub async fn run(spec: &SuiteSpec, rate: f64, seconds: u64) -> anyhow::Result<OpenLoopReport> {
+pub async fn run(
+    spec: &SuiteSpec,
+    rate: f64,
+    seconds: u64,
+    warm_up_seconds: u64,
+) -> anyhow::Result<OpenLoopReport> {
     let Seeded {
         database,
         kek,
@@ -98,41 +104,69 @@ pub async fn run(spec: &SuiteSpec, rate: f64, seconds: u64) -> anyhow::Result<Op
     .await?;
 
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let total = ((rate * seconds as f64) as usize).min(accounts.len());
+    let calls = |seconds: u64| (rate * seconds as f64) as usize;
+    let (warm_up, total) = (calls(warm_up_seconds), calls(seconds));
+    anyhow::ensure!(
+        warm_up + total <= accounts.len(),
+        "{} accounts cannot give {warm_up} warm-up and {total} measured calls a fresh account each",
+        accounts.len()
+    );
+    settle(&database.url).await?;
+
     let interval = Duration::from_secs_f64(1.0 / rate);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let start = Instant::now() + Duration::from_millis(100);
-    let mut send_lag = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for i in 0..total {
-        #[allow(clippy::cast_possible_truncation)]
-        let due = start + interval * (i as u32);
-        tokio::time::sleep_until(due).await;
-        send_lag.record(micros(due.elapsed()))?;
-        let mut client = KeystoreClient::new(channels[i % channels.len()].clone());
-        let (accounts, tx) = (accounts.clone(), tx.clone());
-        tokio::spawn(async move {
-            let account = &accounts[i];
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let reply = client
-                .verify_code(pb::VerifyCodeRequest {
-                    account_id: account.account_id.clone(),
-                    code: seed::code(&account.secret, now).to_string(),
-                })
-                .await;
-            let _ = tx.send((due.elapsed(), reply.map(|r| r.into_inner().result())));
-        });
-    }
-    drop(tx);
+    // The schedule runs on a thread of its own: tokio's timer wakes on whole milliseconds,
+    // which alone made calls ~1.4 ms late at the median; a thread's sleep is accurate to
+    // tens of microseconds, so the lag measured is the machine's, not the timer wheel's.
+    let runtime = tokio::runtime::Handle::current();
+    let generator = std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
+        let mut send_lag = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for i in 0..warm_up + total {
+            #[allow(clippy::cast_possible_truncation)]
+            let due = start + interval * (i as u32);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let measured = i >= warm_up;
+            if measured {
+                send_lag.record(micros(due.elapsed()))?;
+            }
+            let mut client = KeystoreClient::new(channels[i % channels.len()].clone());
+            let (accounts, tx) = (accounts.clone(), tx.clone());
+            runtime.spawn(async move {
+                let account = &accounts[i];
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let reply = client
+                    .verify_code(pb::VerifyCodeRequest {
+                        account_id: account.account_id.clone(),
+                        code: seed::code(&account.secret, now).to_string(),
+                    })
+                    .await;
+                let _ = tx.send((
+                    measured,
+                    due.elapsed(),
+                    reply.map(|r| r.into_inner().result()),
+                ));
+            });
+        }
+        Ok(send_lag)
+    });
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut accepted = 0;
-    while let Some((waited, result)) = rx.recv().await {
-        latency.record(micros(waited))?;
-        if result? == pb::VerifyResult::Accepted {
-            accepted += 1;
+    while let Some((measured, waited, result)) = rx.recv().await {
+        let result = result?;
+        if measured {
+            latency.record(micros(waited))?;
+            if result == pb::VerifyResult::Accepted {
+                accepted += 1;
+            }
         }
     }
+    let send_lag = generator
+        .join()
+        .map_err(|_| anyhow::anyhow!("the generator thread panicked"))??;
+    let start = start + interval * u32::try_from(warm_up)?;
     let elapsed = start.elapsed();
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -145,6 +179,25 @@ pub async fn run(spec: &SuiteSpec, rate: f64, seconds: u64) -> anyhow::Result<Op
         latency,
         send_lag,
     })
+}
+
+/// Finishes what seeding left for later before the clock starts, as a database in service
+/// has long done: on PostgreSQL the new rows' statistics and visibility map (`VACUUM
+/// ANALYZE`, which autovacuum would otherwise start mid-run) and the dirty pages
+/// (`CHECKPOINT`, which would otherwise write them out during the measurement); on SQLite
+/// the write-ahead log folded into the file.
+async fn settle(url: &str) -> anyhow::Result<()> {
+    let db = kagi_keystore::store::Db::connect(url, 1).await?;
+    let statements: &[&'static str] = if url.starts_with("sqlite:") {
+        &["PRAGMA wal_checkpoint(TRUNCATE)"]
+    } else {
+        &["VACUUM ANALYZE", "CHECKPOINT"]
+    };
+    for &statement in statements {
+        sqlx::raw_sql(statement).execute(db.pool()).await?;
+    }
+    db.close().await;
+    Ok(())
 }
 
 fn micros(d: Duration) -> u64 {
