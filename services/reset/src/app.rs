@@ -48,6 +48,7 @@ pub struct Application {
     saga: ResetSaga,
     login: LocalLogin,
     accounts: AccountAdmin,
+    hasher: Arc<PasswordHasher>,
     auth: CallerAuthLayer,
     sweep_every: Option<Duration>,
 }
@@ -110,7 +111,8 @@ impl Application {
             server,
             saga,
             login,
-            accounts: AccountAdmin::new(db, hasher),
+            accounts: AccountAdmin::new(db, Arc::clone(&hasher)),
+            hasher,
             auth,
             sweep_every,
         })
@@ -131,6 +133,12 @@ impl Application {
 
     pub fn accounts(&self) -> &AccountAdmin {
         &self.accounts
+    }
+
+    /// The argon2id hasher every password check of this service goes through; its count
+    /// of verifications lets tests prove each answer cost exactly one.
+    pub fn password_hasher(&self) -> &Arc<PasswordHasher> {
+        &self.hasher
     }
 
     /// Serves until `shutdown` resolves, sweeping at start and then periodically, then

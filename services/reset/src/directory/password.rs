@@ -1,6 +1,7 @@
 //! argon2id password hashing at production strength, off the async runtime.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -39,6 +40,8 @@ pub struct PasswordHasher {
     dummy: String,
     /// One permit per hash allowed to run ([`PasswordParams::max_concurrent`]).
     permits: Arc<tokio::sync::Semaphore>,
+    /// argon2id verifications run so far ([`PasswordHasher::verifications`]).
+    verifications: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
@@ -60,6 +63,7 @@ impl PasswordHasher {
             params,
             dummy,
             permits,
+            verifications: Arc::default(),
         })
     }
 
@@ -112,6 +116,13 @@ impl PasswordHasher {
         hash_with(&self.params, password.expose_secret().as_bytes())
     }
 
+    /// How many argon2id verifications this hasher (and its clones) computed: what an
+    /// answer costs, counted rather than timed, so a test can show that every refusal
+    /// costs exactly what an accepted password does, however loaded the machine.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
     /// True when `password` matches `stored`; with `stored` `None`, verifies against the
     /// dummy hash and returns false. Blocking, like [`PasswordHasher::hash`].
     pub fn verify(&self, password: &SecretString, stored: Option<&str>) -> bool {
@@ -124,6 +135,7 @@ impl PasswordHasher {
             let _ = self.verify(password, None);
             return false;
         };
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let ok = argon2(&self.params)
             .verify_password(password.expose_secret().as_bytes(), &parsed)
             .is_ok();
@@ -166,6 +178,32 @@ mod tests {
         assert!(!h.verify(&SecretString::from("wrong"), Some(&stored)));
         assert!(!h.verify(&SecretString::from("kagi-reset dummy password"), None));
         assert!(!h.verify(&SecretString::from("x"), Some("not a phc string")));
+    }
+
+    /// Unknown and disabled accounts are checked against the dummy: it must cost what a
+    /// stored hash costs, i.e. carry the same argon2id parameters (verification takes
+    /// them from the PHC string, not from the hasher).
+    #[test]
+    fn the_dummy_hash_costs_what_a_stored_one_does() {
+        let h = cheap();
+        let stored = h.hash(&SecretString::from("correct horse")).unwrap();
+        let params = |phc: &str| phc.split('$').nth(3).map(str::to_owned);
+        assert_eq!(params(&stored).as_deref(), Some("m=64,t=1,p=1"));
+        assert_eq!(params(&h.dummy), params(&stored));
+    }
+
+    /// Right, wrong, absent and corrupt stored hashes: one argon2id verification each.
+    #[test]
+    fn every_verification_is_counted_once() {
+        let h = cheap();
+        let stored = h.hash(&SecretString::from("correct horse")).unwrap();
+        assert_eq!(h.verifications(), 0, "hashing is not verifying");
+        let pw = |p: &str| SecretString::from(p.to_owned());
+        assert!(h.verify(&pw("correct horse"), Some(&stored)));
+        assert!(!h.verify(&pw("wrong"), Some(&stored)));
+        assert!(!h.verify(&pw("correct horse"), None));
+        assert!(!h.verify(&pw("correct horse"), Some("not a phc string")));
+        assert_eq!(h.verifications(), 4);
     }
 
     /// Eight hashes asked for at once with two permits: never more than two run together.
