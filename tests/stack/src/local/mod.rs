@@ -4,6 +4,8 @@
 //! test moves: the keystore's (one-time passwords) and the one the reset service and the
 //! portal share (code lifetimes, resend cooldowns, idle sessions). Log lines go to the kit's
 //! capture. [`crate::StackBuilder`] starts the same system as processes for the chaos run.
+//! A benchmark asks for the system clock and no log capture instead
+//! ([`LocalBuilder::system_clocks`], [`LocalBuilder::without_log_capture`]).
 //!
 //! ```ignore
 //! let system = LocalStack::builder(Backend::Postgres)
@@ -23,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use kagi_runtime::client::ClientSettings;
-use kagi_runtime::{Institution, ManualClock};
+use kagi_runtime::{Clock, Institution, ManualClock, SystemClock};
 use kagi_testkit::tls::TestPki;
 use kagi_testkit::{Backend, TestDatabase};
 use tokio::sync::oneshot;
@@ -39,13 +41,16 @@ use crate::Service;
 type Tweak<'a, S> = Box<dyn FnOnce(&mut S) + Send + 'a>;
 
 /// How to start a [`LocalStack`]: the backend of each service's database, the institution,
-/// mTLS, whether a portal runs, and each service's settings over [`settings`]' defaults.
+/// mTLS, whether a portal runs, the clocks, log capture, and each service's settings over
+/// [`settings`]' defaults.
 pub struct LocalBuilder<'a> {
     backend: Backend,
     backends: BTreeMap<Service, Backend>,
     institution: Institution,
     tls: Option<TestPki>,
     with_portal: bool,
+    system_clocks: bool,
+    capture_logs: bool,
     keystore: Vec<Tweak<'a, kagi_keystore::Settings>>,
     notifier: Vec<Tweak<'a, kagi_notifier::Settings>>,
     reset: Vec<Tweak<'a, kagi_reset::Settings>>,
@@ -59,6 +64,8 @@ impl std::fmt::Debug for LocalBuilder<'_> {
             .field("backends", &self.backends)
             .field("tls", &self.tls.is_some())
             .field("with_portal", &self.with_portal)
+            .field("system_clocks", &self.system_clocks)
+            .field("capture_logs", &self.capture_logs)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +94,22 @@ impl<'a> LocalBuilder<'a> {
     /// No portal: the reset service's own tests call it as the portal would.
     pub fn without_portal(mut self) -> Self {
         self.with_portal = false;
+        self
+    }
+
+    /// The services read the system's time, as in production, instead of the two manual
+    /// clocks (which then drive nothing): for a run that measures, where codes, cooldowns
+    /// and one-time passwords must age by themselves.
+    pub fn system_clocks(mut self) -> Self {
+        self.system_clocks = true;
+        self
+    }
+
+    /// No log subscriber: the services log nowhere, as a benchmark wants. The capture a
+    /// test reads records every line at trace level, which costs each request CPU and
+    /// keeps every line in memory.
+    pub fn without_log_capture(mut self) -> Self {
+        self.capture_logs = false;
         self
     }
 
@@ -126,7 +149,9 @@ impl<'a> LocalBuilder<'a> {
     /// # Errors
     /// A service did not build (its settings, its database, its port).
     pub async fn start(self) -> anyhow::Result<LocalStack> {
-        kagi_testkit::logs::init();
+        if self.capture_logs {
+            kagi_testkit::logs::init();
+        }
         let sink = Sink::start().await;
         let db = |service: Service| TestDatabase::new(self.backend(service), service.file());
         let (keystore_db, notifier_db, reset_db) = (
@@ -141,6 +166,14 @@ impl<'a> LocalBuilder<'a> {
         let tls = self.tls;
 
         let keystore_clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let (keystore_time, time) = match self.system_clocks {
+            true => (system_clock(), system_clock()),
+            false => (
+                Arc::clone(&keystore_clock) as Arc<dyn Clock>,
+                Arc::clone(&clock) as Arc<dyn Clock>,
+            ),
+        };
         let mut keystore_settings = settings::keystore(&keystore_db);
         keystore_settings.institution = self.institution.clone();
         if let Some(pki) = &tls {
@@ -154,7 +187,7 @@ impl<'a> LocalBuilder<'a> {
         self.keystore
             .into_iter()
             .for_each(|t| t(&mut keystore_settings));
-        let keystore = InProcess::keystore(&keystore_settings, keystore_clock.clone()).await?;
+        let keystore = InProcess::keystore(&keystore_settings, keystore_time.clone()).await?;
         // Restarts come back on the same port, where every neighbour calls it.
         keystore_settings.server.listen_addr = keystore.addr;
 
@@ -172,7 +205,6 @@ impl<'a> LocalBuilder<'a> {
             .for_each(|t| t(&mut notifier_settings));
         let notifier = InProcess::notifier(&notifier_settings).await?;
 
-        let clock = Arc::new(ManualClock::new(SystemTime::now()));
         let mut reset_settings = settings::reset(&reset_db, keystore.addr, notifier.addr);
         if let Some(pki) = &tls {
             pki.serve_mtls(
@@ -184,7 +216,7 @@ impl<'a> LocalBuilder<'a> {
             over_mtls(pki, &mut reset_settings.notifier, notifier.addr, "reset");
         }
         self.reset.into_iter().for_each(|t| t(&mut reset_settings));
-        let reset = ResetReplica::start(&reset_settings, clock.clone()).await?;
+        let reset = ResetReplica::start(&reset_settings, time.clone()).await?;
 
         let (portal, portal_settings) = match &portal_db {
             Some(portal_db) => {
@@ -196,7 +228,7 @@ impl<'a> LocalBuilder<'a> {
                     over_mtls(pki, &mut settings.reset, reset.running.addr, "portal");
                 }
                 self.portal.into_iter().for_each(|t| t(&mut settings));
-                let app = kagi_portal::Application::build_with_clock(&settings, clock.clone())
+                let app = kagi_portal::Application::build_with_clock(&settings, time.clone())
                     .await
                     .context("the portal starts")?;
                 let addr = app.local_addr();
@@ -209,6 +241,8 @@ impl<'a> LocalBuilder<'a> {
         Ok(LocalStack {
             clock,
             keystore_clock,
+            time,
+            keystore_time,
             sink,
             keystore: Some(keystore),
             keystore_settings,
@@ -235,13 +269,23 @@ pub fn over_mtls(pki: &TestPki, client: &mut ClientSettings, addr: SocketAddr, c
     };
 }
 
+fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
 /// A whole kagi system in this process; every service stops when it is dropped.
 #[derive(Debug)]
 pub struct LocalStack {
-    /// The reset service's and the portal's clock.
+    /// The reset service's and the portal's clock (unused with
+    /// [`LocalBuilder::system_clocks`]).
     pub clock: Arc<ManualClock>,
-    /// The keystore's clock (one-time passwords).
+    /// The keystore's clock, for one-time passwords (unused with
+    /// [`LocalBuilder::system_clocks`]).
     pub keystore_clock: Arc<ManualClock>,
+    /// What the reset service and the portal read the time from: `clock` or the system's.
+    time: Arc<dyn Clock>,
+    /// What the keystore reads the time from: `keystore_clock` or the system's.
+    keystore_time: Arc<dyn Clock>,
     pub sink: Sink,
     /// `None` between [`Self::stop_keystore`] and [`Self::restart_keystore`].
     pub keystore: Option<InProcess>,
@@ -271,6 +315,8 @@ impl LocalStack {
             institution: Institution::default(),
             tls: None,
             with_portal: true,
+            system_clocks: false,
+            capture_logs: true,
             keystore: Vec::new(),
             notifier: Vec::new(),
             reset: Vec::new(),
@@ -302,7 +348,7 @@ impl LocalStack {
     pub async fn restart_keystore(&mut self) -> anyhow::Result<()> {
         self.stop_keystore().await;
         self.keystore =
-            Some(InProcess::keystore(&self.keystore_settings, self.keystore_clock.clone()).await?);
+            Some(InProcess::keystore(&self.keystore_settings, self.keystore_time.clone()).await?);
         Ok(())
     }
 
@@ -311,7 +357,7 @@ impl LocalStack {
     /// # Errors
     /// As [`LocalBuilder::start`].
     pub async fn reset_replica(&self) -> anyhow::Result<ResetReplica> {
-        ResetReplica::start(&self.reset_settings, self.clock.clone()).await
+        ResetReplica::start(&self.reset_settings, self.time.clone()).await
     }
 }
 
@@ -330,7 +376,7 @@ impl ResetReplica {
     /// It did not build.
     pub async fn start(
         settings: &kagi_reset::Settings,
-        clock: Arc<ManualClock>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let app = kagi_reset::Application::build_with_clock(settings, clock)
             .await
@@ -372,7 +418,7 @@ impl InProcess {
 
     async fn keystore(
         settings: &kagi_keystore::Settings,
-        clock: Arc<ManualClock>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let app = kagi_keystore::Application::build_with_clock(settings, clock)
             .await
