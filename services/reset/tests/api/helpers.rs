@@ -49,6 +49,8 @@ pub struct Stack {
     pub reset: Option<Running>,
     pub saga: kagi_reset::saga::ResetSaga,
     pub accounts: AccountAdmin,
+    /// Its argon2id hasher, counting the verifications it ran.
+    pub hasher: std::sync::Arc<kagi_reset::directory::PasswordHasher>,
     /// Its settings, to start more replicas of it.
     pub settings: kagi_reset::Settings,
     pub client: ResetClient<Channel>,
@@ -91,6 +93,7 @@ impl Stack {
             reset: Some(reset.running),
             saga: reset.saga,
             accounts: reset.accounts,
+            hasher: reset.hasher,
             settings: system.reset_settings.clone(),
             system,
         }

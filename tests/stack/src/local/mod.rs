@@ -367,6 +367,8 @@ pub struct ResetReplica {
     pub running: InProcess,
     pub saga: kagi_reset::saga::ResetSaga,
     pub accounts: kagi_reset::accounts::AccountAdmin,
+    /// Its argon2id hasher, which counts the verifications it ran.
+    pub hasher: Arc<kagi_reset::directory::PasswordHasher>,
 }
 
 impl ResetReplica {
@@ -382,11 +384,13 @@ impl ResetReplica {
             .await
             .context("the reset service starts")?;
         let (saga, accounts) = (app.saga().clone(), app.accounts().clone());
+        let hasher = Arc::clone(app.password_hasher());
         let running = InProcess::spawn(app.local_addr(), |stop| app.run_until_stopped(stop));
         Ok(Self {
             running,
             saga,
             accounts,
+            hasher,
         })
     }
 }
