@@ -271,46 +271,82 @@ impl Resolve for Replicas {
     }
 }
 
+/// Under load two things could make this fail without the balancer being at fault: the
+/// port, picked free and only bound after the databases were made (seconds on PostgreSQL),
+/// could be taken meanwhile by one of the many loopback sockets of the tests running beside
+/// it; and a replica whose TLS handshake finished late sat out the first calls, while the
+/// balancer (which picks among connected replicas only) sent them to the others. So the first replica binds port 0
+/// and the others take its port on addresses no other test uses, and the counted calls
+/// start once every replica has answered one, as a pool that has been up a while.
 async fn calls_from_one_client_spread_over_three_replicas_behind_one_name(backend: Backend) {
     let pki = TestPki::new();
     // Three replicas on 127.0.0.1, .2 and .3, one port, each with its own database so
     // each enrollment shows which replica took it.
-    let mut replicas = Vec::new();
     let mut dbs = Vec::new();
-    let port = kagi_testkit::free_port();
-    for host in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
-        let db = TestDatabase::new(backend, "keystore.db").await;
-        let mut settings = mtls_settings(&db, &pki, &["onboarding"]);
+    for _ in 0..3 {
+        dbs.push(TestDatabase::new(backend, "keystore.db").await);
+    }
+    let mut replicas: Vec<Running> = Vec::new();
+    for (db, host) in dbs.iter().zip(["127.0.0.1", "127.0.0.2", "127.0.0.3"]) {
+        let port = replicas.first().map_or(0, |first| first.addr.port());
+        let mut settings = mtls_settings(db, &pki, &["onboarding"]);
         settings.server.listen_addr = format!("{host}:{port}").parse().unwrap();
         replicas.push(start(&settings).await);
-        dbs.push(db);
     }
+    let port = replicas[0].addr.port();
     let mut settings = pki.client_settings(replicas[0].addr, Some("onboarding"));
     settings.endpoint = format!("https://{SERVICE_NAME}:{port}");
     settings.tls_server_name = None;
     settings.balance = true;
+    // What is proven is where calls go, not how fast: a loaded machine gets time.
+    settings.timeout_ms = 60_000;
     let resolver = Arc::new(Replicas(replicas.iter().map(|r| r.addr).collect()));
     let mut client = KeystoreClient::new(channel_with_resolver(&settings, resolver).unwrap());
-
-    let accounts: Vec<String> = (0..60).map(|i| format!("user{i:03}")).collect();
-    for account in &accounts {
+    let enroll = async |client: &mut KeystoreClient<ServiceChannel>, account: &str| {
         client
             .enroll(pb::EnrollRequest {
-                account_id: account.clone(),
+                account_id: account.into(),
             })
             .await
             .unwrap();
+    };
+    let holds = async |replica: &Running, account: &str| {
+        let id = AccountId::parse(account).unwrap();
+        replica
+            .keystore
+            .current_key(Actor { caller: "test" }, id)
+            .await
+            .is_ok()
+    };
+
+    // Until each replica has answered: its connection is up (bounded, so a balancer that
+    // pins one replica still fails here).
+    let mut answered = [false; 3];
+    for i in 0..300 {
+        let account = format!("warm{i:03}");
+        enroll(&mut client, &account).await;
+        for (replica, answered) in replicas.iter().zip(&mut answered) {
+            *answered |= holds(replica, &account).await;
+        }
+        if answered.iter().all(|a| *a) {
+            break;
+        }
+    }
+    assert!(
+        answered.iter().all(|a| *a),
+        "a replica never answered: {answered:?}"
+    );
+
+    let accounts: Vec<String> = (0..60).map(|i| format!("user{i:03}")).collect();
+    for account in &accounts {
+        enroll(&mut client, account).await;
     }
 
     let mut taken = Vec::new();
     for replica in &replicas {
         let mut count = 0;
         for account in &accounts {
-            let key = replica
-                .keystore
-                .current_key(Actor { caller: "test" }, AccountId::parse(account).unwrap())
-                .await;
-            count += usize::from(key.is_ok());
+            count += usize::from(holds(replica, account).await);
         }
         taken.push(count);
     }
