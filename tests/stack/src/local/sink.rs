@@ -34,6 +34,16 @@ impl Sink {
         raw.iter().filter_map(|m| parse(m)).collect()
     }
 
+    /// The messages accepted after the first `first`, in order: a poller that remembers
+    /// how many it has read parses each message once.
+    pub fn mails_from(&self, first: usize) -> Vec<Mail> {
+        self.raw()
+            .iter()
+            .skip(first)
+            .filter_map(|m| parse(m))
+            .collect()
+    }
+
     /// The messages accepted so far, as received.
     pub fn raw(&self) -> Vec<Vec<u8>> {
         self.inner.mails()
