@@ -95,6 +95,9 @@ impl Db {
         rate_limit: Option<(i64, i64)>,
     ) -> Result<Enqueued, sqlx::Error> {
         let rate_key = message.rate_key();
+        // On SQLite this process's writers (handlers and the worker) take turns here rather
+        // than sleeping in the busy handler; held until the insert is done.
+        let turn = self.write_turn().await;
         let mut conn = self.pool().acquire().await?;
         // Under READ COMMITTED two concurrent inserts could both count below the limit, so on
         // PostgreSQL they are serialized per recipient. SQLite runs one writing statement at
@@ -148,6 +151,7 @@ impl Db {
             insert.execute(&mut *conn).await?
         };
         drop(conn);
+        drop(turn);
         if inserted.rows_affected() == 1 {
             return Ok(Enqueued::Created(id.to_owned()));
         }
@@ -234,6 +238,7 @@ impl Db {
     ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
         // The outer conditions are checked again on each row as it is updated, so of two
         // replicas racing for a row only one sees it free.
+        let turn = self.write_turn().await;
         let claimed = sqlx::query(
             "UPDATE deliveries SET lease_owner = $1, lease_until = $2 \
              WHERE id IN (SELECT id FROM deliveries WHERE state = 'queued' AND next_attempt_at <= $3 \
@@ -248,6 +253,7 @@ impl Db {
         .bind(now)
         .execute(self.pool())
         .await?;
+        drop(turn);
         if claimed.rows_affected() == 0 {
             return Ok(Vec::new());
         }
@@ -284,6 +290,7 @@ impl Db {
         now: i64,
         finish: &Finish,
     ) -> Result<bool, sqlx::Error> {
+        let _turn = self.write_turn().await;
         let done = match finish {
             Finish::Sent { reply } => self.close_row(id, owner, DeliveryState::Sent, reply, Some(now), now, 1).await?,
             Finish::Failed { reply, attempted } => {

@@ -9,8 +9,44 @@ use kagi_testkit::both_backends;
 both_backends!(
     every_sensitive_action_is_audited_with_caller_and_trace,
     a_view_names_the_key_shown_and_no_key_shown_is_no_view,
+    fifty_views_at_once_are_each_shown_and_audited_once,
     the_trail_pages_newest_first
 );
+
+/// Fifty users opening menu 1 at the same moment: every one is shown the key and every
+/// view is recorded, none lost to the writes' contention and none twice.
+async fn fifty_views_at_once_are_each_shown_and_audited_once(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let key = app.enroll("taro").await;
+
+    let mut views = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let mut client = app.client.clone();
+        let request = TestApp::as_caller(
+            "portal",
+            pb::GetCurrentKeyRequest {
+                account_id: "taro".into(),
+                forms: vec![pb::KeyForm::QrPng.into()],
+            },
+        );
+        views.spawn(async move { client.get_current_key(request).await });
+    }
+    let shown = views.join_all().await;
+
+    assert_eq!(shown.len(), 50);
+    for reply in shown {
+        let key_shown = reply.unwrap().into_inner().key.unwrap();
+        assert_eq!(key_shown.key_id, key.key_id);
+        assert!(!key_shown.qr_png.is_empty());
+    }
+    let audited = app
+        .audit("taro")
+        .await
+        .into_iter()
+        .filter(|e| e.action == "view" && e.key_id == key.key_id)
+        .count();
+    assert_eq!(audited, 50);
+}
 
 /// Menu 1's view is read and audited in one command: the row names the key that was
 /// shown, and an account without a key (nothing shown) leaves no view in the trail.
