@@ -338,14 +338,22 @@ impl<S> Database<S> {
     /// # Errors
     /// The database is unreachable.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        let turn = match &self.transaction_gate {
-            Some(gate) => Some(Arc::clone(gate).lock_owned().await),
-            None => None,
-        };
+        let turn = self.write_turn().await;
         Ok(WriteTx {
             tx: self.pool.begin().await?,
             turn,
         })
+    }
+
+    /// Waits for this process's SQLite write turn without opening a transaction, for a
+    /// single-statement write (autocommit) that should queue here rather than sleep in
+    /// SQLite's busy handler: one statement instead of BEGIN, the write and COMMIT. `None`
+    /// on PostgreSQL, where writers do not wait for each other.
+    pub async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.transaction_gate {
+            Some(gate) => Some(Arc::clone(gate).lock_owned().await),
+            None => None,
+        }
     }
 
     /// After secrets are destroyed, SQLite's write-ahead log still holds the pages as they
