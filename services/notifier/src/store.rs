@@ -190,7 +190,9 @@ impl Db {
         row.as_ref().map(record).transpose()
     }
 
-    /// The account's newest `limit` messages, newest first (the help desk's list).
+    /// The account's newest `limit` messages, newest first (the help desk's list). The limit
+    /// is cast so SQLite keeps the statement prepared (a bare `LIMIT $n` is planned again
+    /// on every bind).
     ///
     /// # Errors
     /// Database failures.
@@ -203,7 +205,7 @@ impl Db {
         let sql = concat!(
             "SELECT ",
             columns!(),
-            " FROM deliveries WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+            " FROM deliveries WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT CAST($2 AS BIGINT)"
         );
         let rows = sqlx::query(sql)
             .bind(account_id)
@@ -237,12 +239,13 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
         // The outer conditions are checked again on each row as it is updated, so of two
-        // replicas racing for a row only one sees it free.
+        // replicas racing for a row only one sees it free. The limit is cast so SQLite keeps
+        // the statement prepared between polls (a bare `LIMIT $n` is planned on every bind).
         let turn = self.write_turn().await;
         let claimed = sqlx::query(
             "UPDATE deliveries SET lease_owner = $1, lease_until = $2 \
              WHERE id IN (SELECT id FROM deliveries WHERE state = 'queued' AND next_attempt_at <= $3 \
-                          AND (lease_until IS NULL OR lease_until < $4) ORDER BY next_attempt_at LIMIT $5) \
+                          AND (lease_until IS NULL OR lease_until < $4) ORDER BY next_attempt_at LIMIT CAST($5 AS BIGINT)) \
                AND state = 'queued' AND (lease_until IS NULL OR lease_until < $6)",
         )
         .bind(owner)

@@ -28,6 +28,10 @@ pub struct Session {
     /// counts from here.
     pub created_at: i64,
     pub last_seen: i64,
+    /// Whether a message was kept for the next page ([`Db::set_flash`]) when the session
+    /// was loaded: 1 or 0. Read with the session, so a page view without one does not ask
+    /// the database again only to find nothing.
+    pub flash_pending: i32,
 }
 
 impl Session {
@@ -62,8 +66,8 @@ pub fn hash_id(cookie_value: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(cookie_value.as_bytes()))
 }
 
-const SESSION_COLUMNS: &str =
-    "id_hash, csrf, account_id, reset_id, reset_account, created_at, last_seen";
+const SESSION_COLUMNS: &str = "id_hash, csrf, account_id, reset_id, reset_account, created_at, \
+     last_seen, CASE WHEN flash IS NULL THEN 0 ELSE 1 END AS flash_pending";
 
 impl Db {
     /// Creates a session; returns the cookie value (only the browser keeps it).
@@ -85,6 +89,7 @@ impl Db {
             reset_account: None,
             created_at: now,
             last_seen: now,
+            flash_pending: 0,
         };
         sqlx::query(
             "INSERT INTO sessions (id_hash, csrf, account_id, created_at, last_seen) VALUES ($1, $2, $3, $4, $4)",
@@ -175,6 +180,7 @@ impl Db {
             reset_account: None,
             created_at: old.created_at,
             last_seen: now,
+            flash_pending: 0,
         };
         let mut tx = self.pool().begin().await?;
         sqlx::query(
@@ -296,15 +302,21 @@ impl Db {
         Ok(())
     }
 
-    /// The message (and account ID) [`Db::set_flash`] kept, removed as it is read.
+    /// The message (and account ID) [`Db::set_flash`] kept, removed as it is read. Asks the
+    /// database only when the session had one as it was loaded (the request before this one
+    /// kept it, then redirected here).
     ///
     /// # Errors
     /// A database failure.
     #[tracing::instrument(skip_all)]
     pub async fn take_flash(
         &self,
-        id_hash: &str,
+        session: &Session,
     ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+        if session.flash_pending == 0 {
+            return Ok(None);
+        }
+        let id_hash = &session.id_hash;
         let row: Option<(Option<String>, Option<String>)> =
             sqlx::query_as("SELECT flash, flash_input FROM sessions WHERE id_hash = $1")
                 .bind(id_hash)

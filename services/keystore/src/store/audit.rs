@@ -67,6 +67,11 @@ impl Db {
     /// once for any parameter, so that form never used the account's index and an account's
     /// page scanned the whole trail back to the account's oldest shown event.
     ///
+    /// `LIMIT CAST($n AS BIGINT)`, not `LIMIT $n`: SQLite marks a statement whose LIMIT is a
+    /// bare parameter to be parsed and planned again each time that parameter is bound (it
+    /// may fold the value into the plan), which cost every look at an account a fresh
+    /// prepare; behind a cast the statement stays prepared in the connection's cache.
+    ///
     /// # Errors
     /// Database failures.
     pub async fn audit_events(
@@ -79,12 +84,12 @@ impl Db {
         let query = match account_id.filter(|a| !a.is_empty()) {
             Some(account_id) => sqlx::query_as(
                 "SELECT seq, at, caller, action, account_id, key_id, detail, trace_id FROM audit_events \
-                 WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+                 WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT CAST($3 AS BIGINT)",
             )
             .bind(account_id),
             None => sqlx::query_as(
                 "SELECT seq, at, caller, action, account_id, key_id, detail, trace_id FROM audit_events \
-                 WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                 WHERE seq < $1 ORDER BY seq DESC LIMIT CAST($2 AS BIGINT)",
             ),
         };
         query

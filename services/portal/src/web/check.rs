@@ -112,7 +112,7 @@ pub async fn answer(State(state): State<AppState>, ctx: Ctx) -> PageResult {
     let Some(account) = state.check_subject(&session).await? else {
         return Ok(see_other("/key"));
     };
-    let kept = state.db.take_flash(&session.id_hash).await?;
+    let kept = state.db.take_flash(&session).await?;
     let Some(answer) = kept.and_then(|(token, _)| CheckAnswer::from_token(&token)) else {
         return Ok(see_other("/key"));
     };

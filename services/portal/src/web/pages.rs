@@ -303,7 +303,7 @@ pub async fn login_page(
     let (session, cookie) = state.ensure_session(&ctx).await?;
     // When the keystore cannot say, the field is shown: the POST will need it anyway.
     let otp_required = state.otp_required(ctx.client_ip).await.unwrap_or(true);
-    let (message, account_id) = match state.db.take_flash(&session.id_hash).await? {
+    let (message, account_id) = match state.db.take_flash(&session).await? {
         Some((message, input)) => (Some(message), input.unwrap_or_default()),
         None => (None, String::new()),
     };

@@ -47,7 +47,7 @@ fn status_of(message: UserMessage) -> StatusCode {
 /// "1. 二要素認証のリセット": ID and password.
 pub async fn step1(State(state): State<AppState>, ctx: Ctx) -> PageResult {
     let (session, cookie) = state.ensure_session(&ctx).await?;
-    let (message, typed) = match state.db.take_flash(&session.id_hash).await? {
+    let (message, typed) = match state.db.take_flash(&session).await? {
         Some((message, typed)) => (Some(message), typed),
         None => (None, None),
     };

@@ -333,7 +333,7 @@ impl AppState {
     /// # Errors
     /// A database failure.
     pub async fn flash(&self, session: &Session) -> Result<Option<String>, PageError> {
-        Ok(self.db.take_flash(&session.id_hash).await?.map(|(m, _)| m))
+        Ok(self.db.take_flash(session).await?.map(|(m, _)| m))
     }
 
     /// The session a POST belongs to, if its form carried that session's CSRF token;

@@ -44,13 +44,13 @@ impl ResetSaga {
         operator: &kagi_runtime::AccountId,
         account_id: &str,
     ) -> Result<AccountResets, Error> {
-        self.record(
+        let look = self.event(
             actor,
             "admin_view",
             account_id,
             format!("operator={operator}"),
-        )
-        .await?;
+        );
+        self.inner.db.record_look(&look).await?;
         let masked_recipient = self
             .inner
             .directory

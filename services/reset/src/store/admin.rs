@@ -88,7 +88,23 @@ impl Db {
         insert_event(self.pool(), event).await
     }
 
-    /// The account's newest `limit` entries, newest first.
+    /// Records the help desk's look at an account (`admin_view`) before it is answered.
+    ///
+    /// Why not [`Db::admin_audit`]: on SQLite a bare INSERT that finds the write lock taken
+    /// sleeps in SQLite's busy handler (1, 2, 5, 10 ms… until it wins), and twenty
+    /// operators looking at once made that sleep the account page's tail. Here the looks
+    /// queue for this process's write turn instead, as the keystore's do, each INSERT
+    /// committing on its own.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn record_look(&self, event: &NewAdminEvent<'_>) -> Result<(), sqlx::Error> {
+        let _turn = self.write_turn().await;
+        insert_event(self.pool(), event).await
+    }
+
+    /// The account's newest `limit` entries, newest first. The limit is cast so SQLite keeps
+    /// the statement prepared (a bare `LIMIT $n` is parsed and planned on every bind).
     ///
     /// # Errors
     /// Database failures.
@@ -99,7 +115,7 @@ impl Db {
     ) -> Result<Vec<AdminEvent>, sqlx::Error> {
         sqlx::query_as(
             "SELECT seq, at, caller, action, account_id, detail, trace_id FROM admin_audit \
-             WHERE account_id = $1 ORDER BY seq DESC LIMIT $2",
+             WHERE account_id = $1 ORDER BY seq DESC LIMIT CAST($2 AS BIGINT)",
         )
         .bind(account_id)
         .bind(limit)

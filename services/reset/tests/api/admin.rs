@@ -18,6 +18,7 @@ both_backends!(
     the_user_is_mailed_once_about_an_unlock_in_their_language,
     only_the_help_desk_may_look_or_act,
     an_action_without_a_reason_changes_nothing_and_mails_nothing,
+    operators_looking_at_once_are_each_on_the_trail_and_the_page_shows_the_newest_twenty,
 );
 
 fn context(reason: &str) -> Option<pb::OperatorContext> {
@@ -277,5 +278,50 @@ async fn an_action_without_a_reason_changes_nothing_and_mails_nothing(backend: B
         mails[1].body.contains("Action: unlocked"),
         "{}",
         mails[1].body
+    );
+}
+
+async fn operators_looking_at_once_are_each_on_the_trail_and_the_page_shows_the_newest_twenty(
+    backend: Backend,
+) {
+    let stack = Stack::start(backend).await;
+    stack.account("taro").await;
+
+    // Twenty-five looks at once, as twenty operators' consoles make them.
+    let mut looks = tokio::task::JoinSet::new();
+    for _ in 0..25 {
+        let client = admin(&stack).await;
+        looks.spawn(async move {
+            let request = pb::GetAccountResetRequest {
+                account_id: "taro".into(),
+                operator: "ops1".into(),
+            };
+            client
+                .clone()
+                .get_account_reset(as_caller("helpdesk", request))
+                .await
+                .map(|reply| reply.into_inner().recent_events.len())
+        });
+    }
+    while let Some(seen) = looks.join_next().await {
+        let seen = seen.unwrap().expect("every look is answered");
+        assert!(seen >= 1, "each look is recorded before it is answered");
+    }
+
+    let trail = look(&stack, "helpdesk").await.unwrap().recent_events;
+    assert_eq!(
+        trail.len(),
+        20,
+        "the page shows the newest twenty of 26 looks"
+    );
+    assert!(
+        trail
+            .iter()
+            .all(|e| e.action == "admin_view" && e.detail == "operator=ops1"),
+        "every look names its operator"
+    );
+    assert!(
+        trail.windows(2).all(|w| w[0].sequence > w[1].sequence),
+        "newest first"
     );
 }
