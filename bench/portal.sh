@@ -21,12 +21,17 @@ notices=${2:-unlimited}
 pages=${3:-all}
 case $pages in all | helpdesk | key) ;; *) echo "pages: all, helpdesk or key, not $pages" >&2; exit 2 ;; esac
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -q -p kagi
+# KAGI_BIN: measure an already built `kagi` (another build, kept aside) instead of building one.
+kagi_bin=${KAGI_BIN:-}
+if [ -z "$kagi_bin" ]; then
+    cargo build --release -q -p kagi
+    kagi_bin=$root/target/release/kagi
+fi
 
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 portal="http://127.0.0.1:$port"
-(cd "$work" && exec "$root/target/release/kagi" dev --portal-addr "127.0.0.1:$port" --keystore-addr 127.0.0.1:0 \
+(cd "$work" && exec "$kagi_bin" dev --portal-addr "127.0.0.1:$port" --keystore-addr 127.0.0.1:0 \
     --reset-addr 127.0.0.1:0 --notifier-addr 127.0.0.1:0 --key-display-notices "$notices" >banner.txt 2>kagi.log) &
 kagi=$!
 trap 'kill -INT $kagi 2>/dev/null; wait $kagi 2>/dev/null; rm -rf "$work"' EXIT

@@ -3,6 +3,12 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a view of the key or the help desk's page allocates
+/// and frees thousands of small buffers across threads (h2 frames, protobuf, SQL rows), and
+/// glibc's arenas took a sixth of the process's CPU there (`perf`, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     if let Some(code) = kagi::multicall::dispatch(std::env::args_os().collect()).await {

@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+/// mimalloc, as in `kagi` (the image's binary): see its `main.rs`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     kagi_portal::cli::main(kagi_portal::cli::Cli::parse()).await
