@@ -139,7 +139,7 @@ echo "driver: $concurrency threads, $seconds s (the last calls answered by $(fie
 if [ "${KAGI_ROW:-1}" = 1 ]; then
     kagi=$("$root/target/release/kagi-bench" compare --backend "$backend" --accounts "$tokens" \
         --concurrency "$concurrency" --rounds 1 --bin "keystore=$root/target/release/kagi-keystore" \
-        --postgres-url "$pg_url" | tee /dev/stderr | awk -F'|' '$2 ~ /accepted/ {gsub(/ /, "", $3); print $3; exit}')
+        --postgres-url "$pg_url" | tee -a /dev/stderr | awk -F'|' '$2 ~ /accepted/ {gsub(/ /, "", $3); print $3; exit}')
     echo
     echo "kagi-keystore accepted VerifyCode on $backend: $kagi calls/s (same accounts, $concurrency in flight)"
     "$py" -c "import sys; k, p = float(sys.argv[1]), float(sys.argv[2]); print(f'ratio: kagi / privacyIDEA = {k / p:.0f} x' if p else 'privacyIDEA accepted nothing')" \
