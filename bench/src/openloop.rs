@@ -11,30 +11,53 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use kagi_proto::v1 as pb;
 use kagi_proto::v1::keystore_client::KeystoreClient;
+use kagi_runtime::ServiceChannel;
 use kagi_runtime::pki::CertAuthority;
 use rand::seq::SliceRandom;
 use std::time::Instant;
 
 use crate::drive;
-use crate::seed;
+use crate::seed::{self, SeededAccount};
 use crate::suite::{Seeded, Server, SuiteSpec, keystore_env, load_spec};
 
-/// What an open-loop run measured.
+/// What an open-loop run measured: the keystore first, then the same schedule against
+/// servers that do only part of its work, on the same database and machine.
 #[derive(Debug)]
 pub struct OpenLoopReport {
     pub rate: f64,
     pub sent: usize,
-    pub accepted: usize,
     pub elapsed: Duration,
+    pub rows: Vec<Distribution>,
+}
+
+/// One server's answers to the schedule.
+#[derive(Debug)]
+pub struct Distribution {
+    pub name: &'static str,
+    /// Calls answered `ACCEPTED` (the keystore) or done (the references).
+    pub accepted: usize,
     /// From when each call was due to its answer, in microseconds.
     pub latency: Histogram<u64>,
     /// How late the generator sent calls (its own lag), in microseconds.
     pub send_lag: Histogram<u64>,
 }
 
-/// Seeds `spec.accounts`, starts the keystore with TLS and client certificates, lets the
-/// database settle, and sends `rate` calls per second: for `warm_up_seconds` unrecorded (the
-/// server's pool grows to what the rate needs, caches fill), then for `seconds` measured.
+/// The schedule one server is driven with.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    rate: f64,
+    warm_up: usize,
+    total: usize,
+}
+
+/// Seeds `spec.accounts`, then drives three servers in turn on the same database, each
+/// settled first and sent `rate` calls per second (for `warm_up_seconds` unrecorded: the
+/// server's pool grows to what the rate needs, caches fill; then for `seconds` measured),
+/// each call on an account of its own:
+/// the keystore over TLS with client certificates; the reference, which does only the
+/// database work of an accepted code (the account row read, one conditional UPDATE in its
+/// own commit; no crypto, no audit row, no TLS); and a bare tonic echo. The two below it
+/// say how much of the keystore's distribution is the machine's and the database's.
 ///
 /// # Errors
 /// Any failure to seed, spawn, connect, or a call failing.
@@ -48,9 +71,27 @@ pub async fn run(
         database,
         kek,
         mut accounts,
-    } = Seeded::create(spec, false).await?;
+    } = Seeded::create(spec, true).await?;
     accounts.shuffle(&mut rand::rng());
-    let accounts = Arc::new(accounts);
+
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let calls = |seconds: u64| (rate * seconds as f64) as usize;
+    let schedule = Schedule {
+        rate,
+        warm_up: calls(warm_up_seconds),
+        total: calls(seconds),
+    };
+    let each = schedule.warm_up + schedule.total;
+    anyhow::ensure!(
+        3 * each <= accounts.len(),
+        "{} accounts cannot give three servers {} warm-up and {} measured calls a fresh account each",
+        accounts.len(),
+        schedule.warm_up,
+        schedule.total
+    );
+    let mut shares = accounts.chunks(each).map(|c| Arc::new(c.to_vec()));
+    let mut rows = Vec::new();
+    let started = Instant::now();
 
     let dir =
         std::env::temp_dir().join(format!("kagi-bench-open-{}", uuid::Uuid::new_v4().simple()));
@@ -93,26 +134,77 @@ pub async fn run(
     client.tls_server_name = Some("localhost".into());
     client.cert_file = Some(login.cert.clone());
     client.key_file = Some(login.key.clone());
-    let channels = drive::connect(&client, spec.connections, |mut c| async move {
-        c.verify_code(pb::VerifyCodeRequest {
+    let channels = drive::connect(&client, spec.connections, warm_up_call).await?;
+    settle(&database.url).await?;
+    eprintln!("keystore over mTLS…");
+    let share = shares.next().unwrap_or_default();
+    rows.push(drive_schedule("keystore, mTLS", &channels, share, schedule).await?);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let ceiling_env = vec![
+        ("KAGI_BENCH_DATABASE_URL".to_owned(), database.url.clone()),
+        (
+            "KAGI_BENCH_MAX_CONNECTIONS".to_owned(),
+            spec.max_connections.to_string(),
+        ),
+    ];
+    for (name, kind) in [
+        (
+            "reference: one SELECT + one conditional UPDATE, plaintext",
+            "read-update",
+        ),
+        ("bare tonic echo, plaintext", "echo"),
+    ] {
+        let mut server = Server::spawn(
+            "kagi-bench",
+            &["ceiling", kind],
+            &ceiling_env,
+            "KAGI_BENCH_LISTEN_ADDR",
+        )
+        .await?;
+        let client = load_spec(spec, server.addr, crate::load::CodePath::Valid).client;
+        let channels = drive::connect(&client, spec.connections, warm_up_call).await?;
+        settle(&database.url).await?;
+        eprintln!("{name}…");
+        let share = shares.next().unwrap_or_default();
+        rows.push(drive_schedule(name, &channels, share, schedule).await?);
+        server.stop().await;
+    }
+    database.drop_if_postgres(spec).await;
+    Ok(OpenLoopReport {
+        rate,
+        sent: schedule.total,
+        elapsed: started.elapsed(),
+        rows,
+    })
+}
+
+async fn warm_up_call(mut client: KeystoreClient<ServiceChannel>) -> Result<(), tonic::Status> {
+    client
+        .verify_code(pb::VerifyCodeRequest {
             account_id: "warm-up".into(),
             code: "000000".into(),
         })
         .await
         .map(|_| ())
-    })
-    .await?;
+}
 
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let calls = |seconds: u64| (rate * seconds as f64) as usize;
-    let (warm_up, total) = (calls(warm_up_seconds), calls(seconds));
-    anyhow::ensure!(
-        warm_up + total <= accounts.len(),
-        "{} accounts cannot give {warm_up} warm-up and {total} measured calls a fresh account each",
-        accounts.len()
-    );
-    settle(&database.url).await?;
-
+/// Sends `schedule` over `channels`, the i-th call a fresh valid code of `accounts[i]`, and
+/// records the measured calls' latency from their due time.
+async fn drive_schedule(
+    name: &'static str,
+    channels: &[ServiceChannel],
+    accounts: Arc<Vec<SeededAccount>>,
+    schedule: Schedule,
+) -> anyhow::Result<Distribution> {
+    let Schedule {
+        rate,
+        warm_up,
+        total,
+    } = schedule;
+    anyhow::ensure!(accounts.len() >= warm_up + total, "too few accounts");
+    let channels = channels.to_vec();
     let interval = Duration::from_secs_f64(1.0 / rate);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let start = Instant::now() + Duration::from_millis(100);
@@ -166,16 +258,9 @@ pub async fn run(
     let send_lag = generator
         .join()
         .map_err(|_| anyhow::anyhow!("the generator thread panicked"))??;
-    let start = start + interval * u32::try_from(warm_up)?;
-    let elapsed = start.elapsed();
-    server.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    database.drop_if_postgres(spec).await;
-    Ok(OpenLoopReport {
-        rate,
-        sent: total,
+    Ok(Distribution {
+        name,
         accepted,
-        elapsed,
         latency,
         send_lag,
     })
@@ -204,33 +289,36 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
-/// The distribution as a markdown table.
+/// The distributions as a markdown table.
 #[allow(clippy::print_stdout)]
 pub fn print(spec: &SuiteSpec, report: &OpenLoopReport) {
     println!(
-        "\nVerifyCode open loop on {:?} over mTLS: {:.0} calls/s for {:.1} s, {} sent over {} connections, {} accepted, {} accounts\n",
+        "\nVerifyCode open loop on {:?}: {:.0} calls/s, {} measured per server over {} connections, {} accounts, {:.1} s in all\n",
         spec.backend,
         report.rate,
-        report.elapsed.as_secs_f64(),
         report.sent,
         spec.connections,
-        report.accepted,
-        spec.accounts
+        spec.accounts,
+        report.elapsed.as_secs_f64(),
     );
-    println!("| | p50 | p90 | p99 | p99.9 | max |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (name, h) in [
-        ("latency from due time, ms", &report.latency),
-        ("generator's send lag, ms", &report.send_lag),
-    ] {
-        let q = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        println!(
-            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            h.max() as f64 / 1000.0
-        );
+    println!("| server | ms from due time | p50 | p90 | p99 | p99.9 | max | accepted |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for row in &report.rows {
+        for (what, h) in [
+            ("latency", &row.latency),
+            ("generator's send lag", &row.send_lag),
+        ] {
+            let q = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            println!(
+                "| {} | {what} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                row.name,
+                q(0.5),
+                q(0.9),
+                q(0.99),
+                q(0.999),
+                h.max() as f64 / 1000.0,
+                row.accepted,
+            );
+        }
     }
 }

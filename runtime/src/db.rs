@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyPool, Connection as _, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 mod metered;
@@ -49,6 +49,16 @@ impl Backend {
         }
     }
 }
+
+/// How long a pooled connection may sit idle and still be handed out without a ping.
+/// sqlx pings every connection as it goes back to the pool, so one returned this recently
+/// was alive then; its default second ping on the way out cost every statement another
+/// round trip to PostgreSQL (or hop to SQLite's connection thread), a third of a
+/// `VerifyCode`'s trips. A connection idle longer is pinged first (a firewall or the
+/// server may have closed it meanwhile). One that dies within the second is found by the
+/// call that uses it: `UNAVAILABLE`, which callers retry, and the connection is dropped
+/// when its release ping fails.
+pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Opens a pool. A SQLite file (and its folder) is created when missing and runs in WAL mode
 /// with a busy timeout, so several connections and processes can share it, and with
@@ -87,6 +97,15 @@ pub async fn connect_in(
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {

@@ -8,6 +8,7 @@ use kagi_runtime::ManualClock;
 use kagi_testkit::both_backends;
 use kagi_testkit::metrics::{probe, promtool_check, scrape, scrape_text, value, value_with};
 
+use kagi_proto::v1 as pb;
 use sqlx::Connection as _;
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
@@ -312,6 +313,56 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
     wait_for_readyz(metrics, 200).await;
     let key = app.enroll("taro").await;
     assert!(!key.key_id.is_empty(), "serving again once ready");
+    app.stop().await;
+}
+
+/// PostgreSQL ends every connection of the keystore's (a restart, a failover, an operator's
+/// `pg_terminate_backend`) while they sit idle. Connections are handed out without a ping
+/// while recently used (`PING_WHEN_IDLE_FOR`), but one idle longer is pinged first and
+/// replaced: the next logins never see the loss.
+#[tokio::test]
+async fn connections_the_database_ended_while_idle_are_replaced_unseen() {
+    let (app, db) = crate::helpers::spawn_app(Backend::Postgres).await;
+    let key = app.enroll("taro").await;
+    let code = app.code_for(&key, 0);
+    assert_eq!(
+        app.verify("taro", &code).await.unwrap().result(),
+        pb::VerifyResult::Accepted
+    );
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&kagi_testkit::database::postgres_url())
+        .await
+        .unwrap();
+    let ended: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "the keystore had connections to end");
+
+    tokio::time::sleep(
+        kagi_runtime::db::PING_WHEN_IDLE_FOR + std::time::Duration::from_millis(300),
+    )
+    .await;
+    let second = app.enroll("hanako").await;
+    assert_eq!(
+        app.verify("hanako", &app.code_for(&second, 0))
+            .await
+            .expect("a login after the connections ended")
+            .result(),
+        pb::VerifyResult::Accepted
+    );
+    let _ = admin.close().await;
     app.stop().await;
 }
 
