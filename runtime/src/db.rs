@@ -22,7 +22,9 @@ use sqlx::{Any, AnyPool, Connection as _, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 mod metered;
+mod wal;
 pub use metered::{MeteredPool, PoolMeter};
+pub use wal::{WAL_CHECKPOINT_EVERY, WalCheckpoint};
 
 /// The sqlx this crate was built with, for [`crate::service_database!`].
 pub use sqlx;
@@ -63,6 +65,8 @@ pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Opens a pool. A SQLite file (and its folder) is created when missing and runs in WAL mode
 /// with a busy timeout, so several connections and processes can share it, and with
 /// `secure_delete`, so wiped secrets are overwritten rather than left in free pages.
+/// A service also runs the WAL keeper ([`Database::keep_wal`]); [`SQLITE_WAL_SIZE_LIMIT`]
+/// bounds the log that a restart leaves behind where no keeper runs.
 ///
 /// # Errors
 /// A bad URL or an unreachable database.
@@ -109,10 +113,11 @@ pub async fn connect_in(
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
-                    conn.execute(
+                    conn.execute(sqlx::AssertSqlSafe(format!(
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
-                         PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
-                    )
+                         PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; \
+                         PRAGMA journal_size_limit = {SQLITE_WAL_SIZE_LIMIT};"
+                    )))
                     .await?;
                 } else if let Some(schema) = schema {
                     conn.execute(sqlx::AssertSqlSafe(format!(
@@ -127,6 +132,14 @@ pub async fn connect_in(
         .await?;
     Ok((pool, backend))
 }
+
+/// SQLite reuses its write-ahead log from the start once it has been checkpointed, but never
+/// shrinks the file: a burst leaves it at its largest. With this `journal_size_limit` the
+/// first commit after such a restart truncates it to 16 MiB: above the ~4 MB at which the
+/// automatic checkpoint runs, so the usual restart costs nothing, while a file grown by a
+/// burst (between keeper passes, or in a command-line tool that runs no keeper) gives its
+/// space back.
+pub const SQLITE_WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
 /// Schema names are spliced into SQL (`SET search_path`, `CREATE SCHEMA`): only
 /// `[a-z_][a-z0-9_]*` passes, which also needs no quoting rules.
@@ -656,6 +669,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode.0, "wal");
+        let limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(limit, SQLITE_WAL_SIZE_LIMIT);
         pool.close().await;
         assert!(dir.join("nested/x.db").exists());
         let _ = std::fs::remove_dir_all(dir);

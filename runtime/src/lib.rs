@@ -15,8 +15,8 @@
 //! - [`client`]: calls to another kagi service (TLS/mTLS, token re-read from its file,
 //!   deadline, retries of idempotent calls, DNS balancing, trace context).
 //! - [`db`]: SQLite or PostgreSQL by URL, one `Database<Schema>` per service with its
-//!   migrations, SQLite's write queue, the pool whose waits are measured, the `[database]`
-//!   settings section.
+//!   migrations, SQLite's write queue and its WAL keeper, the pool whose waits are measured,
+//!   the `[database]` settings section.
 //! - [`metrics`]: Prometheus metrics (why `prometheus-client`, the ports, the RED layer,
 //!   pool gauges and the waits for a connection) and the `[metrics]` section.
 //! - [`health`]: readiness from the database (liveness apart), also as `/livez` and

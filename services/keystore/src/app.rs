@@ -111,7 +111,8 @@ impl Application {
         &self.retention
     }
 
-    /// Serves until `shutdown` resolves, purging the audit trail at start and then hourly;
+    /// Serves until `shutdown` resolves, purging the audit trail at start and then hourly (and
+    /// on SQLite checkpointing the write-ahead log, [`kagi_runtime::Database::keep_wal`]);
     /// then drains in-flight calls, waits up to the grace period for a purge in progress
     /// (one cut short keeps the batches it finished; the next start goes on), and closes
     /// the pool.
@@ -135,6 +136,7 @@ impl Application {
                 }
             });
         }
+        self.keystore.db().keep_wal(&mut background);
         let grace = self.server.grace();
         let admin = KeystoreAdminGrpc::new(self.keystore.clone());
         let routes =

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kagi_proto::v1::notifier_server::NotifierServer;
 use kagi_runtime::auth::Authorizer;
 use kagi_runtime::health::database_probe;
-use kagi_runtime::{CallerAuthLayer, GrpcServer, Metrics};
+use kagi_runtime::{BackgroundTasks, CallerAuthLayer, GrpcServer, Metrics, Stopping};
 use tokio::sync::{Notify, watch};
 
 use crate::admin::NotifierAdminService;
@@ -125,8 +125,9 @@ impl Application {
         &self.store
     }
 
-    /// Serves and delivers until `shutdown` resolves; then stops taking calls, lets calls and
-    /// sends in flight finish, and returns.
+    /// Serves and delivers (and on SQLite checkpoints the write-ahead log every
+    /// [`kagi_runtime::db::WAL_CHECKPOINT_EVERY`]) until `shutdown` resolves; then stops taking
+    /// calls, lets calls, sends and a checkpoint in flight finish, and returns.
     ///
     /// # Errors
     /// The server failing.
@@ -146,6 +147,14 @@ impl Application {
                 }
             }
         };
+        let mut background = BackgroundTasks::new(Stopping::on({
+            let mut stop_rx = stop_rx.clone();
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            }
+        }));
+        self.store.keep_wal(&mut background);
+        let grace = self.server.grace();
         // Its messages are a few hundred bytes; refuse megabytes before decoding them.
         let shared = Arc::new(self.service);
         let service = NotifierServer::from_arc(Arc::clone(&shared))
@@ -172,6 +181,7 @@ impl Application {
             }
         };
         let (result, ()) = tokio::join!(serving, delivering);
+        background.join(grace).await;
         self.store.close().await;
         result
     }

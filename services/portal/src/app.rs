@@ -110,8 +110,9 @@ impl Application {
         web::router(self.state.clone())
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests (up to the grace
-    /// period) and closes the pool.
+    /// Serves until `shutdown` resolves (purging sessions every minute and, on SQLite,
+    /// checkpointing the write-ahead log, [`kagi_runtime::Database::keep_wal`]), then
+    /// finishes in-flight requests (up to the grace period) and closes the pool.
     ///
     /// # Errors
     /// Transport failures.
@@ -130,6 +131,7 @@ impl Application {
                 async move { purge(&state).await }
             }
         });
+        state.db.keep_wal(&mut background);
         let http = match self.metrics {
             Some((http, endpoint)) => {
                 // `/readyz` on the metrics port follows the sessions database, like the

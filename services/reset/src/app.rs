@@ -141,7 +141,8 @@ impl Application {
         &self.hasher
     }
 
-    /// Serves until `shutdown` resolves, sweeping at start and then periodically, then
+    /// Serves until `shutdown` resolves, sweeping at start and then periodically (and on
+    /// SQLite checkpointing the write-ahead log, [`kagi_runtime::Database::keep_wal`]), then
     /// drains in-flight calls, lets a sweep in progress finish, and closes the pool.
     ///
     /// # Errors
@@ -164,6 +165,7 @@ impl Application {
                 }
             });
         }
+        self.saga.db().keep_wal(&mut background);
         let grace = self.server.grace();
         let routes = tonic::service::Routes::new(ResetGrpc::new(self.saga.clone()).into_server())
             .add_service(DirectoryGrpc::new(self.login).into_server())
