@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use crate::drive;
 use crate::seed::{self, SeededAccount};
-use crate::suite::{Seeded, Server, SuiteSpec, keystore_env, load_spec};
+use crate::suite::{Seeded, Server, SuiteSpec, keystore_env, load_spec, spawn_ceiling};
 
 /// What an open-loop run measured: the keystore first, then the same schedule against
 /// servers that do only part of its work, on the same database and machine.
@@ -142,13 +142,6 @@ pub async fn run(
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 
-    let ceiling_env = vec![
-        ("KAGI_BENCH_DATABASE_URL".to_owned(), database.url.clone()),
-        (
-            "KAGI_BENCH_MAX_CONNECTIONS".to_owned(),
-            spec.max_connections.to_string(),
-        ),
-    ];
     for (name, kind) in [
         (
             "reference: one SELECT + one conditional UPDATE, plaintext",
@@ -156,13 +149,7 @@ pub async fn run(
         ),
         ("bare tonic echo, plaintext", "echo"),
     ] {
-        let mut server = Server::spawn(
-            "kagi-bench",
-            &["ceiling", kind],
-            &ceiling_env,
-            "KAGI_BENCH_LISTEN_ADDR",
-        )
-        .await?;
+        let mut server = spawn_ceiling(spec, &database, kind).await?;
         let client = load_spec(spec, server.addr, crate::load::CodePath::Valid).client;
         let channels = drive::connect(&client, spec.connections, warm_up_call).await?;
         settle(&database.url).await?;

@@ -199,13 +199,6 @@ async fn ceilings(
     accounts: &Arc<Vec<seed::SeededAccount>>,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let ceiling_env = vec![
-        ("KAGI_BENCH_DATABASE_URL".to_owned(), database.url.clone()),
-        (
-            "KAGI_BENCH_MAX_CONNECTIONS".to_owned(),
-            spec.max_connections.to_string(),
-        ),
-    ];
     let ceilings = [
         ("ceiling: bare tonic echo", "echo"),
         ("ceiling: one conditional UPDATE", "update"),
@@ -216,13 +209,7 @@ async fn ceilings(
     ];
     for (name, kind) in ceilings {
         eprintln!("{name}…");
-        let mut server = Server::spawn(
-            "kagi-bench",
-            &["ceiling", kind],
-            &ceiling_env,
-            "KAGI_BENCH_LISTEN_ADDR",
-        )
-        .await?;
+        let mut server = spawn_ceiling(spec, database, kind).await?;
         let report = load::run(&load_spec(spec, server.addr, CodePath::Valid), accounts).await?;
         rows.push(Row {
             name,
@@ -232,6 +219,29 @@ async fn ceilings(
         server.stop().await;
     }
     Ok(rows)
+}
+
+/// Starts `kagi-bench ceiling KIND` (`echo`, `update`, `read-update`) on `database`, with
+/// the pool size the keystore under test gets.
+pub(crate) async fn spawn_ceiling(
+    spec: &SuiteSpec,
+    database: &BenchDatabase,
+    kind: &str,
+) -> anyhow::Result<Server> {
+    let env = [
+        ("KAGI_BENCH_DATABASE_URL".to_owned(), database.url.clone()),
+        (
+            "KAGI_BENCH_MAX_CONNECTIONS".to_owned(),
+            spec.max_connections.to_string(),
+        ),
+    ];
+    Server::spawn(
+        "kagi-bench",
+        &["ceiling", kind],
+        &env,
+        "KAGI_BENCH_LISTEN_ADDR",
+    )
+    .await
 }
 
 pub(crate) fn load_spec(spec: &SuiteSpec, addr: SocketAddr, path: CodePath) -> LoadSpec {

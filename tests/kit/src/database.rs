@@ -92,6 +92,12 @@ impl TestDatabase {
         self.scratch.path().join(name)
     }
 
+    /// The PostgreSQL database's name (for an administrator's statements about it);
+    /// `None` on SQLite.
+    pub fn postgres_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
     /// The SQLite file's folder (the file plus its `-wal` and `-shm`), for scanning bytes.
     pub fn sqlite_dir(&self) -> Option<&std::path::Path> {
         self.dir.as_ref().map(tempfile::TempDir::path)

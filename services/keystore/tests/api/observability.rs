@@ -268,13 +268,8 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
     let app = TestApp::start(&settings, Arc::new(ManualClock::new(SystemTime::now()))).await;
     let metrics = app.metrics_addr.expect("metrics are on");
     let name = db
-        .url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
+        .postgres_name()
+        .expect("a PostgreSQL database")
         .to_owned();
     let mut admin = sqlx::PgConnection::connect(&kagi_testkit::database::postgres_url())
         .await
@@ -329,14 +324,7 @@ async fn connections_the_database_ended_while_idle_are_replaced_unseen() {
         app.verify("taro", &code).await.unwrap().result(),
         pb::VerifyResult::Accepted
     );
-    let name = db
-        .url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap();
+    let name = db.postgres_name().expect("a PostgreSQL database");
     let mut admin = sqlx::PgConnection::connect(&kagi_testkit::database::postgres_url())
         .await
         .unwrap();
