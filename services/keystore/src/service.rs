@@ -14,7 +14,7 @@ use crate::domain::{
     LockState, LockoutPolicy, OneTimeCode, SetupKeySecret, TotpVerifier,
 };
 use crate::error::Error;
-use crate::store::{CurrentKey, Db, NewAuditEvent, NewKey, RotateOutcome};
+use crate::store::{CurrentKey, Db, NewAuditEvent, NewKey, RotateOutcome, ViewQueue, ViewRequest};
 
 mod check;
 
@@ -70,6 +70,9 @@ pub struct Keystore {
 #[derive(Debug)]
 struct Inner {
     db: Db,
+    /// Menu-1 views, read and recorded in groups (one commit for the views that queued
+    /// while the last group was written).
+    views: ViewQueue,
     keyring: Keyring,
     clock: Arc<dyn Clock>,
     params: KeyParams,
@@ -111,6 +114,7 @@ impl Keystore {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                views: ViewQueue::start(db.clone()),
                 db,
                 keyring,
                 clock,
@@ -168,7 +172,8 @@ impl Keystore {
     }
 
     /// The account's current key, opened (the manual's menu 1). Audited as a view, in the
-    /// same command that reads it.
+    /// same command that reads it; views arriving together share that command's commit
+    /// ([`ViewQueue`]). The key is opened only once its view is committed.
     ///
     /// # Errors
     /// [`Error::NoKey`]; storage or crypto failures.
@@ -181,8 +186,8 @@ impl Keystore {
         let view = self.audit_event(actor, "view", account.as_str(), "", String::new());
         let row = self
             .inner
-            .db
-            .view_current_key(&account, &view)
+            .views
+            .view(ViewRequest::new(account.clone(), &view))
             .await?
             .ok_or(Error::NoKey)?;
         self.reveal(account, &row)

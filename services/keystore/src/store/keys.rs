@@ -120,13 +120,6 @@ macro_rules! record_failure_sql {
     };
 }
 
-/// The columns of [`CurrentKey`], as a macro so queries stay `&'static str` literals.
-macro_rules! key_columns {
-    () => {
-        "account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext, issuer, revoked_at, qr_mask"
-    };
-}
-
 impl Db {
     /// Creates the account with its first key. `false` when the account already exists.
     ///
@@ -183,55 +176,6 @@ impl Db {
         .bind(account.as_str())
         .fetch_optional(self.database.pool())
         .await
-    }
-
-    /// The account's live (unrevoked) current key, with `view` (the audit row of this
-    /// view; its `key_id` is taken from the row) written in the same commit: one command
-    /// where a read and then an INSERT took two round trips. On PostgreSQL one statement
-    /// (the read feeds the insert), on SQLite one transaction sent as one command
-    /// ([`Db::sqlite_one_shot`]). `None`, and nothing written, without a live key. The
-    /// view is recorded as the key is read out, before it is opened: a key that then fails
-    /// to open counts as viewed (an over-count, never a silent view).
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn view_current_key(
-        &self,
-        account: &AccountId,
-        view: &NewAuditEvent<'_>,
-    ) -> Result<Option<CurrentKey>, sqlx::Error> {
-        let sql = match self.backend() {
-            super::Backend::Postgres => concat!(
-                "WITH viewed AS (SELECT ",
-                key_columns!(),
-                " FROM accounts WHERE account_id = $1 AND revoked_at IS NULL), \
-                 logged AS (INSERT INTO audit_events (at, caller, action, account_id, key_id, detail, trace_id) \
-                 SELECT $2, $3, $4, account_id, current_key_id, $5, $6 FROM viewed) \
-                 SELECT * FROM viewed"
-            ),
-            super::Backend::Sqlite => concat!(
-                "BEGIN IMMEDIATE; \
-                 INSERT INTO audit_events (at, caller, action, account_id, key_id, detail, trace_id) \
-                 SELECT $2, $3, $4, account_id, current_key_id, $5, $6 FROM accounts \
-                 WHERE account_id = $1 AND revoked_at IS NULL; \
-                 SELECT ",
-                key_columns!(),
-                " FROM accounts WHERE account_id = $1 AND revoked_at IS NULL AND changes() = 1; \
-                 COMMIT;"
-            ),
-        };
-        let query = sqlx::query(sql)
-            .bind(account.as_str())
-            .bind(view.at_ms)
-            .bind(view.caller)
-            .bind(view.action)
-            .bind(&view.detail)
-            .bind(&view.trace_id);
-        let row = match self.backend() {
-            super::Backend::Postgres => query.fetch_optional(self.database.pool()).await?,
-            super::Backend::Sqlite => self.sqlite_one_shot(query).await?.into_iter().next(),
-        };
-        row.map(|row| sqlx::FromRow::from_row(&row)).transpose()
     }
 
     /// The record of one key by ID, live or destroyed.

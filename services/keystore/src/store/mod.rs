@@ -5,15 +5,24 @@
 //! write lock up front), and every race is settled by a conditional UPDATE rather than a
 //! read-then-write.
 
+/// The columns of [`CurrentKey`], as a macro so queries stay `&'static str` literals.
+macro_rules! key_columns {
+    () => {
+        "account_id, current_key_id, key_created_at, algorithm, digits, period, kek_id, nonce, ciphertext, issuer, revoked_at, qr_mask"
+    };
+}
+
 mod admin;
 mod audit;
 mod checks;
 mod keys;
+mod views;
 
 pub use admin::AccountRecord;
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use checks::CheckAdmission;
 pub use keys::{CurrentKey, KeyRecord, NewKey, RotateOutcome, VerifyRow};
+pub use views::{MAX_VIEWS_PER_COMMIT, ViewQueue, ViewRequest};
 
 pub use kagi_runtime::db::Backend;
 pub(crate) use kagi_runtime::db::is_unique_violation;

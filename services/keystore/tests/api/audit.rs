@@ -3,13 +3,17 @@
 
 use kagi_proto::v1 as pb;
 
-use crate::helpers::{Backend, TestApp, spawn_app, wrong_code};
+use kagi_proto::v1::keystore_admin_client::KeystoreAdminClient;
+
+use crate::helpers::{Backend, TestApp, channel, spawn_app, wrong_code};
 use kagi_testkit::both_backends;
 
 both_backends!(
     every_sensitive_action_is_audited_with_caller_and_trace,
     a_view_names_the_key_shown_and_no_key_shown_is_no_view,
     fifty_views_at_once_are_each_shown_and_audited_once,
+    views_of_many_accounts_at_once_each_show_their_own_key,
+    one_commit_of_several_views_answers_and_records_each_in_its_place,
     the_trail_pages_newest_first
 );
 
@@ -46,6 +50,124 @@ async fn fifty_views_at_once_are_each_shown_and_audited_once(backend: Backend) {
         .filter(|e| e.action == "view" && e.key_id == key.key_id)
         .count();
     assert_eq!(audited, 50);
+}
+
+/// Views of many accounts arriving together share commits (`ViewQueue`): each caller is
+/// still shown its own account's key, one without a key gets NOT_FOUND, and the trail
+/// holds exactly the views that were shown.
+async fn views_of_many_accounts_at_once_each_show_their_own_key(backend: Backend) {
+    let (app, _db) = spawn_app(backend).await;
+    let mut keys = std::collections::HashMap::new();
+    for n in 0..8 {
+        let account = format!("user{n}");
+        keys.insert(account.clone(), app.enroll(&account).await);
+    }
+
+    let mut views = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        // user8 and user9 have no key.
+        for n in 0..10 {
+            let account = format!("user{n}");
+            let mut client = app.client.clone();
+            let request = TestApp::as_caller(
+                "portal",
+                pb::GetCurrentKeyRequest {
+                    account_id: account.clone(),
+                    forms: vec![pb::KeyForm::Text.into()],
+                },
+            );
+            views.spawn(async move { (account, client.get_current_key(request).await) });
+        }
+    }
+
+    for (account, reply) in views.join_all().await {
+        match keys.get(&account) {
+            Some(key) => {
+                let shown = reply.unwrap().into_inner().key.unwrap();
+                assert_eq!(shown.account_id, account);
+                assert_eq!(shown.key_id, key.key_id);
+                assert_eq!(shown.secret_base32, key.secret_base32);
+            }
+            None => assert_eq!(reply.unwrap_err().code(), tonic::Code::NotFound),
+        }
+    }
+    for (account, key) in &keys {
+        let views: Vec<_> = app
+            .audit(account)
+            .await
+            .into_iter()
+            .filter(|e| e.action == "view")
+            .collect();
+        assert_eq!(views.len(), 4, "{account}");
+        assert!(views.iter().all(|e| e.key_id == key.key_id), "{views:?}");
+    }
+    assert!(app.audit("user8").await.is_empty());
+    assert!(app.audit("user9").await.is_empty());
+}
+
+/// The store's side of a shared commit, driven directly with one group: the answer has an
+/// entry per view in the order asked (the same account twice, one without a key, one
+/// revoked between), and only the views answered with a key are recorded.
+async fn one_commit_of_several_views_answers_and_records_each_in_its_place(backend: Backend) {
+    let (app, db) = spawn_app(backend).await;
+    let taro = app.enroll("taro").await;
+    let hanako = app.enroll("hanako").await;
+    app.enroll("jiro").await;
+    KeystoreAdminClient::new(channel(app.addr).await)
+        .revoke_key(TestApp::as_caller(
+            "helpdesk",
+            pb::RevokeKeyRequest {
+                account_id: "jiro".into(),
+                context: Some(pb::OperatorContext {
+                    operator: "ops1".into(),
+                    reason: "phone lost".into(),
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let store = kagi_keystore::store::Db::connect(&db.url, 2).await.unwrap();
+    let event = |account: &'static str| kagi_keystore::store::NewAuditEvent {
+        at_ms: 1,
+        caller: "portal",
+        action: "view",
+        account_id: account,
+        key_id: "",
+        detail: String::new(),
+        trace_id: String::new(),
+    };
+    let asked: Vec<_> = ["taro", "nobody", "hanako", "taro", "jiro"]
+        .into_iter()
+        .map(|account| {
+            kagi_keystore::store::ViewRequest::new(
+                kagi_keystore::domain::AccountId::parse(account).unwrap(),
+                &event(account),
+            )
+        })
+        .collect();
+
+    let answered = store.view_current_keys(&asked).await.unwrap();
+
+    let shown: Vec<Option<&str>> = answered
+        .iter()
+        .map(|key| key.as_ref().map(|k| k.key_id.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            Some(taro.key_id.as_str()),
+            None,
+            Some(hanako.key_id.as_str()),
+            Some(taro.key_id.as_str()),
+            None
+        ]
+    );
+    let views_of =
+        |events: Vec<pb::AuditEvent>| events.into_iter().filter(|e| e.action == "view").count();
+    assert_eq!(views_of(app.audit("taro").await), 2);
+    assert_eq!(views_of(app.audit("hanako").await), 1);
+    assert_eq!(views_of(app.audit("jiro").await), 0);
+    store.close().await;
 }
 
 /// Menu 1's view is read and audited in one command: the row names the key that was
