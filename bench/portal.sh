@@ -22,7 +22,7 @@ pages=${3:-all}
 case $pages in all | helpdesk | key) ;; *) echo "pages: all, helpdesk or key, not $pages" >&2; exit 2 ;; esac
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 # KAGI_BIN: measure an already built `kagi` (another build, kept aside) instead of building one.
-kagi_bin=${KAGI_BIN:-}
+kagi_bin=${KAGI_BIN:+$(realpath "$KAGI_BIN")}  # absolute: kagi dev starts in a scratch directory
 if [ -z "$kagi_bin" ]; then
     cargo build --release -q -p kagi
     kagi_bin=$root/target/release/kagi
