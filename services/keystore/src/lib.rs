@@ -13,8 +13,8 @@
 //!   to its account and key ID; several KEKs can open, the active one seals (`rekey`).
 //! - [`store`]: sqlx over SQLite or PostgreSQL, one migration set each: accounts with their
 //!   sealed current key and counters, every key ever issued (without its secret), rotations
-//!   by idempotency key, and the audit trail. Menu-1 views that arrive together are read
-//!   and recorded in one command and commit (`store::views`).
+//!   by idempotency key, and the audit trail. Views of a key that arrive together are
+//!   read and recorded in one command and commit (`store::views`).
 //! - [`admin`]: the help desk's use cases (look up, unlock, revoke), served as
 //!   `kagi.v1.KeystoreAdmin` by [`grpc::admin`] to the `helpdesk` caller only.
 //! - [`render`]: a shown key's otpauth URI and, when asked for, its QR code (PNG, SVG),

@@ -70,8 +70,8 @@ pub struct Keystore {
 #[derive(Debug)]
 struct Inner {
     db: Db,
-    /// Menu-1 views, read and recorded in groups (one commit for the views that queued
-    /// while the last group was written).
+    /// Views of the current key, read and recorded in groups (one commit for the views
+    /// that queued while the last group was written).
     views: ViewQueue,
     keyring: Keyring,
     clock: Arc<dyn Clock>,

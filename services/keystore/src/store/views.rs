@@ -1,4 +1,5 @@
-//! Menu-1 views, read and recorded in groups (group commit).
+//! Views of a key (`GetCurrentKey`: menus 1 and 3), read and recorded in groups (group
+//! commit).
 //!
 //! Every view of a key is read and audited in one command, so the trail names the key
 //! that was shown and no key is shown unrecorded. Done one view at a time, each view is a
