@@ -307,15 +307,35 @@ mod tests {
             let db = db.clone();
             async move {
                 let mut conn = db.pool().acquire().await.unwrap();
-                let (blocked, _, _): (i64, i64, i64) =
-                    sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                        .fetch_one(&mut *conn)
-                        .await
-                        .unwrap();
-                blocked
+                loop {
+                    let (blocked, log, _): (i64, i64, i64) =
+                        sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                            .fetch_one(&mut *conn)
+                            .await
+                            .unwrap();
+                    // -1: it met the probe below and never started; it tries again.
+                    if log >= 0 {
+                        break blocked;
+                    }
+                }
             }
         });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Until the other holds the lock, a passive checkpoint (which never waits) runs.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let (busy, frames, _): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                        .fetch_one(db.pool())
+                        .await
+                        .unwrap();
+                if busy != 0 && frames < 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the other checkpoint never took the lock");
         assert!(
             !other.is_finished(),
             "the other checkpoint did not wait for the reader"
