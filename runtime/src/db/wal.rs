@@ -139,6 +139,22 @@ mod tests {
         std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len())
     }
 
+    /// A scratch SQLite database with an empty `rows` table, in a folder of its own (kept
+    /// alive by the returned guard); also the path of its file, whose log the tests watch.
+    async fn scratch_rows(max_connections: u32) -> (tempfile::TempDir, PathBuf, Database<Scratch>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scratch.db");
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let db = Database::<Scratch>::connect(&url, max_connections)
+            .await
+            .unwrap();
+        db.pool()
+            .execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
+            .await
+            .unwrap();
+        (dir, file, db)
+    }
+
     async fn snapshot(db: &Database<Scratch>) -> Transaction<'static, Any> {
         let mut tx = db.pool().begin().await.unwrap();
         let _: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM rows")
@@ -186,14 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_keeper_truncates_the_log_that_overlapping_readers_let_grow_and_no_row_is_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("keeper.db");
-        let url = format!("sqlite://{}?mode=rwc", file.display());
-        let db = Database::<Scratch>::connect(&url, 6).await.unwrap();
-        db.pool()
-            .execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
-            .await
-            .unwrap();
+        let (_dir, file, db) = scratch_rows(6).await;
         let stop_reading = Arc::new(AtomicBool::new(false));
         let readers = overlapping_readers(db.clone(), Arc::clone(&stop_reading));
 
@@ -246,14 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pass_waits_for_the_transaction_holding_the_write_turn_then_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("turn.db");
-        let url = format!("sqlite://{}?mode=rwc", file.display());
-        let db = Database::<Scratch>::connect(&url, 2).await.unwrap();
-        db.pool()
-            .execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
-            .await
-            .unwrap();
+        let (_dir, file, db) = scratch_rows(2).await;
         let WriteTx { mut tx, turn } = db.begin_write().await.unwrap();
         sqlx::query("INSERT INTO rows (payload) VALUES (randomblob(1000))")
             .execute(&mut *tx)
@@ -288,14 +290,7 @@ mod tests {
     /// writes, logged at debug) instead of reporting readers holding the log open (warned).
     #[tokio::test]
     async fn a_pass_that_meets_another_checkpoint_says_so_and_the_next_truncates() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("other.db");
-        let url = format!("sqlite://{}?mode=rwc", file.display());
-        let db = Database::<Scratch>::connect(&url, 4).await.unwrap();
-        db.pool()
-            .execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
-            .await
-            .unwrap();
+        let (_dir, file, db) = scratch_rows(4).await;
         // A reader on an older snapshot than the log's end: a truncating checkpoint
         // elsewhere then waits for it, holding SQLite's checkpoint lock.
         let reader = snapshot(&db).await;
