@@ -125,14 +125,15 @@ async fn write_groups(db: Db, receiver: Arc<Mutex<mpsc::Receiver<(ViewRequest, R
             }
         }
         let (views, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-        match db.view_current_keys(&views).await {
+        let count = views.len();
+        match db.view_current_keys(views).await {
             Ok(keys) => {
                 for (reply, key) in replies.into_iter().zip(keys) {
                     let _ = reply.send(Ok(key));
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, views = views.len(), "recording a group of key views failed");
+                tracing::warn!(error = %e, views = count, "recording a group of key views failed");
                 let message = e.to_string();
                 for reply in replies {
                     let _ = reply.send(Err(sqlx::Error::Protocol(message.clone())));
@@ -152,27 +153,28 @@ impl Db {
     /// Database failures; nothing is then recorded.
     pub async fn view_current_keys(
         &self,
-        views: &[ViewRequest],
+        views: Vec<ViewRequest>,
     ) -> Result<Vec<Option<CurrentKey>>, sqlx::Error> {
+        let count = views.len();
         let sql = match self.backend() {
-            Backend::Postgres => postgres_views_sql(views.len()),
-            Backend::Sqlite => sqlite_views_sql(views.len()),
+            Backend::Postgres => postgres_views_sql(count),
+            Backend::Sqlite => sqlite_views_sql(count),
         };
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for view in views {
             query = query
                 .bind(view.account.as_str().to_owned())
                 .bind(view.at_ms)
-                .bind(view.caller.clone())
-                .bind(view.action.clone())
-                .bind(view.detail.clone())
-                .bind(view.trace_id.clone());
+                .bind(view.caller)
+                .bind(view.action)
+                .bind(view.detail)
+                .bind(view.trace_id);
         }
         let rows = match self.backend() {
             Backend::Postgres => query.fetch_all(self.database.pool()).await?,
             Backend::Sqlite => self.sqlite_one_shot(query).await?,
         };
-        let mut keys: Vec<Option<CurrentKey>> = views.iter().map(|_| None).collect();
+        let mut keys: Vec<Option<CurrentKey>> = (0..count).map(|_| None).collect();
         for row in rows {
             let (n, key) = numbered_key(&row)?;
             if let Some(slot) = keys.get_mut(n) {

@@ -146,7 +146,7 @@ async fn one_commit_of_several_views_answers_and_records_each_in_its_place(backe
         })
         .collect();
 
-    let answered = store.view_current_keys(&asked).await.unwrap();
+    let answered = store.view_current_keys(asked).await.unwrap();
 
     let shown: Vec<Option<&str>> = answered
         .iter()
